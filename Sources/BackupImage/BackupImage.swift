@@ -1,0 +1,2 @@
+// The backup image format lands here (issue 3).
+import BlockCore

@@ -1,0 +1,2 @@
+// The VHDX library lands here (issue 2).
+import BlockCore
