@@ -1,2 +1,0 @@
-// The VHDX library lands here (issue 2).
-import BlockCore
