@@ -25,7 +25,10 @@ let package = Package(
         .target(name: "DiskFormats", dependencies: ["BlockCore"]),
         // Our documented backup image format (.bli): writer, reader, chains, vault.
         .target(name: "BackupImage", dependencies: ["BlockCore", "CCryptoShim", "CZstd"]),
+        // Exposure: composed disk, plugin file, overlays, replacement file.
+        .target(name: "Exposure", dependencies: ["BlockCore", "DiskFormats", "BackupImage"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
+        .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [
