@@ -1,0 +1,329 @@
+import BlockCore
+
+/// A run of allocated payload blocks: virtual blocks `firstBlock ..< firstBlock+count` stored
+/// back to back in the file from payload slot `firstRank` (file offset `payloadStart + rank·B`).
+public struct VHDXBlockRun: Sendable, Hashable {
+    public let firstBlock: UInt64
+    public let count: UInt64
+    public let firstRank: UInt64
+    public var blocks: Range<UInt64> { firstBlock..<firstBlock + count }
+}
+
+/// A dynamic VHDX synthesized on demand from any block source (vhdx-notes §9a): the bytes a
+/// VHDX file of that disk would hold, served at any offset without materializing the file.
+///
+/// Layout (the structure Hyper-V writes): file identifier, two headers (seq 1 and 2), two
+/// identical region tables, a 1 MiB empty log at 1 MiB, 1 MiB of metadata at 2 MiB, the BAT at
+/// 3 MiB, then one payload block per allocated block from `payloadStart`, in virtual order.
+///
+/// Allocation: a block is allocated iff some part of it is `.data` in the source's extent map.
+/// Data is never read to decide (that would make opening cost a full read of the disk), so a
+/// block whose data happens to be all zeros still gets a payload block. Every other block is
+/// BAT state ZERO with offset 0 (Hyper-V fails on a non-zero offset there; vhdx-notes §5).
+///
+/// Deterministic: the GUIDs derive from `options.seed`, there is no clock, and every byte is
+/// a pure function of (source extents, source bytes, options). The file the `convert` command
+/// writes is this view copied, so the stream and the file are the same bytes.
+public final class VHDXView: BlockSource {
+    public let source: any BlockSource
+    public let options: VHDXSynthesisOptions
+
+    public let virtualSize: UInt64
+    public let blockSize: UInt32
+    public let logicalSectorSize: UInt32
+    public let physicalSectorSize: UInt32
+    public let geometry: VHDX.BATGeometry
+
+    public let logOffset = VHDXSkeletonBuilder.logOffset
+    public let logLength = UInt64(VHDXSkeletonBuilder.logLength)
+    public let metadataOffset = VHDXSkeletonBuilder.metadataOffset
+    public let metadataLength = UInt64(VHDXSkeletonBuilder.metadataLength)
+    public let batOffset = VHDXSkeletonBuilder.batOffset
+    /// BAT region length: entries × 8 rounded up to 1 MiB.
+    public let batLength: UInt64
+    /// Offset D where payload begins. Everything before it — headers, region tables, log,
+    /// metadata, BAT — is the skeleton; it depends on the extent map only, never on data.
+    public let payloadStart: UInt64
+    /// Size of the VHDX file: `payloadStart + allocatedBlockCount × blockSize`.
+    public let size: UInt64
+
+    public let fileWriteGuid: GUID
+    public let dataWriteGuid: GUID
+    public let virtualDiskID: GUID
+
+    /// Allocated blocks as runs, in virtual order (which is also file order).
+    public let runs: [VHDXBlockRun]
+    public let allocatedBlockCount: UInt64
+
+    let fileIdentifier: [UInt8]
+    let header1: [UInt8]
+    let header2: [UInt8]
+    let regionTable: [UInt8]
+    let metadataBytes: [UInt8]
+    let metadataEntries: [VHDXSkeletonBuilder.MetadataEntry]
+    /// Bytes 0 ..< 0x50000: identifier, both headers, both region tables.
+    private let headerArea: [UInt8]
+
+    /// Builds the view. Reads the source's extent map once; reads no data.
+    public init(source: any BlockSource, options: VHDXSynthesisOptions = VHDXSynthesisOptions()) throws {
+        let v = source.size
+        guard v > 0 else { throw VHDXSynthesisError.emptyDisk }
+        guard v <= VHDX.maxVirtualSize else { throw VHDXSynthesisError.virtualSizeTooLarge(v) }
+        let lss = options.logicalSectorSize, pss = options.physicalSectorSize
+        guard [512, 4096].contains(lss), [512, 4096].contains(pss), pss >= lss else {
+            throw VHDXSynthesisError.invalidSectorSize(logical: lss, physical: pss)
+        }
+        // MS-VHDX 2.6.2.2: VirtualDiskSize must be a multiple of LogicalSectorSize.
+        guard v % UInt64(lss) == 0 else { throw VHDXSynthesisError.virtualSizeNotSectorMultiple(size: v, sectorSize: lss) }
+        let b = options.effectiveBlockSize(forVirtualSize: v)
+        guard b >= VHDX.minBlockSize, b <= VHDX.maxBlockSize, b & (b - 1) == 0 else {
+            throw VHDXSynthesisError.invalidBlockSize(b)
+        }
+        guard options.seed.count == 16 else { throw VHDXSynthesisError.invalidSeed(count: options.seed.count) }
+        let creatorUnits = options.creator.utf16.count
+        guard creatorUnits <= 256 else { throw VHDXSynthesisError.creatorTooLong(codeUnits: creatorUnits) }
+
+        self.source = source
+        self.options = options
+        virtualSize = v
+        blockSize = b
+        logicalSectorSize = lss
+        physicalSectorSize = pss
+        geometry = VHDX.BATGeometry(virtualSize: v, blockSize: b, logicalSectorSize: lss, differencing: false)
+        batLength = geometry.regionLength
+        payloadStart = batOffset + batLength
+
+        fileWriteGuid = GUID.derived(seed: options.seed, label: "file")
+        dataWriteGuid = GUID.derived(seed: options.seed, label: "data")
+        virtualDiskID = GUID.derived(seed: options.seed, label: "vdisk")
+
+        // Allocation map: blocks touched by any data extent.
+        var runs: [VHDXBlockRun] = []
+        var rank: UInt64 = 0
+        let bs = UInt64(b)
+        var pending: (first: UInt64, end: UInt64)?
+        for e in try source.extents(in: 0..<v) where e.kind == .data && e.length > 0 {
+            let end = min(e.end, v)
+            guard e.offset < end else { continue }
+            let first = e.offset / bs, last = (end - 1) / bs
+            if let p = pending, first <= p.end {
+                pending = (p.first, max(p.end, last + 1))
+            } else {
+                if let p = pending {
+                    runs.append(VHDXBlockRun(firstBlock: p.first, count: p.end - p.first, firstRank: rank))
+                    rank += p.end - p.first
+                }
+                pending = (first, last + 1)
+            }
+        }
+        if let p = pending {
+            runs.append(VHDXBlockRun(firstBlock: p.first, count: p.end - p.first, firstRank: rank))
+            rank += p.end - p.first
+        }
+        self.runs = runs
+        allocatedBlockCount = rank
+        size = payloadStart + rank * bs
+
+        fileIdentifier = VHDXSkeletonBuilder.fileIdentifier(creator: options.creator)
+        header1 = VHDXSkeletonBuilder.header(sequence: 1, fileWrite: fileWriteGuid, dataWrite: dataWriteGuid)
+        header2 = VHDXSkeletonBuilder.header(sequence: 2, fileWrite: fileWriteGuid, dataWrite: dataWriteGuid)
+        regionTable = VHDXSkeletonBuilder.regionTable(batLength: batLength)
+        (metadataBytes, metadataEntries) = try VHDXSkeletonBuilder.metadata(
+            blockSize: b, virtualSize: v, virtualDiskID: virtualDiskID,
+            logicalSectorSize: lss, physicalSectorSize: pss, user: options.userMetadata)
+
+        var area = [UInt8](repeating: 0, count: Int(VHDX.regionTable2Offset) + VHDX.regionTableSize)
+        area.put(fileIdentifier, at: Int(VHDX.fileIdentifierOffset))
+        area.put(header1, at: Int(VHDX.header1Offset))
+        area.put(header2, at: Int(VHDX.header2Offset))
+        area.put(regionTable, at: Int(VHDX.regionTable1Offset))
+        area.put(regionTable, at: Int(VHDX.regionTable2Offset))
+        headerArea = area
+    }
+
+    // MARK: Allocation queries
+
+    /// Allocated virtual blocks, as ranges of block indices in order.
+    public var allocatedBlocks: [Range<UInt64>] { runs.map(\.blocks) }
+
+    /// Index into `runs` of the run holding virtual block `p`, or nil when `p` is not allocated.
+    private func runIndex(containingBlock p: UInt64) -> Int? {
+        let i = firstRunIndex(endingAfterBlock: p)
+        return i < runs.count && runs[i].firstBlock <= p ? i : nil
+    }
+
+    /// The first run whose end is past block `p` (runs.count if none).
+    private func firstRunIndex(endingAfterBlock p: UInt64) -> Int {
+        var lo = 0, hi = runs.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if runs[mid].firstBlock + runs[mid].count <= p { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// The run holding payload slot `k` (0 ≤ k < allocatedBlockCount).
+    private func runIndex(containingRank k: UInt64) -> Int {
+        var lo = 0, hi = runs.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if runs[mid].firstRank + runs[mid].count <= k { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// File offset of virtual block `p`'s payload, or nil when it has none (state ZERO).
+    public func fileOffset(ofBlock p: UInt64) -> UInt64? {
+        guard let i = runIndex(containingBlock: p) else { return nil }
+        return payloadStart + (runs[i].firstRank + p - runs[i].firstBlock) * UInt64(blockSize)
+    }
+
+    /// The BAT entry at `index` (payload entries interleaved with sector-bitmap entries, §5).
+    public func batEntry(_ index: UInt64) -> UInt64 {
+        var e: UInt64 = 0
+        fillBATEntries(index..<index + 1) { _, v in e = v }
+        return e
+    }
+
+    /// Calls `body(index, entry)` for each BAT entry index in `range` ∩ [0, totalEntries).
+    private func fillBATEntries(_ range: Range<UInt64>, _ body: (UInt64, UInt64) -> Void) {
+        let r = range.clamped(to: 0..<geometry.totalEntries)
+        guard !r.isEmpty else { return }
+        let stride = geometry.chunkRatio + 1
+        let zeroEntry = UInt64(VHDX.PayloadState.zero.rawValue)
+        let present = UInt64(VHDX.PayloadState.fullyPresent.rawValue)
+        let firstBlock = r.lowerBound - r.lowerBound / stride
+        var ri = firstRunIndex(endingAfterBlock: firstBlock)
+        let bs = UInt64(blockSize)
+        for i in r {
+            if i % stride == geometry.chunkRatio {
+                body(i, 0)  // sector-bitmap entry: NOT_PRESENT in dynamic disks [SPEC:670-700]
+                continue
+            }
+            let p = i - i / stride
+            while ri < runs.count && runs[ri].firstBlock + runs[ri].count <= p { ri += 1 }
+            if ri < runs.count && runs[ri].firstBlock <= p {
+                let off = payloadStart + (runs[ri].firstRank + p - runs[ri].firstBlock) * bs
+                body(i, off | present)
+            } else {
+                body(i, zeroEntry)
+            }
+        }
+    }
+
+    // MARK: BlockSource
+
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try checkRange(offset, buffer.count)
+        guard buffer.count > 0 else { return }
+        let base = buffer.baseAddress!
+        var done = 0
+        while done < buffer.count {
+            let pos = offset + UInt64(done)
+            let remaining = buffer.count - done
+            if pos < payloadStart {
+                let n = Int(min(UInt64(remaining), payloadStart - pos))
+                fillSkeleton(at: pos, into: UnsafeMutableRawBufferPointer(start: base + done, count: n))
+                done += n
+                continue
+            }
+            // Payload: within one run, file order is virtual order, so the whole overlap with the
+            // run is one contiguous source range read straight into the caller's buffer.
+            let bs = UInt64(blockSize)
+            let k = (pos - payloadStart) / bs
+            let run = runs[runIndex(containingRank: k)]
+            let runFileEnd = payloadStart + (run.firstRank + run.count) * bs
+            let n = Int(min(UInt64(remaining), runFileEnd - pos))
+            let v = run.firstBlock * bs + (pos - payloadStart - run.firstRank * bs)
+            let dataCount = v < virtualSize ? Int(min(UInt64(n), virtualSize - v)) : 0
+            if dataCount > 0 {
+                try source.read(at: v, into: UnsafeMutableRawBufferPointer(start: base + done, count: dataCount))
+            }
+            if dataCount < n {
+                // The last block's padding past the virtual size.
+                (base + done + dataCount).initializeMemory(as: UInt8.self, repeating: 0, count: n - dataCount)
+            }
+            done += n
+        }
+    }
+
+    /// Skeleton bytes [pos, pos+buf.count) ⊂ [0, payloadStart).
+    private func fillSkeleton(at pos: UInt64, into buf: UnsafeMutableRawBufferPointer) {
+        let base = buf.baseAddress!
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: buf.count)
+        let end = pos + UInt64(buf.count)
+        func overlay(_ bytes: [UInt8], at start: UInt64) {
+            let lo = max(pos, start), hi = min(end, start + UInt64(bytes.count))
+            guard lo < hi else { return }
+            bytes.withUnsafeBytes { src in
+                (base + Int(lo - pos)).copyMemory(from: src.baseAddress! + Int(lo - start), byteCount: Int(hi - lo))
+            }
+        }
+        overlay(headerArea, at: 0)
+        overlay(metadataBytes, at: metadataOffset)
+        let batUsedEnd = batOffset + geometry.totalEntries * 8
+        let lo = max(pos, batOffset), hi = min(end, batUsedEnd)
+        if lo < hi {
+            let firstEntry = (lo - batOffset) / 8
+            let lastEntry = (hi - batOffset - 1) / 8
+            var entries = [UInt64](repeating: 0, count: Int(lastEntry - firstEntry + 1))
+            fillBATEntries(firstEntry..<lastEntry + 1) { i, e in entries[Int(i - firstEntry)] = e.littleEndian }
+            entries.withUnsafeBytes { src in
+                let skip = Int(lo - batOffset - firstEntry * 8)
+                (base + Int(lo - pos)).copyMemory(from: src.baseAddress! + skip, byteCount: Int(hi - lo))
+            }
+        }
+    }
+
+    /// The skeleton, bytes [0, payloadStart): what the exposure layer writes as the plugin file.
+    public func skeleton() throws -> [UInt8] {
+        try read(at: 0, count: Int(payloadStart))
+    }
+
+    /// The extent map of the VHDX file itself: structures and payload data are `.data`; the
+    /// rest (reserved areas, the empty log, padding, source zero/absent ranges inside allocated
+    /// blocks) is `.zero`. Writing only the data extents into a zeroed file reproduces the view.
+    public func extents(in range: Range<UInt64>) throws -> [Extent] {
+        let r = range.clamped(to: 0..<size)
+        guard !r.isEmpty else { return [] }
+        var out: [Extent] = []
+        func add(_ lo: UInt64, _ hi: UInt64, _ kind: ExtentKind) {
+            let a = max(lo, r.lowerBound), b = min(hi, r.upperBound)
+            if a < b { out.append(Extent(offset: a, length: b - a, kind: kind)) }
+        }
+        if r.lowerBound < payloadStart {
+            let batUsedEnd = batOffset + geometry.totalEntries * 8
+            add(0, UInt64(headerArea.count), .data)
+            add(UInt64(headerArea.count), metadataOffset, .zero)
+            add(metadataOffset, metadataOffset + UInt64(metadataBytes.count), .data)
+            add(metadataOffset + UInt64(metadataBytes.count), batOffset, .zero)
+            add(batOffset, batUsedEnd, .data)
+            add(batUsedEnd, payloadStart, .zero)
+        }
+        if r.upperBound > payloadStart {
+            let bs = UInt64(blockSize)
+            let start = max(r.lowerBound, payloadStart)
+            var ri = runIndex(containingRank: (start - payloadStart) / bs)
+            while ri < runs.count {
+                let run = runs[ri]
+                let fileLo = payloadStart + run.firstRank * bs
+                let fileHi = fileLo + run.count * bs
+                if fileLo >= r.upperBound { break }
+                let lo = max(fileLo, start), hi = min(fileHi, r.upperBound)
+                let vLo = run.firstBlock * bs + (lo - fileLo)
+                let vHi = vLo + (hi - lo)
+                let vDataHi = min(vHi, virtualSize)
+                if vLo < vDataHi {
+                    for e in try source.extents(in: vLo..<vDataHi) {
+                        let a = max(e.offset, vLo), b = min(e.end, vDataHi)
+                        guard a < b else { continue }
+                        add(lo + (a - vLo), lo + (b - vLo), e.kind == .data ? .data : .zero)
+                    }
+                }
+                if vDataHi < vHi { add(lo + (max(vDataHi, vLo) - vLo), hi, .zero) }
+                ri += 1
+            }
+        }
+        return coalesce(out)
+    }
+}
