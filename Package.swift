@@ -10,6 +10,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
         // Thin extern "C" shim over Crypto++ (CRC-32C, SHA-256, AES-GCM, scrypt, HKDF).
@@ -26,10 +27,13 @@ let package = Package(
         // Our documented backup image format (.bli): writer, reader, chains, vault.
         .target(name: "BackupImage", dependencies: ["BlockCore", "CCryptoShim", "CZstd"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
+        // The verification lab: scenarios, targets, generator, pipeline steps/validators, boot runner, reports.
+        .target(name: "Lab", dependencies: ["BlockCore", "DiskFormats", .product(name: "Yams", package: "Yams")]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "BlockCore"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [
-                "BlockCore", "DiskFormats", "BackupImage",
+                "BlockCore", "DiskFormats", "BackupImage", "Lab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
