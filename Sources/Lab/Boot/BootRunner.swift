@@ -88,7 +88,7 @@ public enum BootRunner {
                 try? h.close()
             }
         }
-        let lines = console.split(whereSeparator: { $0 == "\n" || $0 == "\r" }).map(String.init)
+        let lines = console.split(whereSeparator: \.isNewline).map(String.init)
         let markerSeen = lines.contains { $0.contains(Initramfs.markerPrefix + marker) }
         let failure = lines.last { $0.contains("BOOTLAB: root") || $0.contains("BOOTLAB: marker") || $0.contains("Kernel panic") || $0.contains("failed: ") }
             ?? (stderr.isEmpty ? nil : "qemu: " + stderr.split(separator: "\n").first.map(String.init)!)

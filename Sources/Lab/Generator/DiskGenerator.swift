@@ -25,7 +25,11 @@ public enum DiskGenerator {
     static let fixedTime = 1_600_000_000
     private static let keyLocks = Locked<[String: NSLock]>([:])
 
-    public static func generate(_ machine: SourceMachine, of scenario: Scenario, suite: LabSuite) throws -> GeneratedMachine {
+    /// `machinesDirectory` overrides where generated disks are cached (default
+    /// `$BOOTLAB_CACHE/machines`); kernels are always shared under `LabCache.root`.
+    public static func generate(_ machine: SourceMachine, of scenario: Scenario, suite: LabSuite,
+                                machinesDirectory: URL? = nil) throws -> GeneratedMachine {
+        let machines = machinesDirectory ?? LabCache.root.appendingPathComponent("machines")
         let kernel = try LabCache.kernel(machine.kernel)
         let resolver = try ModuleResolver(kernel: kernel)
         var wanted = suite.initramfsModules(for: machine, in: scenario)
@@ -42,16 +46,17 @@ public enum DiskGenerator {
         let keyJSON = String(decoding: try encoder.encode(KeyInput(machine: machine, seed: scenario.seed, modules: modules, versions: versions)), as: UTF8.self)
         let key = String(Digest.string(keyJSON).prefix(24))
 
+        let lockKey = machines.path + "/" + key
         let lock = keyLocks.withLock { locks -> NSLock in
-            if let l = locks[key] { return l }
+            if let l = locks[lockKey] { return l }
             let l = NSLock()
-            locks[key] = l
+            locks[lockKey] = l
             return l
         }
         lock.lock()
         defer { lock.unlock() }
 
-        let dir = LabCache.root.appendingPathComponent("machines/\(key)")
+        let dir = machines.appendingPathComponent(key)
         let manifestURL = dir.appendingPathComponent("manifest.json")
         if let data = try? Data(contentsOf: manifestURL),
            let cached = try? JSONDecoder().decode(GeneratedMachine.self, from: data),
@@ -60,7 +65,7 @@ public enum DiskGenerator {
         }
 
         let fm = FileManager.default
-        let work = LabCache.root.appendingPathComponent("machines/.work-\(key)-\(getpid())")
+        let work = machines.appendingPathComponent(".work-\(key)-\(getpid())")
         try? fm.removeItem(at: work)
         try fm.createDirectory(at: work, withIntermediateDirectories: true)
         defer { try? fm.removeItem(at: work) }
@@ -177,7 +182,12 @@ public enum DiskGenerator {
         // The mount stamped times, generation numbers and i_version on what extlinux touched,
         // and the superblock's mount fields: reset them all to fixed values.
         var commands: [String] = []
-        for path in ["/boot/extlinux/ldlinux.sys", "/boot/extlinux/ldlinux.c32", "/boot/extlinux", "/boot", "/"] {
+        // mke2fs -d also copies each source file's ctime, which touch cannot set: reset every path.
+        var paths = ["/", "/lost+found", "/boot/extlinux/ldlinux.sys", "/boot/extlinux/ldlinux.c32"]
+        if let walker = FileManager.default.enumerator(atPath: tree.path) {
+            while let rel = walker.nextObject() as? String { paths.append("/" + rel) }
+        }
+        for path in paths.sorted() {
             for field in ["atime", "mtime", "ctime", "crtime"] {
                 commands.append("sif \(path) \(field) \(t)")
                 commands.append("sif \(path) \(field)_extra 0")

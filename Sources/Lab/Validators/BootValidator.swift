@@ -36,7 +36,7 @@ public struct BootValidator: Validator {
             }
             let console = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
             let regex = try NSRegularExpression(pattern: reason, options: [.caseInsensitive])
-            let lines = console.split(whereSeparator: { $0 == "\n" || $0 == "\r" }).map(String.init)
+            let lines = console.split(whereSeparator: \.isNewline).map(String.init)
             if let line = lines.first(where: { regex.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) != nil }) {
                 return .pass("failed as expected: \(line.trimmingCharacters(in: .whitespaces))", details: details, attachments: attachments)
             }
