@@ -27,7 +27,7 @@ struct ReportTests {
         try Data("\u{1B}[2JSeaBIOS\r\nBOOTLAB-MARKER: X <ok>\r\n".utf8).write(to: log)
         let report = Self.sample(consoleLog: log.path)
         #expect(report.hasRegression)
-        #expect(report.summary["drift"] == 0 && report.summary["fail"] == 1 && report.summary["pass"] == 0)
+        #expect(report.summary["drift"] == 1 && report.summary["fail"] == 1 && report.summary["pass"] == 0)
         #expect(report.cells[0].verdict == .drift)
         let out = dir.appendingPathComponent("out")
         let html = try report.write(to: out)

@@ -36,6 +36,7 @@ struct ScenarioParsingTests {
           volume_size: 32M
           marker: SAMPLE-OK
         targets: [kvm-virtio]
+
         """
 
     func parse(_ yaml: String) throws -> Scenario {
