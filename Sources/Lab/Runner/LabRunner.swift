@@ -10,16 +10,12 @@ public struct LabRunner: Sendable {
     public var pipeline: @Sendable (Scenario, Target) -> Pipeline
     /// Called after each cell (from a worker thread).
     public var progress: @Sendable (_ done: Int, _ total: Int, _ result: CellResult) -> Void
-    /// Keep each cell's work directory (console logs stay referenced by the report otherwise copied).
-    public var keepWork: Bool
-
-    public init(suite: LabSuite, options: RunOptions, jobs: Int = 2, keepWork: Bool = false,
+    public init(suite: LabSuite, options: RunOptions, jobs: Int = 2,
                 pipeline: @escaping @Sendable (Scenario, Target) -> Pipeline = Pipeline.standard,
                 progress: @escaping @Sendable (Int, Int, CellResult) -> Void = { _, _, _ in }) {
         self.suite = suite
         self.options = options
         self.jobs = max(1, jobs)
-        self.keepWork = keepWork
         self.pipeline = pipeline
         self.progress = progress
     }

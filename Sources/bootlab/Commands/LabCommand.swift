@@ -50,7 +50,7 @@ struct LabRun: ParsableCommand {
                 ?? FileManager.default.temporaryDirectory.appendingPathComponent("bootlab-lab-\(getpid())")
             let options = RunOptions(goldenDirectory: goldenDir, updateGolden: updateGolden, bootTimeout: timeout, workDirectory: work)
             writeStandardError("bootlab lab: \(cells.count) cells, \(jobs) jobs\(shardValue.map { ", shard \($0)" } ?? "")\n")
-            let runner = LabRunner(suite: suite, options: options, jobs: jobs, keepWork: keep, progress: { done, total, result in
+            let runner = LabRunner(suite: suite, options: options, jobs: jobs, progress: { done, total, result in
                 writeStandardError(TerminalReport.progressLine(done: done, total: total, result: result) + "\n")
             })
             let results = runner.run(cells)
