@@ -26,10 +26,16 @@ let package = Package(
         // Our documented backup image format (.bli): writer, reader, chains, vault.
         .target(name: "BackupImage", dependencies: ["BlockCore", "CCryptoShim", "CZstd"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
+        // libguestfs and libhivex, for OS reconfiguration.
+        .systemLibrary(name: "CGuestfs", pkgConfig: "libguestfs"),
+        .systemLibrary(name: "CHivex", pkgConfig: "hivex"),
+        // OS reconfiguration: drivers, initramfs, fstab/boot loader, Windows hives, GRUB boot code.
+        .target(name: "Reconfigure", dependencies: ["BlockCore", "CGuestfs", "CHivex"]),
+        .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore"], exclude: ["Fixtures"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [
-                "BlockCore", "DiskFormats", "BackupImage",
+                "BlockCore", "DiskFormats", "BackupImage", "Reconfigure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
