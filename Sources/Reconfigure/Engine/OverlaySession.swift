@@ -35,9 +35,12 @@ final class OverlaySession {
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         overlay = work.appendingPathComponent("overlay.qcow2").path
         dataFile = work.appendingPathComponent("overlay.data").path
+        // qemu-img resolves a relative backing path against the overlay's directory.
+        let backing = FileManager.default.fileExists(atPath: image.path) && !image.path.hasPrefix("/")
+            ? FileManager.default.currentDirectoryPath + "/" + image.path : image.path
         try run(["qemu-img", "create", "-q", "-f", "qcow2",
                  "-o", "data_file=\(dataFile),cluster_size=\(OverlaySession.clusterSize)",
-                 "-b", image.path, "-F", image.format, overlay])
+                 "-b", backing, "-F", image.format, overlay])
         let info = try JSONSerialization.jsonObject(with: Data(try run(["qemu-img", "info", "--output=json", overlay]).utf8)) as? [String: Any]
         guard let vsize = (info?["virtual-size"] as? NSNumber)?.uint64Value else {
             throw ReconfigureError.guest("qemu-img info gave no virtual-size for \(image.path)")
