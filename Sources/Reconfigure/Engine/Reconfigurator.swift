@@ -33,9 +33,10 @@ public enum Reconfigurator {
         var report = ReconfigurationReport(target: target, controller: controllerName, os: "unknown")
         let session = try OverlaySession(image: image, layer: layer, workDirectory: options.workDirectory)
         let found = try LinuxReconfigurer(session: session, controller: controller).run(report: &report, dryRun: options.dryRun)
+            || WindowsReconfigurer(session: session, controller: controller).run(report: &report, dryRun: options.dryRun)
         guard found else {
             _ = try? session.finish(into: layer, copyChanges: false)
-            throw ReconfigureError.noOperatingSystem("no boot loader configuration (syslinux/extlinux) or initramfs-tools root on \(report.filesystems.joined(separator: ", "))")
+            throw ReconfigureError.noOperatingSystem("no boot loader configuration (syslinux/extlinux), initramfs-tools root or Windows SYSTEM hive on \(report.filesystems.joined(separator: ", "))")
         }
         let writes = try session.finish(into: layer, copyChanges: !options.dryRun && report.changed)
         report.layerWrites = writes

@@ -123,7 +123,20 @@ public final class Guestfs {
         }
     }
 
+    public func preadDevice(_ device: String, count: Int, at offset: UInt64) throws -> [UInt8] {
+        var size = 0
+        guard let p = guestfs_pread_device(g, device, Int32(count), Int64(offset), &size) else { throw error("pread_device \(device)") }
+        defer { free(p) }
+        guard size == count else { throw GuestfsError(operation: "pread_device \(device)", message: "short read: \(size) of \(count) bytes at \(offset)") }
+        return p.withMemoryRebound(to: UInt8.self, capacity: size) { Array(UnsafeBufferPointer(start: $0, count: size)) }
+    }
+
     // MARK: files
+
+    /// The real spelling of a path on a case-insensitive guest file system (NTFS, FAT).
+    public func caseSensitivePath(_ path: String) throws -> String {
+        try string("case_sensitive_path \(path)", guestfs_case_sensitive_path(g, path))
+    }
 
     public func exists(_ path: String) throws -> Bool { try bool("exists \(path)", guestfs_exists(g, path)) }
     public func isFile(_ path: String) throws -> Bool { try bool("is_file \(path)", guestfs_is_file(g, path)) }
