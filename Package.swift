@@ -31,6 +31,8 @@ let package = Package(
         .systemLibrary(name: "CHivex", pkgConfig: "hivex"),
         // OS reconfiguration: drivers, initramfs, fstab/boot loader, Windows hives, GRUB boot code.
         .target(name: "Reconfigure", dependencies: ["BlockCore", "CGuestfs", "CHivex"]),
+        // libFuzzer harness for the initramfs cpio reader and modules.dep parser.
+        .executableTarget(name: "FuzzCpio", dependencies: ["Reconfigure"]),
         .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore"], exclude: ["Fixtures"]),
         .executableTarget(
             name: "bootlab",
