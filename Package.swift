@@ -30,10 +30,18 @@ let package = Package(
         // The verification lab: scenarios, targets, generator, pipeline steps/validators, boot runner, reports.
         .target(name: "Lab", dependencies: ["BlockCore", "DiskFormats", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "BlockCore"]),
+        // libguestfs and libhivex, for OS reconfiguration.
+        .systemLibrary(name: "CGuestfs", pkgConfig: "libguestfs"),
+        .systemLibrary(name: "CHivex", pkgConfig: "hivex"),
+        // OS reconfiguration: drivers, initramfs, fstab/boot loader, Windows hives, GRUB boot code.
+        .target(name: "Reconfigure", dependencies: ["BlockCore", "CGuestfs", "CHivex"]),
+        // libFuzzer harness for the initramfs cpio reader and modules.dep parser.
+        .executableTarget(name: "FuzzCpio", dependencies: ["Reconfigure"]),
+        .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore"], exclude: ["Fixtures"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [
-                "BlockCore", "DiskFormats", "BackupImage", "Lab",
+                "BlockCore", "DiskFormats", "BackupImage", "Lab", "Reconfigure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -11,6 +11,7 @@ struct BootLab: ParsableCommand {
             // Each front-end command lives in Commands/<Name>Command.swift.
             DemoCommand.self,
             LabCommand.self,
+            ReconfigureCommand.self,
         ]
     )
 }
