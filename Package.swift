@@ -24,7 +24,7 @@ let package = Package(
         // Native disk formats: VHDX (parser, synthesizer, writer, check), MBR/BPB, raw.
         .target(name: "DiskFormats", dependencies: ["BlockCore"]),
         // Our documented backup image format (.bli): writer, reader, chains, vault.
-        .target(name: "BackupImage", dependencies: ["BlockCore", "CCryptoShim", "CZstd"]),
+        .target(name: "BackupImage", dependencies: ["BlockCore", "DiskFormats", "CCryptoShim", "CZstd"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
         .executableTarget(
             name: "bootlab",
