@@ -26,6 +26,12 @@ let package = Package(
         // Our documented backup image format (.bli): writer, reader, chains, vault.
         .target(name: "BackupImage", dependencies: ["BlockCore", "DiskFormats", "CCryptoShim", "CZstd"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
+        .testTarget(name: "BackupImageTests", dependencies: ["BackupImage", "BlockCore", "DiskFormats"]),
+        .testTarget(name: "DiskFormatsTests", dependencies: ["DiskFormats", "BlockCore"]),
+        // libFuzzer harness for the backup-image and partition-table parsers (ci/test.d/21-fuzz-backup.sh).
+        .executableTarget(name: "FuzzBackupImage", dependencies: ["BackupImage", "DiskFormats", "BlockCore"]),
+        // Backup benchmarks with ratios against zstd (ci/bench-backup).
+        .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [

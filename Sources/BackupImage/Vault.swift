@@ -39,11 +39,13 @@ public final class BackupVault: @unchecked Sendable {
     static func exists(_ dir: String) -> Bool { access(dir + "/" + headerName, F_OK) == 0 }
 
     /// Opens an existing vault; the passphrase is asked only when the vault is encrypted.
-    public static func open(directory: String, passphrase: PassphraseSource?, stats: BackupStats = BackupStats()) throws -> BackupVault {
-        try open(directory: directory, passphrase: PassphraseOnce(passphrase), stats: stats)
+    /// `statisticsOnly` skips the key derivation of an encrypted vault (stats read no block).
+    public static func open(directory: String, passphrase: PassphraseSource?, statisticsOnly: Bool = false,
+                            stats: BackupStats = BackupStats()) throws -> BackupVault {
+        try open(directory: directory, passphrase: PassphraseOnce(passphrase), stats: stats, keyless: statisticsOnly)
     }
 
-    static func open(directory: String, passphrase: PassphraseOnce, stats: BackupStats) throws -> BackupVault {
+    static func open(directory: String, passphrase: PassphraseOnce, stats: BackupStats, keyless: Bool = false) throws -> BackupVault {
         let path = directory + "/" + headerName
         guard exists(directory) else { throw BackupImageError.vault("\(directory) is not a vault (no \(headerName))") }
         let f = try RawFile(path: path)
@@ -65,6 +67,7 @@ public final class BackupVault: @unchecked Sendable {
             let p = ScryptParameters(log2N: h[37], r: h.le32(40), p: h.le32(44))
             guard p.isWithinBounds else { throw v.error(at: 37, "scrypt parameters exceed the reader's bounds") }
             params = p
+            if keyless { return BackupVault(directory: directory, id: id, isEncrypted: true, scrypt: p, salt: salt, keys: nil, stats: stats) }
             let master = try passphrase.master(salt: salt, params: p, for: "vault \(directory)")
             let k = KeySet(master: master, id: id, domain: "vault")
             guard Crypto.equal(k.check, Array(h[80..<112])) else { throw BackupImageError.wrongPassphrase("vault \(directory)") }

@@ -10,6 +10,7 @@ struct BootLab: ParsableCommand {
         subcommands: [
             // Each front-end command lives in Commands/<Name>Command.swift.
             DemoCommand.self,
+            BackupCommand.self,
         ]
     )
 }
