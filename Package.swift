@@ -25,7 +25,7 @@ let package = Package(
         // Native disk formats: VHDX (parser, synthesizer, writer, check), MBR/BPB, raw.
         .target(name: "DiskFormats", dependencies: ["BlockCore"]),
         // Our documented backup image format (.bli): writer, reader, chains, vault.
-        .target(name: "BackupImage", dependencies: ["BlockCore", "CCryptoShim", "CZstd"]),
+        .target(name: "BackupImage", dependencies: ["BlockCore", "DiskFormats", "CCryptoShim", "CZstd"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
         // The verification lab: scenarios, targets, generator, pipeline steps/validators, boot runner, reports.
         .target(name: "Lab", dependencies: ["BlockCore", "DiskFormats", .product(name: "Yams", package: "Yams")]),
@@ -38,6 +38,12 @@ let package = Package(
         // libFuzzer harness for the initramfs cpio reader and modules.dep parser.
         .executableTarget(name: "FuzzCpio", dependencies: ["Reconfigure"]),
         .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore"], exclude: ["Fixtures"]),
+        .testTarget(name: "BackupImageTests", dependencies: ["BackupImage", "BlockCore", "DiskFormats"]),
+        .testTarget(name: "DiskFormatsTests", dependencies: ["DiskFormats", "BlockCore"]),
+        // libFuzzer harness for the backup-image and partition-table parsers (ci/test.d/21-fuzz-backup.sh).
+        .executableTarget(name: "FuzzBackupImage", dependencies: ["BackupImage", "DiskFormats", "BlockCore"]),
+        // Backup benchmarks with ratios against zstd (ci/bench-backup).
+        .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [

@@ -12,6 +12,7 @@ struct BootLab: ParsableCommand {
             DemoCommand.self,
             LabCommand.self,
             ReconfigureCommand.self,
+            BackupCommand.self,
         ]
     )
 }
