@@ -10,6 +10,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
         // Thin extern "C" shim over Crypto++ (CRC-32C, SHA-256, AES-GCM, scrypt, HKDF).
@@ -24,15 +25,32 @@ let package = Package(
         // Native disk formats: VHDX (parser, synthesizer, writer, check), MBR/BPB, raw.
         .target(name: "DiskFormats", dependencies: ["BlockCore"]),
         // Our documented backup image format (.bli): writer, reader, chains, vault.
-        .target(name: "BackupImage", dependencies: ["BlockCore", "CCryptoShim", "CZstd"]),
         // Exposure: composed disk, plugin file, overlays, replacement file.
         .target(name: "Exposure", dependencies: ["BlockCore", "DiskFormats", "BackupImage"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
         .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore"]),
+        .target(name: "BackupImage", dependencies: ["BlockCore", "DiskFormats", "CCryptoShim", "CZstd"]),
+        // The verification lab: scenarios, targets, generator, pipeline steps/validators, boot runner, reports.
+        .target(name: "Lab", dependencies: ["BlockCore", "DiskFormats", .product(name: "Yams", package: "Yams")]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "BlockCore"]),
+        // libguestfs and libhivex, for OS reconfiguration.
+        .systemLibrary(name: "CGuestfs", pkgConfig: "libguestfs"),
+        .systemLibrary(name: "CHivex", pkgConfig: "hivex"),
+        // OS reconfiguration: drivers, initramfs, fstab/boot loader, Windows hives, GRUB boot code.
+        .target(name: "Reconfigure", dependencies: ["BlockCore", "CGuestfs", "CHivex"]),
+        // libFuzzer harness for the initramfs cpio reader and modules.dep parser.
+        .executableTarget(name: "FuzzCpio", dependencies: ["Reconfigure"]),
+        .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore"], exclude: ["Fixtures"]),
+        .testTarget(name: "BackupImageTests", dependencies: ["BackupImage", "BlockCore", "DiskFormats"]),
+        .testTarget(name: "DiskFormatsTests", dependencies: ["DiskFormats", "BlockCore"]),
+        // libFuzzer harness for the backup-image and partition-table parsers (ci/test.d/21-fuzz-backup.sh).
+        .executableTarget(name: "FuzzBackupImage", dependencies: ["BackupImage", "DiskFormats", "BlockCore"]),
+        // Backup benchmarks with ratios against zstd (ci/bench-backup).
+        .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [
-                "BlockCore", "DiskFormats", "BackupImage",
+                "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Lab", "Reconfigure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

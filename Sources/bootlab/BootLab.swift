@@ -11,6 +11,9 @@ struct BootLab: ParsableCommand {
             // Each front-end command lives in Commands/<Name>Command.swift.
             DemoCommand.self,
             ConvertCommand.self,
+            LabCommand.self,
+            ReconfigureCommand.self,
+            BackupCommand.self,
         ]
     )
 }
