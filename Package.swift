@@ -26,6 +26,9 @@ let package = Package(
         // Our documented backup image format (.bli): writer, reader, chains, vault.
         .target(name: "BackupImage", dependencies: ["BlockCore", "CCryptoShim", "CZstd"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
+        .testTarget(name: "DiskFormatsTests", dependencies: ["BlockCore", "DiskFormats"]),
+        // libFuzzer harness for the VHDX parser (build with --sanitize fuzzer).
+        .executableTarget(name: "FuzzVHDX", dependencies: ["BlockCore", "DiskFormats"], path: "Sources/Fuzz/FuzzVHDX"),
         .executableTarget(
             name: "bootlab",
             dependencies: [

@@ -10,6 +10,9 @@ struct BootLab: ParsableCommand {
         subcommands: [
             // Each front-end command lives in Commands/<Name>Command.swift.
             DemoCommand.self,
+            InfoCommand.self,
+            CheckCommand.self,
+            CreateCommand.self,
         ]
     )
 }
