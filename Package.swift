@@ -47,6 +47,8 @@ let package = Package(
         .executableTarget(name: "FuzzBackupImage", dependencies: ["BackupImage", "DiskFormats", "BlockCore"]),
         // Backup benchmarks with ratios against zstd (ci/bench-backup).
         .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore"]),
+        // libFuzzer harness for the VHDX parser (build with --sanitize fuzzer).
+        .executableTarget(name: "FuzzVHDX", dependencies: ["BlockCore", "DiskFormats"], path: "Sources/Fuzz/FuzzVHDX"),
         .executableTarget(
             name: "bootlab",
             dependencies: [

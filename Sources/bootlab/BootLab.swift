@@ -14,6 +14,9 @@ struct BootLab: ParsableCommand {
             LabCommand.self,
             ReconfigureCommand.self,
             BackupCommand.self,
+            InfoCommand.self,
+            CheckCommand.self,
+            CreateCommand.self,
         ]
     )
 }

@@ -1,6 +1,7 @@
 import BackupImage
 import BlockCore
 import DiskFormats
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -164,9 +165,7 @@ public enum PluginFile {
 
     static func absolutePath(_ p: String) -> String {
         if p.hasPrefix("/") { return p }
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        guard getcwd(&buf, buf.count) != nil else { return p }
-        return String(cString: buf) + "/" + p
+        return FileManager.default.currentDirectoryPath + "/" + p
     }
 
     static func directory(of p: String) -> String {
