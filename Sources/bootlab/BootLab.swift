@@ -10,6 +10,8 @@ struct BootLab: ParsableCommand {
         subcommands: [
             // Each front-end command lives in Commands/<Name>Command.swift.
             DemoCommand.self,
+            MountCommand.self,
+            ServeCommand.self,
         ]
     )
 }
