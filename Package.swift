@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "CNBDKit"),
         .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "Exposure"]),
         .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore"]),
-        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "bootlab"]),
+        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [
