@@ -64,5 +64,20 @@ int bl_watch_signal(int signum, void (*cb)(void *ctx), void *ctx) {
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     if (sigaction(signum, &sa, NULL) != 0) return -errno;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signum);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     return 0;
+}
+
+void bl_reset_server_signals(void) {
+    int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    sigset_t set;
+    sigemptyset(&set);
+    for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        signal(sigs[i], SIG_DFL);
+        sigaddset(&set, sigs[i]);
+    }
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }

@@ -1,4 +1,5 @@
 import BlockCore
+import CFuse3
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -40,7 +41,8 @@ public struct NBDServe: Sendable {
     /// nbdkit's command line (argv[0] first).
     public func arguments() throws -> [String] {
         let plugin = try pluginPath ?? NBDServe.locatePlugin()
-        var args = ["nbdkit", "--foreground", "--unix", socketPath]
+        // The socket arrives by socket activation (see `exec`), so no --unix here.
+        var args = ["nbdkit", "--foreground"]
         if spec.overlayPath == nil { args.append("--readonly") }
         if verbose { args.append("--verbose") }
         args += nbdkitArguments
@@ -52,18 +54,58 @@ public struct NBDServe: Sendable {
     }
 
     /// Replaces this process with nbdkit (same PID: signals and `kill -9` reach the server
-    /// directly). The socket is created 0600 (umask), a stale socket at the path is removed.
+    /// directly). The listening socket is made here, mode 0600, and handed over by systemd-style
+    /// socket activation (LISTEN_PID/LISTEN_FDS, fd 3): nbdkit's own `--unix` socket follows no
+    /// umask we can set (it comes out 0755). A stale socket at the path is replaced.
     public func exec() throws -> Never {
         let args = try arguments()
-        var st = stat()
-        if lstat(socketPath, &st) == 0 {
-            guard (st.st_mode & S_IFMT) == S_IFSOCK else { throw FrontendError.usage("\(socketPath) exists and is not a socket") }
-            unlink(socketPath)
+        let fd = try NBDServe.listen(at: socketPath)
+        if fd != 3 {
+            guard dup2(fd, 3) == 3 else { throw IOError("dup2", path: socketPath, errno: errno) }
+            close(fd)
         }
-        umask(0o177)
+        _ = fcntl(3, F_SETFD, 0) // keep it across exec
+        setenv("LISTEN_PID", String(getpid()), 1)
+        setenv("LISTEN_FDS", "1", 1)
+        unsetenv("LISTEN_FDNAMES")
+        // nbdkit stops on SIGINT/SIGTERM only if they reach it (exec keeps ignored dispositions).
+        bl_reset_server_signals()
         let cargs = args.map { strdup($0) } + [nil]
         execvp("nbdkit", cargs)
         throw IOError("exec", path: "nbdkit", errno: errno)
+    }
+
+    /// A listening Unix socket at `path`, mode 0600.
+    public static func listen(at path: String) throws -> Int32 {
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFSOCK else { throw FrontendError.usage("\(path) exists and is not a socket") }
+            unlink(path)
+        }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            throw FrontendError.usage("socket path too long (\(bytes.count) bytes): \(path)")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in
+            p.copyBytes(from: bytes)
+            p[bytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw IOError("socket", path: path, errno: errno) }
+        // The mode is set at bind time (umask) so the socket is never reachable by others.
+        let old = umask(0o177)
+        let r = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        let e = errno
+        umask(old)
+        guard r == 0 else { close(fd); throw IOError("bind", path: path, errno: e) }
+        guard chmod(path, 0o600) == 0, Glibc.listen(fd, 128) == 0 else {
+            let e = errno; close(fd); throw IOError("listen", path: path, errno: e)
+        }
+        return fd
     }
 
     private func absolute(_ p: String) -> String { absolutePath(p) }

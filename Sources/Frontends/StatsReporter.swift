@@ -44,3 +44,7 @@ public final class StatsReporter: Sendable {
         }, ctx)
     }
 }
+
+/// Default dispositions, unblocked, for SIGINT/SIGTERM/SIGHUP: a server started by a parent that
+/// ignores them (test runners, some supervisors) must still stop cleanly on them.
+public func resetServerSignals() { bl_reset_server_signals() }

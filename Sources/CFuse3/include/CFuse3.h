@@ -36,3 +36,8 @@ int bl_fuse_run(const char *mountpoint, const char *backing_dir, const bl_fuse_c
 // Calls `cb(ctx)` on a dedicated thread each time `signum` arrives (the handler only writes one
 // byte to a pipe, which is async-signal-safe). Used for SIGUSR1 → write statistics. 0 or -errno.
 int bl_watch_signal(int signum, void (*cb)(void *ctx), void *ctx);
+
+// Restores default dispositions and unblocks SIGINT, SIGTERM and SIGHUP. A server started
+// by a parent that ignores or blocks them (test runners, some supervisors) would otherwise never
+// see its stop signal: libfuse only installs its handlers over default dispositions.
+void bl_reset_server_signals(void);

@@ -46,6 +46,8 @@ struct MountCommand: ParsableCommand {
         options.singleThreaded = singleThread
         options.debug = debug
         options.extraNames = catalog.extraNames
+        // Before installing handlers: a parent may have left these ignored or blocked.
+        resetServerSignals()
         let reporting = stats || statsFile != nil
         if reporting { reporter.watchSIGUSR1(); reporter.write() }
         let mount = FuseMount(mountpoint: mountpoint, backingDirectory: directory, options: options, provider: catalog.provider)
