@@ -42,6 +42,7 @@ let package = Package(
         // nbdkit plugin: C plugin struct calling into Swift through @_cdecl entry points.
         .target(name: "CNBDKit"),
         .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "Exposure"]),
+        .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"]),
         .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore"]),
         .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore"]),
         .executableTarget(

@@ -105,3 +105,12 @@ enum OverlayJournal {
         return r
     }
 }
+
+extension WriteOverlay {
+    /// Parses a journal's bytes as a reopen would (the fuzz harness's entry point): the number of
+    /// good records and torn bytes, or the `FormatError` a reopen would throw.
+    public static func checkJournal(_ bytes: [UInt8]) throws -> (records: UInt32, tornBytes: Int) {
+        let r = try OverlayJournal.replay(bytes, path: "journal")
+        return (r.records, r.tornBytes)
+    }
+}
