@@ -199,8 +199,8 @@ public final class FuseMount: @unchecked Sendable {
 /// `path` made absolute against the current directory (no symlink resolution).
 public func absolutePath(_ path: String) -> String {
     if path.hasPrefix("/") { return path }
-    var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    guard getcwd(&buf, buf.count) != nil else { return path }
-    let cwd = String(cString: buf)
+    guard let p = getcwd(nil, 0) else { return path }
+    defer { free(p) }
+    let cwd = String(cString: p)
     return (cwd == "/" ? "" : cwd) + "/" + path
 }

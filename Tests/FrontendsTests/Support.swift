@@ -173,3 +173,12 @@ func makeDisk(_ path: String, seed: UInt64, dataBytes: Int = 3 << 20, size: UInt
     try f.write(at: size - 1000, tail)
     return try f.read(at: 0, count: Int(size))
 }
+
+/// First offset where two byte arrays differ (or the shorter length), nil when equal. Tests compare
+/// large buffers through this: an `#expect(a == b)` failure on megabytes makes Swift Testing diff
+/// the arrays, which takes minutes.
+func firstDifference(_ a: [UInt8], _ b: [UInt8]) -> Int? {
+    if a == b { return nil }
+    for i in 0..<min(a.count, b.count) where a[i] != b[i] { return i }
+    return min(a.count, b.count)
+}
