@@ -49,6 +49,11 @@ public final class FuseMount: @unchecked Sendable {
 
     /// Mounts and serves until unmounted. Throws if the mount could not be made.
     public func run() throws {
+        for dir in [backingDirectory, mountpoint] {
+            var st = stat()
+            guard stat(dir, &st) == 0 else { throw IOError("stat", path: dir, errno: errno) }
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw IOError("mount", path: dir, errno: ENOTDIR) }
+        }
         var cb = bl_fuse_callbacks()
         cb.ctx = Unmanaged.passUnretained(self).toOpaque()
         cb.lookup = { ctx, path, size, writable in
@@ -78,7 +83,7 @@ public final class FuseMount: @unchecked Sendable {
         switch status {
         case 0: return
         case 2: throw FrontendError.usage("cannot mount \(mountpoint) (see the message above; is /dev/fuse usable?)")
-        default: throw FrontendError.usage("FUSE loop on \(mountpoint) failed (status \(status))")
+        default: throw FrontendError.usage("FUSE on \(mountpoint) failed (status \(status), see the message above)")
         }
     }
 
