@@ -7,6 +7,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "bootlab", targets: ["bootlab"]),
+        // The nbdkit plugin serving block sources over NBD (`bootlab serve` runs nbdkit with it).
+        .library(name: "bootlab-nbdkit", type: .dynamic, targets: ["NBDKitPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -44,10 +46,27 @@ let package = Package(
         .executableTarget(name: "FuzzBackupImage", dependencies: ["BackupImage", "DiskFormats", "BlockCore"]),
         // Backup benchmarks with ratios against zstd (ci/bench-backup).
         .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore"]),
+        // Exposure: write overlay (Overlay/); composition and plugin file come later.
+        .target(name: "Exposure", dependencies: ["BlockCore"]),
+        // C glue over libfuse3 (its entry points are macros) plus the passthrough of backing files.
+        .target(
+            name: "CFuse3",
+            cSettings: [.define("FUSE_USE_VERSION", to: "31"), .define("_FILE_OFFSET_BITS", to: "64"),
+                        .unsafeFlags(["-I/usr/include/fuse3"])],
+            linkerSettings: [.linkedLibrary("fuse3")]
+        ),
+        // Filter front-ends: FUSE mount, NBD serving through nbdkit, the served-source opener.
+        .target(name: "Frontends", dependencies: ["BlockCore", "Exposure", "CFuse3"]),
+        // nbdkit plugin: C plugin struct calling into Swift through @_cdecl entry points.
+        .target(name: "CNBDKit"),
+        .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "Exposure"]),
+        .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"]),
+        .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore"]),
+        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [
-                "BlockCore", "DiskFormats", "BackupImage", "Lab", "Reconfigure",
+                "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Frontends", "Lab", "Reconfigure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

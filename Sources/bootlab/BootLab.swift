@@ -13,6 +13,8 @@ struct BootLab: ParsableCommand {
             LabCommand.self,
             ReconfigureCommand.self,
             BackupCommand.self,
+            MountCommand.self,
+            ServeCommand.self,
         ]
     )
 }
