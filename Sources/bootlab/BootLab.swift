@@ -17,6 +17,9 @@ struct BootLab: ParsableCommand {
             InfoCommand.self,
             CheckCommand.self,
             CreateCommand.self,
+            MountCommand.self,
+            ServeCommand.self,
+            ExposeCommand.self,
         ]
     )
 }
