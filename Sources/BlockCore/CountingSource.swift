@@ -13,7 +13,15 @@ public final class SourceCounters: Sendable {
     private let _extentQueries = Atomic<UInt64>(0)
     private let _flushes = Atomic<UInt64>(0)
 
+    private let backupProvider = Mutex<(@Sendable () -> BackupCounts)?>(nil)
+
     public init(name: String) { self.name = name }
+
+    /// Links the counters of the backup behind this source (opened lazily, perhaps never), so
+    /// `--stats` can show that metadata reads did not open it.
+    public func attachBackup(_ provider: @escaping @Sendable () -> BackupCounts) {
+        backupProvider.withLock { $0 = provider }
+    }
 
     public func recordOpen() { _opens.add(1, ordering: .relaxed) }
     func recordRead(_ n: Int) {
@@ -36,7 +44,8 @@ public final class SourceCounters: Sendable {
             writes: _writes.load(ordering: .relaxed),
             bytesWritten: _bytesWritten.load(ordering: .relaxed),
             extentQueries: _extentQueries.load(ordering: .relaxed),
-            flushes: _flushes.load(ordering: .relaxed)
+            flushes: _flushes.load(ordering: .relaxed),
+            backup: backupProvider.withLock { $0 }?()
         )
     }
 
@@ -58,6 +67,8 @@ public struct SourceStatistics: Sendable, Codable, Equatable {
     public var bytesWritten: UInt64
     public var extentQueries: UInt64
     public var flushes: UInt64
+    /// The backup's own counters, when the source is a plugin file's disk.
+    public var backup: BackupCounts? = nil
 }
 
 /// A pass-through layer that counts reads, bytes, extent queries and writes of the source below
@@ -94,5 +105,21 @@ public final class CountingSource: WritableBlockSource {
         guard let w = base as? any WritableBlockSource else { return }
         try w.flush()
         counters.recordFlush()
+    }
+}
+
+/// What the backup reader below a served source did (a copy of its statistics).
+public struct BackupCounts: Sendable, Codable, Equatable {
+    public var opens: UInt64
+    public var bytesRead: UInt64
+    public var blocksDecoded: UInt64
+    public var cacheHits: UInt64
+    public var cacheMisses: UInt64
+    public init(opens: UInt64, bytesRead: UInt64, blocksDecoded: UInt64, cacheHits: UInt64, cacheMisses: UInt64) {
+        self.opens = opens
+        self.bytesRead = bytesRead
+        self.blocksDecoded = blocksDecoded
+        self.cacheHits = cacheHits
+        self.cacheMisses = cacheMisses
     }
 }

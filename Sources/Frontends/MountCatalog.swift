@@ -61,7 +61,7 @@ public struct MountCatalog: Sendable {
 
 extension SourceOpener {
     /// Whether a file in a mounted directory is served (rather than passed through) without being
-    /// named explicitly. Today nothing is; the exposure layer answers true for plugin files here
-    /// (reading only the plugin's header).
-    public static func recognizes(path: String) throws -> Bool { false }
+    /// named explicitly: plugin files (a VHDX carrying BootLab's pointer; only the plugin's own
+    /// metadata is read).
+    public static func recognizes(path: String) throws -> Bool { PluginFile.isPlugin(path: path) }
 }

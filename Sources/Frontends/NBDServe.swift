@@ -18,6 +18,8 @@ public struct NBDServe: Sendable {
     /// Extra arguments for nbdkit itself (e.g. `--tls=require --tls-certificates=DIR`).
     public var nbdkitArguments: [String] = []
     public var verbose = false
+    /// Extra `key=value` parameters for BootLab's plugin (passphrase-file, vault, allow-outside).
+    public var pluginParameters: [String] = []
 
     public init(spec: SourceSpec, socketPath: String, stats: String? = nil, pluginPath: String? = nil) {
         self.spec = spec
@@ -50,6 +52,7 @@ public struct NBDServe: Sendable {
         if spec.raw { args.append("raw=true") }
         if let o = spec.overlayPath { args.append("overlay=" + absolute(o)) }
         if let s = stats { args.append("stats=" + (s == "-" ? s : absolute(s))) }
+        args += pluginParameters
         return args
     }
 

@@ -34,7 +34,22 @@ public enum SourceOpener {
     /// Extension point for the exposure layer: recognise a plugin file here, take the size from
     /// the plugin alone, and open the backup (then the VHDX view unless `spec.raw`) inside `open`.
     public static func prepare(_ spec: SourceSpec, counters: SourceCounters) throws -> ExposedFile {
-        // Today: the file is served as a raw image (identical for --raw and native).
+        if PluginFile.isPlugin(path: spec.path) {
+            let plugin = try PluginFile.open(pluginPath: spec.path, options: pluginOpenOptions.current)
+            // A plugin file: sizes come from the plugin alone; the backup opens on the first
+            // payload read (deferred open), and its counters join the source's.
+            let stats = plugin.options.stats
+            counters.attachBackup {
+                let s = stats.snapshot
+                return BackupCounts(opens: s.opens, bytesRead: s.bytesRead, blocksDecoded: s.blocksDecoded,
+                                    cacheHits: s.cacheHits, cacheMisses: s.cacheMisses)
+            }
+            let size = spec.raw ? plugin.virtualSize : plugin.size
+            return deferred(size: size, spec: spec, counters: counters) {
+                spec.raw ? LazyVirtualDisk(plugin: plugin) as any BlockSource : plugin
+            }
+        }
+        // Anything else is served as a raw image (identical for --raw and native).
         var st = stat()
         guard stat(spec.path, &st) == 0 else { throw IOError("stat", path: spec.path, errno: errno) }
         let size: UInt64
@@ -60,6 +75,21 @@ public enum SourceOpener {
             return try WriteOverlay(base: counted, path: overlayPath, unitSize: unit)
         }
     }
+}
+
+/// How plugin files are opened (passphrase, vault, --allow-outside); set once by the command
+/// before serving starts.
+public let pluginOpenOptions = Locked(PluginFile.OpenOptions())
+
+/// The raw virtual disk of a plugin, opening the backup only when a byte is read.
+struct LazyVirtualDisk: BlockSource {
+    let plugin: PluginDisk
+    var size: UInt64 { plugin.virtualSize }
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try checkRange(offset, buffer.count)
+        try plugin.virtualDisk().read(at: offset, into: buffer)
+    }
+    func extents(in range: Range<UInt64>) throws -> [Extent] { try plugin.virtualDisk().extents(in: range) }
 }
 
 /// Hides a source's write side: the base below an overlay is never written, even by mistake.

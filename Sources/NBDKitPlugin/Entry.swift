@@ -41,6 +41,11 @@ public func bl_swift_config(_ key: UnsafePointer<CChar>?, _ value: UnsafePointer
     case "raw": config.withLock { $0.raw = ["1", "true", "yes", "on"].contains(v.lowercased()) }
     case "overlay": config.withLock { $0.overlay = v.isEmpty ? nil : v }
     case "stats": config.withLock { $0.stats = v }
+    // How plugin files are opened: the backup's passphrase (else $BOOTLAB_PASSPHRASE, inherited
+    // from `bootlab serve`), its vault, and whether it may lie outside the plugin's tree.
+    case "passphrase-file": pluginOpenOptions.withLock { $0.passphrase = .standard(file: v) }
+    case "vault": pluginOpenOptions.withLock { $0.vault = v }
+    case "allow-outside": pluginOpenOptions.withLock { $0.allowOutside = ["1", "true", "yes", "on"].contains(v.lowercased()) }
     default:
         bl_nbdkit_error("bootlab: unknown parameter '\(k)'", 22)
         return -1

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BlockCore
+import Foundation
 import Frontends
 
 struct MountCommand: ParsableCommand {
@@ -27,6 +28,7 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "FUSE debug output.") var debug = false
     @Flag(help: "Write source statistics as JSON to stderr at exit and on SIGUSR1.") var stats = false
     @Option(help: "Write the statistics to this file instead.") var statsFile: String?
+    @OptionGroup var access: PluginAccessOptions
 
     func run() throws {
         var explicit: [String: String] = [:]
@@ -36,6 +38,13 @@ struct MountCommand: ParsableCommand {
                 throw ValidationError("--expose wants NAME=FILE with a plain NAME, got '\(e)'")
             }
             explicit[String(e[..<eq])] = String(e[e.index(after: eq)...])
+        }
+        do {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            _ = try access.install(plugins: names.map { directory + "/" + $0 } + Array(explicit.values))
+        } catch {
+            writeStandardError("bootlab mount: \(error)\n")
+            throw ExitCode(1)
         }
         let reporter = StatsReporter(path: statsFile)
         let catalog = MountCatalog(backingDirectory: directory, explicit: explicit, writable: writable,

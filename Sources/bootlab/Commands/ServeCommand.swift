@@ -1,5 +1,7 @@
 import ArgumentParser
 import BlockCore
+import BackupImage
+import Foundation
 import Frontends
 
 struct ServeCommand: ParsableCommand {
@@ -22,6 +24,7 @@ struct ServeCommand: ParsableCommand {
     @Flag(help: "Print the nbdkit command line instead of running it.") var printCommand = false
     @Option(name: .customLong("nbdkit-arg"), help: "Extra argument for nbdkit (repeatable), e.g. --nbdkit-arg=--tls=require.")
     var nbdkitArguments: [String] = []
+    @OptionGroup var access: PluginAccessOptions
 
     func run() throws {
         var serve = NBDServe(spec: SourceSpec(path: file, raw: raw, overlayPath: overlay), socketPath: socket,
@@ -29,6 +32,15 @@ struct ServeCommand: ParsableCommand {
         serve.verbose = verbose
         serve.nbdkitArguments = nbdkitArguments
         do {
+            let o = try access.install(plugins: [file])
+            if let f = access.passphrase.passphraseFile {
+                serve.pluginParameters.append("passphrase-file=" + absolutePath(f))
+            } else if case .bytes(let b)? = o.passphrase {
+                // nbdkit (this process after exec) reads it from the environment, not argv.
+                setenv(PassphraseSource.defaultEnvironmentVariable, String(decoding: b, as: UTF8.self), 1)
+            }
+            if let v = access.vault { serve.pluginParameters.append("vault=" + absolutePath(v)) }
+            if access.allowOutside { serve.pluginParameters.append("allow-outside=true") }
             // Fail here, with a clear message, rather than inside nbdkit.
             _ = try SourceOpener.prepare(serve.spec, counters: SourceCounters(name: "check"))
             if printCommand {
