@@ -28,6 +28,18 @@ public final class CellContext: @unchecked Sendable {
     public private(set) var artefacts: [Artefact] = []
     /// Generator output per machine name.
     public var generated: [String: GeneratedMachine] = [:]
+    /// Backups made by the backup step, per machine (the last image of a chain).
+    public var backups: [String: String] = [:]
+    /// Plugin files written by the expose step, per machine.
+    public var plugins: [String: String] = [:]
+    /// Run once the cell's validators are done, last added first (unmount, stop servers).
+    private var cleanups: [() -> Void] = []
+
+    public func addCleanup(_ body: @escaping () -> Void) { cleanups.append(body) }
+
+    public func runCleanups() {
+        while let c = cleanups.popLast() { c() }
+    }
 
     public init(scenario: Scenario, target: Target, suite: LabSuite, options: RunOptions) {
         self.scenario = scenario

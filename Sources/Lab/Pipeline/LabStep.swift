@@ -71,4 +71,8 @@ public enum ArtefactRole {
     /// What the boot validator boots for a machine; later steps (exposure) replace it.
     /// Defaults to the source disk when no step set one.
     public static let bootDisk = "boot-disk"
+    /// The backup image (the last of a chain).
+    public static let backup = "backup"
+    /// The plugin file written by `expose`.
+    public static let plugin = "plugin"
 }

@@ -71,6 +71,7 @@ public struct LabRunner: Sendable {
             let (outcome, seconds) = timed { try validator.validate(in: context) }
             records.append(StepRecord(name: validator.name, kind: .validator, outcome: outcome, seconds: seconds))
         }
+        context.runCleanups()
         return CellResult(cell: cell, expectation: scenario.expectation(for: target.name).summary,
                           records: records, seconds: Date().timeIntervalSince(start))
     }

@@ -82,6 +82,8 @@ public struct BackupSpec: Sendable, Codable, Equatable {
     public var incrementals: [ChangeSet]
     /// A named deduplicating vault that holds every machine's backup.
     public var vault: String?
+    /// Where exposure places a volume-only backup's partition (LBA); nil keeps its original start.
+    public var exposePartitionStart: UInt64? = nil
 
     public static let `default` = BackupSpec(kind: .volumeOnly, blockSize: 64 * 1024, compression: .none,
                                              encryption: .none, incrementals: [], vault: nil)

@@ -151,12 +151,19 @@ public enum ScenarioLoader {
         var spec = BackupSpec.default
         spec.kind = try b.choice("kind", default: spec.kind)
         spec.blockSize = try b.optionalSize("block_size") ?? spec.blockSize
-        guard spec.blockSize >= 4096, spec.blockSize <= 16 << 20, spec.blockSize & (spec.blockSize - 1) == 0 else {
-            throw b.error("block_size", "must be a power of two between 4K and 16M")
+        guard spec.blockSize >= 64 << 10, spec.blockSize <= 4 << 20, spec.blockSize & (spec.blockSize - 1) == 0 else {
+            throw b.error("block_size", "must be a power of two between 64K and 4M")
         }
         spec.compression = try b.choice("compression", default: spec.compression)
         spec.encryption = try b.choice("encryption", default: spec.encryption)
         spec.vault = try b.optionalString("vault")
+        if let start = try b.optionalString("expose_partition_start") {
+            guard let lba = UInt64(start), lba >= 1, lba <= UInt64(UInt32.max) else {
+                throw b.error("expose_partition_start", "must be an LBA between 1 and 2^32-1")
+            }
+            guard spec.kind == .volumeOnly else { throw b.error("expose_partition_start", "applies to volume-only backups") }
+            spec.exposePartitionStart = lba
+        }
         if let list = try b.list("incrementals") {
             spec.incrementals = try list.enumerated().map { index, node in
                 let c = try YAMLMapping(file: b.file, path: b.keyPath("incrementals[\(index)]"), node: node)
