@@ -64,7 +64,7 @@ let package = Package(
         .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "Exposure"]),
         .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"]),
         .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats"]),
-        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore"]),
+        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "BackupImage"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [
