@@ -211,3 +211,19 @@ private func fileSize(_ path: String) -> UInt64 {
         #expect(try again.read(at: UInt64(model.count), count: 20_000 - model.count) == [UInt8](repeating: 0, count: 20_000 - model.count))
     }
 }
+
+/// The fuzz harness's seeds (Tests/FuzzCorpus/OverlayJournal) are journals a reopen accepts:
+/// version 1 ones as the previous BootLab wrote them, version 2 ones with size records.
+@Test func fuzzSeedsReplay() throws {
+    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("FuzzCorpus/OverlayJournal")
+    func seed(_ name: String) throws -> [UInt8] { try [UInt8](Data(contentsOf: dir.appendingPathComponent(name))) }
+    let grown = try WriteOverlay.checkJournal(seed("v2-grown"))
+    #expect(grown.records == 4 && grown.tornBytes == 0)
+    #expect(try WriteOverlay.journaledSize(seed("v2-grown")) == 100_000)
+    let torn = try WriteOverlay.checkJournal(seed("v2-size-torn"))
+    #expect(torn.records == 1 && torn.tornBytes == 19)
+    #expect(try WriteOverlay.journaledSize(seed("v2-header-only")) == 65_536)
+    #expect(try WriteOverlay.checkJournal(seed("two-records")).records == 2)
+    #expect(try WriteOverlay.checkJournal(seed("header-only")).records == 0)
+}
