@@ -185,9 +185,10 @@ public final class FuseMount: @unchecked Sendable {
         guard entry.writable else { return -Int(EBADF) }
         do {
             let s = try source(for: entry.path, entry.file)
-            let end = offset + UInt64(buf.count)
-            if entry.file.resizable, end > s.size {
-                // A file that may grow (a VHDX writer allocating blocks): the overlay extends it.
+            if entry.file.resizable {
+                // A file that may grow (a VHDX writer allocating blocks): the overlay extends it
+                // when the write ends past the size, deciding under its own lock (no race with a
+                // concurrent truncate).
                 guard let r = s as? any ResizableBlockSource else { throw FrontendError.notWritable(entry.path) }
                 try r.writeExtending(at: offset, from: buf)
                 return buf.count
