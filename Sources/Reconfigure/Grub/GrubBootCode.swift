@@ -132,8 +132,9 @@ public struct GrubBootCode: Sendable, Equatable {
         guard sector0.count >= MBRSector.size,
               contains(Array(sector0[0..<MBRSector.codeSize]), Array("GRUB ".utf8)) else { return false }
         let kernelSector = sector0.le64(kernelSectorOffset)
+        // Only a core inside the boot gap counts (and only such an LBA is read).
         let gapEnd = (try? MBRSector(sector0))?.gapEndLBA ?? 0
-        guard kernelSector >= 1, gapEnd == 0 || kernelSector < gapEnd else { return false }
+        guard kernelSector >= 1, kernelSector < gapEnd else { return false }
         // diskboot.S's message; every GRUB 2 release carries it.
         return contains(try readSector(kernelSector), Array("loading".utf8))
     }

@@ -28,6 +28,16 @@ struct GrubReconfigurer {
             report.bootConfig = "\(device):\(config)"
         }
         let sector0 = try g.preadDevice(disk, count: MBRSector.size, at: 0)
+        let mbr: MBRSector
+        do { mbr = try MBRSector(sector0) } catch {
+            throw GrubError.partitionTable("\(disk) has no usable MBR for GRUB boot code: \(error)")
+        }
+        if mbr.entries.contains(where: { $0.type == 0xEE }) {
+            // GPT: GRUB's core lives in a BIOS boot partition we do not rebuild. A boot sector that
+            // is GRUB's is taken as installed; anything else is refused.
+            if GrubBootCode.contains(Array(sector0[0..<MBRSector.codeSize]), Array("GRUB ".utf8)) { return true }
+            throw GrubError.partitionTable("\(disk) is GPT-partitioned and has no GRUB boot sector; BIOS GRUB there needs a BIOS boot partition (not supported)")
+        }
         let installed = try GrubBootCode.isInstalled(sector0: sector0) { lba in
             try g.preadDevice(disk, count: MBRSector.size, at: lba * UInt64(MBRSector.size))
         }
@@ -35,13 +45,6 @@ struct GrubReconfigurer {
 
         guard device.hasPrefix(disk), let number = Int(device.dropFirst(disk.count)) else {
             throw GrubError.partitionTable("\(device) holds \(config) but is not a partition of \(disk) (whole-disk file systems have no boot gap)")
-        }
-        let mbr: MBRSector
-        do { mbr = try MBRSector(sector0) } catch {
-            throw GrubError.partitionTable("\(disk) has no usable MBR for GRUB boot code: \(error)")
-        }
-        if mbr.entries.contains(where: { $0.type == 0xEE }) {
-            throw GrubError.partitionTable("\(disk) is GPT-partitioned; BIOS GRUB there needs a BIOS boot partition (not supported)")
         }
         guard let entry = mbr.entries.first(where: { $0.number == number }) else {
             throw GrubError.partitionTable("\(device) is not a primary partition of \(disk)'s MBR (logical partitions are not supported)")
