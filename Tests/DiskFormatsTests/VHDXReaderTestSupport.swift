@@ -72,7 +72,11 @@ func readWithVhdimount(_ image: String, in dir: TempDir) throws -> [UInt8] {
     try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
     try run("vhdimount", image, mnt)
     defer { _ = try? sh(["fusermount3", "-u", mnt]) ; _ = try? sh(["fusermount", "-u", mnt]) }
-    return try fileBytes(mnt + "/vhdi1")
+    // vhdimount exposes every file of a differencing chain, parent first: vhdi1 … vhdiN; the
+    // image asked for is the last one.
+    let names = try FileManager.default.contentsOfDirectory(atPath: mnt).filter { $0.hasPrefix("vhdi") }
+    let last = names.max { (Int($0.dropFirst(4)) ?? 0) < (Int($1.dropFirst(4)) ?? 0) }
+    return try fileBytes(mnt + "/" + (last ?? "vhdi1"))
 }
 
 /// Rewrites the metadata region of a VHDX in place (tests re-point or corrupt files with it).
