@@ -6,7 +6,7 @@ import BlockCore
 /// Slots, in input order: 4 KiB at 0, 0x10000, 0x20000, 0x30000, 0x40000 (identifier, headers,
 /// region tables); then for every MiB k ≥ 1: 8 KiB at k MiB (log entries, BAT, metadata table,
 /// block starts) and 4 KiB at k MiB + 64 KiB (metadata items). Everything else reads as zeros.
-/// The source is 2 MiB longer than the last slot's MiB.
+/// The source reaches 260 MiB past the last slot's MiB (it is sparse: zeros cost nothing).
 public struct VHDXFuzzLayout {
     public static func slot(_ i: Int) -> (offset: UInt64, length: Int) {
         if i < 5 { return (UInt64(i) * 0x10000, 4096) }
@@ -41,7 +41,8 @@ public struct VHDXFuzzLayout {
             i += 1
         }
         let lastMiB = (pieces.last?.0 ?? 0) / VHDX.mib
-        return MemorySparseSource(size: (lastMiB + 3) * VHDX.mib, pieces: pieces)
+        // Room for a full 256 MiB block after the last slot: block ends never fall off the source.
+        return MemorySparseSource(size: (lastMiB + 260) * VHDX.mib, pieces: pieces)
     }
 }
 
