@@ -206,7 +206,7 @@ public final class VHDXFile: WritableBlockSource, VHDXParentIdentity, @unchecked
             case 6, 7:
                 let off = VHDX.batOffset(e)
                 let len = min(UInt64(md.blockSize), md.virtualSize - p * UInt64(md.blockSize))
-                guard off >= VHDX.headerSectionSize, off + len <= viewSize else {
+                guard off >= VHDX.headerSectionSize, off <= viewSize, len <= viewSize - off else {
                     throw FormatError(VHDX.formatName, "BAT entry \(i)", at: at,
                                       "payload block \(p) at 0x\(String(off, radix: 16)) lies outside the file (size 0x\(String(viewSize, radix: 16)))")
                 }
@@ -224,7 +224,7 @@ public final class VHDXFile: WritableBlockSource, VHDXParentIdentity, @unchecked
                 case VHDX.sbBlockNotPresent: continue
                 case VHDX.sbBlockPresent:
                     let off = VHDX.batOffset(e)
-                    guard off >= VHDX.headerSectionSize, off + VHDX.mib <= viewSize else {
+                    guard off >= VHDX.headerSectionSize, off <= viewSize, VHDX.mib <= viewSize - off else {
                         throw FormatError(VHDX.formatName, "BAT entry \(i)", at: at, "sector bitmap block at 0x\(String(off, radix: 16)) lies outside the file")
                     }
                     highest = max(highest, off + VHDX.mib)
