@@ -26,6 +26,7 @@ let package = Package(
         // Our documented backup image format (.bli): writer, reader, chains, vault.
         .target(name: "BackupImage", dependencies: ["BlockCore", "CCryptoShim", "CZstd"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
+        .testTarget(name: "DiskFormatsTests", dependencies: ["DiskFormats", "BlockCore"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [
@@ -33,6 +34,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Benchmarks with ratios against named baselines (qemu-img, cat) on the same data.
+        .executableTarget(name: "bootlab-bench", dependencies: ["BlockCore", "DiskFormats"]),
     ],
     swiftLanguageModes: [.v6],
     cxxLanguageStandard: .cxx17
