@@ -34,8 +34,8 @@ let synthMatrix: [SynthCase] = [
     SynthCase(name: "32M blocks, sparse", virtualSize: 100 * MiB + 512, blockSize: 32 << 20, sectorSize: 512, pattern: .sparseRandom),
     SynthCase(name: "256M blocks, boundaries", virtualSize: 600 * MiB + 512, blockSize: 256 << 20, sectorSize: 512, pattern: .blockBoundaries),
     SynthCase(name: "256M blocks, sparse, 4K", virtualSize: 300 * MiB, blockSize: 256 << 20, sectorSize: 4096, pattern: .sparseRandom),
-    // CR = 4096 at 1 MiB / 512 B: the BAT interleaves sector-bitmap entries after blocks 4095 and 8191.
-    SynthCase(name: "BAT over 3 chunks", virtualSize: 8 * GiB + 3 * MiB + 512, blockSize: 1 << 20, sectorSize: 512, pattern: .chunkBoundaries),
+    // CR = 4096 at 1 MiB / 512 B: the BAT interleaves a sector-bitmap entry after block 4095.
+    SynthCase(name: "BAT over 2 chunks", virtualSize: 4 * GiB + 3 * MiB + 512, blockSize: 1 << 20, sectorSize: 512, pattern: .chunkBoundaries),
     // 4 KiB sectors: a chunk is always 32 GiB of virtual disk (CR × B = 2^23 × 4096).
     SynthCase(name: "BAT over 2 chunks, 4K", virtualSize: 32 * GiB + 16 * MiB, blockSize: 8 << 20, sectorSize: 4096, pattern: .chunkBoundaries),
 ]
