@@ -7,9 +7,12 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "bootlab", targets: ["bootlab"]),
+        // The nbdkit plugin serving block sources over NBD (`bootlab serve` runs nbdkit with it).
+        .library(name: "bootlab-nbdkit", type: .dynamic, targets: ["NBDKitPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
         // Thin extern "C" shim over Crypto++ (CRC-32C, SHA-256, AES-GCM, scrypt, HKDF).
@@ -24,13 +27,48 @@ let package = Package(
         // Native disk formats: VHDX (parser, synthesizer, writer, check), MBR/BPB, raw.
         .target(name: "DiskFormats", dependencies: ["BlockCore"]),
         // Our documented backup image format (.bli): writer, reader, chains, vault.
-        .target(name: "BackupImage", dependencies: ["BlockCore", "CCryptoShim", "CZstd"]),
+        .target(name: "BackupImage", dependencies: ["BlockCore", "DiskFormats", "CCryptoShim", "CZstd"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
+        // The verification lab: scenarios, targets, generator, pipeline steps/validators, boot runner, reports.
+        .target(name: "Lab", dependencies: ["BlockCore", "DiskFormats", "BackupImage", "Exposure", .product(name: "Yams", package: "Yams")]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "BlockCore"]),
+        // libguestfs and libhivex, for OS reconfiguration.
+        .systemLibrary(name: "CGuestfs", pkgConfig: "libguestfs"),
+        .systemLibrary(name: "CHivex", pkgConfig: "hivex"),
+        // OS reconfiguration: drivers, initramfs, fstab/boot loader, Windows hives, GRUB boot code.
+        .target(name: "Reconfigure", dependencies: ["BlockCore", "CGuestfs", "CHivex"]),
+        // libFuzzer harness for the initramfs cpio reader and modules.dep parser.
+        .executableTarget(name: "FuzzCpio", dependencies: ["Reconfigure"]),
+        .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore"], exclude: ["Fixtures"]),
+        .testTarget(name: "BackupImageTests", dependencies: ["BackupImage", "BlockCore", "DiskFormats"]),
         .testTarget(name: "DiskFormatsTests", dependencies: ["DiskFormats", "BlockCore"]),
+        // libFuzzer harness for the backup-image and partition-table parsers (ci/test.d/21-fuzz-backup.sh).
+        .executableTarget(name: "FuzzBackupImage", dependencies: ["BackupImage", "DiskFormats", "BlockCore"]),
+        // libFuzzer harness for the VHDX parser (build with --sanitize fuzzer).
+        .executableTarget(name: "FuzzVHDX", dependencies: ["BlockCore", "DiskFormats"], path: "Sources/Fuzz/FuzzVHDX"),
+        // Backup benchmarks with ratios against zstd (ci/bench-backup).
+        .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore"]),
+        // Exposure: composed disk, plugin file (expose/open), write overlay, replacement file.
+        .target(name: "Exposure", dependencies: ["BlockCore", "DiskFormats", "BackupImage"]),
+        // C glue over libfuse3 (its entry points are macros) plus the passthrough of backing files.
+        .target(
+            name: "CFuse3",
+            cSettings: [.define("FUSE_USE_VERSION", to: "31"), .define("_FILE_OFFSET_BITS", to: "64"),
+                        .unsafeFlags(["-I/usr/include/fuse3"])],
+            linkerSettings: [.linkedLibrary("fuse3")]
+        ),
+        // Filter front-ends: FUSE mount, NBD serving through nbdkit, the served-source opener.
+        .target(name: "Frontends", dependencies: ["BlockCore", "Exposure", "CFuse3"]),
+        // nbdkit plugin: C plugin struct calling into Swift through @_cdecl entry points.
+        .target(name: "CNBDKit"),
+        .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "Exposure"]),
+        .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"]),
+        .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats"]),
+        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [
-                "BlockCore", "DiskFormats", "BackupImage",
+                "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Frontends", "Lab", "Reconfigure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -139,4 +139,13 @@ int bl_random_bytes(uint8_t *out, size_t length) {
     } catch (const std::exception &e) { return fail("random", e); }
 }
 
+uint32_t bl_crc32(const void *data, size_t length) {
+    CryptoPP::CRC32 c;
+    c.Update(static_cast<const CryptoPP::byte *>(data), length);
+    CryptoPP::byte out[4];
+    c.Final(out);  // Crypto++ emits the CRC little-endian
+    return static_cast<uint32_t>(out[0]) | static_cast<uint32_t>(out[1]) << 8 |
+           static_cast<uint32_t>(out[2]) << 16 | static_cast<uint32_t>(out[3]) << 24;
+}
+
 }  // extern "C"

@@ -11,6 +11,15 @@ struct BootLab: ParsableCommand {
             // Each front-end command lives in Commands/<Name>Command.swift.
             DemoCommand.self,
             ConvertCommand.self,
+            LabCommand.self,
+            ReconfigureCommand.self,
+            BackupCommand.self,
+            InfoCommand.self,
+            CheckCommand.self,
+            CreateCommand.self,
+            MountCommand.self,
+            ServeCommand.self,
+            ExposeCommand.self,
         ]
     )
 }

@@ -278,7 +278,10 @@ struct VHDXSynthRawTests {
         let view = try VHDXView(source: ZeroSource(size: MiB))
         try SparseImageWriter.write(view, toPath: dir.file("disk.raw"), options: .init(sync: false))
         #expect(try detectFormat(path: dir.file("disk.raw")) == .vhdx)
-        #expect(throws: DiskImageError.notWired(.vhdx, path: dir.file("disk.raw"))) { _ = try openDiskImage(path: dir.file("disk.raw")) }
+        // Opened through the VHDX reader: the virtual disk, not the file.
+        let opened = try openDiskImage(path: dir.file("disk.raw"))
+        #expect(opened.size == MiB)
+        #expect(try opened.read(at: 0, count: 4096).allSatisfy { $0 == 0 })
         _ = try RawFile.create(path: dir.file("disk.vhdx"), size: 4096)
         #expect(try detectFormat(path: dir.file("disk.vhdx")) == .raw)
         #expect(try openDiskImage(path: dir.file("disk.vhdx")).size == 4096)

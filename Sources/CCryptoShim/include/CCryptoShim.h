@@ -19,6 +19,9 @@ const char *bl_last_error(void);
 /// crc(a||b) == bl_crc32c_update(bl_crc32c_update(0, a), b).
 uint32_t bl_crc32c_update(uint32_t crc, const void *data, size_t length);
 
+/// CRC-32 (IEEE 802.3, reflected 0xEDB88320, as GPT and zlib use it) of one buffer.
+uint32_t bl_crc32(const void *data, size_t length);
+
 /// SHA-256 of one buffer.
 void bl_sha256(const void *data, size_t length, uint8_t out[32]);
 

@@ -1,2 +1,0 @@
-// The backup image format lands here (issue 3).
-import BlockCore

@@ -1,0 +1,378 @@
+import BlockCore
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A `.bli` backup image as a block source (spec §8): random access, thread-safe, a bounded LRU
+/// cache of decoded blocks, read-ahead for sequential readers, every block verified on decode, and
+/// incremental chains resolved through their parents.
+public final class BackupImageReader: BlockSource, @unchecked Sendable {
+    // @unchecked: all stored properties are immutable after open; mutable state lives in the
+    // cache and the read-ahead tracker, each behind its own lock.
+    public let path: String
+    public let header: BackupHeader
+    /// SHA-256 of the 4096 header bytes: what a plugin pointer stores to recognize this image.
+    public let headerDigest: [UInt8]
+    public let parent: BackupImageReader?
+    public let vault: BackupVault?
+    public let stats: BackupStats
+    public var size: UInt64 { header.virtualSize }
+
+    let file: any BlockSource
+    let keys: KeySet?
+    let coder: BlockCoder
+    let depth: Int
+    // The index, column-wise (a 64-byte struct with an array per block would cost far more).
+    let kinds: [UInt8]
+    let codecs: [UInt8]
+    let storedLengths: [UInt32]
+    let offsets: [UInt64]
+    let payloadCRCs: [UInt32]
+    let digests: [UInt8]
+    private let cache: BlockCache
+    private let readAhead: Int
+    private let streak = Locked<(last: Int, run: Int)>((last: -2, run: 0))
+
+    public struct Options: Sendable {
+        /// Bytes of decoded blocks kept (default 64 MiB; at least 2 blocks).
+        public var cacheBytes: Int = 64 << 20
+        /// Blocks decoded ahead once a sequential pattern is seen (0 disables).
+        public var readAheadBlocks: Int = 4
+        /// Vault directory overriding the path recorded in the header.
+        public var vaultDirectory: String? = nil
+        public init() {}
+    }
+
+    /// Bound on chain length (and cycle guard).
+    public static let maxChainDepth = 64
+
+    /// True when `firstBytes` start like a backup image (what `info`/`check`/`convert` dispatch on).
+    public static func looksLikeBackupImage(firstBytes: [UInt8]) -> Bool { BackupHeader.hasMagic(firstBytes) }
+
+    /// Reads and validates only the header: no index, no data block, no passphrase. This is what
+    /// the exposure layer uses to answer metadata without opening the backup.
+    public static func readHeader(path: String) throws -> (header: BackupHeader, digest: [UInt8]) {
+        let f = try RawFile(path: path)
+        let bytes = try f.read(at: 0, count: Int(min(f.size, UInt64(BackupHeader.size))))
+        let h = try BackupHeader.parse(bytes)
+        return (h, SHA256.hash(bytes))
+    }
+
+    /// Opens an image (and its parents and vault). The passphrase is resolved only if something
+    /// in the chain is encrypted; a wrong one fails here, via the key check.
+    public static func open(path: String, passphrase: PassphraseSource? = nil, vault: String? = nil,
+                            options: Options = Options(), stats: BackupStats = BackupStats()) throws -> BackupImageReader {
+        var o = options
+        if let vault { o.vaultDirectory = vault }
+        return try open(file: try RawFile(path: path), path: path, passphrase: PassphraseOnce(passphrase), options: o, stats: stats, depth: 0)
+    }
+
+    /// Opens an image held by any block source (`path` only names it and anchors relative parent
+    /// and vault paths). Used by the fuzz harness and tests.
+    public static func open(source: any BlockSource, path: String, passphrase: PassphraseSource? = nil,
+                            options: Options = Options(), stats: BackupStats = BackupStats()) throws -> BackupImageReader {
+        try open(file: source, path: path, passphrase: PassphraseOnce(passphrase), options: options, stats: stats, depth: 0)
+    }
+
+    static func open(file: any BlockSource, path: String, passphrase: PassphraseOnce, options: Options,
+                     stats: BackupStats, depth: Int) throws -> BackupImageReader {
+        stats.addOpen()
+        let fileSize = file.size
+        let hs = UInt64(BackupHeader.size), ts = UInt64(BackupTrailer.size)
+        let headerBytes = try file.read(at: 0, count: Int(min(fileSize, hs)))
+        stats.addBytesRead(headerBytes.count)
+        let header = try BackupHeader.parse(headerBytes)
+        let headerDigest = SHA256.hash(headerBytes)
+        guard fileSize >= hs + ts else {
+            throw FormatError("backup image", "trailer", at: fileSize, "file of \(fileSize) bytes is truncated (no room for a trailer)")
+        }
+        let trailer = try BackupTrailer.parse(try file.read(at: fileSize - ts, count: Int(ts)), at: fileSize - ts)
+        stats.addBytesRead(Int(ts))
+        guard trailer.imageID == header.imageID, trailer.indexOffset == header.indexOffset,
+              trailer.indexLength == header.indexLength, trailer.headerDigest == Array(headerDigest.prefix(16)) else {
+            throw FormatError("backup image", "trailer", at: fileSize - ts, "does not match the header (image ID, index location or header digest)")
+        }
+        // Spec §5: the index ends exactly where the trailer starts; anything else is truncation
+        // or splicing. This also bounds the index allocation by the real file size.
+        let (indexEnd, ovf) = header.indexOffset.addingReportingOverflow(header.indexLength)
+        guard !ovf, indexEnd == fileSize - ts else {
+            throw FormatError("backup image", "block index", at: header.indexOffset,
+                              "index (\(header.indexLength) bytes) does not end at the trailer (file is \(fileSize) bytes: truncated or altered)")
+        }
+        let index = try file.read(at: header.indexOffset, count: Int(header.indexLength))
+        stats.addBytesRead(index.count)
+        let indexIsIntact = SHA256.hash(index) == header.indexDigest
+        let n = Int(header.blockCount)
+        var kinds = [UInt8](repeating: 0, count: n), codecs = [UInt8](repeating: 0, count: n)
+        var lens = [UInt32](repeating: 0, count: n), offs = [UInt64](repeating: 0, count: n)
+        var crcs = [UInt32](repeating: 0, count: n)
+        var digests = [UInt8](repeating: 0, count: n * 32)
+        let bs = Int(header.blockSize)
+        for i in 0..<n {
+            let at = header.indexOffset + UInt64(i * IndexEntry.size)
+            let e = try IndexEntry.parse(index, at: i * IndexEntry.size, number: i, fileOffset: at)
+            func bad(_ field: UInt64, _ reason: String) -> FormatError {
+                FormatError("backup image", "block index entry \(i)", at: at + field, reason)
+            }
+            let plain = min(bs, Int(header.virtualSize - UInt64(i) * UInt64(bs)))
+            switch e.kind {
+            case .absent, .zero: break
+            case .local:
+                guard e.storedLength > 0, Int(e.storedLength) <= BlockCoder.maxStoredLength(plainLength: plain, codec: e.codec, encrypted: header.isEncrypted) else {
+                    throw bad(4, "stored length \(e.storedLength) out of range for a \(plain)-byte block")
+                }
+                guard e.offset >= hs, e.offset + UInt64(e.storedLength) <= header.indexOffset else {
+                    throw bad(8, "data at 0x\(String(e.offset, radix: 16))+\(e.storedLength) outside the data area")
+                }
+            case .vault:
+                guard header.usesVault else { throw bad(0, "vault block in an image without a vault") }
+            }
+            kinds[i] = e.kind.rawValue
+            codecs[i] = e.codec.rawValue
+            lens[i] = e.storedLength
+            offs[i] = e.offset
+            crcs[i] = e.payloadCRC
+            digests.replaceSubrange(i * 32..<i * 32 + 32, with: e.digest)
+        }
+        guard indexIsIntact else {
+            throw FormatError("backup image", "block index", at: header.indexOffset, "SHA-256 of the index does not match the header")
+        }
+
+        var keys: KeySet?
+        if header.isEncrypted, let params = header.scrypt {
+            let master = try passphrase.master(salt: header.kdfSalt, params: params, for: path)
+            let k = KeySet(master: master, id: header.imageID, domain: "image")
+            guard Crypto.equal(k.check, header.keyCheck) else { throw BackupImageError.wrongPassphrase(path) }
+            keys = k
+        }
+
+        var parent: BackupImageReader?
+        if header.hasParent {
+            guard depth < maxChainDepth else { throw BackupImageError.parent("chain of \(path) is deeper than \(maxChainDepth) images") }
+            let ppath = resolve(header.parentPath, relativeTo: path)
+            let pfile: RawFile
+            do { pfile = try RawFile(path: ppath) } catch {
+                throw BackupImageError.parent("parent \(ppath) of \(path) is missing (\(error))")
+            }
+            let p: BackupImageReader
+            do {
+                p = try open(file: pfile, path: ppath, passphrase: passphrase, options: options, stats: stats, depth: depth + 1)
+            } catch let e as FormatError {
+                throw BackupImageError.parent("parent \(ppath) of \(path) is damaged: \(e)")
+            }
+            guard p.header.imageID == header.parentID else {
+                throw BackupImageError.parent("\(ppath) is image \(p.header.imageID), but \(path) was made from \(header.parentID)")
+            }
+            guard p.headerDigest == header.parentHeaderDigest else {
+                throw BackupImageError.parent("\(ppath) was altered since \(path) was made from it (header digest differs)")
+            }
+            guard p.header.virtualSize == header.virtualSize, p.header.blockSize == header.blockSize else {
+                throw BackupImageError.parent("\(ppath) has a different size or block size than \(path)")
+            }
+            parent = p
+        }
+
+        var vault: BackupVault?
+        if header.usesVault {
+            let dir = options.vaultDirectory ?? resolve(header.vaultPath, relativeTo: path)
+            let v = try BackupVault.open(directory: dir, passphrase: passphrase, stats: stats)
+            guard v.id == header.vaultID else { throw BackupImageError.vault("\(dir) is vault \(v.id), but \(path) uses \(header.vaultID)") }
+            guard v.isEncrypted == header.isEncrypted else { throw BackupImageError.vault("\(dir) encryption disagrees with \(path)") }
+            vault = v
+        }
+
+        return BackupImageReader(path: path, header: header, headerDigest: headerDigest, parent: parent, vault: vault,
+                                 stats: stats, file: file, keys: keys, depth: depth, kinds: kinds, codecs: codecs,
+                                 storedLengths: lens, offsets: offs, payloadCRCs: crcs, digests: digests, options: options)
+    }
+
+    private init(path: String, header: BackupHeader, headerDigest: [UInt8], parent: BackupImageReader?, vault: BackupVault?,
+                 stats: BackupStats, file: any BlockSource, keys: KeySet?, depth: Int, kinds: [UInt8], codecs: [UInt8],
+                 storedLengths: [UInt32], offsets: [UInt64], payloadCRCs: [UInt32], digests: [UInt8], options: Options) {
+        self.path = path
+        self.header = header
+        self.headerDigest = headerDigest
+        self.parent = parent
+        self.vault = vault
+        self.stats = stats
+        self.file = file
+        self.keys = keys
+        self.coder = BlockCoder(keys: keys, compression: header.compression, level: Int32(header.compressionLevel))
+        self.depth = depth
+        self.kinds = kinds
+        self.codecs = codecs
+        self.storedLengths = storedLengths
+        self.offsets = offsets
+        self.payloadCRCs = payloadCRCs
+        self.digests = digests
+        let blocks = max(2, options.cacheBytes / Int(header.blockSize))
+        // Parents are only reached through the top image, whose cache holds resolved blocks.
+        self.cache = BlockCache(capacity: depth == 0 ? blocks : 1)
+        self.readAhead = depth == 0 ? max(0, options.readAheadBlocks) : 0
+    }
+
+    static func resolve(_ p: String, relativeTo image: String) -> String {
+        if p.hasPrefix("/") { return p }
+        guard let slash = image.lastIndex(of: "/") else { return p }
+        return String(image[...slash]) + p
+    }
+
+    // MARK: block geometry and chain resolution
+
+    public var blockSize: Int { Int(header.blockSize) }
+    public var blockCount: Int { Int(header.blockCount) }
+
+    public func plainLength(ofBlock i: Int) -> Int {
+        min(blockSize, Int(header.virtualSize - UInt64(i) * UInt64(blockSize)))
+    }
+
+    func kind(_ i: Int) -> IndexEntry.Kind { IndexEntry.Kind(rawValue: kinds[i])! }
+
+    /// The image of the chain that holds block `i` (nil: absent everywhere) and its kind there.
+    func locate(_ i: Int) -> (reader: BackupImageReader, kind: IndexEntry.Kind)? {
+        var r: BackupImageReader? = self
+        while let cur = r {
+            let k = cur.kind(i)
+            if k != .absent { return (cur, k) }
+            r = cur.parent
+        }
+        return nil
+    }
+
+    func digest(_ i: Int) -> [UInt8] { Array(digests[i * 32..<i * 32 + 32]) }
+
+    func blockError(_ i: Int, _ reason: String) -> FormatError {
+        let at = kind(i) == .local ? offsets[i] : header.indexOffset + UInt64(i * IndexEntry.size)
+        return FormatError("backup image", "block \(i) (virtual offset 0x\(String(UInt64(i) * UInt64(blockSize), radix: 16)))\(kind(i) == .vault ? " in vault" : "")",
+                           at: at, reason + " [\(path)]")
+    }
+
+    /// Decodes block `i` of this very image (which must hold it locally or in the vault) and
+    /// verifies it: payload CRC-32C, then GCM tag or SHA-256 (`fullCheck` does both).
+    func decodeOwnBlock(_ i: Int, fullCheck: Bool = false) throws -> [UInt8] {
+        let plain = plainLength(ofBlock: i)
+        var out = [UInt8](repeating: 0, count: plain)
+        let codec = BlockCodec(rawValue: codecs[i])!
+        let stored: [UInt8]
+        let aad: [UInt8], nonceCtx: [UInt8], digestKey: [UInt8]?, c: BlockCoder
+        switch kind(i) {
+        case .local:
+            stored = try file.read(at: offsets[i], count: Int(storedLengths[i]))
+            stats.addBytesRead(stored.count)
+            guard CRC32C.checksum(stored) == payloadCRCs[i] else { throw blockError(i, "CRC-32C of the stored bytes does not match the index") }
+            aad = header.imageID.bytes + [UInt8].le64(UInt64(i)) + [UInt8].le32(UInt32(plain))
+            nonceCtx = Array("L".utf8) + [UInt8].le64(UInt64(i)) + digest(i)
+            digestKey = keys?.digestKey
+            c = coder
+        case .vault:
+            guard let vault else { throw blockError(i, "vault block but no vault") }
+            let address = digest(i)
+            let got: (codec: BlockCodec, stored: [UInt8])
+            do { got = try vault.get(address: address, plainLength: plain) } catch { throw blockError(i, "\(error)") }
+            stored = got.stored
+            aad = vault.aad(address, plainLength: plain)
+            nonceCtx = vault.nonceContext(address)
+            digestKey = vault.digestKey
+            c = BlockCoder(keys: vault.keys, compression: .none, level: 0)
+            return try decodeWith(c, i, stored, got.codec, aad, nonceCtx, digestKey, fullCheck, &out)
+        case .zero, .absent:
+            return out
+        }
+        return try decodeWith(c, i, stored, codec, aad, nonceCtx, digestKey, fullCheck, &out)
+    }
+
+    private func decodeWith(_ c: BlockCoder, _ i: Int, _ stored: [UInt8], _ codec: BlockCodec, _ aad: [UInt8], _ nonceCtx: [UInt8],
+                            _ digestKey: [UInt8]?, _ fullCheck: Bool, _ out: inout [UInt8]) throws -> [UInt8] {
+        let expected = digest(i)
+        let failure = try stored.withUnsafeBytes { s in
+            try out.withUnsafeMutableBytes { o in
+                try c.decode(s, codec: codec, aad: aad, nonceContext: nonceCtx, expectedDigest: expected,
+                             digestKey: digestKey, checkDigest: fullCheck, into: o)
+            }
+        }
+        if let failure { throw blockError(i, failure) }
+        stats.addDecoded()
+        return out
+    }
+
+    /// The plaintext of block `i`, resolved through the chain, from the cache when possible.
+    func block(_ i: Int) throws -> [UInt8]? {
+        guard let (owner, k) = locate(i), k == .local || k == .vault else { return nil }
+        let (v, hit) = try cache.get(i) { try owner.decodeOwnBlock(i) }
+        if hit { stats.addHit() } else { stats.addMiss() }
+        return v
+    }
+
+    private func noteAccess(_ i: Int) {
+        guard readAhead > 0 else { return }
+        let sequential = streak.withLock { s -> Bool in
+            if i == s.last + 1 { s.run += 1 } else if i != s.last { s.run = 0 }
+            s.last = i
+            return s.run >= 1
+        }
+        guard sequential else { return }
+        for j in (i + 1)..<min(blockCount, i + 1 + readAhead) {
+            guard let (owner, k) = locate(j), k == .local || k == .vault, !cache.contains(j) else { continue }
+            stats.addReadAhead()
+            DispatchQueue.global(qos: .utility).async { [cache] in
+                // Errors surface when the block is actually read.
+                _ = try? cache.get(j) { try owner.decodeOwnBlock(j) }
+            }
+        }
+    }
+
+    // MARK: BlockSource
+
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try checkRange(offset, buffer.count)
+        var done = 0
+        let bs = UInt64(blockSize)
+        while done < buffer.count {
+            let pos = offset + UInt64(done)
+            let i = Int(pos / bs)
+            let within = Int(pos % bs)
+            let n = min(buffer.count - done, plainLength(ofBlock: i) - within)
+            let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + n])
+            if let b = try block(i) {
+                b.withUnsafeBytes { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[within..<within + n])) }
+            } else {
+                dst.initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            noteAccess(i)
+            done += n
+        }
+    }
+
+    /// Zero-marked blocks are `.zero`; blocks no image of the chain holds are `.absent`.
+    public func extents(in range: Range<UInt64>) throws -> [Extent] {
+        let r = range.clamped(to: 0..<size)
+        guard !r.isEmpty else { return [] }
+        let bs = UInt64(blockSize)
+        var out: [Extent] = []
+        var pos = r.lowerBound
+        while pos < r.upperBound {
+            let i = Int(pos / bs)
+            let end = min(r.upperBound, UInt64(i + 1) * bs)
+            let kind: ExtentKind
+            switch locate(i)?.kind {
+            case .none, .absent?: kind = .absent
+            case .zero?: kind = .zero
+            case .local?, .vault?: kind = .data
+            }
+            out.append(Extent(offset: pos, length: end - pos, kind: kind))
+            pos = end
+        }
+        return coalesce(out)
+    }
+
+    /// The images of the chain, this one first.
+    public var chain: [BackupImageReader] {
+        var out: [BackupImageReader] = []
+        var r: BackupImageReader? = self
+        while let c = r { out.append(c); r = c.parent }
+        return out
+    }
+}

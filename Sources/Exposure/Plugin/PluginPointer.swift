@@ -1,0 +1,100 @@
+import BlockCore
+import Foundation
+
+/// What a plugin file knows about the backup it stands for — carried in a VHDX *user* metadata
+/// item of the plugin's skeleton, so the plugin stays a valid VHDX for tools that never see the
+/// filter, and the filter finds everything it needs to answer metadata reads without opening the
+/// backup (deferred open). Format (docs/formats/plugin-file.md):
+///
+///     0   8  magic "BLPTR\0\0\1"
+///     8   4  u32 length N of the JSON document
+///     12  4  u32 CRC-32C of the JSON document
+///     16  N  UTF-8 JSON (PluginPointer), N ≤ 64 KiB
+public struct PluginPointer: Codable, Sendable, Equatable {
+    /// The user metadata item that holds the pointer.
+    public static let itemID = GUID("6F1C2A9E-3B7D-4E15-9A42-B0071AB0F11E")!
+    public static let magic: [UInt8] = Array("BLPTR".utf8) + [0, 0, 1]
+    public static let maxDocumentLength = 64 << 10
+
+    public var version: Int = 1
+    /// Path of the backup, relative to the plugin file's directory (absolute only with
+    /// `--allow-outside`).
+    public var backupPath: String
+    /// The backup's image ID and the SHA-256 of its header: the file pointed to must match both.
+    public var backupImageID: String
+    public var backupHeaderDigest: String
+    /// How the disk is composed from the backup.
+    public var composition: Composition
+    /// The VHDX synthesis parameters, so the filter renders exactly the bytes of the skeleton.
+    public var vhdx: VHDXParameters
+
+    public struct Composition: Codable, Sendable, Equatable {
+        /// "disk": the backup is a whole disk, served as is; "volume": an MBR is synthesized.
+        public var kind: String
+        public var diskSize: UInt64
+        public var partitionStartLBA: UInt64?
+        /// Sector 0 of the composed disk (hex): boot code, signature, partition table.
+        public var mbrHex: String?
+        /// Edits to the volume (boot-sector hidden sectors) that live here, never in the backup.
+        public var volumePatches: [PatchedSource.Patch]
+
+        public init(kind: String, diskSize: UInt64, partitionStartLBA: UInt64? = nil, mbrHex: String? = nil,
+                    volumePatches: [PatchedSource.Patch] = []) {
+            self.kind = kind
+            self.diskSize = diskSize
+            self.partitionStartLBA = partitionStartLBA
+            self.mbrHex = mbrHex
+            self.volumePatches = volumePatches
+        }
+    }
+
+    public struct VHDXParameters: Codable, Sendable, Equatable {
+        public var blockSize: UInt32
+        public var logicalSectorSize: UInt32
+        public var physicalSectorSize: UInt32
+        public var seedHex: String
+        /// Size of the full VHDX file the filter serves, and where payload begins.
+        public var fileSize: UInt64
+        public var payloadStart: UInt64
+    }
+
+    public init(backupPath: String, backupImageID: String, backupHeaderDigest: String,
+                composition: Composition, vhdx: VHDXParameters) {
+        self.backupPath = backupPath
+        self.backupImageID = backupImageID
+        self.backupHeaderDigest = backupHeaderDigest
+        self.composition = composition
+        self.vhdx = vhdx
+    }
+
+    public func encode() throws -> [UInt8] {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        let json = Array(try enc.encode(self))
+        var out = Self.magic
+        out.appendLE32(UInt32(json.count))
+        out.appendLE32(CRC32C.checksum(json))
+        out += json
+        return out
+    }
+
+    /// Parses an item's bytes; `base` is the item's file offset, for error messages.
+    public static func decode(_ bytes: [UInt8], base: UInt64 = 0) throws -> PluginPointer {
+        let v = ByteView(bytes, base: base, format: "plugin file", structure: "plugin pointer")
+        guard try v.slice(0, 8) == magic else { throw v.error(at: 0, "bad magic (not a BootLab plugin pointer)") }
+        let n = Int(try v.u32(8))
+        guard n <= maxDocumentLength else { throw v.error(at: 8, "document length \(n) exceeds \(maxDocumentLength)") }
+        let json = try v.slice(16, n)
+        let crc = try v.u32(12)
+        guard CRC32C.checksum(json) == crc else { throw v.error(at: 12, "checksum mismatch") }
+        do {
+            let p = try JSONDecoder().decode(PluginPointer.self, from: Data(json))
+            guard p.version == 1 else { throw v.error(at: 16, "unsupported version \(p.version)") }
+            return p
+        } catch let e as FormatError {
+            throw e
+        } catch {
+            throw v.error(at: 16, "invalid document: \(error)")
+        }
+    }
+}

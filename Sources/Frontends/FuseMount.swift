@@ -1,0 +1,211 @@
+import BlockCore
+import CFuse3
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The file-system position of the filter: a FUSE mount showing `backingDirectory` where the
+/// names the provider claims are served from block sources and everything else passes through.
+///
+/// The provider is asked for every looked-up regular path (relative, e.g. "vm.vhdx"); it returns
+/// nil for files that pass through. Its answers are cached per path until the backing file's
+/// identity (inode, size, mtime) changes, so it may read a plugin header. Each exposed path is
+/// opened at most once per mount (first `open(2)`), and every handle shares that source — one
+/// overlay per disk. Runs in the foreground until SIGINT/SIGTERM/SIGHUP or `fusermount3 -u`.
+public final class FuseMount: @unchecked Sendable {
+    // @unchecked: mutable state lives in `Locked` boxes.
+    public struct Options: Sendable {
+        public var foreground = true
+        public var allowOther = false
+        public var singleThreaded = false
+        public var debug = false
+        /// Names shown at the root although no backing file has them (each must be claimed by the provider).
+        public var extraNames: [String] = []
+        public init() {}
+    }
+
+    public let mountpoint: String
+    public let backingDirectory: String
+    public let options: Options
+    private let provider: @Sendable (String) throws -> ExposedFile?
+
+    private struct CacheEntry { var identity: [Int]; var file: ExposedFile? }
+    private struct Handle { var path: String; var file: ExposedFile; var writable: Bool }
+
+    private let cache = Locked([String: CacheEntry]())
+    private let opened = Locked([String: any BlockSource]())
+    private let openLock = NSLockish()
+    private let handles = Locked([UInt64: Handle]())
+    private let nextHandle = Locked<UInt64>(1)
+
+    public init(mountpoint: String, backingDirectory: String, options: Options = Options(),
+                provider: @escaping @Sendable (String) throws -> ExposedFile?) {
+        // libfuse changes directory to / when it starts: keep every path absolute.
+        self.mountpoint = absolutePath(mountpoint)
+        self.backingDirectory = absolutePath(backingDirectory)
+        self.options = options
+        self.provider = provider
+    }
+
+    /// Mounts and serves until unmounted. Throws if the mount could not be made.
+    public func run() throws {
+        for dir in [backingDirectory, mountpoint] {
+            var st = stat()
+            guard stat(dir, &st) == 0 else { throw IOError("stat", path: dir, errno: errno) }
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw IOError("mount", path: dir, errno: ENOTDIR) }
+        }
+        var cb = bl_fuse_callbacks()
+        cb.ctx = Unmanaged.passUnretained(self).toOpaque()
+        cb.lookup = { ctx, path, size, writable in
+            FuseMount.from(ctx).cLookup(String(cString: path!), size!, writable!)
+        }
+        cb.open = { ctx, path, wantWrite, handle in
+            FuseMount.from(ctx).cOpen(String(cString: path!), wantWrite != 0, handle!)
+        }
+        cb.read = { ctx, h, buf, size, off in
+            FuseMount.from(ctx).cRead(h, UnsafeMutableRawBufferPointer(start: buf, count: size), off)
+        }
+        cb.write = { ctx, h, buf, size, off in
+            FuseMount.from(ctx).cWrite(h, UnsafeRawBufferPointer(start: buf, count: size), off)
+        }
+        cb.flush = { ctx, h in FuseMount.from(ctx).cFlush(h) }
+        cb.release = { ctx, h in FuseMount.from(ctx).cRelease(h) }
+        cb.list_extra = { ctx, fill, add in
+            for name in FuseMount.from(ctx).options.extraNames {
+                if name.withCString({ add!(fill, $0) }) != 0 { break }
+            }
+        }
+        var opts = bl_fuse_options(foreground: options.foreground ? 1 : 0, allow_other: options.allowOther ? 1 : 0,
+                                   single_thread: options.singleThreaded ? 1 : 0, debug: options.debug ? 1 : 0)
+        let status = withExtendedLifetime(self) { bl_fuse_run(mountpoint, backingDirectory, &cb, &opts) }
+        // Flush every overlay on the way out: an unmount is a natural sync point.
+        for source in opened.current.values { try? (source as? any WritableBlockSource)?.flush() }
+        switch status {
+        case 0: return
+        case 2: throw FrontendError.usage("cannot mount \(mountpoint) (see the message above; is /dev/fuse usable?)")
+        default: throw FrontendError.usage("FUSE on \(mountpoint) failed (status \(status), see the message above)")
+        }
+    }
+
+    private static func from(_ ctx: UnsafeMutableRawPointer?) -> FuseMount {
+        Unmanaged<FuseMount>.fromOpaque(ctx!).takeUnretainedValue()
+    }
+
+    // MARK: lookups
+
+    /// Identity of the backing file, so a replaced plugin file is asked about again.
+    private func identity(of path: String) -> [Int] {
+        var st = stat()
+        guard lstat(backingDirectory + "/" + path, &st) == 0 else { return [-1] }
+        if (st.st_mode & S_IFMT) != S_IFREG { return [-2, Int(st.st_mode & S_IFMT)] }
+        return [Int(st.st_dev), Int(st.st_ino), Int(st.st_size), st.st_mtim.tv_sec, st.st_mtim.tv_nsec]
+    }
+
+    func exposed(_ path: String) throws -> ExposedFile? {
+        let id = identity(of: path)
+        if let hit = cache.withLock({ $0[path] }), hit.identity == id { return hit.file }
+        // Directories, symlinks and devices always pass through.
+        let file = (id.first == -2) ? nil : try provider(path)
+        cache.withLock { $0[path] = CacheEntry(identity: id, file: file) }
+        return file
+    }
+
+    private func cLookup(_ path: String, _ size: UnsafeMutablePointer<UInt64>, _ writable: UnsafeMutablePointer<Int32>) -> Int32 {
+        do {
+            guard let f = try exposed(path) else { return 0 }
+            size.pointee = f.size
+            writable.pointee = f.writable ? 1 : 0
+            return 1
+        } catch {
+            report("lookup \(path)", error)
+            return -errnoCode(for: error)
+        }
+    }
+
+    // MARK: I/O
+
+    private func source(for path: String, _ file: ExposedFile) throws -> any BlockSource {
+        if let s = opened.withLock({ $0[path] }) { return s }
+        return try openLock.withLock {
+            if let s = opened.withLock({ $0[path] }) { return s }
+            let s = try file.open()
+            guard s.size == file.size else { throw FrontendError.sizeChanged(name: path, announced: file.size, opened: s.size) }
+            if file.writable, !(s is any WritableBlockSource) { throw FrontendError.notWritable(path) }
+            opened.withLock { $0[path] = s }
+            return s
+        }
+    }
+
+    private func cOpen(_ path: String, _ wantWrite: Bool, _ handle: UnsafeMutablePointer<UInt64>) -> Int32 {
+        do {
+            guard let file = try exposed(path) else { return -ENOENT }
+            if wantWrite && !file.writable { return -EACCES }
+            // The source opens at the first read or write, not here: `qemu-img info -f raw` and
+            // other open-fstat-close visitors must not open the backup (deferred open).
+            let h = nextHandle.withLock { v -> UInt64 in defer { v += 1 }; return v }
+            handles.withLock { $0[h] = Handle(path: path, file: file, writable: wantWrite) }
+            handle.pointee = h
+            return 0
+        } catch {
+            report("open \(path)", error)
+            return -errnoCode(for: error)
+        }
+    }
+
+    private func cRead(_ h: UInt64, _ buf: UnsafeMutableRawBufferPointer, _ offset: UInt64) -> Int {
+        guard let entry = handles.withLock({ $0[h] }) else { return -Int(EBADF) }
+        let size = entry.file.size
+        guard offset < size else { return 0 }
+        let n = Int(min(UInt64(buf.count), size - offset))
+        do {
+            try source(for: entry.path, entry.file).read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]))
+            return n
+        } catch {
+            report("read \(entry.path) at \(offset)", error)
+            return -Int(errnoCode(for: error))
+        }
+    }
+
+    private func cWrite(_ h: UInt64, _ buf: UnsafeRawBufferPointer, _ offset: UInt64) -> Int {
+        guard let entry = handles.withLock({ $0[h] }) else { return -Int(EBADF) }
+        guard entry.writable else { return -Int(EBADF) }
+        // A disk does not grow: writes past the end fail like on a block device.
+        guard offset < entry.file.size else { return -Int(ENOSPC) }
+        let n = Int(min(UInt64(buf.count), entry.file.size - offset))
+        do {
+            guard let w = try source(for: entry.path, entry.file) as? any WritableBlockSource else { throw FrontendError.notWritable(entry.path) }
+            try w.write(at: offset, from: UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+            return n
+        } catch {
+            report("write \(entry.path) at \(offset)", error)
+            return -Int(errnoCode(for: error))
+        }
+    }
+
+    private func cFlush(_ h: UInt64) -> Int32 {
+        guard let entry = handles.withLock({ $0[h] }) else { return -EBADF }
+        // Nothing to make durable unless this handle could write and the source was opened.
+        guard entry.writable, let s = opened.withLock({ $0[entry.path] }), let w = s as? any WritableBlockSource else { return 0 }
+        do { try w.flush(); return 0 } catch {
+            report("flush \(entry.path)", error)
+            return -errnoCode(for: error)
+        }
+    }
+
+    private func cRelease(_ h: UInt64) {
+        _ = handles.withLock { $0.removeValue(forKey: h) }
+    }
+
+    private func report(_ what: String, _ error: any Error) {
+        writeStandardError("bootlab mount: \(what): \(error)\n")
+    }
+}
+
+/// `path` made absolute against the current directory (no symlink resolution).
+public func absolutePath(_ path: String) -> String {
+    if path.hasPrefix("/") { return path }
+    guard let p = getcwd(nil, 0) else { return path }
+    defer { free(p) }
+    let cwd = String(cString: p)
+    return (cwd == "/" ? "" : cwd) + "/" + path
+}

@@ -1,0 +1,67 @@
+import BlockCore
+import Exposure
+
+/// Decides, for `bootlab mount`, which names of the mount are exposed files and how each opens.
+///
+/// Names given explicitly (`--expose NAME=FILE`) serve FILE; any other backing file that
+/// `SourceOpener.recognizes` (the plugin files, once the exposure layer lands) is served from
+/// itself; the rest pass through. With `writable`, each exposed NAME takes writes into
+/// `overlayDirectory/NAME.overlay` (+ `.map`), beside the plugin by default.
+public struct MountCatalog: Sendable {
+    public var backingDirectory: String
+    public var explicit: [String: String]
+    public var writable: Bool
+    public var overlayDirectory: String
+    public var raw: Bool
+    public let reporter: StatsReporter
+    private let counters = Locked([String: SourceCounters]())
+
+    public init(backingDirectory: String, explicit: [String: String] = [:], writable: Bool = false,
+                overlayDirectory: String? = nil, raw: Bool = false, reporter: StatsReporter) {
+        self.backingDirectory = absolutePath(backingDirectory)
+        self.explicit = explicit.mapValues(absolutePath)
+        self.writable = writable
+        self.overlayDirectory = absolutePath(overlayDirectory ?? backingDirectory)
+        self.raw = raw
+        self.reporter = reporter
+    }
+
+    /// Names to list although no backing file has them.
+    public var extraNames: [String] { explicit.keys.sorted() }
+
+    public func counters(for name: String) -> SourceCounters {
+        counters.withLock { all in
+            if let c = all[name] { return c }
+            let c = SourceCounters(name: name)
+            all[name] = c
+            reporter.add(c)
+            return c
+        }
+    }
+
+    public func exposedFile(named name: String) throws -> ExposedFile? {
+        let target: String
+        if let e = explicit[name] {
+            target = e
+        } else {
+            let backing = backingDirectory + "/" + name
+            guard try SourceOpener.recognizes(path: backing) else { return nil }
+            target = backing
+        }
+        let overlayName = name.replacingOccurrences(of: "/", with: "_") + ".overlay"
+        let spec = SourceSpec(path: target, raw: raw, overlayPath: writable ? overlayDirectory + "/" + overlayName : nil)
+        return try SourceOpener.prepare(spec, counters: counters(for: name))
+    }
+
+    public var provider: @Sendable (String) throws -> ExposedFile? {
+        let me = self
+        return { try me.exposedFile(named: $0) }
+    }
+}
+
+extension SourceOpener {
+    /// Whether a file in a mounted directory is served (rather than passed through) without being
+    /// named explicitly: plugin files (a VHDX carrying BootLab's pointer; only the plugin's own
+    /// metadata is read).
+    public static func recognizes(path: String) throws -> Bool { PluginFile.isPlugin(path: path) }
+}

@@ -1,0 +1,115 @@
+import BlockCore
+import CFuse3
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The block position of the filter: nbdkit, running BootLab's plugin (`libbootlab-nbdkit.so`),
+/// serving one source over a Unix socket. nbdkit brings the protocol (fixed newstyle, structured
+/// replies, block status, multi-conn, TLS); the plugin only answers from a `BlockSource`.
+public struct NBDServe: Sendable {
+    public var spec: SourceSpec
+    public var socketPath: String
+    /// JSON statistics destination: a path, "-" for standard error, nil for none.
+    public var stats: String?
+    /// The plugin library; default: `NBDServe.locatePlugin()`.
+    public var pluginPath: String?
+    /// Extra arguments for nbdkit itself (e.g. `--tls=require --tls-certificates=DIR`).
+    public var nbdkitArguments: [String] = []
+    public var verbose = false
+    /// Extra `key=value` parameters for BootLab's plugin (passphrase-file, vault, allow-outside).
+    public var pluginParameters: [String] = []
+
+    public init(spec: SourceSpec, socketPath: String, stats: String? = nil, pluginPath: String? = nil) {
+        self.spec = spec
+        self.socketPath = socketPath
+        self.stats = stats
+        self.pluginPath = pluginPath
+    }
+
+    /// `$BOOTLAB_NBDKIT_PLUGIN`, else `libbootlab-nbdkit.so` beside the running executable
+    /// (SwiftPM puts both in the same build directory).
+    public static func locatePlugin() throws -> String {
+        if let env = ProcessInfo.processInfo.environment["BOOTLAB_NBDKIT_PLUGIN"], !env.isEmpty { return env }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let candidate = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("libbootlab-nbdkit.so").path
+        guard FileManager.default.fileExists(atPath: candidate) else {
+            throw FrontendError.usage("nbdkit plugin not found at \(candidate) (build it with `swift build --product bootlab-nbdkit`, or set BOOTLAB_NBDKIT_PLUGIN)")
+        }
+        return candidate
+    }
+
+    /// nbdkit's command line (argv[0] first).
+    public func arguments() throws -> [String] {
+        let plugin = try pluginPath ?? NBDServe.locatePlugin()
+        // The socket arrives by socket activation (see `exec`), so no --unix here.
+        var args = ["nbdkit", "--foreground"]
+        if spec.overlayPath == nil { args.append("--readonly") }
+        if verbose { args.append("--verbose") }
+        args += nbdkitArguments
+        args += [plugin, "file=" + absolute(spec.path)]
+        if spec.raw { args.append("raw=true") }
+        if let o = spec.overlayPath { args.append("overlay=" + absolute(o)) }
+        if let s = stats { args.append("stats=" + (s == "-" ? s : absolute(s))) }
+        args += pluginParameters
+        return args
+    }
+
+    /// Replaces this process with nbdkit (same PID: signals and `kill -9` reach the server
+    /// directly). The listening socket is made here, mode 0600, and handed over by systemd-style
+    /// socket activation (LISTEN_PID/LISTEN_FDS, fd 3): nbdkit's own `--unix` socket follows no
+    /// umask we can set (it comes out 0755). A stale socket at the path is replaced.
+    public func exec() throws -> Never {
+        let args = try arguments()
+        let fd = try NBDServe.listen(at: socketPath)
+        if fd != 3 {
+            guard dup2(fd, 3) == 3 else { throw IOError("dup2", path: socketPath, errno: errno) }
+            close(fd)
+        }
+        _ = fcntl(3, F_SETFD, 0) // keep it across exec
+        setenv("LISTEN_PID", String(getpid()), 1)
+        setenv("LISTEN_FDS", "1", 1)
+        unsetenv("LISTEN_FDNAMES")
+        // nbdkit stops on SIGINT/SIGTERM only if they reach it (exec keeps ignored dispositions).
+        bl_reset_server_signals()
+        let cargs = args.map { strdup($0) } + [nil]
+        execvp("nbdkit", cargs)
+        throw IOError("exec", path: "nbdkit", errno: errno)
+    }
+
+    /// A listening Unix socket at `path`, mode 0600.
+    public static func listen(at path: String) throws -> Int32 {
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFSOCK else { throw FrontendError.usage("\(path) exists and is not a socket") }
+            unlink(path)
+        }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            throw FrontendError.usage("socket path too long (\(bytes.count) bytes): \(path)")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in
+            p.copyBytes(from: bytes)
+            p[bytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw IOError("socket", path: path, errno: errno) }
+        // The mode is set at bind time (umask) so the socket is never reachable by others.
+        let old = umask(0o177)
+        let r = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        let e = errno
+        umask(old)
+        guard r == 0 else { close(fd); throw IOError("bind", path: path, errno: e) }
+        guard chmod(path, 0o600) == 0, Glibc.listen(fd, 128) == 0 else {
+            let e = errno; close(fd); throw IOError("listen", path: path, errno: e)
+        }
+        return fd
+    }
+
+    private func absolute(_ p: String) -> String { absolutePath(p) }
+}

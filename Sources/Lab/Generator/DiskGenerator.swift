@@ -1,0 +1,258 @@
+import BlockCore
+import Foundation
+
+/// What the generator made for one source machine: its whole disk and its volume alone, both raw,
+/// in the cache directory named by the hash of every input.
+public struct GeneratedMachine: Sendable, Codable, Equatable {
+    public var machine: String
+    /// The source machine's whole disk (MBR, gap, partition at its original LBA).
+    public var diskPath: String
+    /// The partition's bytes alone (what a volume-only backup holds).
+    public var volumePath: String
+    public var diskDigest: String
+    public var volumeDigest: String
+    public var cacheKey: String
+    public var versions: ToolVersions
+    /// `UUID=…` as the guest's init looks the root up.
+    public var rootSpec: String
+    public var kernelRelease: String
+    public var modules: ModuleResolver.Resolution
+}
+
+/// Builds source disks deterministically: same scenario seed and tool versions → same bytes.
+public enum DiskGenerator {
+    /// The fixed clock every generated timestamp uses (2020-09-13T12:26:40Z).
+    static let fixedTime = 1_600_000_000
+    private static let keyLocks = Locked<[String: NSLock]>([:])
+
+    /// `machinesDirectory` overrides where generated disks are cached (default
+    /// `$BOOTLAB_CACHE/machines`); kernels are always shared under `LabCache.root`.
+    public static func generate(_ machine: SourceMachine, of scenario: Scenario, suite: LabSuite,
+                                machinesDirectory: URL? = nil) throws -> GeneratedMachine {
+        let machines = machinesDirectory ?? LabCache.root.appendingPathComponent("machines")
+        let kernel = try LabCache.kernel(machine.kernel)
+        let resolver = try ModuleResolver(kernel: kernel)
+        var wanted = suite.initramfsModules(for: machine, in: scenario)
+        wanted += filesystemModules(machine.filesystem)
+        let modules = resolver.resolve(wanted)
+
+        var packages = try ToolVersions.host()
+        packages[kernel.package] = kernel.version
+        let versions = ToolVersions(packages: packages)
+
+        struct KeyInput: Codable { var machine: SourceMachine; var seed: UInt64; var modules: ModuleResolver.Resolution; var versions: ToolVersions }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let keyJSON = String(decoding: try encoder.encode(KeyInput(machine: machine, seed: scenario.seed, modules: modules, versions: versions)), as: UTF8.self)
+        let key = String(Digest.string(keyJSON).prefix(24))
+
+        let lockKey = machines.path + "/" + key
+        let lock = keyLocks.withLock { locks -> NSLock in
+            if let l = locks[lockKey] { return l }
+            let l = NSLock()
+            locks[lockKey] = l
+            return l
+        }
+        lock.lock()
+        defer { lock.unlock() }
+
+        let dir = machines.appendingPathComponent(key)
+        let manifestURL = dir.appendingPathComponent("manifest.json")
+        if let data = try? Data(contentsOf: manifestURL),
+           let cached = try? JSONDecoder().decode(GeneratedMachine.self, from: data),
+           FileManager.default.fileExists(atPath: cached.diskPath) {
+            return cached
+        }
+
+        let fm = FileManager.default
+        let work = machines.appendingPathComponent(".work-\(key)-\(getpid())")
+        try? fm.removeItem(at: work)
+        try fm.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? fm.removeItem(at: work) }
+
+        let volume = work.appendingPathComponent("volume.raw")
+        let disk = work.appendingPathComponent("disk.raw")
+        let rootSpec: String
+        let tree = work.appendingPathComponent("tree")
+        let initrdName = "initrd.img"
+        let cpio = try Initramfs.build(busybox: URL(fileURLWithPath: "/bin/busybox"), kernel: kernel, modules: modules,
+                                       rootSpec: "UUID=\(rootUUID(machine, seed: scenario.seed))", fstype: machine.filesystem.linuxType)
+        let cpioURL = work.appendingPathComponent("initrd.cpio")
+        try Data(cpio).write(to: cpioURL)
+        // gzip -n stores no name or time; compressed data also leaves no zero blocks, which
+        // mke2fs -d would turn into holes and extlinux cannot read through.
+        try Shell.run("gzip", ["-n", "-9", cpioURL.path])
+        let initrd = work.appendingPathComponent("initrd.cpio.gz")
+        let bootConfig = """
+            SERIAL 0 115200
+            DEFAULT linux
+            PROMPT 0
+            TIMEOUT 0
+            LABEL linux
+              KERNEL /boot/vmlinuz
+              INITRD /boot/\(initrdName)
+              APPEND console=ttyS0 panic=-1
+
+            """
+
+        try createSparse(volume, size: machine.volumeSize)
+        switch machine.filesystem {
+        case .ext4:
+            rootSpec = "UUID=\(rootUUID(machine, seed: scenario.seed))"
+            try fm.createDirectory(at: tree.appendingPathComponent("boot/extlinux"), withIntermediateDirectories: true)
+            try fm.createDirectory(at: tree.appendingPathComponent("bootlab"), withIntermediateDirectories: true)
+            try fm.copyItem(at: kernel.vmlinuz, to: tree.appendingPathComponent("boot/vmlinuz"))
+            try fm.copyItem(at: initrd, to: tree.appendingPathComponent("boot/\(initrdName)"))
+            try Data(bootConfig.utf8).write(to: tree.appendingPathComponent("boot/extlinux/extlinux.conf"))
+            try Data((machine.marker + "\n").utf8).write(to: tree.appendingPathComponent("bootlab/marker"))
+            try buildExt4(volume: volume, tree: tree, work: work, machine: machine, seed: scenario.seed)
+        case .fat32:
+            rootSpec = "UUID=\(rootUUID(machine, seed: scenario.seed))"
+            try buildFAT32(volume: volume, work: work, machine: machine, seed: scenario.seed,
+                           kernel: kernel.vmlinuz, initrd: initrd, initrdName: initrdName, config: bootConfig)
+        }
+
+        try createSparse(disk, size: machine.diskSize)
+        let mbrCode = try Data(contentsOf: URL(fileURLWithPath: "/usr/lib/syslinux/mbr/mbr.bin"))
+        let signature = Digest.derivedBytes(seed: scenario.seed, "\(machine.name):disk-signature", count: 4).le32(0)
+        let mbr = MBRImage(bootCode: Array(mbrCode), signature: signature, partitionType: machine.filesystem.partitionType,
+                           startLBA: UInt32(machine.partitionStart), sectorCount: UInt32(machine.volumeSize / 512))
+        try copy(bytes: mbr.bytes(), into: disk, at: 0)
+        try copy(file: volume, into: disk, at: machine.partitionStart * 512)
+
+        let result = GeneratedMachine(
+            machine: machine.name,
+            diskPath: dir.appendingPathComponent("disk.raw").path,
+            volumePath: dir.appendingPathComponent("volume.raw").path,
+            diskDigest: try Digest.file(disk), volumeDigest: try Digest.file(volume),
+            cacheKey: key, versions: versions, rootSpec: rootSpec, kernelRelease: kernel.release, modules: modules)
+        try? fm.removeItem(at: dir)
+        try fm.createDirectory(at: dir, withIntermediateDirectories: true)
+        try fm.moveItem(at: disk, to: URL(fileURLWithPath: result.diskPath))
+        try fm.moveItem(at: volume, to: URL(fileURLWithPath: result.volumePath))
+        let pretty = JSONEncoder()
+        pretty.outputFormatting = [.sortedKeys, .prettyPrinted]
+        try pretty.encode(versions).write(to: dir.appendingPathComponent("versions.json"))
+        try pretty.encode(result).write(to: manifestURL)
+        return result
+    }
+
+    static func filesystemModules(_ fs: FileSystemKind) -> [String] {
+        switch fs {
+        // ext4 refuses to mount without crc32c (metadata_csum); the cloud kernel has it built in.
+        case .ext4: return ["crc32c_generic", "crc16", "mbcache", "jbd2", "ext4"]
+        case .fat32: return ["nls_cp437", "nls_ascii", "nls_utf8", "fat", "vfat"]
+        }
+    }
+
+    static func rootUUID(_ machine: SourceMachine, seed: UInt64) -> String {
+        switch machine.filesystem {
+        case .ext4: return Digest.uuid(seed: seed, "\(machine.name):fs-uuid")
+        case .fat32:
+            let h = volumeID(machine, seed: seed).uppercased()
+            return "\(h.prefix(4))-\(h.suffix(4))"
+        }
+    }
+
+    static func volumeID(_ machine: SourceMachine, seed: UInt64) -> String {
+        Digest.derivedBytes(seed: seed, "\(machine.name):fat-volume-id", count: 4).hex
+    }
+
+    static func buildExt4(volume: URL, tree: URL, work: URL, machine: SourceMachine, seed: UInt64) throws {
+        guard getuid() == 0 else { throw LabError("ext4 + extlinux generation needs root (extlinux installs through a loop mount)") }
+        let t = String(fixedTime)
+        try Shell.run("find", [tree.path, "-exec", "touch", "-h", "-d", "@\(t)", "{}", "+"])
+        let env = ["E2FSPROGS_FAKE_TIME": t]
+        // Made without a journal: the kernel's journal commit blocks would carry the wall clock.
+        // The journal is added after extlinux is installed, by tune2fs under the fake clock.
+        try Shell.run("mke2fs", ["-q", "-F", "-t", "ext4", "-b", "4096", "-O", "^has_journal",
+                                 "-U", rootUUID(machine, seed: seed),
+                                 "-E", "hash_seed=\(Digest.uuid(seed: seed, "\(machine.name):hash-seed")),lazy_itable_init=0,root_owner=0:0",
+                                 "-L", "bootlab", "-d", tree.path, volume.path], environment: env)
+        let mnt = work.appendingPathComponent("mnt")
+        try FileManager.default.createDirectory(at: mnt, withIntermediateDirectories: true)
+        try Shell.run("mount", ["-o", "loop,noinit_itable", volume.path, mnt.path])
+        do {
+            try Shell.run("extlinux", ["--install", mnt.appendingPathComponent("boot/extlinux").path])
+        } catch {
+            _ = try? Shell.run("umount", [mnt.path])
+            throw error
+        }
+        try Shell.run("umount", [mnt.path])
+        // The mount stamped times, generation numbers and i_version on what extlinux touched,
+        // and the superblock's mount fields: reset them all to fixed values.
+        var commands: [String] = []
+        // mke2fs -d also copies each source file's ctime, which touch cannot set: reset every path.
+        var paths = ["/", "/lost+found", "/boot/extlinux/ldlinux.sys", "/boot/extlinux/ldlinux.c32"]
+        if let walker = FileManager.default.enumerator(atPath: tree.path) {
+            while let rel = walker.nextObject() as? String { paths.append("/" + rel) }
+        }
+        for path in paths.sorted() {
+            for field in ["atime", "mtime", "ctime", "crtime"] {
+                commands.append("sif \(path) \(field) \(t)")
+                commands.append("sif \(path) \(field)_extra 0")
+            }
+            commands.append("sif \(path) generation 0")
+            commands.append("sif \(path) version 1")
+        }
+        for field in ["mtime", "wtime", "lastcheck"] { commands.append("ssv \(field) \(t)") }
+        commands += ["ssv last_mounted \"\"", "ssv mnt_count 0", "ssv kbytes_written 0"]
+        let script = work.appendingPathComponent("debugfs.cmds")
+        try Data((commands.joined(separator: "\n") + "\n").utf8).write(to: script)
+        let out = try Shell.run("debugfs", ["-w", "-f", script.path, volume.path], environment: env)
+        if out.stderr.contains("Couldn't") || out.stdout.contains("Couldn't") {
+            throw LabError("debugfs normalisation failed: \(out.stdout + out.stderr)")
+        }
+        try Shell.run("tune2fs", ["-O", "has_journal", volume.path], environment: env)
+        try Shell.run("e2fsck", ["-f", "-n", volume.path], environment: env)
+    }
+
+    static func buildFAT32(volume: URL, work: URL, machine: SourceMachine, seed: UInt64,
+                           kernel: URL, initrd: URL, initrdName: String, config: String) throws {
+        let env = ["SOURCE_DATE_EPOCH": String(fixedTime), "MTOOLS_SKIP_CHECK": "1"]
+        // --invariant fixes mkfs.fat's clock-derived fields; -i after it sets our volume ID.
+        try Shell.run("mkfs.fat", ["--invariant", "-i", volumeID(machine, seed: seed), "-F", "32", "-s", "1",
+                                   "-h", String(machine.partitionStart), "-n", "BOOTLAB", volume.path], environment: env)
+        let cfg = work.appendingPathComponent("syslinux.cfg")
+        try Data(config.utf8).write(to: cfg)
+        let marker = work.appendingPathComponent("marker")
+        try Data((machine.marker + "\n").utf8).write(to: marker)
+        let img = volume.path
+        try Shell.run("mmd", ["-i", img, "::/boot", "::/bootlab"], environment: env)
+        for (src, dst) in [(kernel.path, "::/boot/vmlinuz"), (initrd.path, "::/boot/\(initrdName)"),
+                           (cfg.path, "::/syslinux.cfg"), (marker.path, "::/bootlab/marker")] {
+            try Shell.run("mcopy", ["-i", img, src, dst], environment: env)
+        }
+        try Shell.run("syslinux", ["--install", img], environment: env)
+        try Shell.run("fsck.fat", ["-n", img])
+    }
+
+    static func createSparse(_ url: URL, size: UInt64) throws {
+        guard FileManager.default.createFile(atPath: url.path, contents: nil) else { throw LabError("cannot create \(url.path)") }
+        let handle = try FileHandle(forWritingTo: url)
+        try handle.truncate(atOffset: size)
+        try handle.close()
+    }
+
+    static func copy(bytes: [UInt8], into url: URL, at offset: UInt64) throws {
+        let handle = try FileHandle(forWritingTo: url)
+        try handle.seek(toOffset: offset)
+        try handle.write(contentsOf: Data(bytes))
+        try handle.close()
+    }
+
+    /// Copies a file's data into another at an offset, skipping all-zero chunks (stays sparse).
+    static func copy(file: URL, into url: URL, at offset: UInt64) throws {
+        let input = try FileHandle(forReadingFrom: file)
+        let output = try FileHandle(forWritingTo: url)
+        defer { try? input.close(); try? output.close() }
+        var position: UInt64 = 0
+        while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty {
+            if chunk.contains(where: { $0 != 0 }) {
+                try output.seek(toOffset: offset + position)
+                try output.write(contentsOf: chunk)
+            }
+            position += UInt64(chunk.count)
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+
+/// The tiny guest userland: static busybox and an `/init` that loads the machine's modules,
+/// finds the root volume by UUID, mounts it read-only and prints the marker it reads from it.
+/// Its failure lines are what must-not-boot expectations match (`BOOTLAB: root device not found`).
+enum Initramfs {
+    static let markerPrefix = "BOOTLAB-MARKER: "
+
+    /// Seconds the guest waits for the root device before giving up (SCSI scans are asynchronous).
+    static let rootWaitTicks = 40  // × 0.25 s
+
+    static func initScript() -> String {
+        """
+        #!/bin/busybox sh
+        # BootLab guest init: prove the root volume is reachable with the drivers we carry.
+        /bin/busybox mkdir -p /sbin /usr/bin /usr/sbin
+        /bin/busybox --install -s
+        mount -t devtmpfs devtmpfs /dev
+        exec >/dev/console 2>&1 </dev/console
+        mount -t proc proc /proc
+        mount -t sysfs sysfs /sys
+        echo "BOOTLAB: init started on $(uname -r)"
+        for m in $(cat /etc/bootlab/absent); do echo "BOOTLAB: module $m absent from this kernel"; done
+        for m in $(cat /etc/bootlab/modules); do
+          insmod /lib/modules/$m || echo "BOOTLAB: insmod $m failed"
+        done
+        root=$(cat /etc/bootlab/root)
+        dev=""
+        i=0
+        while [ $i -lt \(rootWaitTicks) ]; do
+          dev=$(findfs "$root" 2>/dev/null) && break
+          dev=""
+          sleep 0.25
+          i=$((i+1))
+        done
+        if [ -z "$dev" ]; then
+          echo "BOOTLAB: root device not found ($root)"
+          echo "BOOTLAB: block devices: $(cat /proc/partitions | tail -n +3 | tr -s ' ' | cut -d' ' -f5 | tr '\\n' ' ')"
+          poweroff -f
+        fi
+        echo "BOOTLAB: root device $dev"
+        if ! mount -o ro -t $(cat /etc/bootlab/fstype) "$dev" /mnt; then
+          echo "BOOTLAB: root mount failed ($dev)"
+          poweroff -f
+        fi
+        if [ -r /mnt/bootlab/marker ]; then
+          echo "\(markerPrefix)$(cat /mnt/bootlab/marker)"
+        else
+          echo "BOOTLAB: marker file missing on root"
+        fi
+        umount /mnt
+        poweroff -f
+
+        """
+    }
+
+    /// Builds the uncompressed archive; returns its bytes.
+    static func build(busybox: URL, kernel: KernelTree, modules: ModuleResolver.Resolution,
+                      rootSpec: String, fstype: String) throws -> [UInt8] {
+        var cpio = CPIOArchive()
+        for dir in ["bin", "dev", "etc", "etc/bootlab", "lib", "lib/modules", "mnt", "proc", "sys"] {
+            cpio.add(dir, .directory)
+        }
+        cpio.add("dev/console", .characterDevice(major: 5, minor: 1))
+        cpio.add("bin/busybox", .file(mode: 0o755), contents: Array(try Data(contentsOf: busybox)))
+        cpio.add("init", .file(mode: 0o755), contents: Array(initScript().utf8))
+        var names: [String] = []
+        for file in modules.files {
+            let base = String(file.split(separator: "/").last ?? "")
+            names.append(base)
+            let data = try Data(contentsOf: kernel.modulesDirectory.appendingPathComponent(file))
+            cpio.add("lib/modules/\(base)", .file(mode: 0o644), contents: Array(data))
+        }
+        cpio.add("etc/bootlab/modules", .file(mode: 0o644), contents: Array((names.joined(separator: "\n") + "\n").utf8))
+        cpio.add("etc/bootlab/absent", .file(mode: 0o644), contents: Array((modules.absent.joined(separator: "\n") + "\n").utf8))
+        cpio.add("etc/bootlab/root", .file(mode: 0o644), contents: Array((rootSpec + "\n").utf8))
+        cpio.add("etc/bootlab/fstype", .file(mode: 0o644), contents: Array((fstype + "\n").utf8))
+        return cpio.finish()
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+
+/// Options every cell sees.
+public struct RunOptions: Sendable {
+    public var goldenDirectory: URL
+    public var updateGolden: Bool
+    public var bootTimeout: Double
+    /// Where cells keep their work files (console logs, overlays).
+    public var workDirectory: URL
+
+    public init(goldenDirectory: URL, updateGolden: Bool = false, bootTimeout: Double = BootRunner.defaultTimeout, workDirectory: URL) {
+        self.goldenDirectory = goldenDirectory
+        self.updateGolden = updateGolden
+        self.bootTimeout = bootTimeout
+        self.workDirectory = workDirectory
+    }
+}
+
+/// The state of one cell (scenario × target) as its pipeline runs. Used by one worker thread at
+/// a time; steps add artefacts, validators read them.
+public final class CellContext: @unchecked Sendable {
+    public let scenario: Scenario
+    public let target: Target
+    public let suite: LabSuite
+    public let options: RunOptions
+    /// This cell's private directory (`<work>/<scenario>/<target>/`).
+    public let directory: URL
+    public private(set) var artefacts: [Artefact] = []
+    /// Generator output per machine name.
+    public var generated: [String: GeneratedMachine] = [:]
+    /// Backups made by the backup step, per machine (the last image of a chain).
+    public var backups: [String: String] = [:]
+    /// Plugin files written by the expose step, per machine.
+    public var plugins: [String: String] = [:]
+    /// Run once the cell's validators are done, last added first (unmount, stop servers).
+    private var cleanups: [() -> Void] = []
+
+    public func addCleanup(_ body: @escaping () -> Void) { cleanups.append(body) }
+
+    public func runCleanups() {
+        while let c = cleanups.popLast() { c() }
+    }
+
+    public init(scenario: Scenario, target: Target, suite: LabSuite, options: RunOptions) {
+        self.scenario = scenario
+        self.target = target
+        self.suite = suite
+        self.options = options
+        directory = options.workDirectory.appendingPathComponent(scenario.name).appendingPathComponent(target.name)
+    }
+
+    /// Adds or replaces (same role and machine) an artefact.
+    public func put(_ artefact: Artefact) {
+        artefacts.removeAll { $0.role == artefact.role && $0.machine == artefact.machine }
+        artefacts.append(artefact)
+    }
+
+    public func artefact(_ role: String, machine: String) -> Artefact? {
+        artefacts.first { $0.role == role && $0.machine == machine }
+    }
+
+    /// The disk the boot validator should boot for a machine.
+    public func bootDisk(machine: String) -> Artefact? {
+        artefact(ArtefactRole.bootDisk, machine: machine) ?? artefact(ArtefactRole.sourceDisk, machine: machine)
+    }
+}

@@ -1,0 +1,21 @@
+/// The steps and validators of one cell. This is the one place new stages plug in: the backup,
+/// exposure and reconfiguration steps go between `GenerateStep` and the validators, and their
+/// validators (qemu-img, libvhdi, immutability, overlay) join the list. A step that makes a disk
+/// to boot publishes it as `ArtefactRole.bootDisk`; the boot validator then boots that instead of
+/// the raw source disk.
+public struct Pipeline: Sendable {
+    public var steps: [any LabStep]
+    public var validators: [any Validator]
+
+    public init(steps: [any LabStep], validators: [any Validator]) {
+        self.steps = steps
+        self.validators = validators
+    }
+
+    public static func standard(for scenario: Scenario, target: Target) -> Pipeline {
+        let steps: [any LabStep] = [GenerateStep(), BackupStep(), ExposeStep()]
+        var validators: [any Validator] = [GoldenValidator()]
+        for machine in scenario.machines { validators.append(BootValidator(machine: machine.name)) }
+        return Pipeline(steps: steps, validators: validators)
+    }
+}

@@ -1,0 +1,117 @@
+/// One synthetic machine-and-backup case of the lab, read from `Scenarios/<name>.yaml`
+/// (documented in docs/scenarios.md). Plain data: the runner decides what to do with it.
+public struct Scenario: Sendable, Codable, Equatable {
+    public var name: String
+    public var summary: String
+    /// Every generated identifier (UUIDs, hash seeds, disk signature, file contents) derives from it.
+    public var seed: UInt64
+    /// Usually one machine; a vault scenario backs up several.
+    public var machines: [SourceMachine]
+    public var backup: BackupSpec
+    /// Target names (files under `Scenarios/targets/`), in the order given.
+    public var targets: [String]
+    /// What must happen on each target; a target without an entry must boot.
+    public var expectations: [String: Expectation]
+    /// Where it was read from (for messages); not part of its identity.
+    public var file: String
+
+    public func expectation(for target: String) -> Expectation { expectations[target] ?? .boots }
+}
+
+public enum KernelFlavour: String, Sendable, Codable, CaseIterable {
+    /// `linux-image-cloud-amd64`: fast to boot under TCG, but no AHCI driver.
+    case cloud
+    /// `linux-image-amd64`.
+    case generic
+
+    public var metaPackage: String { self == .cloud ? "linux-image-cloud-amd64" : "linux-image-amd64" }
+}
+
+public enum FileSystemKind: String, Sendable, Codable, CaseIterable {
+    case ext4
+    case fat32
+
+    /// The MBR partition type the source machine's installer would have used.
+    public var partitionType: UInt8 { self == .ext4 ? 0x83 : 0x0C }
+    public var linuxType: String { self == .ext4 ? "ext4" : "vfat" }
+}
+
+public enum BootLoaderKind: String, Sendable, Codable, CaseIterable {
+    case extlinux
+    case syslinux
+}
+
+public struct SourceMachine: Sendable, Codable, Equatable {
+    public var name: String
+    public var kernel: KernelFlavour
+    public var filesystem: FileSystemKind
+    public var bootloader: BootLoaderKind
+    public var volumeSize: UInt64
+    /// The partition's first LBA on the original disk (63 for old DOS-style layouts, 2048 today).
+    public var partitionStart: UInt64
+    /// Whole source disk size; defaults to partition end rounded up to 1 MiB.
+    public var diskSize: UInt64
+    /// Controller drivers carried by the initramfs, by the targets' `controller.driver` names
+    /// (e.g. `ahci`); nil means "those of every target of the scenario".
+    public var storageDrivers: [String]?
+    /// Printed by the guest only after its root file system is mounted and this text read from it.
+    public var marker: String
+}
+
+public struct BackupSpec: Sendable, Codable, Equatable {
+    public enum Kind: String, Sendable, Codable, CaseIterable {
+        case volumeOnly = "volume-only"
+        case disk
+    }
+
+    public enum Compression: String, Sendable, Codable, CaseIterable {
+        case none
+        case zstd
+    }
+
+    public enum Encryption: String, Sendable, Codable, CaseIterable {
+        case none
+        case aes256gcm = "aes-256-gcm"
+    }
+
+    public var kind: Kind
+    public var blockSize: UInt64
+    public var compression: Compression
+    public var encryption: Encryption
+    /// Applied in order after the full backup; each becomes one incremental.
+    public var incrementals: [ChangeSet]
+    /// A named deduplicating vault that holds every machine's backup.
+    public var vault: String?
+    /// Where exposure places a volume-only backup's partition (LBA); nil keeps its original start.
+    public var exposePartitionStart: UInt64? = nil
+
+    public static let `default` = BackupSpec(kind: .volumeOnly, blockSize: 64 * 1024, compression: .none,
+                                             encryption: .none, incrementals: [], vault: nil)
+}
+
+/// File-level changes on the source volume between two backups.
+public struct ChangeSet: Sendable, Codable, Equatable {
+    public struct FileWrite: Sendable, Codable, Equatable {
+        /// Absolute path on the volume.
+        public var path: String
+        /// Contents are seeded pseudo-random bytes of this size.
+        public var size: UInt64
+    }
+
+    public var writes: [FileWrite]
+    public var deletes: [String]
+}
+
+public enum Expectation: Sendable, Codable, Equatable {
+    case boots
+    /// The boot must fail and the console must match this pattern (a case-insensitive regular
+    /// expression), so a boot that fails for another reason is a failure, not a pass.
+    case mustNotBoot(reason: String)
+
+    public var summary: String {
+        switch self {
+        case .boots: return "boots"
+        case .mustNotBoot(let reason): return "must not boot (\(reason))"
+        }
+    }
+}

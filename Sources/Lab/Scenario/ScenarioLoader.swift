@@ -1,0 +1,216 @@
+import Foundation
+import Yams
+
+/// Reads scenario and target YAML into the model, rejecting anything unknown or inconsistent
+/// with a `ScenarioError` naming file, key and reason.
+public enum ScenarioLoader {
+    public static func parseTarget(yaml: String, file: String) throws -> Target {
+        let top = try YAMLMapping(file: file, path: "", node: try loadYAML(yaml, file: file))
+        let name = try top.string("name")
+        try checkName(name, file: file, top: top)
+        let controller = try top.mapping("controller") ?? { throw top.error("controller", "required key is missing") }()
+        let kind = try controller.string("kind")
+        let driver = try controller.string("driver")
+        try controller.finish()
+        let qemu = try top.stringList("qemu")
+        guard qemu.contains(where: { $0.contains("{drive}") }) else {
+            throw top.error("qemu", "no argument contains {drive}: the disk would never be attached")
+        }
+        let modules = try top.stringList("modules")
+        guard modules.contains(driver) else {
+            throw top.error("modules", "does not load the controller's driver '\(driver)'")
+        }
+        let requires: KernelFlavour? = top.has("requires_kernel") ? try top.choice("requires_kernel") as KernelFlavour : nil
+        _ = top.raw("requires_kernel")
+        let memory = try top.optionalSize("memory") ?? 256 * 1024 * 1024
+        let target = Target(
+            name: name,
+            summary: try top.optionalString("description") ?? "",
+            nativeFormat: try top.string("native_format"),
+            machine: try top.string("machine"),
+            firmware: try top.optionalString("firmware") ?? "seabios",
+            controller: .init(kind: kind, driver: driver),
+            qemuArguments: qemu,
+            modules: modules,
+            requiresKernel: requires,
+            memoryMiB: Int(memory / (1024 * 1024)),
+            notes: try top.optionalString("notes") ?? "",
+            file: file
+        )
+        guard ["pc", "q35"].contains(target.machine) else {
+            throw top.error("machine", "'\(target.machine)' is not pc (i440fx) or q35")
+        }
+        try top.finish()
+        return target
+    }
+
+    /// Parses one scenario and checks it against the known targets.
+    public static func parseScenario(yaml: String, file: String, targets: [String: Target]) throws -> Scenario {
+        let top = try YAMLMapping(file: file, path: "", node: try loadYAML(yaml, file: file))
+        let name = try top.string("name")
+        try checkName(name, file: file, top: top)
+        let seedValue = try top.integer("seed")
+        guard seedValue >= 0 else { throw top.error("seed", "must not be negative") }
+
+        var machines: [SourceMachine] = []
+        if let single = try top.mapping("machine") {
+            machines.append(try parseMachine(single, defaultName: "main"))
+        }
+        if let list = try top.list("machines") {
+            for (index, node) in list.enumerated() {
+                let mapping = try YAMLMapping(file: file, path: "machines[\(index)]", node: node)
+                machines.append(try parseMachine(mapping, defaultName: nil))
+            }
+        }
+        guard !machines.isEmpty else { throw top.error("machine", "required key is missing (or give a list under machines)") }
+        if top.has("machine") && top.has("machines") {
+            throw top.error("machines", "give either machine or machines, not both")
+        }
+        var seenMachines = Set<String>()
+        for machine in machines where !seenMachines.insert(machine.name).inserted {
+            throw top.error("machines", "machine name '\(machine.name)' is used twice")
+        }
+
+        let backup = try top.mapping("backup").map(parseBackup) ?? .default
+
+        let targetNames = try top.stringList("targets")
+        guard !targetNames.isEmpty else { throw top.error("targets", "lists no target") }
+        for (index, t) in targetNames.enumerated() where targets[t] == nil {
+            throw ScenarioError(file: file, key: "targets[\(index)]",
+                                reason: "unknown target '\(t)' (known: \(targets.keys.sorted().joined(separator: ", ")))")
+        }
+        if Set(targetNames).count != targetNames.count { throw top.error("targets", "lists a target twice") }
+
+        var expectations: [String: Expectation] = [:]
+        if let expect = try top.mapping("expect") {
+            for key in expect.keys {
+                guard targetNames.contains(key) else {
+                    throw expect.error(key, "expectation for a target the scenario does not list")
+                }
+                expectations[key] = try parseExpectation(expect, key)
+            }
+            try expect.finish()
+        }
+
+        for machine in machines {
+            let drivers = machine.storageDrivers ?? targetNames.compactMap { targets[$0]?.controller.driver }
+            for driver in drivers where !targets.values.contains(where: { $0.controller.driver == driver }) {
+                throw ScenarioError(file: file, key: "machine(\(machine.name)).storage_drivers",
+                                    reason: "no target's controller uses driver '\(driver)' (known: \(Set(targets.values.map(\.controller.driver)).sorted().joined(separator: ", ")))")
+            }
+            for t in targetNames {
+                guard let target = targets[t], let needed = target.requiresKernel, needed != machine.kernel,
+                      (expectations[t] ?? .boots) == .boots else { continue }
+                throw ScenarioError(file: file, key: "expect.\(t)",
+                                    reason: "target \(t) needs the \(needed.rawValue) kernel but machine \(machine.name) uses \(machine.kernel.rawValue): it cannot be expected to boot")
+            }
+        }
+
+        let scenario = Scenario(
+            name: name, summary: try top.optionalString("description") ?? "", seed: UInt64(seedValue),
+            machines: machines, backup: backup, targets: targetNames, expectations: expectations, file: file)
+        try top.finish()
+        return scenario
+    }
+
+    static func parseMachine(_ m: YAMLMapping, defaultName: String?) throws -> SourceMachine {
+        let name = try m.optionalString("name") ?? defaultName ?? { throw m.error("name", "required key is missing") }()
+        let filesystem: FileSystemKind = try m.choice("filesystem")
+        let bootloader: BootLoaderKind = try m.choice("bootloader", default: filesystem == .ext4 ? .extlinux : .syslinux)
+        if (filesystem == .ext4) != (bootloader == .extlinux) {
+            throw m.error("bootloader", "\(bootloader.rawValue) cannot boot from \(filesystem.rawValue) (extlinux: ext4, syslinux: fat32)")
+        }
+        let volumeSize = try m.size("volume_size")
+        guard volumeSize % 4096 == 0 else { throw m.error("volume_size", "must be a multiple of 4 KiB") }
+        let minimum: UInt64 = filesystem == .fat32 ? 40 << 20 : 16 << 20
+        guard volumeSize >= minimum, volumeSize <= 4 << 30 else {
+            throw m.error("volume_size", "must be between \(minimum >> 20) MiB and 4 GiB for \(filesystem.rawValue)")
+        }
+        let startValue = try m.optionalInteger("partition_start") ?? 2048
+        guard startValue >= 1, startValue < 1 << 31 else { throw m.error("partition_start", "must be an LBA between 1 and 2^31") }
+        let start = UInt64(startValue)
+        let end = start * 512 + volumeSize
+        let defaultDisk = (end + (1 << 20) - 1) / (1 << 20) * (1 << 20)
+        let diskSize = try m.optionalSize("disk_size") ?? defaultDisk
+        guard diskSize >= end, diskSize % 512 == 0 else {
+            throw m.error("disk_size", "must hold the partition (\(end) bytes) and be a multiple of 512")
+        }
+        let marker = try m.string("marker")
+        guard !marker.isEmpty, marker.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
+            throw m.error("marker", "must be non-empty ASCII letters, digits, '-', '_' or '.'")
+        }
+        let machine = SourceMachine(
+            name: name, kernel: try m.choice("kernel"), filesystem: filesystem, bootloader: bootloader,
+            volumeSize: volumeSize, partitionStart: start, diskSize: diskSize,
+            storageDrivers: try m.optionalStringList("storage_drivers"), marker: marker)
+        try m.finish()
+        return machine
+    }
+
+    static func parseBackup(_ b: YAMLMapping) throws -> BackupSpec {
+        var spec = BackupSpec.default
+        spec.kind = try b.choice("kind", default: spec.kind)
+        spec.blockSize = try b.optionalSize("block_size") ?? spec.blockSize
+        guard spec.blockSize >= 64 << 10, spec.blockSize <= 4 << 20, spec.blockSize & (spec.blockSize - 1) == 0 else {
+            throw b.error("block_size", "must be a power of two between 64K and 4M")
+        }
+        spec.compression = try b.choice("compression", default: spec.compression)
+        spec.encryption = try b.choice("encryption", default: spec.encryption)
+        spec.vault = try b.optionalString("vault")
+        if let start = try b.optionalString("expose_partition_start") {
+            guard let lba = UInt64(start), lba >= 1, lba <= UInt64(UInt32.max) else {
+                throw b.error("expose_partition_start", "must be an LBA between 1 and 2^32-1")
+            }
+            guard spec.kind == .volumeOnly else { throw b.error("expose_partition_start", "applies to volume-only backups") }
+            spec.exposePartitionStart = lba
+        }
+        if let list = try b.list("incrementals") {
+            spec.incrementals = try list.enumerated().map { index, node in
+                let c = try YAMLMapping(file: b.file, path: b.keyPath("incrementals[\(index)]"), node: node)
+                var writes: [ChangeSet.FileWrite] = []
+                for (wi, wnode) in (try c.list("write") ?? []).enumerated() {
+                    let w = try YAMLMapping(file: b.file, path: c.keyPath("write[\(wi)]"), node: wnode)
+                    let path = try w.string("path")
+                    guard path.hasPrefix("/") else { throw w.error("path", "must be absolute") }
+                    writes.append(.init(path: path, size: try w.size("size")))
+                    try w.finish()
+                }
+                let deletes = try c.optionalStringList("delete") ?? []
+                guard !writes.isEmpty || !deletes.isEmpty else { throw c.error("write", "change set changes nothing") }
+                try c.finish()
+                return ChangeSet(writes: writes, deletes: deletes)
+            }
+        }
+        try b.finish()
+        return spec
+    }
+
+    static func parseExpectation(_ expect: YAMLMapping, _ key: String) throws -> Expectation {
+        let node = expect.raw(key)
+        if let s = node as? String {
+            guard s == "boots" else { throw expect.error(key, "'\(s)' is not boots (or a mapping must_not_boot: REASON)") }
+            return .boots
+        }
+        let m = try YAMLMapping(file: expect.file, path: expect.keyPath(key), node: node)
+        let reason = try m.string("must_not_boot")
+        do { _ = try NSRegularExpression(pattern: reason, options: [.caseInsensitive]) } catch {
+            throw m.error("must_not_boot", "not a valid regular expression")
+        }
+        try m.finish()
+        return .mustNotBoot(reason: reason)
+    }
+
+    static func loadYAML(_ text: String, file: String) throws -> Any? {
+        do { return try Yams.load(yaml: text) } catch {
+            throw ScenarioError(file: file, key: "", reason: "not valid YAML: \(error)")
+        }
+    }
+
+    static func checkName(_ name: String, file: String, top: YAMLMapping) throws {
+        guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }) else {
+            throw top.error("name", "must be lowercase letters, digits and '-'")
+        }
+        let stem = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
+        guard stem == name else { throw top.error("name", "'\(name)' does not match the file name '\(stem)'") }
+    }
+}

@@ -1,0 +1,30 @@
+/// A hypervisor profile as data (`Scenarios/targets/<name>.yaml`): what QEMU must emulate to stand
+/// in for it, and which Linux modules a guest needs there. Driver knowledge lives only in these
+/// files; the generator and the boot runner read it from here.
+public struct Target: Sendable, Codable, Equatable {
+    public struct Controller: Sendable, Codable, Equatable {
+        /// e.g. ide, virtio-blk, pvscsi, ahci.
+        public var kind: String
+        /// The Linux driver that binds to it (the name scenarios use in `storage_drivers`).
+        public var driver: String
+    }
+
+    public var name: String
+    public var summary: String
+    /// The hypervisor's own disk format (vhdx, qcow2, vmdk, vdi): what exposure will synthesize.
+    public var nativeFormat: String
+    /// QEMU `-machine` value: `pc` (i440fx) or `q35`.
+    public var machine: String
+    public var firmware: String
+    public var controller: Controller
+    /// QEMU arguments attaching the disk; `{drive}` is replaced by the drive options
+    /// (`file=…,format=…,snapshot=on` or a block-driver option string).
+    public var qemuArguments: [String]
+    /// Modules a guest needs to see its disk here, in load order (dependencies first).
+    public var modules: [String]
+    /// A kernel flavour the target needs (the cloud kernel lacks AHCI), if any.
+    public var requiresKernel: KernelFlavour?
+    public var memoryMiB: Int
+    public var notes: String
+    public var file: String
+}

@@ -1,0 +1,89 @@
+import BlockCore
+import Foundation
+
+/// Driver knowledge as data (`Scenarios/drivers.json`, documented in docs/reconfigure.md):
+/// per storage controller, the Linux modules and the Windows services and PCI IDs it needs;
+/// per hypervisor target, which controller it emulates.
+public struct DriverDatabase: Sendable, Codable, Equatable {
+    public struct WindowsService: Sendable, Codable, Equatable {
+        public var name: String
+        public var group: String
+        public var imagePath: String
+        public var tag: UInt32?
+    }
+
+    public struct CriticalDevice: Sendable, Codable, Equatable {
+        /// The CriticalDeviceDatabase key name, e.g. `pci#ven_8086&dev_7010`.
+        public var id: String
+        public var service: String
+        public var classGUID: String
+    }
+
+    public struct WindowsDrivers: Sendable, Codable, Equatable {
+        public var services: [WindowsService]
+        public var criticalDevices: [CriticalDevice]
+    }
+
+    public struct Controller: Sendable, Codable, Equatable {
+        public var description: String
+        /// QEMU arguments that attach `{disk}` (format `{format}`) behind this controller.
+        public var qemu: [String]
+        /// Module names; their dependencies come from the guest's modules.dep.
+        public var linuxModules: [String]
+        public var windows: WindowsDrivers
+    }
+
+    public struct Target: Sendable, Codable, Equatable {
+        public var controller: String
+    }
+
+    public var controllers: [String: Controller]
+    public var targets: [String: Target]
+
+    public static func load(path: String) throws -> DriverDatabase {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw ReconfigureError.drivers("cannot read \(path): \(error.localizedDescription)")
+        }
+        do { return try JSONDecoder().decode(DriverDatabase.self, from: data) } catch {
+            throw ReconfigureError.drivers("\(path): \(error)")
+        }
+    }
+
+    /// `$BOOTLAB_DRIVERS`, else `Scenarios/drivers.json` in the current directory or above it.
+    public static func defaultPath() -> String? {
+        if let p = ProcessInfo.processInfo.environment["BOOTLAB_DRIVERS"] { return p }
+        var dir = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+        for _ in 0..<8 {
+            let candidate = dir.appendingPathComponent("Scenarios/drivers.json").path
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+            dir.deleteLastPathComponent()
+        }
+        return nil
+    }
+
+    /// The controller a target (or a controller name given directly) stands for.
+    public func controller(for targetOrController: String) throws -> (name: String, controller: Controller) {
+        let name = targets[targetOrController]?.controller ?? targetOrController
+        guard let c = controllers[name] else {
+            throw ReconfigureError.drivers("unknown target or controller '\(targetOrController)' (targets: \(targets.keys.sorted().joined(separator: ", ")); controllers: \(controllers.keys.sorted().joined(separator: ", ")))")
+        }
+        return (name, c)
+    }
+}
+
+public enum ReconfigureError: Error, CustomStringConvertible, Sendable {
+    case drivers(String)
+    case noOperatingSystem(String)
+    case guest(String)
+    case layer(String)
+
+    public var description: String {
+        switch self {
+        case .drivers(let s): return "drivers: \(s)"
+        case .noOperatingSystem(let s): return "no operating system found: \(s)"
+        case .guest(let s): return "guest: \(s)"
+        case .layer(let s): return "reconfiguration layer: \(s)"
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import BlockCore
+import Foundation
+
+public struct ReconfigureOptions: Sendable {
+    /// Inspect and report what would change; write nothing to the layer.
+    public var dryRun: Bool
+    /// Where the scratch overlay lives (default: the system temporary directory).
+    public var workDirectory: URL?
+
+    public init(dryRun: Bool = false, workDirectory: URL? = nil) {
+        self.dryRun = dryRun
+        self.workDirectory = workDirectory
+    }
+}
+
+/// The reconfiguration engine's entry point.
+public enum Reconfigurator {
+    /// Makes the OS on `image` fit `target` and writes every change into `layer`.
+    ///
+    /// - `image`: any disk image QEMU can open (path or `json:`/`nbd+unix:` spec, and its format).
+    ///   It is only ever opened read-only.
+    /// - `layer`: the caller's reconfiguration layer, the same size as the disk. Ranges it reports
+    ///   as `.data` are applied on top of the image before inspection (earlier runs' changes);
+    ///   ranges it reports as `.absent`/`.zero` fall through to the image. The engine writes only
+    ///   4 KiB blocks whose bytes it changed, then flushes.
+    /// - `target`: a target name from the drivers data (`hyperv-gen1`, `kvm-virtio`, …) or a
+    ///   controller name (`ide`, `virtio-blk`, …).
+    ///
+    /// Idempotent: a second run finds nothing to do, reports no changes and writes nothing.
+    public static func reconfigure(image: DiskImage, layer: WritableBlockSource, target: String,
+                                   drivers: DriverDatabase, options: ReconfigureOptions = .init()) throws -> ReconfigurationReport {
+        let (controllerName, controller) = try drivers.controller(for: target)
+        var report = ReconfigurationReport(target: target, controller: controllerName, os: "unknown")
+        let session = try OverlaySession(image: image, layer: layer, workDirectory: options.workDirectory)
+        let found = try LinuxReconfigurer(session: session, controller: controller).run(report: &report, dryRun: options.dryRun)
+            || WindowsReconfigurer(session: session, controller: controller).run(report: &report, dryRun: options.dryRun)
+        guard found else {
+            _ = try? session.finish(into: layer, copyChanges: false)
+            throw ReconfigureError.noOperatingSystem("no boot loader configuration (syslinux/extlinux), initramfs-tools root or Windows SYSTEM hive on \(report.filesystems.joined(separator: ", "))")
+        }
+        let writes = try session.finish(into: layer, copyChanges: !options.dryRun && report.changed)
+        report.layerWrites = writes
+        report.layerBytesWritten = writes.reduce(0) { $0 + $1.length }
+        return report
+    }
+}

@@ -1,0 +1,58 @@
+import BlockCore
+
+/// One change the engine made (or, in a dry run, would make) inside the guest.
+public struct ReconfigurationChange: Codable, Sendable, Equatable {
+    /// What kind of change: `initramfs-module`, `module-load-list`, `modules-dep`, `boot-root-uuid`,
+    /// `fstab-uuid`, `initramfs-tools-modules`, `update-initramfs`, `windows-service`,
+    /// `windows-critical-device`, `windows-mounted-devices`, `bcd-device`, `ntfs-hidden-sectors`.
+    public var kind: String
+    /// Where: `<device>:<path in that file system>` (or `<device>` for boot-sector edits).
+    public var location: String
+    public var detail: String
+
+    public init(kind: String, location: String, detail: String) {
+        self.kind = kind
+        self.location = location
+        self.detail = detail
+    }
+}
+
+/// What the engine found and did. `changes` empty means the guest already fit the target
+/// (a second run reports exactly that) and the layer was not written.
+public struct ReconfigurationReport: Codable, Sendable, Equatable {
+    public var target: String
+    public var controller: String
+    /// `linux-initramfs` (boot loader config + initramfs with a module load list),
+    /// `linux-initramfs-tools` (Debian/Ubuntu), `windows`.
+    public var os: String
+    /// File systems libguestfs saw: `device type`.
+    public var filesystems: [String]
+    public var bootLoader: String?
+    public var bootConfig: String?
+    public var kernelVersion: String?
+    public var initramfs: [String]
+    /// The storage/boot drivers the guest's initramfs loaded before (module names), or the
+    /// Windows services that were boot-start.
+    public var originalDrivers: [String]
+    /// Modules (paths under /lib/modules/<version>) this run added, in load order.
+    public var addedModules: [String]
+    public var changes: [ReconfigurationChange]
+    /// Ranges of the disk this run wrote into the reconfiguration layer.
+    public var layerWrites: [Extent]
+    public var layerBytesWritten: UInt64
+
+    public var changed: Bool { !changes.isEmpty }
+
+    public init(target: String, controller: String, os: String) {
+        self.target = target
+        self.controller = controller
+        self.os = os
+        filesystems = []
+        initramfs = []
+        originalDrivers = []
+        addedModules = []
+        changes = []
+        layerWrites = []
+        layerBytesWritten = 0
+    }
+}

@@ -1,0 +1,49 @@
+import ArgumentParser
+import BlockCore
+import DiskFormats
+
+/// `bootlab create -f vhdx [-b PARENT] [-o block_size=32M,logical_sector_size=4096,...] FILE [SIZE]`.
+struct CreateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a dynamic or differencing VHDX (qemu-img create style).")
+
+    @Option(name: .short, help: "Format (vhdx).") var format = "vhdx"
+    @Option(name: .short, help: "Parent (backing) file: creates a differencing disk.") var backing: String?
+    @Option(name: .short, help: "Options: block_size, logical_sector_size, physical_sector_size, seed.") var options: [String] = []
+    @Argument(help: "The new file.") var file: String
+    @Argument(help: "Virtual size (K/M/G/T suffixes); not with -b.") var size: String?
+
+    func run() throws {
+        do {
+            guard format == "vhdx" else { throw ValidationError("only -f vhdx can be created") }
+            var opts: [String: String] = [:]
+            for o in options.flatMap({ $0.split(separator: ",") }) {
+                let kv = o.split(separator: "=", maxSplits: 1).map(String.init)
+                guard kv.count == 2 else { throw ValidationError("option '\(o)' is not key=value") }
+                opts[kv[0]] = kv[1]
+            }
+            let known: Set = ["block_size", "logical_sector_size", "physical_sector_size", "seed"]
+            if let bad = opts.keys.first(where: { !known.contains($0) }) { throw ValidationError("unknown option '\(bad)'") }
+            let seed = Array((opts["seed"] ?? "").utf8)
+            if let parent = backing {
+                guard size == nil, opts["block_size"] == nil else { throw ValidationError("a differencing disk takes its size and block size from the parent") }
+                _ = try VHDXFile.createDifferencing(path: file, parentPath: parent, seed: seed)
+            } else {
+                guard let size else { throw ValidationError("SIZE is required without -b") }
+                let v = try ByteSize.parse(size)
+                func u32(_ key: String) throws -> UInt32? {
+                    guard let t = opts[key] else { return nil }
+                    guard let v = UInt32(exactly: try ByteSize.parse(t)) else { throw ValidationError("\(key) \(t) is too large") }
+                    return v
+                }
+                let bs = try u32("block_size")
+                let lss = try u32("logical_sector_size") ?? 512
+                let pss = try u32("physical_sector_size") ?? 512
+                _ = try VHDXFile.createDynamic(path: file, virtualSize: v, blockSize: bs, logicalSectorSize: lss,
+                                               physicalSectorSize: pss, seed: seed)
+            }
+        } catch {
+            writeStandardError("bootlab create: \(error)\n")
+            throw ExitCode(1)
+        }
+    }
+}

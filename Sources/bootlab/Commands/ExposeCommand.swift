@@ -1,0 +1,51 @@
+import ArgumentParser
+import BackupImage
+import BlockCore
+import Exposure
+import Foundation
+
+/// `bootlab expose BACKUP --out vm.vhdx`: write the plugin file for a backup.
+struct ExposeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "expose",
+        abstract: "Write a plugin file (a VHDX skeleton pointing at the backup) that the filters serve as a full native disk.",
+        discussion: """
+        The plugin is a valid VHDX whose payload is a hole: `bootlab mount` or `bootlab serve` turn it \
+        into the full disk, reading the backup on demand. Volume-only backups get a synthesized MBR \
+        (syslinux's mbr.bin by default) with the volume at its original start, or at --partition-start.
+        """)
+
+    @Argument(help: "The backup image (.bli).") var backup: String
+    @Option(name: .long, help: "The plugin file to write (e.g. vm.vhdx).") var out: String
+    @Option(name: .long, help: "Place the volume at this LBA instead of its original start.") var partitionStart: UInt64?
+    @Option(name: .long, help: "MBR boot code: a 440-byte file or a 512-byte MBR (default: syslinux's mbr.bin).") var bootCode: String?
+    @Option(name: .long, help: "VHDX block size (1M–256M; default chosen by size).") var blockSize: String?
+    @Option(name: .long, help: "The dedup vault directory, if the backup uses one.") var vault: String?
+    @Flag(name: .long, help: "Allow a backup outside the plugin's directory tree.") var allowOutside = false
+    @OptionGroup var passphrase: BackupCommand.PassphraseOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        do {
+            var o = PluginFile.ExposeOptions()
+            o.composer.partitionStartLBA = partitionStart
+            if let bootCode { o.composer.bootCode = try DiskComposer.loadBootCode(path: bootCode) }
+            if let blockSize { o.blockSize = UInt32(try ByteSize.parse(blockSize)) }
+            o.allowOutside = allowOutside
+            o.vault = vault
+            let header = try BackupImageReader.readHeader(path: backup).header
+            if header.isEncrypted { o.passphrase = passphrase.source }
+            let r = try PluginFile.expose(backupPath: backup, pluginPath: out, options: o)
+            if json {
+                try BackupCommand.printJSON(r)
+            } else {
+                print("exposed \(r.backup) as \(r.plugin): \(r.composition) composition, virtual size \(ByteSize.format(r.virtualSize))"
+                      + (r.partitionStartLBA.map { ", partition at LBA \($0)" } ?? "")
+                      + (r.patchedBytes > 0 ? ", \(r.patchedBytes) boot-sector bytes patched" : ""))
+                print("VHDX file size \(ByteSize.format(r.vhdxFileSize)), \(r.allocatedBlocks) blocks of \(ByteSize.format(UInt64(r.blockSize))); plugin holds \(ByteSize.format(r.payloadStart)) of metadata")
+            }
+        } catch {
+            throw BackupCommand.fail(error)
+        }
+    }
+}

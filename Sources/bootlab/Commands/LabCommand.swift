@@ -1,0 +1,141 @@
+import ArgumentParser
+import BlockCore
+import Foundation
+import Lab
+
+/// `bootlab lab`: the verification lab (scenarios × targets → steps and validators → reports).
+struct LabCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lab",
+        abstract: "Run the verification lab: generate scenarios, boot them on emulated targets, compare with golden files.",
+        subcommands: [LabRun.self, LabList.self, LabShow.self]
+    )
+}
+
+struct LabSuiteOptions: ParsableArguments {
+    @Option(name: .customLong("scenarios"), help: "Scenario directory (default: $BOOTLAB_SCENARIOS or the nearest ./Scenarios).")
+    var directory: String?
+
+    func load() throws -> LabSuite {
+        let dir = directory.map { URL(fileURLWithPath: $0) } ?? LabSuite.defaultDirectory()
+        return try LabSuite.load(directory: dir)
+    }
+}
+
+struct LabRun: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "run", abstract: "Run scenarios (default: all) on their targets; exit 1 on any regression.")
+
+    @OptionGroup var suiteOptions: LabSuiteOptions
+    @Argument(help: "Scenario names (default: every scenario).") var scenarios: [String] = []
+    @Option(name: .customLong("target"), help: "Only these targets (repeatable).") var targets: [String] = []
+    @Option(help: "Cells run in parallel.") var jobs: Int = 2
+    @Option(help: "Run only shard K of N (K/N), split deterministically.") var shard: String?
+    @Option(help: "Write report.json, junit.xml, report.html and logs/ here.") var report: String?
+    @Option(help: "Golden directory (default: Golden/ beside the scenario directory).") var golden: String?
+    @Flag(name: .customLong("update-golden"), help: "Record golden files instead of comparing.") var updateGolden = false
+    @Flag(help: "Keep each cell's work directory.") var keep = false
+    @Option(help: "Boot timeout in seconds.") var timeout: Double = BootRunner.defaultTimeout
+    @Flag(help: "Print the report as JSON on stdout.") var json = false
+
+    func run() throws {
+        do {
+            let suite = try suiteOptions.load()
+            let chosen = scenarios.isEmpty ? suite.scenarios : try scenarios.map { try suite.scenario(named: $0) }
+            for t in targets where suite.targets[t] == nil { throw LabError("unknown target '\(t)'") }
+            var cells = Cell.all(chosen, targets: targets)
+            let shardValue = try shard.map { try Shard(parsing: $0) }
+            if let shardValue { cells = shardValue.select(cells) }
+            let goldenDir = golden.map { URL(fileURLWithPath: $0) } ?? suite.directory.deletingLastPathComponent().appendingPathComponent("Golden")
+            let work = report.map { URL(fileURLWithPath: $0).appendingPathComponent("work") }
+                ?? FileManager.default.temporaryDirectory.appendingPathComponent("bootlab-lab-\(getpid())")
+            let options = RunOptions(goldenDirectory: goldenDir, updateGolden: updateGolden, bootTimeout: timeout, workDirectory: work)
+            writeStandardError("bootlab lab: \(cells.count) cells, \(jobs) jobs\(shardValue.map { ", shard \($0)" } ?? "")\n")
+            let runner = LabRunner(suite: suite, options: options, jobs: jobs, progress: { done, total, result in
+                writeStandardError(TerminalReport.progressLine(done: done, total: total, result: result) + "\n")
+            })
+            let results = runner.run(cells)
+            let labReport = LabReport(cells: results, shard: shardValue, tool: "bootlab \(BootLabVersion.string)")
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(labReport), as: UTF8.self))
+            } else {
+                print(TerminalReport.render(labReport), terminator: "")
+            }
+            if let report {
+                let html = try labReport.write(to: URL(fileURLWithPath: report))
+                writeStandardError("bootlab lab: report in \(html.path)\n")
+            }
+            if !keep { try? FileManager.default.removeItem(at: work) }
+            if labReport.hasRegression { throw ExitCode(1) }
+        } catch let error as ScenarioError {
+            writeStandardError("bootlab lab: \(error)\n")
+            throw ExitCode(1)
+        } catch let error as LabError {
+            writeStandardError("bootlab lab: \(error)\n")
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct LabList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List scenarios and targets.")
+    @OptionGroup var suiteOptions: LabSuiteOptions
+    @Flag(help: "JSON output.") var json = false
+
+    func run() throws {
+        let suite: LabSuite
+        do { suite = try suiteOptions.load() } catch { writeStandardError("bootlab lab: \(error)\n"); throw ExitCode(1) }
+        if json {
+            struct Listing: Encodable { var scenarios: [Scenario]; var targets: [Target] }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(Listing(scenarios: suite.scenarios, targets: suite.targets.values.sorted { $0.name < $1.name })), as: UTF8.self))
+            return
+        }
+        print("Scenarios:")
+        for s in suite.scenarios {
+            print("  \(s.name.padding(toLength: 28, withPad: " ", startingAt: 0)) \(s.targets.map { "\($0)(\(s.expectation(for: $0) == .boots ? "boots" : "must-not-boot"))" }.joined(separator: " "))")
+        }
+        print("Targets:")
+        for t in suite.targets.values.sorted(by: { $0.name < $1.name }) {
+            print("  \(t.name.padding(toLength: 28, withPad: " ", startingAt: 0)) \(t.nativeFormat), \(t.machine), \(t.controller.kind) (\(t.controller.driver))")
+        }
+    }
+}
+
+struct LabShow: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one scenario as the runner understands it.")
+    @OptionGroup var suiteOptions: LabSuiteOptions
+    @Argument(help: "Scenario name.") var scenario: String
+    @Flag(help: "JSON output.") var json = false
+
+    func run() throws {
+        do {
+            let suite = try suiteOptions.load()
+            let s = try suite.scenario(named: scenario)
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(s), as: UTF8.self))
+                return
+            }
+            print("\(s.name): \(s.summary)")
+            print("  file: \(s.file), seed: \(s.seed)")
+            for m in s.machines {
+                print("  machine \(m.name): \(m.kernel.rawValue) kernel, \(m.filesystem.rawValue) + \(m.bootloader.rawValue), volume \(ByteSize.format(m.volumeSize)) at LBA \(m.partitionStart), disk \(ByteSize.format(m.diskSize)), marker \(m.marker)")
+                print("    initramfs modules: \(suite.initramfsModules(for: m, in: s).joined(separator: " "))")
+            }
+            let b = s.backup
+            print("  backup: \(b.kind.rawValue), block \(ByteSize.format(b.blockSize)), compression \(b.compression.rawValue), encryption \(b.encryption.rawValue), \(b.incrementals.count) incrementals\(b.vault.map { ", vault \($0)" } ?? "")")
+            for t in s.targets {
+                let p = Pipeline.standard(for: s, target: suite.targets[t]!)
+                print("  \(t): \(s.expectation(for: t).summary); steps: \(p.steps.map(\.name).joined(separator: " → ")); validators: \(p.validators.map(\.name).joined(separator: ", "))")
+            }
+        } catch let error as ScenarioError {
+            writeStandardError("bootlab lab: \(error)\n"); throw ExitCode(1)
+        } catch let error as LabError {
+            writeStandardError("bootlab lab: \(error)\n"); throw ExitCode(1)
+        }
+    }
+}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import BlockCore
+import Foundation
+import Frontends
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Show a directory through FUSE with its disks synthesized on demand (file-system filter).",
+        discussion: """
+        Every file of DIRECTORY passes through; exposed names are served from their sources. \
+        Runs in the foreground until Ctrl-C, SIGTERM or `fusermount3 -u MOUNTPOINT`. \
+        Statistics (--stats/--stats-file) are written at exit and on SIGUSR1.
+        """
+    )
+
+    @Argument(help: "The directory to show (holding plugin files).") var directory: String
+    @Argument(help: "Where to mount it.") var mountpoint: String
+    @Option(name: .customLong("expose"), help: "NAME=FILE: show FILE's disk as NAME at the mount's root (repeatable).")
+    var exposures: [String] = []
+    @Flag(help: "Take writes to exposed files into overlays (NAME.overlay beside them, or in --overlay-dir).")
+    var writable = false
+    @Option(help: "Directory for the write overlays.") var overlayDir: String?
+    @Flag(help: "Expose the raw virtual disk instead of the native format.") var raw = false
+    @Flag(help: "Fork into the background once mounted.") var daemon = false
+    @Flag(help: "Let other users see the mount (FUSE allow_other).") var allowOther = false
+    @Flag(help: "Serve requests on one thread.") var singleThread = false
+    @Flag(help: "FUSE debug output.") var debug = false
+    @Flag(help: "Write source statistics as JSON to stderr at exit and on SIGUSR1.") var stats = false
+    @Option(help: "Write the statistics to this file instead.") var statsFile: String?
+    @OptionGroup var access: PluginAccessOptions
+
+    func run() throws {
+        var explicit: [String: String] = [:]
+        for e in exposures {
+            guard let eq = e.firstIndex(of: "="), eq != e.startIndex, !e[e.index(after: eq)...].isEmpty,
+                  !e[..<eq].contains("/") else {
+                throw ValidationError("--expose wants NAME=FILE with a plain NAME, got '\(e)'")
+            }
+            explicit[String(e[..<eq])] = String(e[e.index(after: eq)...])
+        }
+        do {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            _ = try access.install(plugins: names.map { directory + "/" + $0 } + Array(explicit.values))
+        } catch {
+            writeStandardError("bootlab mount: \(error)\n")
+            throw ExitCode(1)
+        }
+        let reporter = StatsReporter(path: statsFile)
+        let catalog = MountCatalog(backingDirectory: directory, explicit: explicit, writable: writable,
+                                   overlayDirectory: overlayDir, raw: raw, reporter: reporter)
+        var options = FuseMount.Options()
+        options.foreground = !daemon
+        options.allowOther = allowOther
+        options.singleThreaded = singleThread
+        options.debug = debug
+        options.extraNames = catalog.extraNames
+        // Before installing handlers: a parent may have left these ignored or blocked.
+        resetServerSignals()
+        let reporting = stats || statsFile != nil
+        if reporting { reporter.watchSIGUSR1(); reporter.write() }
+        let mount = FuseMount(mountpoint: mountpoint, backingDirectory: directory, options: options, provider: catalog.provider)
+        do {
+            try mount.run()
+        } catch {
+            writeStandardError("bootlab mount: \(error)\n")
+            throw ExitCode(1)
+        }
+        if reporting { reporter.write() }
+    }
+}

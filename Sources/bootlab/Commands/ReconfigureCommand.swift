@@ -1,0 +1,84 @@
+import ArgumentParser
+import BlockCore
+import Foundation
+import Reconfigure
+
+/// `bootlab reconfigure`: make the OS on a disk image fit a hypervisor target, writing every
+/// change into a reconfiguration layer (here a sparse raw file the size of the disk).
+struct ReconfigureCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reconfigure",
+        abstract: "Fit the OS on a disk to a hypervisor target's hardware; changes go to a layer, never to the disk.")
+
+    @Option(name: .long, help: "Disk image (anything QEMU opens; a json: or nbd+unix: spec works).")
+    var disk: String
+
+    @Option(name: .customLong("format"), help: "QEMU format of the disk image.")
+    var format = "raw"
+
+    @Option(name: .long, help: "Target (hyperv-gen1, kvm-virtio, vmware-pvscsi, …) or controller (ide, virtio-blk, …).")
+    var target: String
+
+    @Option(name: .long, help: "Reconfiguration layer: a sparse raw file the size of the disk (created if missing).")
+    var layer: String
+
+    @Option(name: .long, help: "Driver data (default: $BOOTLAB_DRIVERS or Scenarios/drivers.json).")
+    var drivers: String?
+
+    @Flag(name: .long, help: "Report what would change; write nothing.")
+    var dryRun = false
+
+    @Flag(name: .long, help: "Print the report as JSON.")
+    var json = false
+
+    func run() throws {
+        do {
+            guard let driversPath = drivers ?? DriverDatabase.defaultPath() else {
+                throw ReconfigureError.drivers("no Scenarios/drivers.json here or above; pass --drivers")
+            }
+            let db = try DriverDatabase.load(path: driversPath)
+            let size = try diskSize()
+            let layerFile: RawFile
+            if FileManager.default.fileExists(atPath: layer) {
+                layerFile = try RawFile(path: layer, writable: true)
+            } else {
+                layerFile = try RawFile.create(path: layer, size: size)
+            }
+            let report = try Reconfigurator.reconfigure(image: DiskImage(path: disk, format: format), layer: layerFile,
+                                                        target: target, drivers: db, options: .init(dryRun: dryRun))
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                print(String(decoding: try enc.encode(report), as: UTF8.self))
+            } else {
+                print("target \(report.target) (controller \(report.controller)), OS \(report.os), boot loader \(report.bootLoader ?? "?"), kernel \(report.kernelVersion ?? "?")")
+                print("original drivers: \(report.originalDrivers.joined(separator: " "))")
+                if report.changes.isEmpty { print("no changes: the guest already fits \(report.target)") }
+                for c in report.changes { print("  \(c.kind) \(c.location): \(c.detail)") }
+                print("layer: \(report.layerBytesWritten) bytes in \(report.layerWrites.count) ranges\(dryRun ? " (dry run)" : "")")
+            }
+        } catch let e as ExitCode {
+            throw e
+        } catch {
+            writeStandardError("bootlab reconfigure: \(error)\n")
+            throw ExitCode(1)
+        }
+    }
+
+    private func diskSize() throws -> UInt64 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["qemu-img", "info", "--output=json", "-f", format, disk]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0,
+              let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let size = (obj["virtual-size"] as? NSNumber)?.uint64Value else {
+            throw ReconfigureError.guest("qemu-img info cannot open \(disk) as \(format)")
+        }
+        return size
+    }
+}

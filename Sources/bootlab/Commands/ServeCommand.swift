@@ -1,0 +1,56 @@
+import ArgumentParser
+import BlockCore
+import BackupImage
+import Foundation
+import Frontends
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Export a disk over NBD on a Unix socket (block filter, through nbdkit).",
+        discussion: """
+        The process becomes nbdkit (same PID) running BootLab's plugin; the socket is created mode 0600. \
+        Connect with nbd+unix:///?socket=PATH. Read-only unless --overlay is given.
+        """
+    )
+
+    @Argument(help: "The file to serve (a raw image today; a plugin file once exposure lands).") var file: String
+    @Option(help: "The Unix socket to listen on.") var socket: String
+    @Flag(help: "Serve the raw virtual disk instead of the native format.") var raw = false
+    @Option(help: "Take writes into this write overlay (PATH and PATH.map, created if absent).") var overlay: String?
+    @Flag(help: "Write source statistics as JSON to stderr at exit and on SIGUSR1.") var stats = false
+    @Option(help: "Write the statistics to this file instead.") var statsFile: String?
+    @Flag(help: "nbdkit --verbose.") var verbose = false
+    @Flag(help: "Print the nbdkit command line instead of running it.") var printCommand = false
+    @Option(name: .customLong("nbdkit-arg"), help: "Extra argument for nbdkit (repeatable), e.g. --nbdkit-arg=--tls=require.")
+    var nbdkitArguments: [String] = []
+    @OptionGroup var access: PluginAccessOptions
+
+    func run() throws {
+        var serve = NBDServe(spec: SourceSpec(path: file, raw: raw, overlayPath: overlay), socketPath: socket,
+                             stats: statsFile ?? (stats ? "-" : nil))
+        serve.verbose = verbose
+        serve.nbdkitArguments = nbdkitArguments
+        do {
+            let o = try access.install(plugins: [file])
+            if let f = access.passphrase.passphraseFile {
+                serve.pluginParameters.append("passphrase-file=" + absolutePath(f))
+            } else if case .bytes(let b)? = o.passphrase {
+                // nbdkit (this process after exec) reads it from the environment, not argv.
+                setenv(PassphraseSource.defaultEnvironmentVariable, String(decoding: b, as: UTF8.self), 1)
+            }
+            if let v = access.vault { serve.pluginParameters.append("vault=" + absolutePath(v)) }
+            if access.allowOutside { serve.pluginParameters.append("allow-outside=true") }
+            // Fail here, with a clear message, rather than inside nbdkit.
+            _ = try SourceOpener.prepare(serve.spec, counters: SourceCounters(name: "check"))
+            if printCommand {
+                print(try serve.arguments().joined(separator: " "))
+                return
+            }
+            try serve.exec()
+        } catch {
+            writeStandardError("bootlab serve: \(error)\n")
+            throw ExitCode(1)
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import Testing
+import Foundation
+import BlockCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real FUSE mounts through `bootlab mount` (a child process), checked with real tools.
+@Suite(.serialized) struct FuseMountTests {
+    @Test func servesTheSourcePassesThroughAndDefersOpen() throws {
+        if let why = fuseUnavailable() { loudSkip(why); return }
+        let dir = Scratch()
+        let disk = try makeDisk(dir.file("base.raw"), seed: 1)
+        let back = dir.dir("back"), mnt = dir.dir("mnt")
+        try Data("passthrough\n".utf8).write(to: URL(fileURLWithPath: back + "/note.txt"))
+        _ = dir.dir("back/sub")
+        var rng = Bytes(seed: 2)
+        let sub = rng.bytes(100_000)
+        try Data(sub).write(to: URL(fileURLWithPath: back + "/sub/blob.bin"))
+        let stats = dir.file("stats.json")
+        let server = try Server(["mount", back, mnt, "--expose", "disk.raw=" + dir.file("base.raw"), "--stats-file", stats],
+                                log: dir.file("mount.log"))
+        defer { server.stop(); unmount(mnt) }
+        #expect(waitFor { isMounted(mnt) }, "mount did not appear: \(server.log)")
+
+        // Metadata without opening the source.
+        let attrs = try FileManager.default.attributesOfItem(atPath: mnt + "/disk.raw")
+        #expect((attrs[.size] as? NSNumber)?.uint64Value == UInt64(disk.count))
+        let info = try run("qemu-img", ["info", "--output=json", "-f", "raw", mnt + "/disk.raw"])
+        #expect(info.status == 0 && info.stdout.contains("\"virtual-size\": \(disk.count)"), "\(info.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mnt).sorted() == ["disk.raw", "note.txt", "sub"])
+        server.signal(SIGUSR1)
+        #expect(waitFor { readStats(stats)?.sources.first?.name == "disk.raw" })
+        #expect(readStats(stats)?.sources.first?.opens == 0, "stat/qemu-img info opened the source")
+
+        // Whole-file content, through cmp and SHA-256.
+        #expect(try sha256(ofFile: mnt + "/disk.raw") == SHA256.hash(disk).hex)
+        #expect(try run("cmp", [mnt + "/disk.raw", dir.file("base.raw")]).status == 0)
+        let cmpOff = try run("qemu-img", ["compare", "-f", "raw", "-F", "raw", mnt + "/disk.raw", dir.file("base.raw")])
+        #expect(cmpOff.status == 0, "\(cmpOff.stdout)\(cmpOff.stderr)")
+
+        // Passthrough files, including a write to one.
+        #expect(try String(contentsOfFile: mnt + "/note.txt", encoding: .utf8) == "passthrough\n")
+        let blob = try [UInt8](Data(contentsOf: URL(fileURLWithPath: mnt + "/sub/blob.bin")))
+        let blobDiff = firstDifference(blob, sub)
+        #expect(blobDiff == nil)
+        let h = try #require(FileHandle(forUpdatingAtPath: mnt + "/note.txt"))
+        h.seek(toFileOffset: 0); h.write(Data("PASS".utf8)); h.closeFile()
+        #expect(try String(contentsOfFile: back + "/note.txt", encoding: .utf8) == "PASSthrough\n")
+
+        // Without --writable the exposed file refuses writers.
+        let w = try run("qemu-io", ["-f", "raw", "-c", "write -P 0x5a 0 4k", mnt + "/disk.raw"])
+        #expect(w.status != 0)
+        #expect(try sha256(ofFile: dir.file("base.raw")) == SHA256.hash(disk).hex)
+
+        // SIGTERM unmounts cleanly and writes the final statistics.
+        #expect(server.stop(SIGTERM) == 0, "\(server.log)")
+        #expect(!isMounted(mnt))
+        let final = try #require(readStats(stats)?.sources.first)
+        #expect(final.opens == 1)
+        #expect(final.bytesRead >= UInt64(disk.count))
+    }
+
+    @Test func writesLandInTheOverlayAndSurviveKill9AndRemount() throws {
+        if let why = fuseUnavailable() { loudSkip(why); return }
+        let dir = Scratch()
+        let disk = try makeDisk(dir.file("base.raw"), seed: 3)
+        let baseDigest = try sha256(ofFile: dir.file("base.raw"))
+        let back = dir.dir("back"), mnt = dir.dir("mnt")
+        let args = ["mount", back, mnt, "--expose", "disk.raw=" + dir.file("base.raw"), "--writable"]
+        var model = disk
+
+        do {
+            let server = try Server(args, log: dir.file("mount1.log"))
+            defer { server.stop(SIGKILL); unmount(mnt) }
+            #expect(waitFor { isMounted(mnt) }, "\(server.log)")
+            // An aligned write, and an unaligned one straddling overlay units.
+            let r = try run("qemu-io", ["-f", "raw", "-c", "write -P 0x5a 1M 64k", "-c", "write -P 0xa5 65000 70001", mnt + "/disk.raw"])
+            #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+            model.replaceSubrange((1 << 20)..<((1 << 20) + 65536), with: repeatElement(0x5A, count: 65536))
+            model.replaceSubrange(65000..<(65000 + 70001), with: repeatElement(0xA5, count: 70001))
+            // qemu-io exited: the writes are acknowledged. Now the server dies without warning.
+            #expect(server.stop(SIGKILL) == SIGKILL)
+        }
+        unmount(mnt)
+        #expect(try sha256(ofFile: dir.file("base.raw")) == baseDigest, "the base was written")
+        #expect(FileManager.default.fileExists(atPath: back + "/disk.raw.overlay.map"))
+
+        for round in 1...2 {
+            let server = try Server(args, log: dir.file("mount-r\(round).log"))
+            defer { server.stop(); unmount(mnt) }
+            #expect(waitFor { isMounted(mnt) }, "\(server.log)")
+            let got = try RawFile(path: mnt + "/disk.raw").read(at: 0, count: model.count)
+            let diff = firstDifference(got, model)
+            #expect(diff == nil, "round \(round): content after remount differs")
+            let v = try run("qemu-io", ["-f", "raw", "-r", "-c", "read -P 0x5a 1M 64k", mnt + "/disk.raw"])
+            #expect(v.status == 0 && !v.stdout.contains("Pattern verification failed"), "\(v.stdout)")
+            #expect(server.stop(SIGTERM) == 0)
+        }
+        #expect(try sha256(ofFile: dir.file("base.raw")) == baseDigest)
+    }
+}

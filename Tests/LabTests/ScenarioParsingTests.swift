@@ -1,0 +1,107 @@
+import Foundation
+import Testing
+@testable import Lab
+
+/// Scenario and target files: the shipped suite loads, and bad files are rejected with the file,
+/// the key and the reason.
+struct ScenarioParsingTests {
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static func suite() throws -> LabSuite { try LabSuite.load(directory: repo.appendingPathComponent("Scenarios")) }
+
+    @Test func shippedSuiteLoads() throws {
+        let suite = try Self.suite()
+        #expect(Set(suite.targets.keys) == ["hyperv-gen1", "kvm-virtio", "vmware-pvscsi", "virtualbox-ahci"])
+        let foreign = try suite.scenario(named: "foreign-drivers")
+        #expect(foreign.expectation(for: "kvm-virtio") == .mustNotBoot(reason: "root device not found"))
+        #expect(foreign.expectation(for: "virtualbox-ahci") == .boots)
+        #expect(foreign.machines[0].kernel == .generic)
+        // Driver knowledge comes from the target files: ahci → virtualbox-ahci's module list.
+        #expect(suite.initramfsModules(for: foreign.machines[0], in: foreign) == suite.targets["virtualbox-ahci"]!.modules)
+        let chain = try suite.scenario(named: "chain-compressed-encrypted")
+        #expect(chain.backup.incrementals.count == 3)
+        #expect(chain.backup.compression == .zstd && chain.backup.encryption == .aes256gcm)
+        #expect(chain.backup.incrementals[2].deletes == ["/data/two.bin"])
+        let vault = try suite.scenario(named: "vault-two-machines")
+        #expect(vault.machines.map(\.name) == ["alpha", "beta"])
+        #expect(vault.backup.vault == "shared")
+        #expect(try suite.scenario(named: "relocated-volume").machines[0].partitionStart == 63)
+    }
+
+    static let good = """
+        name: sample
+        seed: 7
+        machine:
+          kernel: cloud
+          filesystem: ext4
+          volume_size: 32M
+          marker: SAMPLE-OK
+        targets: [kvm-virtio]
+
+        """
+
+    func parse(_ yaml: String) throws -> Scenario {
+        try ScenarioLoader.parseScenario(yaml: yaml, file: "Scenarios/sample.yaml", targets: try Self.suite().targets)
+    }
+
+    func rejection(_ yaml: String) throws -> ScenarioError {
+        do {
+            _ = try parse(yaml)
+        } catch let e as ScenarioError {
+            #expect(e.file == "Scenarios/sample.yaml")
+            return e
+        }
+        Issue.record("accepted a bad scenario")
+        return ScenarioError(file: "", key: "", reason: "")
+    }
+
+    @Test func minimalScenarioGetsDefaults() throws {
+        let s = try parse(Self.good)
+        #expect(s.machines[0].bootloader == .extlinux)
+        #expect(s.machines[0].partitionStart == 2048)
+        #expect(s.machines[0].diskSize == 2048 * 512 + 32 << 20)
+        #expect(s.backup == .default)
+        #expect(s.expectation(for: "kvm-virtio") == .boots)
+    }
+
+    @Test func badFilesNameKeyAndReason() throws {
+        var e = try rejection(Self.good.replacingOccurrences(of: "filesystem: ext4", with: "filesystem: ntfs"))
+        #expect(e.key == "machine.filesystem" && e.reason.contains("ntfs") && e.reason.contains("fat32"))
+        e = try rejection(Self.good.replacingOccurrences(of: "targets: [kvm-virtio]", with: "targets: [hyperv-gen2]"))
+        #expect(e.key == "targets[0]" && e.reason.contains("unknown target 'hyperv-gen2'"))
+        e = try rejection(Self.good + "\ncolour: blue\n")
+        #expect(e.key == "colour" && e.reason.contains("unknown key"))
+        e = try rejection(Self.good.replacingOccurrences(of: "volume_size: 32M", with: "volume_size: lots"))
+        #expect(e.key == "machine.volume_size")
+        e = try rejection(Self.good.replacingOccurrences(of: "name: sample", with: "name: other"))
+        #expect(e.key == "name" && e.reason.contains("file name"))
+        e = try rejection(Self.good.replacingOccurrences(of: "  marker: SAMPLE-OK\n", with: ""))
+        #expect(e.key == "machine.marker" && e.reason.contains("missing"))
+        e = try rejection(Self.good + "expect:\n  hyperv-gen1: boots\n")
+        #expect(e.key == "expect.hyperv-gen1" && e.reason.contains("does not list"))
+        e = try rejection(Self.good + "expect:\n  kvm-virtio: maybe\n")
+        #expect(e.key == "expect.kvm-virtio")
+        e = try rejection(Self.good.replacingOccurrences(of: "targets: [kvm-virtio]", with: "targets: [virtualbox-ahci]"))
+        #expect(e.key == "expect.virtualbox-ahci" && e.reason.contains("generic"))
+        e = try rejection(Self.good.replacingOccurrences(of: "filesystem: ext4", with: "filesystem: ext4\n  bootloader: syslinux"))
+        #expect(e.key == "machine.bootloader")
+        e = try rejection(Self.good + "backup:\n  incrementals:\n    - write: [{path: relative, size: 1K}]\n")
+        #expect(e.key == "backup.incrementals[0].write[0].path")
+        e = try rejection("name: [unclosed")
+        #expect(e.reason.contains("not valid YAML"))
+    }
+
+    @Test func badTargetFile() throws {
+        let yaml = """
+            name: t
+            native_format: vhdx
+            machine: pc
+            controller: {kind: ide, driver: ata_piix}
+            qemu: ["-hda", "x"]
+            modules: [ata_piix]
+            """
+        #expect(throws: ScenarioError.self) { try ScenarioLoader.parseTarget(yaml: yaml, file: "targets/t.yaml") }
+        do { _ = try ScenarioLoader.parseTarget(yaml: yaml, file: "targets/t.yaml") } catch let e as ScenarioError {
+            #expect(e.key == "qemu" && e.reason.contains("{drive}"))
+        }
+    }
+}

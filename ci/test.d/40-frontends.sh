@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Short libFuzzer run over the write overlay's map-journal parser.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+swift build --product FuzzOverlayJournal --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | grep -E 'error|warning: [^'"'"']' || true
+corpus=$(mktemp -d /tmp/bootlab-fuzz-overlay.XXXXXX)
+trap 'rm -rf "$corpus"' EXIT
+cp Tests/FuzzCorpus/OverlayJournal/* "$corpus"/
+SWIFT_BACKTRACE=enable=no .build-fuzz/debug/FuzzOverlayJournal -max_total_time="${FUZZ_SECONDS:-30}" "$corpus"
