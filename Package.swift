@@ -72,6 +72,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Benchmarks with ratios against named baselines (qemu-img, cat) on the same data.
+        .executableTarget(name: "bootlab-bench", dependencies: ["BlockCore", "DiskFormats"]),
     ],
     swiftLanguageModes: [.v6],
     cxxLanguageStandard: .cxx17

@@ -51,6 +51,7 @@ public func openDiskImage(path: String, format: DiskImageFormat? = nil) throws -
     }
     switch fmt {
     case .raw: return file
-    case .vhdx, .backupImage: throw DiskImageError.notWired(fmt, path: path)
+    case .vhdx: return try VHDXFile.open(path: path)
+    case .backupImage: throw DiskImageError.notWired(fmt, path: path)
     }
 }

@@ -44,6 +44,9 @@ struct ConvertCommand: ParsableCommand {
 
     @Option(name: .customLong("threads"), help: "Copy threads.") var threads: Int = 2
 
+    @Flag(name: .customLong("sync"), help: "fdatasync before writing the format identifier and at the end (qemu-img convert does not by default).")
+    var sync = false
+
     @Flag(name: .customShort("p"), help: "Show a progress bar (on a terminal).") var progress = false
     @Flag(name: .customLong("json"), help: "Print a JSON summary.") var json = false
 
@@ -70,7 +73,7 @@ struct ConvertCommand: ParsableCommand {
         var padded: UInt64?
         var summary: [String: String] = ["input": input, "output": output, "outputFormat": outputFormat.rawValue]
         let toWrite: any BlockSource
-        var writerOptions = SparseImageWriter.Options(threads: threads)
+        var writerOptions = SparseImageWriter.Options(threads: threads, sync: sync)
 
         switch outputFormat {
         case .vhdx:
