@@ -49,6 +49,13 @@ cmp whole.raw disk.raw || fail "plugin -> raw is not the original disk"
 "$B" convert -O vhdx --passphrase-file pass plug/vm.vhdx replacement.vhdx
 qemu-img compare -f raw -F vhdx disk.raw replacement.vhdx >/dev/null || fail "replacement file differs from the disk"
 
+# A differencing child of the plugin (the Hyper-V-side write path) reads through to the backup.
+"$B" create -f vhdx -b vm.vhdx plug/child.avhdx >/dev/null
+"$B" info plug/child.avhdx | grep -c "type: differencing" >/dev/null || fail "create -b did not make a differencing child"
+"$B" convert -O raw --passphrase-file pass plug/child.avhdx child.raw
+cmp child.raw disk.raw || fail "a child of the plugin does not read its parent's disk"
+rm plug/child.avhdx
+
 # FUSE: metadata reads open the backup zero times; the stream equals the replacement file.
 "$B" mount plug mnt --passphrase-file pass --stats-file stats.json > mount.log 2>&1 &
 MOUNT_PID=$!

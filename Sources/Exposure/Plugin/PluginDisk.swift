@@ -103,3 +103,30 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
         return coalesce(out)
     }
 }
+
+extension PluginDisk {
+    /// The plugin's virtual disk as a VHDX parent: the composed disk's bytes (opening the backup
+    /// on first read) with the skeleton's DataWriteGuid, which children record as parent_linkage.
+    public struct VirtualDisk: BlockSource, VHDXParentIdentity {
+        public let plugin: PluginDisk
+        public init(_ plugin: PluginDisk) { self.plugin = plugin }
+        public var size: UInt64 { plugin.virtualSize }
+        public var vhdxDataWriteGuid: GUID { plugin.vhdxDataWriteGuid }
+        public var vhdxLogicalSectorSize: UInt32? { plugin.vhdxLogicalSectorSize }
+        public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+            try checkRange(offset, buffer.count)
+            try plugin.virtualDisk().read(at: offset, into: buffer)
+        }
+        public func extents(in range: Range<UInt64>) throws -> [Extent] { try plugin.virtualDisk().extents(in: range) }
+    }
+
+    /// Makes plugin files usable as VHDX parents everywhere `VHDXFile.open` resolves one.
+    public static func registerAsVHDXParents(options: PluginFile.OpenOptions) {
+        VHDXFile.parentHook.withLock {
+            $0 = { path in
+                guard PluginFile.isPlugin(path: path) else { return nil }
+                return VirtualDisk(try PluginFile.open(pluginPath: path, options: options))
+            }
+        }
+    }
+}

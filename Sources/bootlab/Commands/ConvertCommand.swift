@@ -71,6 +71,8 @@ struct ConvertCommand: ParsableCommand {
         guard threads >= 1 && threads <= 64 else { throw ValidationError("--threads must be 1–64") }
         try refuseSameFile(input, output)
 
+        // Plugin files resolve as VHDX parents too (children made by `create -b vm.vhdx`).
+        _ = try access.install(plugins: [])
         // A plugin file converted to VHDX with default options is materialized as is: the
         // replacement file of the method, byte-identical to the stream the filters serve.
         let plugin = PluginFile.isPlugin(path: input) && inputFormat != .raw
