@@ -14,6 +14,9 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
     public let options: PluginFile.OpenOptions
     private let plugin: RawFile
     private let opened = Locked<Opened?>(nil)
+    /// Serializes the first open: concurrent first reads (nbdkit threads, FUSE workers) must not
+    /// each open the backup (each open may run scrypt).
+    private let openLock = NSLockish()
 
     struct Opened: @unchecked Sendable {
         // @unchecked: both are thread-safe block sources, set once.
@@ -53,6 +56,15 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
     /// Opens the backup, verifies it against the pointer, and renders the view (once).
     func open() throws -> Opened {
         if let o = opened.withLock({ $0 }) { return o }
+        return try openLock.withLock {
+            if let o = opened.withLock({ $0 }) { return o }
+            let o = try openBackup()
+            opened.withLock { $0 = o }
+            return o
+        }
+    }
+
+    private func openBackup() throws -> Opened {
         let path = try backupPath()
         let backup = try BackupImageReader.open(path: path, passphrase: options.passphrase, vault: options.vault, stats: options.stats)
         guard backup.header.imageID.description == pointer.backupImageID else {
@@ -69,12 +81,7 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
               try view.skeleton() == plugin.read(at: 0, count: Int(pointer.vhdx.payloadStart)) else {
             throw PluginFile.PluginError.mismatch("the VHDX rendered from the backup differs from the plugin's skeleton")
         }
-        let o = Opened(virtualDisk: disk, view: view)
-        return opened.withLock { current in
-            if let c = current { return c }
-            current = o
-            return o
-        }
+        return Opened(virtualDisk: disk, view: view)
     }
 
     /// The virtual disk (the composed disk), opening the backup if needed.
