@@ -44,7 +44,7 @@ extension PluginFile {
             throw PluginError.mismatch("reconfiguration layer \(path) has \(layer.unitSize)-byte units, the pointer records \(r.unitSize)")
         }
         guard try ReconfigurationLayer.digest(layer) == r.layerDigest else {
-            throw PluginError.mismatch("reconfiguration layer \(path) changed since the plugin was rendered (digest differs); run `bootlab reconfigure` again")
+            throw PluginError.mismatch("reconfiguration layer \(path) changed since the plugin was rendered (digest differs); expose the backup again (which discards the layer) and reconfigure")
         }
         return layer
     }
