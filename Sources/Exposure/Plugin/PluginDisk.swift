@@ -73,7 +73,9 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
         guard backup.headerDigest.hex == pointer.backupHeaderDigest else {
             throw PluginFile.PluginError.mismatch("header digest differs from the one recorded")
         }
-        let disk = try DiskComposer.compose(volume: backup, composition: pointer.composition)
+        // backup ▸ composed disk ▸ reconfiguration layer (read-only, checked against its digest) ▸ view
+        let disk = try PluginFile.layeredDisk(pointer: pointer, pluginPath: pluginPath, backup: backup,
+                                              allowOutside: options.allowOutside)
         let view = try VHDXView(source: disk, options: PluginFile.synthesisOptions(pointer, blockSize: pointer.vhdx.blockSize,
                                                                                    pointerBytes: try pointer.encode()))
         // The bytes served must be exactly the ones the plugin promised.
@@ -84,7 +86,8 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
         return Opened(virtualDisk: disk, view: view)
     }
 
-    /// The virtual disk (the composed disk), opening the backup if needed.
+    /// The virtual disk (the composed disk with the reconfiguration layer, if any), opening the
+    /// backup if needed.
     public func virtualDisk() throws -> any BlockSource { try open().virtualDisk }
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
