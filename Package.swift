@@ -64,7 +64,7 @@ let package = Package(
         .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "Exposure"]),
         .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"]),
         .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats"]),
-        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore"]),
+        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "BackupImage"]),
         // Reconfiguration of a plugin's OS: the engine over the plugin's composed disk (served over
         // NBD by a `bootlab serve --raw` child), changes into the plugin's reconfiguration layer.
         .target(name: "PluginReconfigure", dependencies: ["BlockCore", "BackupImage", "Exposure", "Reconfigure"]),

@@ -162,8 +162,14 @@ static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi) 
     int writable = 0;
     int r = s->cb->lookup(s->cb->ctx, rel(path), &esize, &writable);
     if (r < 0) return r;
-    // An exposed disk has a fixed size: only a no-op truncate succeeds.
-    if (r == 1) return (uint64_t)size == esize ? 0 : -EPERM;
+    // An exposed file: a no-op truncate always succeeds; another size is Swift's to decide (a
+    // writable VHDX grows through its overlay; read-only and fixed-size files refuse).
+    if (r == 1) {
+        if (size < 0) return -EINVAL;
+        if ((uint64_t)size == esize) return 0;
+        if (!writable) return -EACCES;
+        return s->cb->truncate ? s->cb->truncate(s->cb->ctx, rel(path), (uint64_t)size) : -EPERM;
+    }
     if (fi && !(fi->fh & EXPOSED_TAG)) return ftruncate((int)fi->fh, size) < 0 ? -errno : 0;
     int fd = openat(s->backing_fd, rel(path), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) return -errno;

@@ -1,5 +1,6 @@
 import BlockCore
 import CFuse3
+import Exposure
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -68,6 +69,9 @@ public final class FuseMount: @unchecked Sendable {
         cb.write = { ctx, h, buf, size, off in
             FuseMount.from(ctx).cWrite(h, UnsafeRawBufferPointer(start: buf, count: size), off)
         }
+        cb.truncate = { ctx, path, size in
+            FuseMount.from(ctx).cTruncate(String(cString: path!), size)
+        }
         cb.flush = { ctx, h in FuseMount.from(ctx).cFlush(h) }
         cb.release = { ctx, h in FuseMount.from(ctx).cRelease(h) }
         cb.list_extra = { ctx, fill, add in
@@ -113,7 +117,8 @@ public final class FuseMount: @unchecked Sendable {
     private func cLookup(_ path: String, _ size: UnsafeMutablePointer<UInt64>, _ writable: UnsafeMutablePointer<Int32>) -> Int32 {
         do {
             guard let f = try exposed(path) else { return 0 }
-            size.pointee = f.size
+            // Once open, the source's size is the truth (a writable file may have grown).
+            size.pointee = opened.withLock({ $0[path] })?.size ?? f.size
             writable.pointee = f.writable ? 1 : 0
             return 1
         } catch {
@@ -131,6 +136,7 @@ public final class FuseMount: @unchecked Sendable {
             let s = try file.open()
             guard s.size == file.size else { throw FrontendError.sizeChanged(name: path, announced: file.size, opened: s.size) }
             if file.writable, !(s is any WritableBlockSource) { throw FrontendError.notWritable(path) }
+            if file.resizable, !(s is any ResizableBlockSource) { throw FrontendError.notWritable(path) }
             opened.withLock { $0[path] = s }
             return s
         }
@@ -152,13 +158,21 @@ public final class FuseMount: @unchecked Sendable {
         }
     }
 
+    /// The current size of an exposed file: its source's once opened, else the announced one.
+    private func currentSize(_ path: String, _ file: ExposedFile) -> UInt64 {
+        opened.withLock({ $0[path] })?.size ?? file.size
+    }
+
     private func cRead(_ h: UInt64, _ buf: UnsafeMutableRawBufferPointer, _ offset: UInt64) -> Int {
         guard let entry = handles.withLock({ $0[h] }) else { return -Int(EBADF) }
-        let size = entry.file.size
-        guard offset < size else { return 0 }
-        let n = Int(min(UInt64(buf.count), size - offset))
+        // Past the end reads nothing, without opening the source.
+        guard offset < currentSize(entry.path, entry.file) else { return 0 }
         do {
-            try source(for: entry.path, entry.file).read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]))
+            let s = try source(for: entry.path, entry.file)
+            let size = s.size
+            guard offset < size else { return 0 }
+            let n = Int(min(UInt64(buf.count), size - offset))
+            try s.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]))
             return n
         } catch {
             report("read \(entry.path) at \(offset)", error)
@@ -169,16 +183,39 @@ public final class FuseMount: @unchecked Sendable {
     private func cWrite(_ h: UInt64, _ buf: UnsafeRawBufferPointer, _ offset: UInt64) -> Int {
         guard let entry = handles.withLock({ $0[h] }) else { return -Int(EBADF) }
         guard entry.writable else { return -Int(EBADF) }
-        // A disk does not grow: writes past the end fail like on a block device.
-        guard offset < entry.file.size else { return -Int(ENOSPC) }
-        let n = Int(min(UInt64(buf.count), entry.file.size - offset))
         do {
-            guard let w = try source(for: entry.path, entry.file) as? any WritableBlockSource else { throw FrontendError.notWritable(entry.path) }
+            let s = try source(for: entry.path, entry.file)
+            let end = offset + UInt64(buf.count)
+            if entry.file.resizable, end > s.size {
+                // A file that may grow (a VHDX writer allocating blocks): the overlay extends it.
+                guard let r = s as? any ResizableBlockSource else { throw FrontendError.notWritable(entry.path) }
+                try r.writeExtending(at: offset, from: buf)
+                return buf.count
+            }
+            // A disk does not grow: writes past the end fail like on a block device.
+            guard offset < s.size else { return -Int(ENOSPC) }
+            let n = Int(min(UInt64(buf.count), s.size - offset))
+            guard let w = s as? any WritableBlockSource else { throw FrontendError.notWritable(entry.path) }
             try w.write(at: offset, from: UnsafeRawBufferPointer(rebasing: buf[0..<n]))
             return n
         } catch {
             report("write \(entry.path) at \(offset)", error)
             return -Int(errnoCode(for: error))
+        }
+    }
+
+    /// truncate(2)/ftruncate(2) to another size (the shim answers same-size truncates itself).
+    private func cTruncate(_ path: String, _ newSize: UInt64) -> Int32 {
+        do {
+            guard let file = try exposed(path) else { return -ENOENT }
+            guard file.writable else { return -EACCES }
+            guard file.resizable else { return newSize == currentSize(path, file) ? 0 : -EPERM }
+            guard let r = try source(for: path, file) as? any ResizableBlockSource else { throw FrontendError.notWritable(path) }
+            try r.resize(to: newSize)
+            return 0
+        } catch {
+            report("truncate \(path) to \(newSize)", error)
+            return -errnoCode(for: error)
         }
     }
 

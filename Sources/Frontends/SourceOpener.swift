@@ -45,7 +45,12 @@ public enum SourceOpener {
                                     cacheHits: s.cacheHits, cacheMisses: s.cacheMisses)
             }
             let size = spec.raw ? plugin.virtualSize : plugin.size
-            return deferred(size: size, spec: spec, counters: counters) {
+            // The VHDX file may grow (a VHDX writer allocates payload blocks at the end of the
+            // file); the raw virtual disk may not (a disk does not grow).
+            let limit = spec.raw ? nil : GrowthLimit.vhdx(fileSize: plugin.size, payloadStart: plugin.payloadStart,
+                                                          blockSize: UInt64(plugin.pointer.vhdx.blockSize),
+                                                          virtualSize: plugin.virtualSize)
+            return deferred(size: size, spec: spec, counters: counters, growthLimit: limit) {
                 spec.raw ? PluginDisk.VirtualDisk(plugin) as any BlockSource : plugin
             }
         }
@@ -62,17 +67,27 @@ public enum SourceOpener {
     }
 
     /// Wraps a deferred opener of a read-only base with counting and the spec's overlay.
-    public static func deferred(size: UInt64, spec: SourceSpec, counters: SourceCounters,
+    ///
+    /// With an overlay and a `growthLimit`, the exposed file may grow up to that limit through the
+    /// overlay; its announced size is what the overlay's journal records (read without opening the
+    /// base), so a grown file keeps its size across remounts and restarts. A journal that cannot
+    /// be read announces the base size; opening then reports the journal's error.
+    public static func deferred(size: UInt64, spec: SourceSpec, counters: SourceCounters, growthLimit: UInt64? = nil,
                                 openBase: @escaping @Sendable () throws -> any BlockSource) -> ExposedFile {
         let overlayPath = spec.overlayPath
         let unit = spec.overlayUnitSize
-        return ExposedFile(size: size, writable: overlayPath != nil) {
+        let limit = overlayPath == nil ? nil : growthLimit.map { max($0, size) }
+        var announced = size
+        if let overlayPath, limit != nil, let recorded = try? WriteOverlay.recordedSize(path: overlayPath) {
+            announced = recorded
+        }
+        return ExposedFile(size: announced, writable: overlayPath != nil, maxSize: limit) {
             let base = try openBase()
             counters.recordOpen()
             // Count below the overlay: the numbers are what the backing source had to deliver.
             let counted = CountingSource(ReadOnly(base), counters: counters)
             guard let overlayPath else { return counted }
-            return try WriteOverlay(base: counted, path: overlayPath, unitSize: unit)
+            return try WriteOverlay(base: counted, path: overlayPath, unitSize: unit, maxSize: limit)
         }
     }
 }

@@ -15,6 +15,8 @@ typedef struct bl_fuse_callbacks {
     // Bytes read (the whole request unless past the end), or -errno.
     long (*read)(void *ctx, uint64_t handle, char *buf, size_t size, uint64_t offset);
     long (*write)(void *ctx, uint64_t handle, const char *buf, size_t size, uint64_t offset);
+    // Sets an exposed file's size (truncate/ftruncate to a size other than the current one): 0 or -errno.
+    int (*truncate)(void *ctx, const char *path, uint64_t size);
     int (*flush)(void *ctx, uint64_t handle);
     void (*release)(void *ctx, uint64_t handle);
     // Names (at the root) that exist only as exposed files; `add` returns nonzero when full.
