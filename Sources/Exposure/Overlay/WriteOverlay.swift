@@ -44,6 +44,8 @@ public final class WriteOverlay: ResizableBlockSource, @unchecked Sendable {
     /// What reopening found (records replayed, torn bytes dropped).
     public let replayedRecords: UInt32
     public let droppedTornBytes: Int
+    /// Opened with `readOnly`: files opened O_RDONLY, never created or repaired, writes refused.
+    public let isReadOnly: Bool
     /// True when reopening rewrote the journal (a version 1 journal upgraded, or a new size limit).
     public let rewroteJournal: Bool
     /// Size records appended before the journal is compacted (tests lower it; a reader accepts
@@ -60,9 +62,11 @@ public final class WriteOverlay: ResizableBlockSource, @unchecked Sendable {
     /// `baseIdentity` (up to 32 bytes) is recorded at creation and must match on reopen, so an
     /// overlay is never replayed over a different base. `maxSize` (default: the base's size, no
     /// growth) is the largest logical size; an overlay that already grew past a smaller `maxSize`
-    /// is refused.
+    /// is refused. `readOnly` opens an existing overlay for serving only (a layer that must not
+    /// change while it is served): both files must exist, a torn journal tail is ignored in
+    /// memory rather than truncated, nothing is rewritten, and writes throw.
     public init(base: any BlockSource, path: String, unitSize: UInt32 = WriteOverlay.defaultUnitSize,
-                baseIdentity: [UInt8] = [], maxSize: UInt64? = nil) throws {
+                baseIdentity: [UInt8] = [], maxSize: UInt64? = nil, readOnly: Bool = false) throws {
         precondition(unitSize >= 512 && unitSize & (unitSize - 1) == 0, "unit size must be a power of two ≥ 512")
         let limit = max(maxSize ?? base.size, base.size)
         precondition(limit <= OverlayJournal.maxLimit, "size limit beyond \(OverlayJournal.maxLimit)")
@@ -74,14 +78,18 @@ public final class WriteOverlay: ResizableBlockSource, @unchecked Sendable {
         let identity = Array(baseIdentity.prefix(32)) + [UInt8](repeating: 0, count: max(0, 32 - baseIdentity.count))
         self.identity = identity
 
+        self.isReadOnly = readOnly
         let journalExists = access(journalPath, F_OK) == 0
+        if !journalExists && readOnly {
+            throw IOError("open overlay journal", path: journalPath, errno: ENOENT)
+        }
         if !journalExists {
             try WriteOverlay.createFiles(path: path, journalPath: journalPath,
                                          header: .init(unitSize: unitSize, virtualSize: base.size, baseIdentity: identity, sizeLimit: limit))
         }
-        let dfd = open(path, O_RDWR | O_CLOEXEC)
+        let dfd = open(path, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
         guard dfd >= 0 else { throw IOError("open overlay data", path: path, errno: errno) }
-        var jfd = open(journalPath, O_RDWR | O_APPEND | O_CLOEXEC)
+        var jfd = open(journalPath, (readOnly ? O_RDONLY : O_RDWR | O_APPEND) | O_CLOEXEC)
         guard jfd >= 0 else { let e = errno; close(dfd); throw IOError("open overlay journal", path: journalPath, errno: e) }
         do {
             let bytes = try OverlayJournal.load(fd: jfd, path: journalPath)
@@ -97,19 +105,19 @@ public final class WriteOverlay: ResizableBlockSource, @unchecked Sendable {
                 throw FormatError("write overlay journal", "size", at: 0,
                                   "the overlay grew to \(replay.size) bytes, beyond the limit \(limit) it is opened with now (\(journalPath))")
             }
-            if replay.tornBytes > 0, ftruncate(jfd, off_t(replay.validLength)) != 0 {
+            if replay.tornBytes > 0, !readOnly, ftruncate(jfd, off_t(replay.validLength)) != 0 {
                 throw IOError("truncate torn journal record", path: journalPath, errno: errno)
             }
             // Data past the logical size is garbage from a shrink cut short by a crash (the size
             // record is durable before the data file is truncated): cut it again.
             var st = stat()
             guard fstat(dfd, &st) == 0 else { throw IOError("stat", path: path, errno: errno) }
-            if UInt64(st.st_size) > replay.size, ftruncate(dfd, off_t(replay.size)) != 0 {
+            if !readOnly, UInt64(st.st_size) > replay.size, ftruncate(dfd, off_t(replay.size)) != 0 {
                 throw IOError("truncate overlay data", path: path, errno: errno)
             }
             let header = OverlayJournal.Header(unitSize: replay.header.unitSize, virtualSize: base.size,
                                                baseIdentity: identity, sizeLimit: limit)
-            let rewrite = replay.header.version != OverlayJournal.version || replay.header.sizeLimit != limit
+            let rewrite = !readOnly && (replay.header.version != OverlayJournal.version || replay.header.sizeLimit != limit)
             if rewrite {
                 // Atomic (rename): either the old journal or the new one describes the overlay.
                 let (fd, records, sizeRecords, kept) = try WriteOverlay.rewriteJournal(
@@ -251,10 +259,12 @@ public final class WriteOverlay: ResizableBlockSource, @unchecked Sendable {
     // MARK: WritableBlockSource
 
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
+        guard !isReadOnly else { throw BlockSourceError.readOnly("overlay \(path) (opened read-only)") }
         try writeLock.withLock { try writeLocked(at: offset, from: buffer) }
     }
 
     public func writeExtending(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
+        guard !isReadOnly else { throw BlockSourceError.readOnly("overlay \(path) (opened read-only)") }
         try writeLock.withLock {
             let (end, overflow) = offset.addingReportingOverflow(UInt64(buffer.count))
             guard !overflow else { throw ResizeError.beyondLimit(requested: UInt64.max, limit: maxSize) }
@@ -296,6 +306,7 @@ public final class WriteOverlay: ResizableBlockSource, @unchecked Sendable {
     }
 
     public func flush() throws {
+        guard !isReadOnly else { return }
         guard fdatasync(dataFD) == 0 else { throw IOError("fsync", path: path, errno: errno) }
         try writeLock.withLock {
             guard fdatasync(journalFD) == 0 else { throw IOError("fsync", path: journalPath, errno: errno) }
@@ -305,6 +316,7 @@ public final class WriteOverlay: ResizableBlockSource, @unchecked Sendable {
     // MARK: ResizableBlockSource
 
     public func resize(to newSize: UInt64) throws {
+        guard !isReadOnly else { throw BlockSourceError.readOnly("overlay \(path) (opened read-only)") }
         try writeLock.withLock { try resizeLocked(to: newSize) }
     }
 

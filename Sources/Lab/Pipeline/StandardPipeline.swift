@@ -14,6 +14,7 @@ public struct Pipeline: Sendable {
 
     public static func standard(for scenario: Scenario, target: Target) -> Pipeline {
         let steps: [any LabStep] = [GenerateStep(), BackupStep(), ExposeStep()]
+            + (scenario.reconfigure ? [ReconfigureStep()] : []) + [MountStep()]
         var validators: [any Validator] = [GoldenValidator()]
         for machine in scenario.machines { validators.append(BootValidator(machine: machine.name)) }
         return Pipeline(steps: steps, validators: validators)
