@@ -65,13 +65,18 @@ let package = Package(
         .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"]),
         .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats"]),
         .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore"]),
+        // Reconfiguration of a plugin's OS: the engine over the plugin's composed disk (served over
+        // NBD by a `bootlab serve --raw` child), changes into the plugin's reconfiguration layer.
+        .target(name: "PluginReconfigure", dependencies: ["BlockCore", "BackupImage", "Exposure", "Reconfigure"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [
-                "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Frontends", "Lab", "Reconfigure",
+                "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Frontends", "Lab", "Reconfigure", "PluginReconfigure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Benchmarks with ratios against named baselines (qemu-img, cat) on the same data.
+        .executableTarget(name: "bootlab-bench", dependencies: ["BlockCore", "DiskFormats"]),
     ],
     swiftLanguageModes: [.v6],
     cxxLanguageStandard: .cxx17

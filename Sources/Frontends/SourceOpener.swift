@@ -46,7 +46,7 @@ public enum SourceOpener {
             }
             let size = spec.raw ? plugin.virtualSize : plugin.size
             return deferred(size: size, spec: spec, counters: counters) {
-                spec.raw ? LazyVirtualDisk(plugin: plugin) as any BlockSource : plugin
+                spec.raw ? PluginDisk.VirtualDisk(plugin) as any BlockSource : plugin
             }
         }
         // Anything else is served as a raw image (identical for --raw and native).
@@ -80,17 +80,6 @@ public enum SourceOpener {
 /// How plugin files are opened (passphrase, vault, --allow-outside); set once by the command
 /// before serving starts.
 public let pluginOpenOptions = Locked(PluginFile.OpenOptions())
-
-/// The raw virtual disk of a plugin, opening the backup only when a byte is read.
-struct LazyVirtualDisk: BlockSource {
-    let plugin: PluginDisk
-    var size: UInt64 { plugin.virtualSize }
-    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        try checkRange(offset, buffer.count)
-        try plugin.virtualDisk().read(at: offset, into: buffer)
-    }
-    func extents(in range: Range<UInt64>) throws -> [Extent] { try plugin.virtualDisk().extents(in: range) }
-}
 
 /// Hides a source's write side: the base below an overlay is never written, even by mistake.
 struct ReadOnly: BlockSource {

@@ -95,6 +95,19 @@ private func exposeOptions(encrypted: Bool = false) -> PluginFile.ExposeOptions 
         #expect(try SHA256.hash(a) == SHA256.hash(b))
     }
 
+    @Test func concurrentFirstReadsOpenTheBackupOnce() throws {
+        let s = Scratch()
+        let (disk, _) = try makeDisk(s)
+        let bli = try backup(s, disk: disk)
+        try PluginFile.expose(backupPath: bli, pluginPath: s.file("plug/vm.vhdx"), options: exposeOptions())
+        let plugin = try PluginFile.open(pluginPath: s.file("plug/vm.vhdx"))
+        let start = plugin.payloadStart
+        DispatchQueue.concurrentPerform(iterations: 16) { i in
+            _ = try? plugin.read(at: start + UInt64(i) * 65536, count: 65536)
+        }
+        #expect(plugin.options.stats.opens == 1)
+    }
+
     @Test func replacedBackupIsRefused() throws {
         let s = Scratch()
         let (disk, _) = try makeDisk(s)

@@ -59,7 +59,7 @@ struct GeneratorAndBootTests {
 
     @Test func foreignDriversFailOnVirtioForTheStatedReason() throws {
         let suite = try ScenarioParsingTests.suite()
-        let result = try runCell(try suite.scenario(named: "foreign-drivers"), "kvm-virtio", suite: suite)
+        let result = try runCell(try suite.scenario(named: "foreign-drivers-unreconfigured"), "kvm-virtio", suite: suite)
         let boot = try #require(result.records.first { $0.name == "boot" })
         #expect(boot.outcome.verdict == .pass, "\(boot.outcome.message)")
         #expect(boot.outcome.message.contains("root device not found"))

@@ -11,9 +11,22 @@ struct ScenarioParsingTests {
     @Test func shippedSuiteLoads() throws {
         let suite = try Self.suite()
         #expect(Set(suite.targets.keys) == ["hyperv-gen1", "kvm-virtio", "vmware-pvscsi", "virtualbox-ahci"])
-        let foreign = try suite.scenario(named: "foreign-drivers")
+        let foreign = try suite.scenario(named: "foreign-drivers-unreconfigured")
         #expect(foreign.expectation(for: "kvm-virtio") == .mustNotBoot(reason: "root device not found"))
         #expect(foreign.expectation(for: "virtualbox-ahci") == .boots)
+        #expect(!foreign.reconfigure)
+        // The reconfigured twin: same machine, every target must boot.
+        let reconfigured = try suite.scenario(named: "foreign-drivers")
+        #expect(reconfigured.reconfigure)
+        #expect(reconfigured.machines == foreign.machines && reconfigured.seed == foreign.seed)
+        #expect(reconfigured.targets.allSatisfy { reconfigured.expectation(for: $0) == .boots })
+        #expect(reconfigured.targets.contains("vmware-pvscsi"))
+        let steps = Pipeline.standard(for: reconfigured, target: suite.targets["kvm-virtio"]!).steps.map(\.name)
+        #expect(steps == ["generate", "backup", "expose", "reconfigure", "mount"])
+        #expect(!Pipeline.standard(for: foreign, target: suite.targets["kvm-virtio"]!).steps.map(\.name).contains("reconfigure"))
+        // The volume keeps every controller's modules (the engine's source), the initramfs only its own.
+        let onVolume = suite.volumeModules(for: foreign.machines[0])
+        for m in ["ata_piix", "ahci", "virtio_blk", "virtio_pci", "vmw_pvscsi", "sd_mod", "ext4"] { #expect(onVolume.contains(m)) }
         #expect(foreign.machines[0].kernel == .generic)
         // Driver knowledge comes from the target files: ahci → virtualbox-ahci's module list.
         #expect(suite.initramfsModules(for: foreign.machines[0], in: foreign) == suite.targets["virtualbox-ahci"]!.modules)

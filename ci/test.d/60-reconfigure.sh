@@ -1,5 +1,5 @@
 #!/bin/bash
-# Short libFuzzer run over the initramfs cpio reader and the modules.dep parser.
+# Short libFuzzer run over the initramfs cpio reader, the modules.dep parser and the MBR/GRUB boot-sector checks.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 swift build --product FuzzCpio --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true

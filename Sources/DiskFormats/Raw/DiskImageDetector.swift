@@ -4,7 +4,7 @@ import BlockCore
 public enum DiskImageFormat: String, Sendable, CaseIterable, Codable {
     case raw
     case vhdx
-    /// BootLab's backup image (.bli). Its reader extends `detectFormat` when it lands.
+    /// BootLab's backup image (.bli), opened by the BackupImage module.
     case backupImage = "bli"
 }
 
@@ -20,6 +20,9 @@ public enum DiskImageError: Error, CustomStringConvertible, Equatable, Sendable 
     }
 }
 
+/// The backup image's magic (BackupImage's `BackupHeader.magic`; a test keeps them equal).
+public let backupImageMagic: [UInt8] = Array("BLIMAGE".utf8) + [0x1A]
+
 /// Number of leading bytes `detectFormat` looks at.
 public let diskImageDetectionLength = 512
 
@@ -28,6 +31,8 @@ public let diskImageDetectionLength = 512
 public func detectFormat(firstBytes: [UInt8]) -> DiskImageFormat {
     // MS-VHDX 2.2.1: the file type identifier starts with the 8 bytes "vhdxfile".
     if firstBytes.count >= 8 && Array(firstBytes[0..<8]) == VHDX.fileSignature { return .vhdx }
+    // docs/formats/backup-image.md: a backup image starts with "BLIMAGE" 0x1A.
+    if firstBytes.count >= 8 && Array(firstBytes[0..<8]) == backupImageMagic { return .backupImage }
     return .raw
 }
 
@@ -51,6 +56,7 @@ public func openDiskImage(path: String, format: DiskImageFormat? = nil) throws -
     }
     switch fmt {
     case .raw: return file
-    case .vhdx, .backupImage: throw DiskImageError.notWired(fmt, path: path)
+    case .vhdx: return try VHDXFile.open(path: path)
+    case .backupImage: throw DiskImageError.notWired(fmt, path: path)
     }
 }

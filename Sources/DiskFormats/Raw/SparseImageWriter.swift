@@ -23,7 +23,9 @@ public enum SparseImageWriter {
         /// Bytes at the start of the file written last, after everything else is durable, so a
         /// half-written file never carries a valid format identifier (8 for VHDX's `vhdxfile`).
         public var deferredPrefix: Int = 0
-        /// fdatasync before the deferred prefix and at the end (what qemu-img convert does).
+        /// fdatasync before the deferred prefix and at the end. Without it the identifier is
+        /// still written last, but the page cache may flush out of order (qemu-img convert's
+        /// default does not flush the data either).
         public var sync: Bool = true
         public var progress: ProgressBar?
 

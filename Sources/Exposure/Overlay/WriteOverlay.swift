@@ -29,14 +29,18 @@ public final class WriteOverlay: WritableBlockSource, @unchecked Sendable {
     /// What reopening found (records replayed, torn bytes dropped).
     public let replayedRecords: UInt32
     public let droppedTornBytes: Int
+    /// Opened with `readOnly`: files opened O_RDONLY, never created or repaired, writes refused.
+    public let isReadOnly: Bool
 
     public static let defaultUnitSize: UInt32 = 64 << 10
 
     /// Opens the overlay at `path` over `base`, creating both files if neither exists.
     /// `baseIdentity` (up to 32 bytes) is recorded at creation and must match on reopen, so an
-    /// overlay is never replayed over a different base.
+    /// overlay is never replayed over a different base. `readOnly` opens an existing overlay for
+    /// serving only (a layer that must not change while it is served): both files must exist,
+    /// a torn journal tail is ignored in memory rather than truncated, and writes throw.
     public init(base: any BlockSource, path: String, unitSize: UInt32 = WriteOverlay.defaultUnitSize,
-                baseIdentity: [UInt8] = []) throws {
+                baseIdentity: [UInt8] = [], readOnly: Bool = false) throws {
         precondition(unitSize >= 512 && unitSize & (unitSize - 1) == 0, "unit size must be a power of two ≥ 512")
         self.base = base
         self.path = path
@@ -44,14 +48,18 @@ public final class WriteOverlay: WritableBlockSource, @unchecked Sendable {
         self.size = base.size
         let identity = Array(baseIdentity.prefix(32)) + [UInt8](repeating: 0, count: max(0, 32 - baseIdentity.count))
 
+        self.isReadOnly = readOnly
         let journalExists = access(journalPath, F_OK) == 0
+        if !journalExists && readOnly {
+            throw IOError("open overlay journal", path: journalPath, errno: ENOENT)
+        }
         if !journalExists {
             try WriteOverlay.createFiles(path: path, journalPath: journalPath,
                                          header: .init(unitSize: unitSize, virtualSize: base.size, baseIdentity: identity))
         }
-        let dfd = open(path, O_RDWR | O_CLOEXEC)
+        let dfd = open(path, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
         guard dfd >= 0 else { throw IOError("open overlay data", path: path, errno: errno) }
-        let jfd = open(journalPath, O_RDWR | O_APPEND | O_CLOEXEC)
+        let jfd = open(journalPath, (readOnly ? O_RDONLY : O_RDWR | O_APPEND) | O_CLOEXEC)
         guard jfd >= 0 else { let e = errno; close(dfd); throw IOError("open overlay journal", path: journalPath, errno: e) }
         do {
             let bytes = try WriteOverlay.readWhole(fd: jfd, path: journalPath, limit: base.size, unitSize: unitSize)
@@ -63,7 +71,7 @@ public final class WriteOverlay: WritableBlockSource, @unchecked Sendable {
             guard replay.header.baseIdentity == identity else {
                 throw FormatError("write overlay journal", "header", at: 24, "was made over a different base (\(journalPath))")
             }
-            if replay.tornBytes > 0, ftruncate(jfd, off_t(replay.validLength)) != 0 {
+            if replay.tornBytes > 0, !readOnly, ftruncate(jfd, off_t(replay.validLength)) != 0 {
                 throw IOError("truncate torn journal record", path: journalPath, errno: errno)
             }
             self.unitSize = UInt64(replay.header.unitSize)
@@ -167,6 +175,7 @@ public final class WriteOverlay: WritableBlockSource, @unchecked Sendable {
     // MARK: WritableBlockSource
 
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
+        guard !isReadOnly else { throw BlockSourceError.readOnly("overlay \(path) (opened read-only)") }
         try checkRange(offset, buffer.count)
         guard buffer.count > 0 else { return }
         try writeLock.withLock {
@@ -199,6 +208,7 @@ public final class WriteOverlay: WritableBlockSource, @unchecked Sendable {
     }
 
     public func flush() throws {
+        guard !isReadOnly else { return }
         guard fdatasync(dataFD) == 0 else { throw IOError("fsync", path: path, errno: errno) }
         guard fdatasync(journalFD) == 0 else { throw IOError("fsync", path: journalPath, errno: errno) }
     }

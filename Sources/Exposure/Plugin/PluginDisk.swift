@@ -14,6 +14,9 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
     public let options: PluginFile.OpenOptions
     private let plugin: RawFile
     private let opened = Locked<Opened?>(nil)
+    /// Serializes the first open: concurrent first reads (nbdkit threads, FUSE workers) must not
+    /// each open the backup (each open may run scrypt).
+    private let openLock = NSLockish()
 
     struct Opened: @unchecked Sendable {
         // @unchecked: both are thread-safe block sources, set once.
@@ -53,6 +56,15 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
     /// Opens the backup, verifies it against the pointer, and renders the view (once).
     func open() throws -> Opened {
         if let o = opened.withLock({ $0 }) { return o }
+        return try openLock.withLock {
+            if let o = opened.withLock({ $0 }) { return o }
+            let o = try openBackup()
+            opened.withLock { $0 = o }
+            return o
+        }
+    }
+
+    private func openBackup() throws -> Opened {
         let path = try backupPath()
         let backup = try BackupImageReader.open(path: path, passphrase: options.passphrase, vault: options.vault, stats: options.stats)
         guard backup.header.imageID.description == pointer.backupImageID else {
@@ -61,7 +73,9 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
         guard backup.headerDigest.hex == pointer.backupHeaderDigest else {
             throw PluginFile.PluginError.mismatch("header digest differs from the one recorded")
         }
-        let disk = try DiskComposer.compose(volume: backup, composition: pointer.composition)
+        // backup ▸ composed disk ▸ reconfiguration layer (read-only, checked against its digest) ▸ view
+        let disk = try PluginFile.layeredDisk(pointer: pointer, pluginPath: pluginPath, backup: backup,
+                                              allowOutside: options.allowOutside)
         let view = try VHDXView(source: disk, options: PluginFile.synthesisOptions(pointer, blockSize: pointer.vhdx.blockSize,
                                                                                    pointerBytes: try pointer.encode()))
         // The bytes served must be exactly the ones the plugin promised.
@@ -69,15 +83,11 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
               try view.skeleton() == plugin.read(at: 0, count: Int(pointer.vhdx.payloadStart)) else {
             throw PluginFile.PluginError.mismatch("the VHDX rendered from the backup differs from the plugin's skeleton")
         }
-        let o = Opened(virtualDisk: disk, view: view)
-        return opened.withLock { current in
-            if let c = current { return c }
-            current = o
-            return o
-        }
+        return Opened(virtualDisk: disk, view: view)
     }
 
-    /// The virtual disk (the composed disk), opening the backup if needed.
+    /// The virtual disk (the composed disk with the reconfiguration layer, if any), opening the
+    /// backup if needed.
     public func virtualDisk() throws -> any BlockSource { try open().virtualDisk }
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
@@ -102,5 +112,32 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
         let payload = r.clamped(to: payloadStart..<size)
         if !payload.isEmpty { out += try open().view.extents(in: payload) }
         return coalesce(out)
+    }
+}
+
+extension PluginDisk {
+    /// The plugin's virtual disk as a VHDX parent: the composed disk's bytes (opening the backup
+    /// on first read) with the skeleton's DataWriteGuid, which children record as parent_linkage.
+    public struct VirtualDisk: BlockSource, VHDXParentIdentity {
+        public let plugin: PluginDisk
+        public init(_ plugin: PluginDisk) { self.plugin = plugin }
+        public var size: UInt64 { plugin.virtualSize }
+        public var vhdxDataWriteGuid: GUID { plugin.vhdxDataWriteGuid }
+        public var vhdxLogicalSectorSize: UInt32? { plugin.vhdxLogicalSectorSize }
+        public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+            try checkRange(offset, buffer.count)
+            try plugin.virtualDisk().read(at: offset, into: buffer)
+        }
+        public func extents(in range: Range<UInt64>) throws -> [Extent] { try plugin.virtualDisk().extents(in: range) }
+    }
+
+    /// Makes plugin files usable as VHDX parents everywhere `VHDXFile.open` resolves one.
+    public static func registerAsVHDXParents(options: PluginFile.OpenOptions) {
+        VHDXFile.parentHook.withLock {
+            $0 = { path in
+                guard PluginFile.isPlugin(path: path) else { return nil }
+                return VirtualDisk(try PluginFile.open(pluginPath: path, options: options))
+            }
+        }
     }
 }

@@ -92,6 +92,11 @@ public enum PluginFile {
             throw error
         }
         guard rename(tmp, pluginAbs) == 0 else { throw IOError("rename", path: pluginAbs, errno: errno) }
+        // A reconfiguration layer beside the plugin belonged to the plugin just replaced, whose
+        // pointer recorded it; the new plugin starts without one (`bootlab reconfigure` makes it).
+        let layer = ReconfigurationLayer.defaultPath(forPlugin: pluginAbs)
+        unlink(layer)
+        unlink(layer + ".map")
         return ExposeReport(plugin: pluginPath, backup: backupPath, backupPathInPlugin: pointerPath,
                             composition: composition.kind, partitionStartLBA: composition.partitionStartLBA,
                             patchedBytes: composition.volumePatches.reduce(0) { $0 + $1.bytes.count },

@@ -27,6 +27,31 @@ public struct PluginPointer: Codable, Sendable, Equatable {
     public var composition: Composition
     /// The VHDX synthesis parameters, so the filter renders exactly the bytes of the skeleton.
     public var vhdx: VHDXParameters
+    /// The reconfiguration layer stacked on the composed disk, if the plugin has one (optional:
+    /// absent in plugins that were never reconfigured, which keep their exact bytes).
+    public var reconfiguration: Reconfiguration?
+
+    /// Where the reconfiguration layer lives and what it must hold (docs/formats/plugin-file.md).
+    public struct Reconfiguration: Codable, Sendable, Equatable {
+        /// The layer's data file, relative to the plugin's directory (its map is `<path>.map`).
+        public var layerPath: String
+        /// `ReconfigurationLayer.digest` of the layer: a layer changed since the plugin was
+        /// rendered is refused, because the skeleton (BAT) was rendered from its extents.
+        public var layerDigest: String
+        /// Bytes the layer holds (its written units).
+        public var layerBytes: UInt64
+        public var unitSize: UInt32
+        /// Targets the layer was reconfigured for, in the order they were applied.
+        public var targets: [String]
+
+        public init(layerPath: String, layerDigest: String, layerBytes: UInt64, unitSize: UInt32, targets: [String]) {
+            self.layerPath = layerPath
+            self.layerDigest = layerDigest
+            self.layerBytes = layerBytes
+            self.unitSize = unitSize
+            self.targets = targets
+        }
+    }
 
     public struct Composition: Codable, Sendable, Equatable {
         /// "disk": the backup is a whole disk, served as is; "volume": an MBR is synthesized.

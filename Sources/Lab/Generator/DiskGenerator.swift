@@ -35,15 +35,19 @@ public enum DiskGenerator {
         var wanted = suite.initramfsModules(for: machine, in: scenario)
         wanted += filesystemModules(machine.filesystem)
         let modules = resolver.resolve(wanted)
+        let volumeModules = resolver.resolve(suite.volumeModules(for: machine))
 
         var packages = try ToolVersions.host()
         packages[kernel.package] = kernel.version
         let versions = ToolVersions(packages: packages)
 
-        struct KeyInput: Codable { var machine: SourceMachine; var seed: UInt64; var modules: ModuleResolver.Resolution; var versions: ToolVersions }
+        struct KeyInput: Codable {
+            var machine: SourceMachine; var seed: UInt64; var modules: ModuleResolver.Resolution; var versions: ToolVersions
+            var volumeModules: ModuleResolver.Resolution
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let keyJSON = String(decoding: try encoder.encode(KeyInput(machine: machine, seed: scenario.seed, modules: modules, versions: versions)), as: UTF8.self)
+        let keyJSON = String(decoding: try encoder.encode(KeyInput(machine: machine, seed: scenario.seed, modules: modules, versions: versions, volumeModules: volumeModules)), as: UTF8.self)
         let key = String(Digest.string(keyJSON).prefix(24))
 
         let lockKey = machines.path + "/" + key
@@ -95,9 +99,24 @@ public enum DiskGenerator {
 
             """
 
+        // The full storage module set on the volume (what the reconfiguration engine draws from).
+        let moduleTree = work.appendingPathComponent("modules")
+        let release = moduleTree.appendingPathComponent("lib/modules/\(kernel.release)")
+        for file in volumeModules.files {
+            let dst = release.appendingPathComponent(file)
+            try fm.createDirectory(at: dst.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try fm.copyItem(at: kernel.modulesDirectory.appendingPathComponent(file), to: dst)
+        }
+        try fm.createDirectory(at: release, withIntermediateDirectories: true)
+        try Data(try resolver.dependencyLines(for: volumeModules.files, kernel: kernel).utf8)
+            .write(to: release.appendingPathComponent("modules.dep"))
+        try Shell.run("find", [moduleTree.path, "-exec", "touch", "-h", "-d", "@\(fixedTime)", "{}", "+"])
+
         try createSparse(volume, size: machine.volumeSize)
         switch machine.filesystem {
         case .ext4:
+            try fm.createDirectory(at: tree, withIntermediateDirectories: true)
+            try fm.copyItem(at: moduleTree.appendingPathComponent("lib"), to: tree.appendingPathComponent("lib"))
             rootSpec = "UUID=\(rootUUID(machine, seed: scenario.seed))"
             try fm.createDirectory(at: tree.appendingPathComponent("boot/extlinux"), withIntermediateDirectories: true)
             try fm.createDirectory(at: tree.appendingPathComponent("bootlab"), withIntermediateDirectories: true)
@@ -109,7 +128,8 @@ public enum DiskGenerator {
         case .fat32:
             rootSpec = "UUID=\(rootUUID(machine, seed: scenario.seed))"
             try buildFAT32(volume: volume, work: work, machine: machine, seed: scenario.seed,
-                           kernel: kernel.vmlinuz, initrd: initrd, initrdName: initrdName, config: bootConfig)
+                           kernel: kernel.vmlinuz, initrd: initrd, initrdName: initrdName, config: bootConfig,
+                           moduleTree: moduleTree)
         }
 
         try createSparse(disk, size: machine.diskSize)
@@ -208,7 +228,7 @@ public enum DiskGenerator {
     }
 
     static func buildFAT32(volume: URL, work: URL, machine: SourceMachine, seed: UInt64,
-                           kernel: URL, initrd: URL, initrdName: String, config: String) throws {
+                           kernel: URL, initrd: URL, initrdName: String, config: String, moduleTree: URL) throws {
         let env = ["SOURCE_DATE_EPOCH": String(fixedTime), "MTOOLS_SKIP_CHECK": "1"]
         // --invariant fixes mkfs.fat's clock-derived fields; -i after it sets our volume ID.
         try Shell.run("mkfs.fat", ["--invariant", "-i", volumeID(machine, seed: seed), "-F", "32", "-s", "1",
@@ -223,6 +243,7 @@ public enum DiskGenerator {
                            (cfg.path, "::/syslinux.cfg"), (marker.path, "::/bootlab/marker")] {
             try Shell.run("mcopy", ["-i", img, src, dst], environment: env)
         }
+        try Shell.run("mcopy", ["-s", "-i", img, moduleTree.appendingPathComponent("lib").path, "::/"], environment: env)
         try Shell.run("syslinux", ["--install", img], environment: env)
         try Shell.run("fsck.fat", ["-n", img])
     }

@@ -21,8 +21,11 @@ enum Initramfs {
         mount -t sysfs sysfs /sys
         echo "BOOTLAB: init started on $(uname -r)"
         for m in $(cat /etc/bootlab/absent); do echo "BOOTLAB: module $m absent from this kernel"; done
-        for m in $(cat /etc/bootlab/modules); do
-          insmod /lib/modules/$m || echo "BOOTLAB: insmod $m failed"
+        # /etc/bootlab/modules: paths under /lib/modules/<release>/, in load order (the convention
+        # the reconfiguration engine edits, docs/reconfigure.md).
+        kv=$(uname -r)
+        for m in $(grep -v '^#' /etc/bootlab/modules); do
+          insmod /lib/modules/$kv/$m || echo "BOOTLAB: insmod $m failed"
         done
         root=$(cat /etc/bootlab/root)
         dev=""
@@ -64,14 +67,20 @@ enum Initramfs {
         cpio.add("dev/console", .characterDevice(major: 5, minor: 1))
         cpio.add("bin/busybox", .file(mode: 0o755), contents: Array(try Data(contentsOf: busybox)))
         cpio.add("init", .file(mode: 0o755), contents: Array(initScript().utf8))
-        var names: [String] = []
+        // Modules keep their place in the kernel's tree (lib/modules/<release>/kernel/…), as a
+        // real initramfs does; the load list names them by that relative path.
+        var dirs = Set(["lib/modules"])
+        let tree = "lib/modules/\(kernel.release)"
         for file in modules.files {
-            let base = String(file.split(separator: "/").last ?? "")
-            names.append(base)
+            var dir = tree
+            for part in ([""] + file.split(separator: "/").dropLast().map(String.init)) {
+                if !part.isEmpty { dir += "/" + part }
+                if dirs.insert(dir).inserted { cpio.add(dir, .directory) }
+            }
             let data = try Data(contentsOf: kernel.modulesDirectory.appendingPathComponent(file))
-            cpio.add("lib/modules/\(base)", .file(mode: 0o644), contents: Array(data))
+            cpio.add("\(tree)/\(file)", .file(mode: 0o644), contents: Array(data))
         }
-        cpio.add("etc/bootlab/modules", .file(mode: 0o644), contents: Array((names.joined(separator: "\n") + "\n").utf8))
+        cpio.add("etc/bootlab/modules", .file(mode: 0o644), contents: Array((modules.files.joined(separator: "\n") + "\n").utf8))
         cpio.add("etc/bootlab/absent", .file(mode: 0o644), contents: Array((modules.absent.joined(separator: "\n") + "\n").utf8))
         cpio.add("etc/bootlab/root", .file(mode: 0o644), contents: Array((rootSpec + "\n").utf8))
         cpio.add("etc/bootlab/fstype", .file(mode: 0o644), contents: Array((fstype + "\n").utf8))

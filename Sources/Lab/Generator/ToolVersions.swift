@@ -5,7 +5,9 @@ import Foundation
 /// kernel or mkfs), not a regression of our code.
 public struct ToolVersions: Sendable, Codable, Equatable {
     /// Bumped whenever the generator's recipe changes its output on purpose.
-    public static let recipe = 1
+    /// 2: modules under lib/modules/<release>/ in the initramfs (load list by path) and the
+    /// storage module set on the volume.
+    public static let recipe = 2
 
     public var recipe: Int
     /// Package name → version (kernel packages, busybox-static, e2fsprogs, dosfstools, mtools,

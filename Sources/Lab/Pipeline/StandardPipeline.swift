@@ -14,6 +14,7 @@ public struct Pipeline: Sendable {
 
     public static func standard(for scenario: Scenario, target: Target) -> Pipeline {
         let steps: [any LabStep] = [GenerateStep(), BackupStep(), ExposeStep()]
+            + (scenario.reconfigure ? [ReconfigureStep()] : []) + [MountStep()]
         // Deferred open first: nothing may have read payload yet. Immutability last.
         var validators: [any Validator] = [DeferredOpenValidator(), GoldenValidator()] + exposureValidators(for: scenario)
         for machine in scenario.machines { validators.append(BootValidator(machine: machine.name)) }

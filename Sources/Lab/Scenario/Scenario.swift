@@ -14,6 +14,9 @@ public struct Scenario: Sendable, Codable, Equatable {
     public var expectations: [String: Expectation]
     /// Where it was read from (for messages); not part of its identity.
     public var file: String
+    /// Reconfigure each exposed machine's OS for the cell's target (`reconfigure: true`): the
+    /// lab's `ReconfigureStep` runs `bootlab reconfigure PLUGIN --target T` before the mount.
+    public var reconfigure: Bool = false
 
     public func expectation(for target: String) -> Expectation { expectations[target] ?? .boots }
 }

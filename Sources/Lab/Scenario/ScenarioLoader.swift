@@ -106,9 +106,17 @@ public enum ScenarioLoader {
             }
         }
 
+        var reconfigure = false
+        if let value = top.raw("reconfigure") {
+            guard let flag = value as? Bool else {
+                throw top.error("reconfigure", "expected true or false, found \(YAMLMapping.describe(value))")
+            }
+            reconfigure = flag
+        }
         let scenario = Scenario(
             name: name, summary: try top.optionalString("description") ?? "", seed: UInt64(seedValue),
-            machines: machines, backup: backup, targets: targetNames, expectations: expectations, file: file)
+            machines: machines, backup: backup, targets: targetNames, expectations: expectations, file: file,
+            reconfigure: reconfigure)
         try top.finish()
         return scenario
     }

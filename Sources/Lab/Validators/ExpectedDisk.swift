@@ -9,9 +9,22 @@ import Foundation
 ///   the new start, FAT hidden-sectors fields set to the new start (the boot sector, and the
 ///   backup boot sector when it mirrors the primary), and sector 0 = the source MBR with partition 1's start LBA and sector count
 ///   rewritten. The entry's CHS bytes are taken from the exposed disk (LBA is what BIOS and Linux
-///   use; CHS conventions are not part of the contract).
+///   use; CHS conventions are not part of the contract);
+/// - a reconfigured machine: the disk as QEMU's VHDX reader serves it (the layer's bytes have no
+///   independent definition), so other readers are held to agree with QEMU.
 public enum ExpectedDisk {
     public static func path(machine: SourceMachine, in context: CellContext) throws -> String {
+        if context.scenario.reconfigure {
+            // Source + reconfiguration layer: only the reconfiguration defines those bytes, so the
+            // expectation is what QEMU's own VHDX reader serves (other readers must agree with it).
+            guard let fe = context.frontEnd else { throw LabError("no front-end to read the exposed disk from") }
+            let out = context.directory.appendingPathComponent("qemu-read-\(machine.name).raw").path
+            if !FileManager.default.fileExists(atPath: out) {
+                try QemuImg.convertToRaw(imageOptions: fe.imageOptions(machine: machine.name), output: out + ".partial")
+                guard rename(out + ".partial", out) == 0 else { throw IOError("rename", path: out, errno: errno) }
+            }
+            return out
+        }
         guard let state = context.finalStates[machine.name] else { throw LabError("\(machine.name): no backed-up state") }
         let spec = context.scenario.backup
         let newStart = spec.exposePartitionStart ?? machine.partitionStart

@@ -32,11 +32,18 @@ public enum Reconfigurator {
         let (controllerName, controller) = try drivers.controller(for: target)
         var report = ReconfigurationReport(target: target, controller: controllerName, os: "unknown")
         let session = try OverlaySession(image: image, layer: layer, workDirectory: options.workDirectory)
-        let found = try LinuxReconfigurer(session: session, controller: controller).run(report: &report, dryRun: options.dryRun)
-            || WindowsReconfigurer(session: session, controller: controller).run(report: &report, dryRun: options.dryRun)
-        guard found else {
+        do {
+            let os = try LinuxReconfigurer(session: session, controller: controller).run(report: &report, dryRun: options.dryRun)
+                || WindowsReconfigurer(session: session, controller: controller).run(report: &report, dryRun: options.dryRun)
+            // Boot code last: it only writes sectors before the first partition.
+            let grub = try GrubReconfigurer(session: session).run(report: &report, dryRun: options.dryRun)
+            if grub && !os { report.os = "linux-grub" }
+            guard os || grub else {
+                throw ReconfigureError.noOperatingSystem("no boot loader configuration (syslinux/extlinux/GRUB), initramfs-tools root or Windows SYSTEM hive on \(report.filesystems.joined(separator: ", "))")
+            }
+        } catch {
             _ = try? session.finish(into: layer, copyChanges: false)
-            throw ReconfigureError.noOperatingSystem("no boot loader configuration (syslinux/extlinux), initramfs-tools root or Windows SYSTEM hive on \(report.filesystems.joined(separator: ", "))")
+            throw error
         }
         let writes = try session.finish(into: layer, copyChanges: !options.dryRun && report.changed)
         report.layerWrites = writes

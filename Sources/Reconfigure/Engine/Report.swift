@@ -4,7 +4,8 @@ import BlockCore
 public struct ReconfigurationChange: Codable, Sendable, Equatable {
     /// What kind of change: `initramfs-module`, `module-load-list`, `modules-dep`, `boot-root-uuid`,
     /// `fstab-uuid`, `initramfs-tools-modules`, `update-initramfs`, `windows-service`,
-    /// `windows-critical-device`, `windows-mounted-devices`, `bcd-device`, `ntfs-hidden-sectors`.
+    /// `windows-critical-device`, `windows-mounted-devices`, `bcd-device`, `ntfs-hidden-sectors`,
+    /// `grub-boot-code`.
     public var kind: String
     /// Where: `<device>:<path in that file system>` (or `<device>` for boot-sector edits).
     public var location: String
@@ -23,7 +24,8 @@ public struct ReconfigurationReport: Codable, Sendable, Equatable {
     public var target: String
     public var controller: String
     /// `linux-initramfs` (boot loader config + initramfs with a module load list),
-    /// `linux-initramfs-tools` (Debian/Ubuntu), `windows`.
+    /// `linux-initramfs-tools` (Debian/Ubuntu), `windows`, `linux-grub` (only GRUB boot code was
+    /// examined: a grub.cfg, but neither initramfs-tools nor a syslinux initramfs).
     public var os: String
     /// File systems libguestfs saw: `device type`.
     public var filesystems: [String]

@@ -167,6 +167,13 @@ public final class Guestfs {
         try check("upload \(path)", guestfs_upload(g, hostPath, path))
     }
 
+    /// Writes a tar archive of `dir` (uncompressed) to `hostPath`.
+    public func tarOut(_ dir: String, to hostPath: String) throws {
+        var opts = guestfs_tar_out_opts_argv()
+        opts.bitmask = 0
+        try check("tar_out \(dir)", guestfs_tar_out_opts_argv(g, dir, hostPath, &opts))
+    }
+
     /// Every path below `dir`, relative to it (guestfs_find).
     public func find(_ dir: String) throws -> [String] { try strings("find \(dir)", guestfs_find(g, dir)) }
     public func ls(_ dir: String) throws -> [String] { try strings("ls \(dir)", guestfs_ls(g, dir)) }

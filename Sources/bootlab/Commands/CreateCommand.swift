@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import BlockCore
 import DiskFormats
 
@@ -7,7 +8,7 @@ struct CreateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a dynamic or differencing VHDX (qemu-img create style).")
 
     @Option(name: .short, help: "Format (vhdx).") var format = "vhdx"
-    @Option(name: .short, help: "Parent (backing) file: creates a differencing disk.") var backing: String?
+    @Option(name: .short, help: "Parent (backing) file: creates a differencing disk. A relative path is relative to FILE's directory, as with qemu-img.") var backing: String?
     @Option(name: .short, help: "Options: block_size, logical_sector_size, physical_sector_size, seed.") var options: [String] = []
     @Argument(help: "The new file.") var file: String
     @Argument(help: "Virtual size (K/M/G/T suffixes); not with -b.") var size: String?
@@ -26,7 +27,9 @@ struct CreateCommand: ParsableCommand {
             let seed = Array((opts["seed"] ?? "").utf8)
             if let parent = backing {
                 guard size == nil, opts["block_size"] == nil else { throw ValidationError("a differencing disk takes its size and block size from the parent") }
-                _ = try VHDXFile.createDifferencing(path: file, parentPath: parent, seed: seed)
+                let dir = (file as NSString).deletingLastPathComponent
+                let resolved = parent.hasPrefix("/") || dir.isEmpty ? parent : dir + "/" + parent
+                _ = try VHDXFile.createDifferencing(path: file, parentPath: resolved, seed: seed)
             } else {
                 guard let size else { throw ValidationError("SIZE is required without -b") }
                 let v = try ByteSize.parse(size)

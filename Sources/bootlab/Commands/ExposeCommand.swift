@@ -3,6 +3,8 @@ import BackupImage
 import BlockCore
 import Exposure
 import Foundation
+import PluginReconfigure
+import Reconfigure
 
 /// `bootlab expose BACKUP --out vm.vhdx`: write the plugin file for a backup.
 struct ExposeCommand: ParsableCommand {
@@ -23,7 +25,15 @@ struct ExposeCommand: ParsableCommand {
     @Option(name: .long, help: "The dedup vault directory, if the backup uses one.") var vault: String?
     @Flag(name: .long, help: "Allow a backup outside the plugin's directory tree.") var allowOutside = false
     @OptionGroup var passphrase: BackupCommand.PassphraseOptions
+    @Option(name: .long, help: "Also reconfigure the OS for this target (as `bootlab reconfigure PLUGIN --target T`).") var target: String?
+    @Option(name: .long, help: "Driver data for --target (default: $BOOTLAB_DRIVERS or Scenarios/drivers.json).") var drivers: String?
     @Flag(help: "Print JSON.") var json = false
+
+    /// `--json` with `--target`: both reports.
+    struct Combined: Encodable {
+        var expose: PluginFile.ExposeReport
+        var reconfigure: PluginReconfiguration.Result
+    }
 
     func run() throws {
         do {
@@ -36,6 +46,21 @@ struct ExposeCommand: ParsableCommand {
             let header = try BackupImageReader.readHeader(path: backup).header
             if header.isEncrypted { o.passphrase = passphrase.source }
             let r = try PluginFile.expose(backupPath: backup, pluginPath: out, options: o)
+            if let target {
+                guard let driversPath = drivers ?? DriverDatabase.defaultPath() else {
+                    throw ReconfigureError.drivers("no Scenarios/drivers.json here or above; pass --drivers")
+                }
+                var access = PluginFile.OpenOptions()
+                access.vault = vault
+                access.allowOutside = allowOutside
+                if let p = o.passphrase { access.passphrase = .bytes(try p.resolve()) }
+                let rc = try ReconfigureCommand.reconfigurePlugin(out, target: target, drivers: try DriverDatabase.load(path: driversPath),
+                                                                 access: access, dryRun: false)
+                if json { try BackupCommand.printJSON(Combined(expose: r, reconfigure: rc)); return }
+                print("exposed \(r.backup) as \(r.plugin): \(r.composition) composition, virtual size \(ByteSize.format(r.virtualSize))")
+                ReconfigureCommand.printReport(rc.report, dryRun: false, layer: rc.layer)
+                return
+            }
             if json {
                 try BackupCommand.printJSON(r)
             } else {

@@ -8,7 +8,7 @@ struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "info", abstract: "Describe a disk image (format detected by content).")
 
     /// Formats `info` knows, tried in order (raw is the fallback). Add new formats here.
-    static let probes: [any ImageInfoProbe] = ImageInfoProbes.diskFormats
+    static let probes: [any ImageInfoProbe] = [BackupImageInfoProbe(), PluginInfoProbe()] + ImageInfoProbes.diskFormats
 
     @Argument(help: "The image file.") var file: String
     @Flag(help: "Print JSON.") var json = false

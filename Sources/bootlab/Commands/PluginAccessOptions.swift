@@ -25,6 +25,7 @@ struct PluginAccessOptions: ParsableArguments {
         }
         let final = o
         pluginOpenOptions.withLock { $0 = final }
+        PluginDisk.registerAsVHDXParents(options: final)
         return final
     }
 

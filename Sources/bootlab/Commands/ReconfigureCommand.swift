@@ -1,17 +1,28 @@
 import ArgumentParser
 import BlockCore
+import Exposure
 import Foundation
+import PluginReconfigure
 import Reconfigure
 
 /// `bootlab reconfigure`: make the OS on a disk image fit a hypervisor target, writing every
-/// change into a reconfiguration layer (here a sparse raw file the size of the disk).
+/// change into a reconfiguration layer — the plugin's own layer (`bootlab reconfigure PLUGIN`),
+/// or a sparse raw file the size of the disk (`--disk IMAGE --layer OUT`).
 struct ReconfigureCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reconfigure",
-        abstract: "Fit the OS on a disk to a hypervisor target's hardware; changes go to a layer, never to the disk.")
+        abstract: "Fit the OS on a disk to a hypervisor target's hardware; changes go to a layer, never to the disk.",
+        discussion: """
+        With a plugin file, the changes go to its reconfiguration layer (PLUGIN.reconf and .reconf.map) \
+        and the plugin is re-rendered, so `bootlab mount`/`serve` (and --raw) show the reconfigured disk. \
+        The backup is only read. Running it again changes nothing more.
+        """)
+
+    @Argument(help: "A plugin file written by `bootlab expose`.")
+    var plugin: String?
 
     @Option(name: .long, help: "Disk image (anything QEMU opens; a json: or nbd+unix: spec works).")
-    var disk: String
+    var disk: String?
 
     @Option(name: .customLong("format"), help: "QEMU format of the disk image.")
     var format = "raw"
@@ -19,8 +30,8 @@ struct ReconfigureCommand: ParsableCommand {
     @Option(name: .long, help: "Target (hyperv-gen1, kvm-virtio, vmware-pvscsi, …) or controller (ide, virtio-blk, …).")
     var target: String
 
-    @Option(name: .long, help: "Reconfiguration layer: a sparse raw file the size of the disk (created if missing).")
-    var layer: String
+    @Option(name: .long, help: "With --disk: the reconfiguration layer, a sparse raw file the size of the disk (created if missing).")
+    var layer: String?
 
     @Option(name: .long, help: "Driver data (default: $BOOTLAB_DRIVERS or Scenarios/drivers.json).")
     var drivers: String?
@@ -31,13 +42,23 @@ struct ReconfigureCommand: ParsableCommand {
     @Flag(name: .long, help: "Print the report as JSON.")
     var json = false
 
+    @OptionGroup var access: PluginAccessOptions
+
     func run() throws {
         do {
             guard let driversPath = drivers ?? DriverDatabase.defaultPath() else {
                 throw ReconfigureError.drivers("no Scenarios/drivers.json here or above; pass --drivers")
             }
             let db = try DriverDatabase.load(path: driversPath)
-            let size = try diskSize()
+            if let plugin {
+                guard disk == nil, layer == nil else { throw ValidationError("give a plugin file, or --disk and --layer, not both") }
+                let result = try Self.reconfigurePlugin(plugin, target: target, drivers: db,
+                                                        access: try access.install(plugins: [plugin]), dryRun: dryRun)
+                if json { try BackupCommand.printJSON(result) } else { Self.printReport(result.report, dryRun: dryRun, layer: result.layer) }
+                return
+            }
+            guard let disk, let layer else { throw ValidationError("give a plugin file, or --disk IMAGE and --layer OUT") }
+            let size = try diskSize(disk)
             let layerFile: RawFile
             if FileManager.default.fileExists(atPath: layer) {
                 layerFile = try RawFile(path: layer, writable: true)
@@ -51,13 +72,11 @@ struct ReconfigureCommand: ParsableCommand {
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
                 print(String(decoding: try enc.encode(report), as: UTF8.self))
             } else {
-                print("target \(report.target) (controller \(report.controller)), OS \(report.os), boot loader \(report.bootLoader ?? "?"), kernel \(report.kernelVersion ?? "?")")
-                print("original drivers: \(report.originalDrivers.joined(separator: " "))")
-                if report.changes.isEmpty { print("no changes: the guest already fits \(report.target)") }
-                for c in report.changes { print("  \(c.kind) \(c.location): \(c.detail)") }
-                print("layer: \(report.layerBytesWritten) bytes in \(report.layerWrites.count) ranges\(dryRun ? " (dry run)" : "")")
+                Self.printReport(report, dryRun: dryRun, layer: nil)
             }
         } catch let e as ExitCode {
+            throw e
+        } catch let e as ValidationError {
             throw e
         } catch {
             writeStandardError("bootlab reconfigure: \(error)\n")
@@ -65,7 +84,26 @@ struct ReconfigureCommand: ParsableCommand {
         }
     }
 
-    private func diskSize() throws -> UInt64 {
+    /// Shared with `expose --target`: reconfigure a plugin through its layer.
+    static func reconfigurePlugin(_ plugin: String, target: String, drivers: DriverDatabase, access: PluginFile.OpenOptions,
+                                  dryRun: Bool) throws -> PluginReconfiguration.Result {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return try PluginReconfiguration.run(pluginPath: plugin, options: .init(target: target, drivers: drivers, bootlabExecutable: exe,
+                                                                               access: access, dryRun: dryRun))
+    }
+
+    static func printReport(_ report: ReconfigurationReport, dryRun: Bool, layer: PluginFile.LayerRecord?) {
+        print("target \(report.target) (controller \(report.controller)), OS \(report.os), boot loader \(report.bootLoader ?? "?"), kernel \(report.kernelVersion ?? "?")")
+        print("original drivers: \(report.originalDrivers.joined(separator: " "))")
+        if report.changes.isEmpty { print("no changes: the guest already fits \(report.target)") }
+        for c in report.changes { print("  \(c.kind) \(c.location): \(c.detail)") }
+        print("layer: \(report.layerBytesWritten) bytes written in \(report.layerWrites.count) ranges\(dryRun ? " (dry run)" : "")")
+        if let layer {
+            print("plugin layer \(layer.layer): \(layer.layerBytes) bytes held, digest \(layer.layerDigest.prefix(16))…; plugin \(layer.pluginRewritten ? "re-rendered" : "unchanged") (\(layer.allocatedBlocks) VHDX blocks)")
+        }
+    }
+
+    private func diskSize(_ disk: String) throws -> UInt64 {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["qemu-img", "info", "--output=json", "-f", format, disk]

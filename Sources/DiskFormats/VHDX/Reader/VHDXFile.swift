@@ -59,6 +59,11 @@ public final class VHDXFile: WritableBlockSource, VHDXParentIdentity, @unchecked
     /// Opens a VHDX file. A differencing disk's parent is found through its locator and opened by
     /// `parentOpener` (given the resolved path); by default as a read-only VHDXFile, recursively,
     /// with loops reported as `VHDXParentError.loop`.
+    /// Opens parents that are not plain VHDX files: returns nil for "not mine". The exposure
+    /// layer registers plugin files here, so `create -b vm.vhdx` children read their parent's
+    /// disk through the filter rather than the plugin's hole.
+    public static let parentHook = Locked<(@Sendable (String) throws -> VHDXParent?)?>(nil)
+
     public static func open(path: String, writable: Bool = false,
                             parentOpener: VHDXParentOpener? = nil) throws -> VHDXFile {
         try open(path: path, writable: writable, parentOpener: parentOpener, chain: [])
@@ -69,7 +74,9 @@ public final class VHDXFile: WritableBlockSource, VHDXParentIdentity, @unchecked
         if chain.contains(real) { throw VHDXParentError.loop(chain: chain + [real]) }
         let raw = try RawFile(path: path, writable: writable)
         let opener: VHDXParentOpener = parentOpener ?? { parentPath in
-            try VHDXFile.open(path: parentPath, writable: false, parentOpener: nil, chain: chain + [real])
+            // A parent that is not a plain VHDX (a plugin file) is opened by whoever registered.
+            if let hook = VHDXFile.parentHook.current, let p = try hook(parentPath) { return p }
+            return try VHDXFile.open(path: parentPath, writable: false, parentOpener: nil, chain: chain + [real])
         }
         return try VHDXFile(backing: raw, raw: raw, path: path, writable: writable) { locator in
             let candidates = VHDXParentPaths.candidates(locator: locator, childPath: path)
@@ -206,7 +213,7 @@ public final class VHDXFile: WritableBlockSource, VHDXParentIdentity, @unchecked
             case 6, 7:
                 let off = VHDX.batOffset(e)
                 let len = min(UInt64(md.blockSize), md.virtualSize - p * UInt64(md.blockSize))
-                guard off >= VHDX.headerSectionSize, off + len <= viewSize else {
+                guard off >= VHDX.headerSectionSize, off <= viewSize, len <= viewSize - off else {
                     throw FormatError(VHDX.formatName, "BAT entry \(i)", at: at,
                                       "payload block \(p) at 0x\(String(off, radix: 16)) lies outside the file (size 0x\(String(viewSize, radix: 16)))")
                 }
@@ -224,7 +231,7 @@ public final class VHDXFile: WritableBlockSource, VHDXParentIdentity, @unchecked
                 case VHDX.sbBlockNotPresent: continue
                 case VHDX.sbBlockPresent:
                     let off = VHDX.batOffset(e)
-                    guard off >= VHDX.headerSectionSize, off + VHDX.mib <= viewSize else {
+                    guard off >= VHDX.headerSectionSize, off <= viewSize, VHDX.mib <= viewSize - off else {
                         throw FormatError(VHDX.formatName, "BAT entry \(i)", at: at, "sector bitmap block at 0x\(String(off, radix: 16)) lies outside the file")
                     }
                     highest = max(highest, off + VHDX.mib)

@@ -29,6 +29,7 @@ public struct VHDXLogEntry: Sendable, Equatable {
     }
 
     static let sector = VHDX.logSectorSize
+    static let maxTarget: UInt64 = 2 * VHDX.maxVirtualSize
 
     /// Descriptor sectors: the first holds the 64-byte header and 126 descriptors, later ones 128
     /// [Q:block/vhdx-log.c:316-327].
@@ -96,7 +97,7 @@ public struct VHDXLogEntry: Sendable, Equatable {
         let guid = GUID(bytes: try v.slice(32, 16))
         guard guid == logGuid else { throw v.error(at: 32, "log GUID \(guid) differs from the header's \(logGuid)") }
         let flushed = try v.u64(48), last = try v.u64(56)
-        guard flushed % VHDX.mib == 0, last % VHDX.mib == 0 else {
+        guard flushed % VHDX.mib == 0, last % VHDX.mib == 0, flushed <= Self.maxTarget, last <= Self.maxTarget else {
             throw v.error(at: 48, "flushed/last file offsets are not multiples of 1 MiB")
         }
         // Bound the descriptor count by the entry length before reading anything else.
@@ -113,6 +114,9 @@ public struct VHDXLogEntry: Sendable, Equatable {
             let off = try ev.u64(at + 16)
             guard try ev.u64(at + 24) == seq else { throw ev.error(at: at + 24, "descriptor \(i) sequence differs from the entry's") }
             guard off % UInt64(sector) == 0 else { throw ev.error(at: at + 16, "descriptor \(i) file offset is not 4 KiB-aligned") }
+            // No VHDX file can be larger than a 64 TiB disk plus its metadata; a target beyond
+            // 128 TiB (or one that overflows) is garbage, not a file extension to honour.
+            guard off <= Self.maxTarget else { throw ev.error(at: at + 16, "descriptor \(i) file offset 0x\(String(off, radix: 16)) is beyond any VHDX file") }
             if sig == VHDX.dataDescriptorSignature {
                 let ds = (descSectors + dataIndex) * sector
                 guard ds + sector <= bytes.count else { throw ev.error(at: at, "data sector \(dataIndex) lies past the entry length") }
@@ -127,6 +131,7 @@ public struct VHDXLogEntry: Sendable, Equatable {
                 dataIndex += 1
             } else if sig == VHDX.zeroDescriptorSignature {
                 let len = try ev.u64(at + 8)
+                guard len <= Self.maxTarget - off else { throw ev.error(at: at + 8, "zero length \(len) reaches beyond any VHDX file") }
                 guard len % UInt64(sector) == 0 else { throw ev.error(at: at + 8, "zero length \(len) is not a multiple of 4 KiB") }
                 descriptors.append(.zero(fileOffset: off, length: len))
             } else {

@@ -102,6 +102,12 @@ enum VHDXSkeletonBuilder {
             guard u.flags & ~(VHDX.metadataFlagIsVirtualDisk | VHDX.metadataFlagIsRequired) == 0 else {
                 throw VHDXSynthesisError.userMetadata("item \(u.id) has unknown flag bits 0x\(String(u.flags, radix: 16))")
             }
+            // MS-VHDX 2.6.1.2 wants Offset 0 for an empty item, but libvhdi rejects any offset
+            // below 64 KiB ("item offset value out of bounds"), so an empty item would make
+            // the file unreadable there. Empty items carry nothing; refuse them.
+            guard !u.bytes.isEmpty else {
+                throw VHDXSynthesisError.userMetadata("item \(u.id) is empty; libvhdi cannot open files with empty items")
+            }
             guard u.bytes.count <= Int(VHDX.maxMetadataItemLength) else {
                 throw VHDXSynthesisError.userMetadata("item \(u.id) is \(u.bytes.count) bytes; at most 1 MiB")
             }

@@ -1,0 +1,169 @@
+// bootlab-bench: benchmarks that print a ratio against a named baseline on the same data in
+// the same run. Not pass/fail. Usage: bootlab-bench [all|convert|read|crc] [--dir DIR] [--runs N]
+import BlockCore
+import DiskFormats
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct BenchError: Error, CustomStringConvertible { let description: String }
+
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// Runs a program (stdout to /dev/null unless `stdoutPath`) and returns its wall time.
+@discardableResult
+func spawn(_ argv: [String], stdoutPath: String = "/dev/null") throws -> Double {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    let args = argv.map { strdup($0) } + [nil]
+    defer { for a in args { free(a) } }
+    var pid: pid_t = 0
+    let t0 = now()
+    let rc = posix_spawnp(&pid, argv[0], &actions, nil, args, environ)
+    guard rc == 0 else { throw BenchError(description: "cannot run \(argv[0]): errno \(rc)") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let t = now() - t0
+    guard status == 0 else { throw BenchError(description: "\(argv.joined(separator: " ")) failed (status \(status))") }
+    return t
+}
+
+func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
+func fmt(_ x: Double, _ digits: Int = 3) -> String {
+    let p = (0..<digits).reduce(1.0) { a, _ in a * 10 }
+    return String((x * p).rounded() / p)
+}
+
+/// The benchmark disk: 1 GiB raw, 512 MiB of pseudo-random data in 64 MiB runs every other
+/// 64 MiB, the rest a hole. Deterministic (SplitMix64), made once per directory.
+func makeBenchDisk(_ path: String) throws {
+    let size: UInt64 = 1 << 30
+    if let f = try? RawFile(path: path), f.size == size { return }
+    let f = try RawFile.create(path: path, size: size)
+    var state: UInt64 = 0x426F_6F74_4C61_62
+    let piece = 8 << 20
+    var buf = [UInt64](repeating: 0, count: piece / 8)
+    var off: UInt64 = 0
+    while off < size {
+        for i in 0..<buf.count {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            buf[i] = z ^ (z >> 31)
+        }
+        try buf.withUnsafeBytes { try f.write(at: off, from: $0) }
+        off += UInt64(piece)
+        if off % (128 << 20) == 64 << 20 { off += 64 << 20 }
+    }
+    try f.flush()
+}
+
+struct Bench {
+    var dir: String
+    var runs: Int
+    var bootlab: String
+    var disk: String { dir + "/bench-1G.raw" }
+
+    func convert() throws {
+        try makeBenchDisk(disk)
+        let ours = dir + "/ours.vhdx", theirs = dir + "/qemu.vhdx"
+        // Warm the page cache for both, then alternate runs.
+        try spawn([bootlab, "convert", "-O", "vhdx", disk, ours])
+        try spawn(["qemu-img", "convert", "-O", "vhdx", disk, theirs])
+        var a: [Double] = [], b: [Double] = []
+        for _ in 0..<runs {
+            a.append(try spawn([bootlab, "convert", "-O", "vhdx", disk, ours]))
+            b.append(try spawn(["qemu-img", "convert", "-O", "vhdx", disk, theirs]))
+        }
+        let ta = median(a), tb = median(b)
+        print("convert 1 GiB raw (512 MiB random data) -> VHDX, median of \(runs), warm cache")
+        print("  bootlab convert -O vhdx : \(fmt(ta)) s")
+        print("  qemu-img convert -O vhdx: \(fmt(tb)) s   (baseline)")
+        print("  ratio qemu-img/bootlab  : \(fmt(tb / ta, 2))x  (>1 means bootlab is faster)")
+    }
+
+    func read() throws {
+        try makeBenchDisk(disk)
+        let source = try RawFile(path: disk)
+        let view = try VHDXView(source: source, options: VHDXSynthesisOptions())
+        let file = dir + "/ours.vhdx"
+        if (try? RawFile(path: file))?.size != view.size {
+            try SparseImageWriter.write(view, toPath: file, options: .init(deferredPrefix: 8))
+        }
+        try spawn(["cat", file])   // warm
+        var a: [Double] = [], b: [Double] = []
+        let chunk = 8 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buffer.deallocate() }
+        for _ in 0..<runs {
+            let t0 = now()
+            var off: UInt64 = 0
+            while off < view.size {
+                let n = Int(min(UInt64(chunk), view.size - off))
+                try view.read(at: off, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+                off += UInt64(n)
+            }
+            a.append(now() - t0)
+            b.append(try spawn(["cat", file]))
+        }
+        let gb = Double(view.size) / 1e9
+        let ta = median(a), tb = median(b)
+        print("sequential read of the synthesized VHDX (\(ByteSize.format(view.size))), 8 MiB reads, median of \(runs), warm cache")
+        print("  VHDXView.read (in process)   : \(fmt(ta)) s, \(fmt(gb / ta, 2)) GB/s")
+        print("  cat converted file >/dev/null: \(fmt(tb)) s, \(fmt(gb / tb, 2)) GB/s   (baseline)")
+        print("  ratio view/cat throughput    : \(fmt(tb / ta, 2))x  (goal >= 0.8)")
+    }
+
+    func crc() {
+        let n = 256 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: n, alignment: 64)
+        defer { buffer.deallocate() }
+        for i in 0..<n { buffer[i] = UInt8(truncatingIfNeeded: i &* 131) }
+        var crc: UInt32 = 0
+        crc = CRC32C.checksum(UnsafeRawBufferPointer(buffer))   // warm
+        var ts: [Double] = []
+        for _ in 0..<max(runs, 3) {
+            let t0 = now()
+            crc = CRC32C.checksum(UnsafeRawBufferPointer(buffer), seed: crc)
+            ts.append(now() - t0)
+        }
+        let t = median(ts)
+        print("CRC-32C (Crypto++) over 256 MiB: \(fmt(Double(n) / t / 1e9, 2)) GB/s (crc 0x\(String(crc, radix: 16)))")
+    }
+}
+
+var args = Array(CommandLine.arguments.dropFirst())
+var what = "all"
+var dir = "/var/tmp/bootlab-bench"
+var runs = 3
+while !args.isEmpty {
+    let a = args.removeFirst()
+    switch a {
+    case "--dir": dir = args.isEmpty ? dir : args.removeFirst()
+    case "--runs": runs = Int(args.isEmpty ? "" : args.removeFirst()) ?? runs
+    case "all", "convert", "read", "crc": what = a
+    default:
+        print("usage: bootlab-bench [all|convert|read|crc] [--dir DIR] [--runs N]")
+        exit(2)
+    }
+}
+let exe = CommandLine.arguments[0]
+let binDir = exe.contains("/") ? String(exe[..<exe.lastIndex(of: "/")!]) : "."
+let bench = Bench(dir: dir, runs: max(1, runs), bootlab: binDir + "/bootlab")
+do {
+    mkdir(dir, 0o755)
+    guard access(bench.bootlab, X_OK) == 0 else { throw BenchError(description: "\(bench.bootlab) not found: swift build -c release first") }
+    if what == "all" || what == "crc" { bench.crc() }
+    if what == "all" || what == "convert" { try bench.convert() }
+    if what == "all" || what == "read" { try bench.read() }
+} catch {
+    writeStandardError("bootlab-bench: \(error)\n")
+    exit(1)
+}

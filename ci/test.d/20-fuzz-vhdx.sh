@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# A short libFuzzer run of the VHDX parser (reader + check) over the committed seed corpus.
+# New crashes are written to Tests/FuzzCorpus/VHDX/crash-*; commit them: the corpus test replays
+# every file there as a regression test.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+swift build --product FuzzVHDX --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
+test "${PIPESTATUS[0]}" = 0
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp Tests/FuzzCorpus/VHDX/* "$work/"
+SWIFT_BACKTRACE=enable=no .build-fuzz/debug/FuzzVHDX -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 \
+  -artifact_prefix=Tests/FuzzCorpus/VHDX/ "$work/" 2>&1 | tail -5
