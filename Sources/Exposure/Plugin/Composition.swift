@@ -15,6 +15,8 @@ public enum DiskComposer {
         public var partitionStartLBA: UInt64?
         /// 440 bytes of MBR boot code; nil reads `defaultBootCodePath`.
         public var bootCode: [UInt8]?
+        /// Deliberate corruption for lab fault tests (`mbr-byte`); empty unless `BOOTLAB_FAULT` says so.
+        public var faults: FaultPlan = .fromEnvironment()
         public init(partitionStartLBA: UInt64? = nil, bootCode: [UInt8]? = nil) {
             self.partitionStartLBA = partitionStartLBA
             self.bootCode = bootCode
@@ -82,7 +84,9 @@ public enum DiskComposer {
             let mbr = MBR(bootCode: bootCode, diskSignature: signature,
                           partitions: [MBR.Partition(type: type, bootable: bootable, startLBA: UInt32(start), sectorCount: UInt32(sectors)), nil, nil, nil])
             let patches = try BootSectorPatch.patches(volume: volume, newStartLBA: start)
-            return .init(kind: "volume", diskSize: diskSize, partitionStartLBA: start, mbrHex: mbr.encode().hex, volumePatches: patches)
+            var sector0 = mbr.encode()
+            options.faults.corruptMBR(&sector0)
+            return .init(kind: "volume", diskSize: diskSize, partitionStartLBA: start, mbrHex: sector0.hex, volumePatches: patches)
         }
     }
 

@@ -100,6 +100,7 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
         if end > split {
             try open().view.read(at: split, into: UnsafeMutableRawBufferPointer(rebasing: buffer[Int(split - offset)...]))
         }
+        if !options.faults.isEmpty { options.faults.corruptVHDX(buffer, at: offset, payloadStart: payloadStart) }
     }
 
     public func extents(in range: Range<UInt64>) throws -> [Extent] {

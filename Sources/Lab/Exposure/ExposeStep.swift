@@ -9,13 +9,13 @@ public struct ExposeStep: LabStep {
     public let name = "expose"
     public init() {}
 
-    public static func mountpoint(_ context: CellContext) -> URL { context.directory.appendingPathComponent("mnt") }
     public static func pluginDirectory(_ context: CellContext) -> URL { context.directory.appendingPathComponent("plug") }
 
     public func run(in context: CellContext) throws -> StepOutcome {
         let plug = Self.pluginDirectory(context)
         var opts = PluginFile.ExposeOptions()
         opts.composer.partitionStartLBA = context.scenario.backup.exposePartitionStart
+        opts.composer.faults = try context.options.faults.map { try FaultPlan(parsing: $0) } ?? .none
         if context.scenario.backup.encryption != .none { opts.passphrase = .file(try BackupStep.passphraseFile(in: context)) }
         if let vault = context.scenario.backup.vault { opts.vault = plug.appendingPathComponent("vault-\(vault)").path }
         var notes: [String] = []
@@ -40,11 +40,8 @@ public struct ExposeStep: LabStep {
         return args
     }
 
-    static func isMounted(_ path: String) -> Bool {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
-        return text.split(separator: "\n").contains { line in
-            let f = line.split(separator: " ")
-            return f.count > 4 && f[4] == path
-        }
+    /// `BOOTLAB_FAULT` for child processes when the run injects faults (fault tests only).
+    public static func faultEnvironment(_ context: CellContext) -> [String: String] {
+        context.options.faults.map { [FaultPlan.environmentVariable: $0] } ?? [:]
     }
 }

@@ -43,7 +43,13 @@ public enum MBRLayout {
         var sector = [UInt8](repeating: 0, count: 512)
         guard file.size >= 512 else { return "size \(file.size) bytes: too small for an MBR\n" }
         try sector.withUnsafeMutableBytes { try file.read(at: 0, into: $0) }
-        var out = "disk size \(file.size) bytes (\(file.size / 512) sectors)\n"
+        return dump(sector: sector, diskSize: file.size)
+    }
+
+    /// The dump of sector 0 of a disk of `diskSize` bytes.
+    public static func dump(sector: [UInt8], diskSize: UInt64) -> String {
+        precondition(sector.count >= 512, "an MBR is one 512-byte sector")
+        var out = "disk size \(diskSize) bytes (\(diskSize / 512) sectors)\n"
         out += "boot code sha256 \(SHA256.hash(Array(sector[0..<440])).hex)\n"
         out += String(format: "disk signature 0x%08x\n", sector.le32(440))
         out += String(format: "boot signature 0x%02x%02x\n", sector[510], sector[511])
@@ -56,7 +62,7 @@ public enum MBRLayout {
                           Int(e[3]) | (Int(e[2] & 0xC0) << 2), Int(e[1]), Int(e[2] & 0x3F),
                           Int(e[7]) | (Int(e[6] & 0xC0) << 2), Int(e[5]), Int(e[6] & 0x3F))
             if e[0] & 0x7F != 0 { out += "  warning: status byte is neither 0x00 nor 0x80\n" }
-            if UInt64(start) + UInt64(count) > file.size / 512 { out += "  warning: partition ends past the end of the disk\n" }
+            if UInt64(start) + UInt64(count) > diskSize / 512 { out += "  warning: partition ends past the end of the disk\n" }
         }
         return out
     }

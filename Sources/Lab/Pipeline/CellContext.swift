@@ -7,6 +7,9 @@ public struct RunOptions: Sendable {
     public var bootTimeout: Double
     /// Where cells keep their work files (console logs, overlays).
     public var workDirectory: URL
+    /// Deliberate corruption for fault tests (`BOOTLAB_FAULT` syntax, see `FaultPlan`); nil in
+    /// real runs.
+    public var faults: String? = nil
 
     public init(goldenDirectory: URL, updateGolden: Bool = false, bootTimeout: Double = BootRunner.defaultTimeout, workDirectory: URL) {
         self.goldenDirectory = goldenDirectory
@@ -32,6 +35,13 @@ public final class CellContext: @unchecked Sendable {
     public var backups: [String: String] = [:]
     /// Plugin files written by the expose step, per machine.
     public var plugins: [String: String] = [:]
+    /// The running front-end serving the exposed disks (set by the expose step).
+    public var frontEnd: FrontEndProcess?
+    /// SHA-256 of every backup file (images and vault files) right after the backup step, by path.
+    public var backupDigests: [String: String] = [:]
+    /// Per machine: the source disk state the last backup holds (the generated disk, or the last
+    /// change set's copy) and the files the change sets left on it.
+    public var finalStates: [String: ChangeSetApplier.FinalState] = [:]
     /// Run once the cell's validators are done, last added first (unmount, stop servers).
     private var cleanups: [() -> Void] = []
 

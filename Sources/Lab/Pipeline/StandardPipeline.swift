@@ -15,8 +15,19 @@ public struct Pipeline: Sendable {
     public static func standard(for scenario: Scenario, target: Target) -> Pipeline {
         let steps: [any LabStep] = [GenerateStep(), BackupStep(), ExposeStep()]
             + (scenario.reconfigure ? [ReconfigureStep()] : []) + [MountStep()]
-        var validators: [any Validator] = [GoldenValidator()]
+        // Deferred open first: nothing may have read payload yet. Immutability last.
+        var validators: [any Validator] = [DeferredOpenValidator(), GoldenValidator()] + exposureValidators(for: scenario)
         for machine in scenario.machines { validators.append(BootValidator(machine: machine.name)) }
+        validators.append(ImmutabilityValidator())
         return Pipeline(steps: steps, validators: validators)
+    }
+
+    /// Checks of the exposed disks by other readers (qemu-img, libvhdi, our checker), the change
+    /// sets' files, and the write overlay.
+    public static func exposureValidators(for scenario: Scenario) -> [any Validator] {
+        var v: [any Validator] = [QemuImgCheckValidator(), CompareValidator(), LibvhdiValidator(), BootLabCheckValidator()]
+        if !scenario.backup.incrementals.isEmpty { v.append(ChangedFilesValidator()) }
+        v.append(WriteOverlayValidator())
+        return v
     }
 }

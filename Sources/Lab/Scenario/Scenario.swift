@@ -87,6 +87,14 @@ public struct BackupSpec: Sendable, Codable, Equatable {
     public var vault: String?
     /// Where exposure places a volume-only backup's partition (LBA); nil keeps its original start.
     public var exposePartitionStart: UInt64? = nil
+    /// How the exposed disk reaches QEMU: a FUSE-mounted `.vhdx` file (QEMU's vhdx driver over a
+    /// plain file) or `bootlab serve` over NBD (QEMU's vhdx driver over an NBD export).
+    public var frontend: FrontEnd = .fuse
+
+    public enum FrontEnd: String, Sendable, Codable, CaseIterable {
+        case fuse
+        case nbd
+    }
 
     public static let `default` = BackupSpec(kind: .volumeOnly, blockSize: 64 * 1024, compression: .none,
                                              encryption: .none, incrementals: [], vault: nil)

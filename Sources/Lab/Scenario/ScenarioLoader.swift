@@ -165,6 +165,7 @@ public enum ScenarioLoader {
         spec.compression = try b.choice("compression", default: spec.compression)
         spec.encryption = try b.choice("encryption", default: spec.encryption)
         spec.vault = try b.optionalString("vault")
+        spec.frontend = try b.choice("frontend", default: spec.frontend)
         if let start = try b.optionalString("expose_partition_start") {
             guard let lba = UInt64(start), lba >= 1, lba <= UInt64(UInt32.max) else {
                 throw b.error("expose_partition_start", "must be an LBA between 1 and 2^32-1")

@@ -1,0 +1,103 @@
+import BlockCore
+import Foundation
+
+/// Deliberate, documented corruption for proving that the lab catches breakage (nbdkit's `evil`
+/// filter in spirit). Never active unless asked for: `BOOTLAB_FAULT` in the environment of
+/// `bootlab mount`/`serve`/`expose` (or the lab's `RunOptions.faults`) holds a comma-separated list:
+///
+/// - `vhdx-byte:OFFSET` — every read of the exposed VHDX *file* returns the byte at OFFSET
+///   inverted (as if the synthesizer had rendered it wrong). Applied in `PluginDisk`.
+///   `vhdx-byte:payload+N` counts from the payload area's start (the first data block).
+/// - `mbr-byte:OFFSET` — the MBR synthesized for a volume-only backup has byte OFFSET (0–511)
+///   inverted before it is recorded in the plugin (as if MBR synthesis were wrong). Applied in
+///   `DiskComposer.plan`.
+///
+/// Offsets are decimal or `0x` hex. A malformed value is an error, never silently ignored.
+public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
+    public static let environmentVariable = "BOOTLAB_FAULT"
+
+    public enum Site: Sendable, Equatable {
+        case vhdxByte(UInt64)
+        /// Relative to the VHDX payload start.
+        case vhdxPayloadByte(UInt64)
+        case mbrByte(Int)
+    }
+
+    public var sites: [Site]
+
+    public init(_ sites: [Site] = []) { self.sites = sites }
+
+    public static let none = FaultPlan()
+    public var isEmpty: Bool { sites.isEmpty }
+
+    public init(parsing text: String) throws {
+        var sites: [Site] = []
+        for item in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !item.isEmpty {
+            let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
+            if parts.count == 2, parts[0] == "vhdx-byte", parts[1].hasPrefix("payload+"), let n = Self.number(String(parts[1].dropFirst(8))) {
+                sites.append(.vhdxPayloadByte(n))
+                continue
+            }
+            guard parts.count == 2, let offset = Self.number(parts[1]) else {
+                throw FaultPlanError(text: item, reason: "expected KIND:OFFSET, e.g. vhdx-byte:0x10000")
+            }
+            switch parts[0] {
+            case "vhdx-byte": sites.append(.vhdxByte(offset))
+            case "mbr-byte":
+                guard offset < 512 else { throw FaultPlanError(text: item, reason: "an MBR byte offset is 0–511") }
+                sites.append(.mbrByte(Int(offset)))
+            default: throw FaultPlanError(text: item, reason: "unknown fault kind '\(parts[0])' (vhdx-byte, mbr-byte)")
+            }
+        }
+        self.sites = sites
+    }
+
+    /// The plan in `BOOTLAB_FAULT`; empty when unset. A malformed value is reported on standard
+    /// error and stops the process: a fault test that silently injects nothing would lie.
+    public static func fromEnvironment() -> FaultPlan {
+        guard let text = ProcessInfo.processInfo.environment[environmentVariable], !text.isEmpty else { return .none }
+        do { return try FaultPlan(parsing: text) } catch {
+            writeStandardError("bootlab: \(error)\n")
+            exit(1)
+        }
+    }
+
+    public var description: String {
+        sites.map {
+            switch $0 {
+            case .vhdxByte(let o): return "vhdx-byte:\(o)"
+            case .vhdxPayloadByte(let o): return "vhdx-byte:payload+\(o)"
+            case .mbrByte(let o): return "mbr-byte:\(o)"
+            }
+        }.joined(separator: ",")
+    }
+
+    /// Inverts the bytes of `buffer` (holding file bytes from `offset`) that a `vhdx-byte` site
+    /// names; `payloadStart` resolves `payload+N`.
+    public func corruptVHDX(_ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, payloadStart: UInt64) {
+        for site in sites {
+            let at: UInt64
+            switch site {
+            case .vhdxByte(let o): at = o
+            case .vhdxPayloadByte(let o): at = payloadStart + o
+            case .mbrByte: continue
+            }
+            if at >= offset && at - offset < UInt64(buffer.count) { buffer[Int(at - offset)] ^= 0xFF }
+        }
+    }
+
+    /// Inverts the bytes of a synthesized MBR sector that an `mbr-byte` site names.
+    public func corruptMBR(_ sector: inout [UInt8]) {
+        for case .mbrByte(let at) in sites where at < sector.count { sector[at] ^= 0xFF }
+    }
+
+    static func number(_ s: String) -> UInt64? {
+        s.hasPrefix("0x") ? UInt64(s.dropFirst(2), radix: 16) : UInt64(s)
+    }
+}
+
+public struct FaultPlanError: Error, CustomStringConvertible {
+    public var text: String
+    public var reason: String
+    public var description: String { "\(FaultPlan.environmentVariable) '\(text)': \(reason)" }
+}

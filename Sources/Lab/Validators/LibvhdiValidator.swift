@@ -1,0 +1,85 @@
+import Foundation
+
+/// An independent VHDX reader agrees: libvhdi's `vhdiinfo` opens every exposed file and reports
+/// the virtual size, and the disk `vhdimount` (FUSE) shows has the expected disk's SHA-256.
+public struct LibvhdiValidator: Validator {
+    public let name = "libvhdi"
+    public init() {}
+
+    public func validate(in context: CellContext) throws -> StepOutcome {
+        guard let fe = context.frontEnd else { return .fail("no front-end: the expose step did not run") }
+        var notes: [String] = []
+        for m in context.scenario.machines {
+            let file = try fe.localFile(machine: m.name)
+            let expected = try ExpectedDisk.path(machine: m, in: context)
+            let expectedSize = (try FileManager.default.attributesOfItem(atPath: expected)[.size] as? NSNumber)?.uint64Value ?? 0
+            let info = try Shell.run("vhdiinfo", [file], check: false)
+            guard info.status == 0 else {
+                return .fail("\(m.name): vhdiinfo exit \(info.status): \((info.stdout + info.stderr).suffix(300))", details: info.stdout + info.stderr)
+            }
+            let sizeLine = info.stdout.split(separator: "\n").first { $0.contains("Media size") }.map(String.init) ?? ""
+            guard sizeLine.contains("(\(expectedSize) bytes)") || sizeLine.contains(" \(expectedSize) bytes") else {
+                return .fail("\(m.name): vhdiinfo media size '\(sizeLine.trimmingCharacters(in: .whitespaces))' ≠ expected \(expectedSize) bytes", details: info.stdout)
+            }
+            let mnt = context.directory.appendingPathComponent("vhdimount-\(m.name)")
+            if FrontEndProcess.isMounted(mnt.path) { _ = try? Shell.run("umount", [mnt.path], check: false) }
+            try? FileManager.default.removeItem(at: mnt)
+            try FileManager.default.createDirectory(at: mnt, withIntermediateDirectories: true)
+            // In the foreground (-v) as our own child: a daemonized vhdimount would inherit the
+            // descriptor Foundation watches for its child's exit, and we would wait forever.
+            let log = context.directory.appendingPathComponent("vhdimount-\(m.name).log")
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["vhdimount", "-v", file, mnt.path]
+            p.standardInput = FileHandle.nullDevice
+            p.standardOutput = try FileHandle(forWritingTo: log)
+            p.standardError = try FileHandle(forWritingTo: log)
+            try p.run()
+            defer {
+                _ = try? Shell.run("umount", [mnt.path], check: false)
+                if p.isRunning { p.terminate() }
+                p.waitUntilExit()
+                try? FileManager.default.removeItem(at: mnt)
+            }
+            var waited = 0.0
+            while !FrontEndProcess.isMounted(mnt.path) {
+                guard p.isRunning, waited < 20 else {
+                    return .fail("\(m.name): vhdimount did not mount: \(((try? String(contentsOf: log, encoding: .utf8)) ?? "").suffix(300))")
+                }
+                usleep(50_000)
+                waited += 0.05
+            }
+            let disk = mnt.appendingPathComponent("vhdi1")
+            let got = try Digest.file(disk)
+            let want = try Digest.file(URL(fileURLWithPath: expected))
+            guard got == want else {
+                return .fail("\(m.name): vhdimount content sha256 \(got.prefix(16)) ≠ expected disk \(want.prefix(16)) (\(expected))")
+            }
+            notes.append("\(m.name): vhdiinfo \(expectedSize) bytes, vhdimount content = expected (sha256 \(got.prefix(12)))")
+        }
+        return .pass(notes.joined(separator: "; "))
+    }
+}
+
+/// Our own checker: `bootlab check` on every exposed VHDX must exit 0 (clean).
+public struct BootLabCheckValidator: Validator {
+    public let name = "bootlab-check"
+    public init() {}
+
+    public func validate(in context: CellContext) throws -> StepOutcome {
+        guard let fe = context.frontEnd else { return .fail("no front-end: the expose step did not run") }
+        let exe = try BootLabExecutable.path()
+        var notes: [String] = []
+        for m in context.scenario.machines {
+            let file = try fe.localFile(machine: m.name)
+            let r = try Shell.run(exe, ["check", file], check: false)
+            let text = (r.stdout + r.stderr).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard r.status == 0 else {
+                return .fail("\(m.name): bootlab check exit \(r.status): \(text.split(separator: "\n").prefix(3).joined(separator: " | "))", details: text)
+            }
+            notes.append("\(m.name): clean")
+        }
+        return .pass(notes.joined(separator: "; "))
+    }
+}

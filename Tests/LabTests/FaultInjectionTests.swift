@@ -1,0 +1,81 @@
+import Exposure
+import Foundation
+import Testing
+@testable import Lab
+
+/// The lab catches breakage: one deliberately broken thing per run, through the real pipeline
+/// (generate → back up → expose → FUSE mount → validators → boot), and the validator that must
+/// notice it does. Faults are injected by `FaultPlan` (`BOOTLAB_FAULT`), never by editing code.
+@Suite(.serialized)
+struct FaultInjectionTests {
+    func run(_ scenario: Scenario, _ target: String, faults: String?, label: String) throws -> CellResult {
+        let suite = try ScenarioParsingTests.suite()
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("bootlab-fault-\(label)-\(getpid())")
+        try? FileManager.default.removeItem(at: work)
+        defer { try? FileManager.default.removeItem(at: work) }
+        var options = RunOptions(goldenDirectory: ScenarioParsingTests.repo.appendingPathComponent("Golden"), bootTimeout: 90, workDirectory: work)
+        options.faults = faults
+        var patched = suite
+        patched.scenarios = suite.scenarios.map { $0.name == scenario.name ? scenario : $0 }
+        return LabRunner(suite: patched, options: options).runCell(Cell(scenario: scenario.name, target: target))
+    }
+
+    func verdict(_ r: CellResult, _ name: String) -> Verdict? { r.records.first { $0.name == name }?.outcome.verdict }
+    func message(_ r: CellResult, _ name: String) -> String { r.records.first { $0.name == name }?.outcome.message ?? "(no record)" }
+    func summary(_ r: CellResult) -> String { r.records.map { "\($0.name)=\($0.outcome.verdict.rawValue): \($0.outcome.message.prefix(160))" }.joined(separator: "\n") }
+
+    @Test func faultPlanParsing() throws {
+        #expect(try FaultPlan(parsing: "vhdx-byte:0x10,mbr-byte:454").sites == [.vhdxByte(16), .mbrByte(454)])
+        #expect(try FaultPlan(parsing: "vhdx-byte:payload+17").sites == [.vhdxPayloadByte(17)])
+        #expect(throws: FaultPlanError.self) { try FaultPlan(parsing: "mbr-byte:512") }
+        #expect(throws: FaultPlanError.self) { try FaultPlan(parsing: "disk-byte:1") }
+        #expect(throws: FaultPlanError.self) { try FaultPlan(parsing: "vhdx-byte") }
+        var sector = [UInt8](repeating: 0, count: 512)
+        try FaultPlan(parsing: "mbr-byte:3").corruptMBR(&sector)
+        #expect(sector[3] == 0xFF && sector.filter { $0 != 0 }.count == 1)
+    }
+
+    /// One byte of the served VHDX (first payload block: the virtual disk's MBR boot code) is
+    /// wrong: the golden digest of the exposed file and the content compare must both fail.
+    @Test func flippedVHDXByteFailsGoldenAndCompare() throws {
+        let scenario = try ScenarioParsingTests.suite().scenario(named: "mbrless-ext4")
+        let r = try run(scenario, "kvm-virtio", faults: "vhdx-byte:payload+17", label: "vhdx")
+        #expect(r.verdict == .fail, "\(summary(r))")
+        #expect(verdict(r, "golden") == .fail, "\(summary(r))")
+        #expect(verdict(r, "qemu-img-compare") == .fail, "\(summary(r))")
+        // qemu-img compare reports the first differing sector: byte 17 lies in sector 0.
+        #expect(message(r, "qemu-img-compare").contains("Content mismatch at offset 0!"), "\(message(r, "qemu-img-compare"))")
+        // Other readers see the same wrong bytes: libvhdi's content digest differs too.
+        #expect(verdict(r, "libvhdi") == .fail, "\(summary(r))")
+        // The backup was never touched.
+        #expect(verdict(r, "backup-immutable") == .pass, "\(summary(r))")
+    }
+
+    /// One byte of the synthesized MBR (partition 1's start LBA) is wrong: the composed disk no
+    /// longer equals the source disk, and the guest cannot find its root.
+    @Test func flippedMBRByteFailsCompareAndBoot() throws {
+        let scenario = try ScenarioParsingTests.suite().scenario(named: "mbrless-ext4")
+        let r = try run(scenario, "kvm-virtio", faults: "mbr-byte:454", label: "mbr")
+        #expect(r.verdict == .fail, "\(summary(r))")
+        #expect(verdict(r, "qemu-img-compare") == .fail, "\(summary(r))")
+        #expect(message(r, "qemu-img-compare").contains("Content mismatch at offset 0!"), "\(message(r, "qemu-img-compare"))")
+        #expect(verdict(r, "boot") == .fail, "\(summary(r))")
+        #expect(verdict(r, "golden") == .fail, "\(summary(r))")
+        // The VHDX container itself is sound: only its contents are wrong.
+        #expect(verdict(r, "qemu-img-check") == .pass, "\(summary(r))")
+        #expect(verdict(r, "bootlab-check") == .pass, "\(summary(r))")
+    }
+
+    /// The guest's initramfs lacks the target's storage driver (virtio_blk): exposure is exact,
+    /// but the boot must fail — and the boot validator must say so.
+    @Test func removedDriverFailsBoot() throws {
+        var scenario = try ScenarioParsingTests.suite().scenario(named: "mbrless-ext4")
+        scenario.machines[0].storageDrivers = ["ata_piix"]
+        let r = try run(scenario, "kvm-virtio", faults: nil, label: "driver")
+        #expect(verdict(r, "boot") == .fail, "\(summary(r))")
+        #expect(message(r, "boot").lowercased().contains("root device not found"), "\(message(r, "boot"))")
+        // Everything about the exposed disk itself is still right.
+        #expect(verdict(r, "qemu-img-compare") == .pass, "\(summary(r))")
+        #expect(verdict(r, "deferred-open") == .pass, "\(summary(r))")
+    }
+}
