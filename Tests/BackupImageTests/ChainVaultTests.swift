@@ -130,7 +130,11 @@ import BlockCore
         let file = try FileManager.default.contentsOfDirectory(atPath: "\(blocksDir)/\(sub)").sorted()[0]
         try flipBit("\(blocksDir)/\(sub)/\(file)", at: 40)
         #expect(try v.verify().count == 1)
-        let report = BackupImageReader.verify(path: dir + "/a.bli", passphrase: testPassphrase)
-        #expect(report.exitCode == 2 && report.findings.first?.message.contains(file) == true)
+        // The damaged block may belong to either image (block names are keyed, so which one sorts
+        // first varies): whichever images reference it must name it, and at least one does.
+        let reports = ["a", "b"].map { BackupImageReader.verify(path: "\(dir)/\($0).bli", passphrase: testPassphrase) }
+        let naming = reports.filter { $0.exitCode == 2 && $0.findings.first?.message.contains(file) == true }
+        #expect(!naming.isEmpty)
+        #expect(reports.allSatisfy { $0.exitCode == 0 || $0.exitCode == 2 })
     }
 }
