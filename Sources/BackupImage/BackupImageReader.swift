@@ -255,33 +255,68 @@ public final class BackupImageReader: BlockSource, @unchecked Sendable {
     func decodeOwnBlock(_ i: Int, fullCheck: Bool = false) throws -> [UInt8] {
         let plain = plainLength(ofBlock: i)
         var out = [UInt8](repeating: 0, count: plain)
-        let codec = BlockCodec(rawValue: codecs[i])!
-        let stored: [UInt8]
-        let aad: [UInt8], nonceCtx: [UInt8], digestKey: [UInt8]?, c: BlockCoder
         switch kind(i) {
         case .local:
-            stored = try file.read(at: offsets[i], count: Int(storedLengths[i]))
-            stats.addBytesRead(stored.count)
-            guard CRC32C.checksum(stored) == payloadCRCs[i] else { throw blockError(i, "CRC-32C of the stored bytes does not match the index") }
-            aad = header.imageID.bytes + [UInt8].le64(UInt64(i)) + [UInt8].le32(UInt32(plain))
-            nonceCtx = Array("L".utf8) + [UInt8].le64(UInt64(i)) + digest(i)
-            digestKey = keys?.digestKey
-            c = coder
+            try out.withUnsafeMutableBytes { try decodeLocalBlock(i, into: $0, scratch: nil, fullCheck: fullCheck) }
+            return out
         case .vault:
             guard let vault else { throw blockError(i, "vault block but no vault") }
             let address = digest(i)
             let got: (codec: BlockCodec, stored: [UInt8])
             do { got = try vault.get(address: address, plainLength: plain) } catch { throw blockError(i, "\(error)") }
-            stored = got.stored
-            aad = vault.aad(address, plainLength: plain)
-            nonceCtx = vault.nonceContext(address)
-            digestKey = vault.digestKey
-            c = BlockCoder(keys: vault.keys, compression: .none, level: 0)
-            return try decodeWith(c, i, stored, got.codec, aad, nonceCtx, digestKey, fullCheck, &out)
+            let c = BlockCoder(keys: vault.keys, compression: .none, level: 0)
+            return try decodeWith(c, i, got.stored, got.codec, vault.aad(address, plainLength: plain), vault.nonceContext(address),
+                                  vault.digestKey, fullCheck, &out)
         case .zero, .absent:
             return out
         }
-        return try decodeWith(c, i, stored, codec, aad, nonceCtx, digestKey, fullCheck, &out)
+    }
+
+    /// Decodes block `i` into `out` (exactly its plaintext length), reusing `scratch` instead of
+    /// allocating: the streaming path of restore. Same checks, same errors as `decodeOwnBlock`.
+    func decodeOwnBlock(_ i: Int, into out: UnsafeMutableRawBufferPointer, scratch: BlockScratch, fullCheck: Bool = false) throws {
+        precondition(out.count == plainLength(ofBlock: i), "output buffer must hold exactly one block")
+        switch kind(i) {
+        case .local:
+            try decodeLocalBlock(i, into: out, scratch: scratch, fullCheck: fullCheck)
+        case .vault:
+            let b = try decodeOwnBlock(i, fullCheck: fullCheck)
+            b.withUnsafeBytes { out.copyMemory(from: $0) }
+        case .zero, .absent:
+            out.initializeMemory(as: UInt8.self, repeating: 0)
+        }
+    }
+
+    /// A block stored in this image: read, CRC-32C of the stored bytes (spec §5), then decrypt,
+    /// decompress and digest via the coder.
+    private func decodeLocalBlock(_ i: Int, into out: UnsafeMutableRawBufferPointer, scratch: BlockScratch?, fullCheck: Bool) throws {
+        let plain = out.count
+        let codec = BlockCodec(rawValue: codecs[i])!
+        let n = Int(storedLengths[i])
+        let failure: String?
+        let expected = digest(i)
+        let aad = header.imageID.bytes + [UInt8].le64(UInt64(i)) + [UInt8].le32(UInt32(plain))
+        let nonceCtx = Array("L".utf8) + [UInt8].le64(UInt64(i)) + expected
+        func check(_ stored: UnsafeRawBufferPointer, _ opened: UnsafeMutableRawBufferPointer?) throws -> String? {
+            stats.addBytesRead(stored.count)
+            guard CRC32C.checksum(stored) == payloadCRCs[i] else { throw blockError(i, "CRC-32C of the stored bytes does not match the index") }
+            return try coder.decode(stored, codec: codec, aad: aad, nonceContext: nonceCtx, expectedDigest: expected,
+                                    digestKey: keys?.digestKey, checkDigest: fullCheck, into: out, scratch: opened)
+        }
+        if keys == nil && codec == .none && n == plain {
+            // Stored as is: the stored bytes are the plaintext, read straight into place.
+            try file.read(at: offsets[i], into: out)
+            failure = try check(UnsafeRawBufferPointer(out), nil)
+        } else if let scratch {
+            let stored = scratch.stored(n)
+            try file.read(at: offsets[i], into: stored)
+            failure = try check(UnsafeRawBufferPointer(stored), scratch.opened(n))
+        } else {
+            let stored = try file.read(at: offsets[i], count: n)
+            failure = try stored.withUnsafeBytes { try check($0, nil) }
+        }
+        if let failure { throw blockError(i, failure) }
+        stats.addDecoded()
     }
 
     private func decodeWith(_ c: BlockCoder, _ i: Int, _ stored: [UInt8], _ codec: BlockCodec, _ aad: [UInt8], _ nonceCtx: [UInt8],

@@ -41,14 +41,16 @@ struct BlockCoder: Sendable {
     /// Decodes `stored` into `out` (exactly the block's plaintext length). Returns a reason on
     /// failure; `checkDigest` also recomputes the digest (always for plain blocks, whose only
     /// integrity check it is; for encrypted blocks the GCM tag already authenticates them).
+    /// `scratch`, when at least `stored.count` bytes, holds the decrypted-but-compressed bytes
+    /// instead of a fresh allocation (restore decodes thousands of blocks per thread).
     func decode(_ stored: UnsafeRawBufferPointer, codec: BlockCodec, aad: [UInt8], nonceContext: [UInt8],
                 expectedDigest: [UInt8], digestKey: [UInt8]?, checkDigest: Bool,
-                into out: UnsafeMutableRawBufferPointer) throws -> String? {
+                into out: UnsafeMutableRawBufferPointer, scratch: UnsafeMutableRawBufferPointer? = nil) throws -> String? {
         func decompress(_ src: UnsafeRawBufferPointer) -> String? {
             switch codec {
             case .none:
                 guard src.count == out.count else { return "stored \(src.count) bytes for a \(out.count)-byte block" }
-                out.copyMemory(from: src)
+                if src.baseAddress != UnsafeRawPointer(out.baseAddress) { out.copyMemory(from: src) }
                 return nil
             case .zstd:
                 return ZstdPool.shared.decompress(src, into: out)
@@ -56,12 +58,25 @@ struct BlockCoder: Sendable {
         }
         if let keys {
             guard stored.count >= BlockCoder.tagSize else { return "stored length \(stored.count) shorter than the GCM tag" }
-            var opened = [UInt8](repeating: 0, count: stored.count - BlockCoder.tagSize)
-            let ok = try opened.withUnsafeMutableBytes {
-                try keys.gcm.open(nonce: keys.nonce(nonceContext), aad: aad + [codec.rawValue], sealed: stored, into: $0)
+            let openedCount = stored.count - BlockCoder.tagSize
+            let nonce = keys.nonce(nonceContext), fullAAD = aad + [codec.rawValue]
+            if codec == .none && openedCount == out.count {
+                // Uncompressed: the ciphertext opens straight into the caller's buffer.
+                guard try keys.gcm.open(nonce: nonce, aad: fullAAD, sealed: stored, into: out) else {
+                    return "AES-GCM authentication failed (data altered or wrong key)"
+                }
+            } else if let scratch, scratch.count >= openedCount {
+                let opened = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<openedCount])
+                guard try keys.gcm.open(nonce: nonce, aad: fullAAD, sealed: stored, into: opened) else {
+                    return "AES-GCM authentication failed (data altered or wrong key)"
+                }
+                if let e = decompress(UnsafeRawBufferPointer(opened)) { return e }
+            } else {
+                var opened = [UInt8](repeating: 0, count: openedCount)
+                let ok = try opened.withUnsafeMutableBytes { try keys.gcm.open(nonce: nonce, aad: fullAAD, sealed: stored, into: $0) }
+                guard ok else { return "AES-GCM authentication failed (data altered or wrong key)" }
+                if let e = opened.withUnsafeBytes({ decompress($0) }) { return e }
             }
-            guard ok else { return "AES-GCM authentication failed (data altered or wrong key)" }
-            if let e = opened.withUnsafeBytes({ decompress($0) }) { return e }
         } else if let e = decompress(stored) {
             return e
         }

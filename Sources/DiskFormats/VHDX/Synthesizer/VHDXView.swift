@@ -327,3 +327,29 @@ public final class VHDXView: BlockSource {
         return coalesce(out)
     }
 }
+
+extension VHDXView: FileBackedSource {
+    /// Payload ranges map to source ranges unchanged (see `read(at:into:)`), so they are file
+    /// spans whenever the source's are; the skeleton is synthesized and never is.
+    public func fileSpans(in range: Range<UInt64>) -> [FileSpan]? {
+        guard range.lowerBound >= payloadStart, range.upperBound <= size,
+              let fb = source as? any FileBackedSource else { return nil }
+        var out: [FileSpan] = []
+        let bs = UInt64(blockSize)
+        var pos = range.lowerBound
+        while pos < range.upperBound {
+            let run = runs[runIndex(containingRank: (pos - payloadStart) / bs)]
+            let runFileEnd = payloadStart + (run.firstRank + run.count) * bs
+            let n = min(range.upperBound, runFileEnd) - pos
+            let v = run.firstBlock * bs + (pos - payloadStart - run.firstRank * bs)
+            let dataCount = v < virtualSize ? min(n, virtualSize - v) : 0
+            if dataCount > 0 {
+                guard let spans = fb.fileSpans(in: v..<v + dataCount) else { return nil }
+                out += spans
+            }
+            if dataCount < n { out.append(.zeros(length: n - dataCount)) }
+            pos += n
+        }
+        return out
+    }
+}
