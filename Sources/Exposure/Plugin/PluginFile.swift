@@ -81,17 +81,7 @@ public enum PluginFile {
             throw PluginError.refused("internal: the VHDX layout changed with the pointer's contents")
         }
 
-        let tmp = pluginAbs + ".partial"
-        let out = try RawFile.create(path: tmp, size: 0)
-        do {
-            try out.write(at: 0, try view.skeleton())
-            try out.truncate(to: view.size)
-            try out.flush()
-        } catch {
-            unlink(tmp)
-            throw error
-        }
-        guard rename(tmp, pluginAbs) == 0 else { throw IOError("rename", path: pluginAbs, errno: errno) }
+        try writeSkeleton(view, to: pluginAbs)
         // A reconfiguration layer beside the plugin belonged to the plugin just replaced, whose
         // pointer recorded it; the new plugin starts without one (`bootlab reconfigure` makes it).
         let layer = ReconfigurationLayer.defaultPath(forPlugin: pluginAbs)
