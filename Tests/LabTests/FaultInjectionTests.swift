@@ -8,16 +8,44 @@ import Testing
 /// notice it does. Faults are injected by `FaultPlan` (`BOOTLAB_FAULT`), never by editing code.
 @Suite(.serialized)
 struct FaultInjectionTests {
-    func run(_ scenario: Scenario, _ target: String, faults: String?, label: String) throws -> CellResult {
+    /// Runs one cell against `golden` (the repository's goldens by default).
+    func run(_ scenario: Scenario, _ target: String, faults: String?, label: String,
+             golden: URL? = nil, update: Bool = false) throws -> CellResult {
         let suite = try ScenarioParsingTests.suite()
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("bootlab-fault-\(label)-\(getpid())")
         try? FileManager.default.removeItem(at: work)
         defer { try? FileManager.default.removeItem(at: work) }
-        var options = RunOptions(goldenDirectory: ScenarioParsingTests.repo.appendingPathComponent("Golden"), bootTimeout: 90, workDirectory: work)
+        var options = RunOptions(goldenDirectory: golden ?? ScenarioParsingTests.repo.appendingPathComponent("Golden"),
+                                 updateGolden: update, bootTimeout: 90, workDirectory: work)
         options.faults = faults
         var patched = suite
         patched.scenarios = suite.scenarios.map { $0.name == scenario.name ? scenario : $0 }
         return LabRunner(suite: patched, options: options).runCell(Cell(scenario: scenario.name, target: target))
+    }
+
+    /// Goldens recorded on this machine by a clean run of the cell, then every recorded package
+    /// version rewritten as if another machine (other Debian builds) had recorded them: a fault
+    /// must still be a regression, never excused as drift.
+    func goldensFromAnotherMachine(_ scenario: Scenario, _ target: String, label: String) throws -> URL {
+        let golden = FileManager.default.temporaryDirectory.appendingPathComponent("bootlab-fault-golden-\(label)-\(getpid())")
+        try? FileManager.default.removeItem(at: golden)
+        let clean = try run(scenario, target, faults: nil, label: label + "-record", golden: golden, update: true)
+        #expect(clean.verdict == .pass, "\(summary(clean))")
+        let cell = golden.appendingPathComponent(scenario.name).appendingPathComponent(target)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        func other(_ packages: [String: String]) -> [String: String] { packages.mapValues { $0 + "+other1" } }
+        let inputsURL = cell.appendingPathComponent("inputs.json")
+        var inputs = try JSONDecoder().decode(GoldenInputs.self, from: Data(contentsOf: inputsURL))
+        for name in inputs.machines.keys { inputs.machines[name]!.generator.external.packages = other(inputs.machines[name]!.generator.external.packages) }
+        inputs.pipeline.external.packages = other(inputs.pipeline.external.packages)
+        #expect(inputs.machines.values.allSatisfy { $0.generator.external.packages["e2fsprogs"]?.hasSuffix("+other1") == true })
+        try encoder.encode(inputs).write(to: inputsURL)
+        let versionsURL = cell.appendingPathComponent("versions.json")
+        var versions = try JSONDecoder().decode(ToolVersions.self, from: Data(contentsOf: versionsURL))
+        versions.packages = other(versions.packages)
+        try encoder.encode(versions).write(to: versionsURL)
+        return golden
     }
 
     func verdict(_ r: CellResult, _ name: String) -> Verdict? { r.records.first { $0.name == name }?.outcome.verdict }
@@ -39,9 +67,12 @@ struct FaultInjectionTests {
     /// wrong: the golden digest of the exposed file and the content compare must both fail.
     @Test func flippedVHDXByteFailsGoldenAndCompare() throws {
         let scenario = try ScenarioParsingTests.suite().scenario(named: "mbrless-ext4")
-        let r = try run(scenario, "kvm-virtio", faults: "vhdx-byte:payload+17", label: "vhdx")
+        let golden = try goldensFromAnotherMachine(scenario, "kvm-virtio", label: "vhdx")
+        defer { try? FileManager.default.removeItem(at: golden) }
+        let r = try run(scenario, "kvm-virtio", faults: "vhdx-byte:payload+17", label: "vhdx", golden: golden)
         #expect(r.verdict == .fail, "\(summary(r))")
         #expect(verdict(r, "golden") == .fail, "\(summary(r))")
+        #expect(message(r, "golden").hasPrefix("regression: "), "\(message(r, "golden"))")
         #expect(verdict(r, "qemu-img-compare") == .fail, "\(summary(r))")
         // qemu-img compare reports the first differing sector: byte 17 lies in sector 0.
         #expect(message(r, "qemu-img-compare").contains("Content mismatch at offset 0!"), "\(message(r, "qemu-img-compare"))")
@@ -55,12 +86,15 @@ struct FaultInjectionTests {
     /// longer equals the source disk, and the guest cannot find its root.
     @Test func flippedMBRByteFailsCompareAndBoot() throws {
         let scenario = try ScenarioParsingTests.suite().scenario(named: "mbrless-ext4")
-        let r = try run(scenario, "kvm-virtio", faults: "mbr-byte:454", label: "mbr")
+        let golden = try goldensFromAnotherMachine(scenario, "kvm-virtio", label: "mbr")
+        defer { try? FileManager.default.removeItem(at: golden) }
+        let r = try run(scenario, "kvm-virtio", faults: "mbr-byte:454", label: "mbr", golden: golden)
         #expect(r.verdict == .fail, "\(summary(r))")
         #expect(verdict(r, "qemu-img-compare") == .fail, "\(summary(r))")
         #expect(message(r, "qemu-img-compare").contains("Content mismatch at offset 0!"), "\(message(r, "qemu-img-compare"))")
         #expect(verdict(r, "boot") == .fail, "\(summary(r))")
         #expect(verdict(r, "golden") == .fail, "\(summary(r))")
+        #expect(message(r, "golden").hasPrefix("regression: "), "\(message(r, "golden"))")
         // The VHDX container itself is sound: only its contents are wrong.
         #expect(verdict(r, "qemu-img-check") == .pass, "\(summary(r))")
         #expect(verdict(r, "bootlab-check") == .pass, "\(summary(r))")

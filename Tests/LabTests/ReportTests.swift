@@ -44,10 +44,16 @@ struct ReportTests {
         #expect(parser.parse(), "junit.xml is not well-formed: \(String(describing: parser.parserError))")
         let junit = try String(contentsOf: out.appendingPathComponent("junit.xml"), encoding: .utf8)
         #expect(junit.contains("<failure message=\"booted &quot;but&quot; must not boot"))
-        #expect(junit.contains("<skipped message=\"input drift (not a regression)"))
+        // Drift is loud and is neither a failure nor a skip.
+        #expect(junit.contains("<property name=\"bootlab.verdict\" value=\"drift\"/>"))
+        #expect(junit.contains("<system-out>DRIFT: input drift: e2fsprogs 1 → 2"))
+        #expect(junit.contains("drifted=\"1\""))
+        #expect(!junit.contains("<skipped"))
 
         let page = try String(contentsOf: html, encoding: .utf8)
         #expect(page.contains("<table id=\"matrix\">"))
+        #expect(page.contains("<div id=\"drift\""), "drifted cells listed above the matrix")
+        #expect(page.contains("input drift: e2fsprogs 1 → 2"))
         #expect(page.contains("href=\"#cell-alpha-kvm-virtio\""))
         #expect(page.contains("BOOTLAB-MARKER: X &lt;ok&gt;"), "console log inlined and escaped")
         #expect(!page.contains("\u{1B}"))
@@ -55,5 +61,7 @@ struct ReportTests {
 
         let table = TerminalReport.render(report)
         #expect(table.contains("alpha") && table.contains("DRIFT") && table.contains("FAIL"))
+        #expect(table.contains("DRIFT alpha/kvm-virtio golden: input drift: e2fsprogs 1 → 2"))
+        #expect(table.hasSuffix("lab: 0 passed, 1 drifted, 1 failed, 0 skipped\n"))
     }
 }

@@ -12,14 +12,33 @@ public struct GeneratedMachine: Sendable, Codable, Equatable {
     public var diskDigest: String
     public var volumeDigest: String
     public var cacheKey: String
+    /// Package versions, for information (`versions.json`); verdicts use `inputs`.
     public var versions: ToolVersions
+    /// What the disk was made from: the repository's side (`spec`) and the outside world's.
+    public var inputs: GeneratorInputs
     /// `UUID=…` as the guest's init looks the root up.
     public var rootSpec: String
     public var kernelRelease: String
     public var modules: ModuleResolver.Resolution
 }
 
-/// Builds source disks deterministically: same scenario seed and tool versions → same bytes.
+/// Everything a generated disk depends on, in two parts: what this repository decides (the
+/// generator recipe, the machine spec, seed and module sets: `spec`) and what it takes from the
+/// outside (`external`). Same inputs → same bytes; the golden validator relies on it.
+public struct GeneratorInputs: Sendable, Codable, Equatable {
+    public var recipe: Int
+    /// SHA-256 of the canonical JSON of the machine spec, seed and resolved module sets.
+    public var spec: String
+    public var external: ExternalInputs
+
+    public init(recipe: Int = ToolVersions.recipe, spec: String, external: ExternalInputs) {
+        self.recipe = recipe
+        self.spec = spec
+        self.external = external
+    }
+}
+
+/// Builds source disks deterministically: same scenario seed and inputs → same bytes.
 public enum DiskGenerator {
     /// The fixed clock every generated timestamp uses (2020-09-13T12:26:40Z).
     static let fixedTime = 1_600_000_000
@@ -40,15 +59,11 @@ public enum DiskGenerator {
         var packages = try ToolVersions.host()
         packages[kernel.package] = kernel.version
         let versions = ToolVersions(packages: packages)
-
-        struct KeyInput: Codable {
-            var machine: SourceMachine; var seed: UInt64; var modules: ModuleResolver.Resolution; var versions: ToolVersions
-            var volumeModules: ModuleResolver.Resolution
-        }
+        let inputs = try collectInputs(machine, seed: scenario.seed, kernel: kernel, packages: packages,
+                                       modules: modules, volumeModules: volumeModules)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let keyJSON = String(decoding: try encoder.encode(KeyInput(machine: machine, seed: scenario.seed, modules: modules, versions: versions, volumeModules: volumeModules)), as: UTF8.self)
-        let key = String(Digest.string(keyJSON).prefix(24))
+        let key = String(Digest.string(String(decoding: try encoder.encode(inputs), as: UTF8.self)).prefix(24))
 
         let lockKey = machines.path + "/" + key
         let lock = keyLocks.withLock { locks -> NSLock in
@@ -79,7 +94,7 @@ public enum DiskGenerator {
         let rootSpec: String
         let tree = work.appendingPathComponent("tree")
         let initrdName = "initrd.img"
-        let cpio = try Initramfs.build(busybox: URL(fileURLWithPath: "/bin/busybox"), kernel: kernel, modules: modules,
+        let cpio = try Initramfs.build(busybox: URL(fileURLWithPath: busyboxPath), kernel: kernel, modules: modules,
                                        rootSpec: "UUID=\(rootUUID(machine, seed: scenario.seed))", fstype: machine.filesystem.linuxType)
         let cpioURL = work.appendingPathComponent("initrd.cpio")
         try Data(cpio).write(to: cpioURL)
@@ -133,7 +148,7 @@ public enum DiskGenerator {
         }
 
         try createSparse(disk, size: machine.diskSize)
-        let mbrCode = try Data(contentsOf: URL(fileURLWithPath: "/usr/lib/syslinux/mbr/mbr.bin"))
+        let mbrCode = try Data(contentsOf: URL(fileURLWithPath: mbrCodePath))
         let signature = Digest.derivedBytes(seed: scenario.seed, "\(machine.name):disk-signature", count: 4).le32(0)
         let mbr = MBRImage(bootCode: Array(mbrCode), signature: signature, partitionType: machine.filesystem.partitionType,
                            startLBA: UInt32(machine.partitionStart), sectorCount: UInt32(machine.volumeSize / 512))
@@ -145,7 +160,7 @@ public enum DiskGenerator {
             diskPath: dir.appendingPathComponent("disk.raw").path,
             volumePath: dir.appendingPathComponent("volume.raw").path,
             diskDigest: try Digest.file(disk), volumeDigest: try Digest.file(volume),
-            cacheKey: key, versions: versions, rootSpec: rootSpec, kernelRelease: kernel.release, modules: modules)
+            cacheKey: key, versions: versions, inputs: inputs, rootSpec: rootSpec, kernelRelease: kernel.release, modules: modules)
         try? fm.removeItem(at: dir)
         try fm.createDirectory(at: dir, withIntermediateDirectories: true)
         try fm.moveItem(at: disk, to: URL(fileURLWithPath: result.diskPath))
@@ -156,6 +171,36 @@ public enum DiskGenerator {
         try pretty.encode(result).write(to: manifestURL)
         return result
     }
+
+    /// The generator's inputs: the spec it was asked for, and every file it will read from
+    /// Debian's packages (kernel image and modules, busybox, mbr.bin, the mkfs and boot-loader
+    /// installers, gzip), by digest.
+    static func collectInputs(_ machine: SourceMachine, seed: UInt64, kernel: KernelTree, packages: [String: String],
+                              modules: ModuleResolver.Resolution, volumeModules: ModuleResolver.Resolution) throws -> GeneratorInputs {
+        struct Spec: Codable {
+            var machine: SourceMachine; var seed: UInt64
+            var modules: ModuleResolver.Resolution; var volumeModules: ModuleResolver.Resolution
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let spec = Digest.string(String(decoding: try encoder.encode(Spec(machine: machine, seed: seed, modules: modules,
+                                                                           volumeModules: volumeModules)), as: UTF8.self))
+        var external = ExternalInputs(packages: packages)
+        // Labels name the flavour, not the package: a new kernel ABI shows as one changed line.
+        try external.addFile("kernel image (\(kernel.flavour.rawValue))", kernel.vmlinuz)
+        let moduleFiles = Set(modules.files + volumeModules.files).sorted()
+        external.files["kernel modules (\(kernel.flavour.rawValue))"] = ExternalInputs.combined(
+            try moduleFiles.map { ($0, try Digest.file(kernel.modulesDirectory.appendingPathComponent($0))) })
+        try external.addFile("busybox", URL(fileURLWithPath: busyboxPath))
+        try external.addFile("syslinux mbr.bin", URL(fileURLWithPath: mbrCodePath))
+        for tool in ["mke2fs", "debugfs", "tune2fs", "extlinux", "mkfs.fat", "mcopy", "syslinux", "gzip"] {
+            try external.addTool(tool)
+        }
+        return GeneratorInputs(spec: spec, external: external)
+    }
+
+    static let busyboxPath = "/bin/busybox"
+    static let mbrCodePath = "/usr/lib/syslinux/mbr/mbr.bin"
 
     static func filesystemModules(_ fs: FileSystemKind) -> [String] {
         switch fs {

@@ -1,8 +1,8 @@
 import Foundation
 
-/// The versions of every input tool a generated disk depends on (`versions.json`). When a golden
-/// digest changes and these differ from the recorded ones, the change is **input drift** (a new
-/// kernel or mkfs), not a regression of our code.
+/// The versions of the Debian packages a generated disk is made with (`versions.json`), kept for
+/// information beside the goldens. They never decide a verdict: `GoldenInputs` does, from what
+/// the generator actually read (docs/scenarios.md, "Goldens keyed to inputs").
 public struct ToolVersions: Sendable, Codable, Equatable {
     /// Bumped whenever the generator's recipe changes its output on purpose.
     /// 2: modules under lib/modules/<release>/ in the initramfs (load list by path) and the
@@ -19,17 +19,7 @@ public struct ToolVersions: Sendable, Codable, Equatable {
         self.packages = packages
     }
 
-    /// Human-readable differences (`e2fsprogs 1.47.0-2 → 1.47.1-1`), empty when equal.
-    public func changes(from old: ToolVersions) -> [String] {
-        var out: [String] = []
-        if recipe != old.recipe { out.append("generator recipe \(old.recipe) → \(recipe)") }
-        for key in Set(packages.keys).union(old.packages.keys).sorted() where packages[key] != old.packages[key] {
-            out.append("\(key) \(old.packages[key] ?? "(none)") → \(packages[key] ?? "(none)")")
-        }
-        return out
-    }
-
-    static let hostPackages = ["busybox-static", "e2fsprogs", "dosfstools", "mtools", "syslinux", "syslinux-common", "extlinux", "gzip"]
+    static let hostPackages = ["busybox-static", "e2fsprogs", "libext2fs2", "dosfstools", "mtools", "syslinux", "syslinux-common", "extlinux", "gzip"]
 
     /// Installed versions of the host tools the generator runs, from dpkg.
     static func host() throws -> [String: String] {

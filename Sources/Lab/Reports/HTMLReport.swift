@@ -21,9 +21,19 @@ public enum HTMLReport {
         </style></head><body>
         <h1>BootLab lab report</h1>
         <p>\(report.cells.count) cells\(report.shard.map { ", shard \($0)" } ?? ""): \(["pass", "fail", "drift", "skip"].map { "\(report.summary[$0] ?? 0) \($0)" }.joined(separator: ", ")).</p>
-        <h2>Matrix</h2>
-        <table id="matrix"><tr><th>scenario \\ target</th>
+
         """
+        let drifted = report.cells.filter { $0.verdict == .drift }
+        if !drifted.isEmpty {
+            h += "<div id=\"drift\" class=\"drift\" style=\"padding:.6em 1em\"><strong>\(drifted.count) drifted cell\(drifted.count == 1 ? "" : "s")</strong>: an external input changed their outputs, so the golden layer could not judge them (every other validator ran).<ul>\n"
+            for c in drifted {
+                for r in c.records where r.outcome.verdict == .drift {
+                    h += "<li><a href=\"#\(anchor(c.cell))\">\(e(c.cell.id))</a>: \(e(r.outcome.message))</li>\n"
+                }
+            }
+            h += "</ul></div>\n"
+        }
+        h += "<h2>Matrix</h2>\n<table id=\"matrix\"><tr><th>scenario \\ target</th>"
         for t in targets { h += "<th>\(e(t))</th>" }
         h += "</tr>\n"
         for s in scenarios {

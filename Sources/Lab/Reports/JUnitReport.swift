@@ -1,7 +1,9 @@
 import Foundation
 
 /// JUnit XML for CI systems: one test suite per scenario, one test case per cell × check.
-/// Drift is reported as a skipped case with its message (visible, not a failure).
+/// Drift is a case that ran but could not be judged against the goldens: it is not a failure and
+/// not a skip (a skip never ran); it carries `bootlab.verdict=drift` and its message in
+/// `<system-out>`, and each suite counts drifted cases in a `drifted` attribute.
 public enum JUnitReport {
     public static func render(_ report: LabReport) -> String {
         var out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
@@ -12,7 +14,7 @@ public enum JUnitReport {
             let cells = byScenario[scenario]!
             let records = cells.flatMap(\.records)
             let time = cells.map(\.seconds).reduce(0, +)
-            out += "  <testsuite name=\"\(escape(scenario))\" tests=\"\(records.count)\" failures=\"\(records.filter { $0.outcome.verdict == .fail }.count)\" skipped=\"\(records.filter { $0.outcome.verdict == .skip || $0.outcome.verdict == .drift }.count)\" time=\"\(String(format: "%.3f", time))\">\n"
+            out += "  <testsuite name=\"\(escape(scenario))\" tests=\"\(records.count)\" failures=\"\(records.filter { $0.outcome.verdict == .fail }.count)\" skipped=\"\(records.filter { $0.outcome.verdict == .skip }.count)\" drifted=\"\(records.filter { $0.outcome.verdict == .drift }.count)\" time=\"\(String(format: "%.3f", time))\">\n"
             for c in cells {
                 for r in c.records {
                     out += "    <testcase classname=\"\(escape(scenario)).\(escape(c.cell.target))\" name=\"\(escape(r.name))\" time=\"\(String(format: "%.3f", r.seconds))\""
@@ -22,9 +24,11 @@ public enum JUnitReport {
                         out += ">\n      <system-out>\(escape(r.outcome.message))</system-out>\n    </testcase>\n"
                     case .fail:
                         out += ">\n      <failure message=\"\(escape(r.outcome.message))\">\(escape(r.outcome.message + detail))</failure>\n    </testcase>\n"
-                    case .skip, .drift:
-                        let prefix = r.outcome.verdict == .drift ? "input drift (not a regression): " : ""
-                        out += ">\n      <skipped message=\"\(escape(prefix + r.outcome.message))\"/>\n    </testcase>\n"
+                    case .skip:
+                        out += ">\n      <skipped message=\"\(escape(r.outcome.message))\"/>\n    </testcase>\n"
+                    case .drift:
+                        out += ">\n      <properties><property name=\"bootlab.verdict\" value=\"drift\"/></properties>\n"
+                        out += "      <system-out>\(escape("DRIFT: " + r.outcome.message + detail))</system-out>\n    </testcase>\n"
                     }
                 }
             }

@@ -18,6 +18,8 @@ public struct LabReport: Sendable, Codable {
 
     /// A regression: any cell failing (drift is reported but is not a regression).
     public var hasRegression: Bool { cells.contains { $0.verdict == .fail } }
+    /// Cells the golden layer could not judge because an external input changed.
+    public var hasDrift: Bool { cells.contains { $0.verdict == .drift } }
 
     /// Writes report.json, junit.xml, report.html and logs/ into `directory`; returns the HTML path.
     @discardableResult

@@ -11,6 +11,12 @@ public enum TerminalReport {
         }
     }
 
+    /// The run's closing line, counted from the cells: `lab: 17 passed, 1 drifted, 0 failed, 0 skipped`.
+    public static func summaryLine(_ report: LabReport) -> String {
+        let s = report.summary
+        return "lab: \(s["pass"] ?? 0) passed, \(s["drift"] ?? 0) drifted, \(s["fail"] ?? 0) failed, \(s["skip"] ?? 0) skipped"
+    }
+
     public static func progressLine(done: Int, total: Int, result: CellResult) -> String {
         let failing = result.records.filter { $0.outcome.verdict == .fail || $0.outcome.verdict == .drift }
         let note = failing.first.map { " — \($0.name): \($0.outcome.message)" } ?? ""
@@ -32,8 +38,14 @@ public enum TerminalReport {
             out += (cols + [row[5]]).joined(separator: "  ") + "\n"
             if i == 0 { out += widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ") + "  -------\n" }
         }
-        let s = report.summary
-        out += "\n\(report.cells.count) cells: \(s["pass"] ?? 0) pass, \(s["fail"] ?? 0) fail, \(s["drift"] ?? 0) drift, \(s["skip"] ?? 0) skip\n"
+        let drifted = report.cells.filter { $0.verdict == .drift }
+        if !drifted.isEmpty {
+            out += "\nInput drift (the golden layer could not judge these cells; every other validator ran):\n"
+            for c in drifted {
+                for r in c.records where r.outcome.verdict == .drift { out += "  DRIFT \(c.cell.id) \(r.name): \(r.outcome.message)\n" }
+            }
+        }
+        out += "\n" + summaryLine(report) + "\n"
         return out
     }
 }

@@ -34,6 +34,7 @@ struct LabRun: ParsableCommand {
     @Option(help: "Golden directory (default: Golden/ beside the scenario directory).") var golden: String?
     @Flag(name: .customLong("update-golden"), help: "Record golden files instead of comparing.") var updateGolden = false
     @Flag(help: "Keep each cell's work directory.") var keep = false
+    @Flag(name: .customLong("fail-on-drift"), help: "Exit 3 when any cell drifted (an external input such as the kernel changed its outputs) and nothing failed.") var failOnDrift = false
     @Option(help: "Boot timeout in seconds.") var timeout: Double = BootRunner.defaultTimeout
     @Flag(help: "Print the report as JSON on stdout.") var json = false
 
@@ -59,6 +60,7 @@ struct LabRun: ParsableCommand {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 print(String(decoding: try encoder.encode(labReport), as: UTF8.self))
+                writeStandardError(TerminalReport.summaryLine(labReport) + "\n")
             } else {
                 print(TerminalReport.render(labReport), terminator: "")
             }
@@ -68,6 +70,7 @@ struct LabRun: ParsableCommand {
             }
             if !keep { try? FileManager.default.removeItem(at: work) }
             if labReport.hasRegression { throw ExitCode(1) }
+            if failOnDrift && labReport.hasDrift { throw ExitCode(3) }
         } catch let error as ScenarioError {
             writeStandardError("bootlab lab: \(error)\n")
             throw ExitCode(1)

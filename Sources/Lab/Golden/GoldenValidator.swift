@@ -1,9 +1,12 @@
 import Foundation
 
 /// Compares the digest of every deterministic artefact and a readable layout dump with the files
-/// under `Golden/<scenario>/<target>/` (`digests.txt`, `layout.txt`, `versions.json`).
-/// A mismatch with changed input tool versions is **input drift**; with the same versions it is
-/// a regression, shown as a diff of the layout.
+/// under `Golden/<scenario>/<target>/`: `digests.txt`, `layout.txt`, `inputs.json` (what the
+/// outputs were made from, `GoldenInputs`) and `versions.json` (package versions, information only).
+/// Equal outputs pass. Different outputs are judged from the inputs: the same inputs → regression
+/// (always a failure, with the layout diff); a generated disk that changed while every external
+/// input it read is unchanged → regression of the generator; a changed external input → drift,
+/// naming the input; the repository's own inputs changed → stale goldens (a failure: re-record).
 public struct GoldenValidator: Validator {
     public typealias LayoutDumper = @Sendable (URL) throws -> String
     public let name = "golden"
@@ -35,40 +38,51 @@ public struct GoldenValidator: Validator {
             }
         }
         var packages: [String: String] = [:]
-        var recipe = ToolVersions.recipe
-        for g in context.generated.values {
-            packages.merge(g.versions.packages) { a, _ in a }
-            recipe = g.versions.recipe
-        }
-        let versions = ToolVersions(recipe: recipe, packages: packages)
+        for g in context.generated.values { packages.merge(g.versions.packages) { a, _ in a } }
+        let inputs = try GoldenInputs.current(context)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-        let versionsJSON = try encoder.encode(versions)
 
         let dir = Self.directory(for: context)
-        let fm = FileManager.default
         if context.options.updateGolden {
-            try fm.createDirectory(at: dir, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             try Data(digests.utf8).write(to: dir.appendingPathComponent("digests.txt"))
             try Data(layout.utf8).write(to: dir.appendingPathComponent("layout.txt"))
-            try (versionsJSON + Data("\n".utf8)).write(to: dir.appendingPathComponent("versions.json"))
+            try (encoder.encode(inputs) + Data("\n".utf8)).write(to: dir.appendingPathComponent("inputs.json"))
+            try (encoder.encode(ToolVersions(packages: packages)) + Data("\n".utf8)).write(to: dir.appendingPathComponent("versions.json"))
             return .pass("golden files written to \(dir.path)")
         }
         guard let oldDigests = try? String(contentsOf: dir.appendingPathComponent("digests.txt"), encoding: .utf8) else {
             return .fail("no golden files in \(dir.path) (record them with --update-golden)")
         }
         let oldLayout = (try? String(contentsOf: dir.appendingPathComponent("layout.txt"), encoding: .utf8)) ?? ""
-        let oldVersions = (try? Data(contentsOf: dir.appendingPathComponent("versions.json"))).flatMap { try? JSONDecoder().decode(ToolVersions.self, from: $0) }
+        let inputsURL = dir.appendingPathComponent("inputs.json")
+        guard FileManager.default.fileExists(atPath: inputsURL.path) else {
+            return .fail("stale goldens: no inputs.json in \(dir.path), so no verdict can be keyed to inputs; re-record with --update-golden")
+        }
+        let recorded: GoldenInputs
+        do {
+            recorded = try JSONDecoder().decode(GoldenInputs.self, from: Data(contentsOf: inputsURL))
+        } catch {
+            return .fail("stale goldens: \(inputsURL.path) cannot be read (\(error)); re-record with --update-golden")
+        }
         if oldDigests == digests && oldLayout == layout {
-            return .pass("\(ordered.count) artefacts match golden digests")
+            var message = "\(ordered.count) artefacts match golden digests"
+            if inputs != recorded { message += " (recorded inputs differ, outputs identical)" }
+            return .pass(message)
         }
         let diff = (try? Self.diff(old: oldDigests + "\n" + oldLayout, new: digests + "\n" + layout)) ?? ""
-        let changes = oldVersions.map { versions.changes(from: $0) } ?? ["no recorded versions.json"]
-        if !changes.isEmpty {
-            return StepOutcome(.drift, "input drift: \(changes.joined(separator: ", "))", details: diff)
-        }
         let what = oldLayout == layout ? "digests differ, layout unchanged" : "layout differs"
-        return .fail("regression: \(what) with the same tool versions", details: diff)
+        switch inputs.explain(changeFrom: recorded) {
+        case .sameInputs:
+            return .fail("regression: \(what) with the same inputs", details: diff)
+        case .generatorRegression(let reasons):
+            return .fail("regression of the generator: \(reasons.joined(separator: "; "))", details: diff)
+        case .stale(let reasons):
+            return .fail("stale goldens: \(reasons.joined(separator: "; ")); \(what); re-record with --update-golden", details: diff)
+        case .drift(let reasons):
+            return StepOutcome(.drift, "input drift: \(reasons.joined(separator: "; "))", details: diff)
+        }
     }
 
     static func diff(old: String, new: String) throws -> String {
