@@ -4,7 +4,6 @@ import PackageDescription
 
 let package = Package(
     name: "BootLab",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "bootlab", targets: ["bootlab"]),
         // The nbdkit plugin serving block sources over NBD (`bootlab serve` runs nbdkit with it).
@@ -16,11 +15,7 @@ let package = Package(
     ],
     targets: [
         // Thin extern "C" shim over Crypto++ (CRC-32C, SHA-256, AES-GCM, scrypt, HKDF).
-        .target(
-            name: "CCryptoShim",
-            cxxSettings: [.unsafeFlags(["-O2"])],
-            linkerSettings: [.linkedLibrary("cryptopp")]
-        ),
+        .target(name: "CCryptoShim", linkerSettings: [.linkedLibrary("cryptopp")]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd"),
         // The block-source protocol, raw files, checksums, typed errors, byte parsing helpers.
         .target(name: "BlockCore", dependencies: ["CCryptoShim"]),
@@ -50,12 +45,13 @@ let package = Package(
         .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore"]),
         // Exposure: composed disk, plugin file (expose/open), write overlay, replacement file.
         .target(name: "Exposure", dependencies: ["BlockCore", "DiskFormats", "BackupImage"]),
+        // libfuse3 through pkg-config (fuse3.pc gives its include directory and link flags).
+        .systemLibrary(name: "CLibFuse3", pkgConfig: "fuse3"),
         // C glue over libfuse3 (its entry points are macros) plus the passthrough of backing files.
         .target(
             name: "CFuse3",
-            cSettings: [.define("FUSE_USE_VERSION", to: "31"), .define("_FILE_OFFSET_BITS", to: "64"),
-                        .unsafeFlags(["-I/usr/include/fuse3"])],
-            linkerSettings: [.linkedLibrary("fuse3")]
+            dependencies: ["CLibFuse3"],
+            cSettings: [.define("FUSE_USE_VERSION", to: "31"), .define("_FILE_OFFSET_BITS", to: "64")]
         ),
         // Filter front-ends: FUSE mount, NBD serving through nbdkit, the served-source opener.
         .target(name: "Frontends", dependencies: ["BlockCore", "Exposure", "CFuse3"]),

@@ -4,7 +4,7 @@ import Exposure
 /// Decides, for `bootlab mount`, which names of the mount are exposed files and how each opens.
 ///
 /// Names given explicitly (`--expose NAME=FILE`) serve FILE; any other backing file that
-/// `SourceOpener.recognizes` (the plugin files, once the exposure layer lands) is served from
+/// `SourceOpener.recognizes` (the plugin files) is served from
 /// itself; the rest pass through. With `writable`, each exposed NAME takes writes into
 /// `overlayDirectory/NAME.overlay` (+ `.map`), beside the plugin by default.
 public struct MountCatalog: Sendable {

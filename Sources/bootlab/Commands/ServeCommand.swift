@@ -14,7 +14,7 @@ struct ServeCommand: ParsableCommand {
         """
     )
 
-    @Argument(help: "The file to serve (a raw image today; a plugin file once exposure lands).") var file: String
+    @Argument(help: "The file to serve: a plugin file (the synthesized VHDX, or with --raw its virtual disk) or a raw image.") var file: String
     @Option(help: "The Unix socket to listen on.") var socket: String
     @Flag(help: "Serve the raw virtual disk instead of the native format.") var raw = false
     @Option(help: "Take writes into this write overlay (PATH and PATH.map, created if absent).") var overlay: String?
