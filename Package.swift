@@ -61,7 +61,7 @@ let package = Package(
         .target(name: "Frontends", dependencies: ["BlockCore", "Exposure", "CFuse3"]),
         // nbdkit plugin: C plugin struct calling into Swift through @_cdecl entry points.
         .target(name: "CNBDKit"),
-        .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "Exposure"]),
+        .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "BackupImage", "Exposure"]),
         .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"]),
         .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats"]),
         .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "BackupImage"]),
