@@ -35,6 +35,16 @@ import Glibc
         #expect(console.contains("BOOTLAB-MARKER tiny-linux booted"), "IDE boot:\n\(console)")
     }
 
+    @Test func theFilePassphraseReachesTheChild() throws {
+        let f = try Fixture.make("file")
+        let r = try run(bootlab, ["reconfigure", f.plugin, "--target", "kvm-virtio", "--json", "--drivers", driversPath,
+                                  "--passphrase-file", f.passphraseFile],
+                        environment: environment(passphrase: nil), timeout: 600)
+        #expect(r.status == 0, "\(r.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])["report"] as? [String: Any]
+        #expect((report?["addedModules"] as? [String])?.contains("kernel/drivers/block/virtio_blk.ko") == true, "\(r.stdout)")
+    }
+
     @Test func thePromptedPassphraseReachesTheChild() throws {
         let f = try Fixture.make("prompt")
         let r = try run(answerPrompt, [f.passphraseFile, bootlab, "reconfigure", f.plugin, "--target", "vmware-pvscsi",
