@@ -11,7 +11,8 @@ import Glibc
 
 /// Reconfiguration of encrypted backups (issue 9): the passphrase must reach the parent and its
 /// `bootlab serve --raw` child from each source; a wrong one fails fast, by name; a child that
-/// cannot serve is reported with what it said, never as "no operating system found".
+/// cannot serve is reported with what it said, never as "no operating system found" (nor is a
+/// disk the engine cannot read).
 ///
 /// The machine is the tiny Linux of the reconfiguration tests (make-tiny-linux.sh): an initramfs
 /// that loads only AHCI, so it cannot find its root on IDE until reconfigured.
@@ -104,6 +105,32 @@ import Glibc
         let text = "\(error)"
         #expect(text.contains("exited with status 3"), "\(text)")
         #expect(text.contains("first line | nbdkit: cannot load the plugin"), "\(text)")
+    }
+
+    /// The engine on a disk whose every read fails (nbdkit's error filter): named an unreadable
+    /// disk with libguestfs's error, not a disk without an operating system.
+    @Test func theEngineNamesAnUnreadableDisk() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bootlab-unreadable-\(getpid())")
+        try? FileManager.default.removeItem(at: dir)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let socket = dir.appendingPathComponent("s.sock").path
+        let nbdkit = Process()
+        nbdkit.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        nbdkit.arguments = ["nbdkit", "--foreground", "--unix", socket, "--filter=error", "memory", "32M",
+                            "error=EIO", "error-pread-rate=100%"]
+        nbdkit.standardOutput = FileHandle.nullDevice
+        nbdkit.standardError = FileHandle.nullDevice
+        try nbdkit.run()
+        defer { kill(nbdkit.processIdentifier, SIGKILL); nbdkit.waitUntilExit() }
+        for _ in 0..<200 where !FileManager.default.fileExists(atPath: socket) { usleep(25_000) }
+        let r = try run(bootlab, ["reconfigure", "--disk", "nbd+unix:///?socket=\(socket)", "--layer",
+                                  dir.appendingPathComponent("layer.raw").path, "--target", "hyperv-gen1", "--drivers", driversPath],
+                        environment: environment(passphrase: nil), timeout: 300)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("unreadable disk: libguestfs cannot read /dev/sda"), "\(r.stderr)")
+        #expect(r.stderr.contains("Input/output error"), "\(r.stderr)")
+        #expect(!r.stderr.contains("no operating system"), "\(r.stderr)")
     }
 
     // MARK: helpers
