@@ -57,13 +57,15 @@ let package = Package(
         .target(name: "Frontends", dependencies: ["BlockCore", "Exposure", "CFuse3"]),
         // nbdkit plugin: C plugin struct calling into Swift through @_cdecl entry points.
         .target(name: "CNBDKit"),
-        .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "Exposure"]),
+        .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "BackupImage", "Exposure"]),
         .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"]),
         .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats"]),
         .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "BackupImage"]),
         // Reconfiguration of a plugin's OS: the engine over the plugin's composed disk (served over
         // NBD by a `bootlab serve --raw` child), changes into the plugin's reconfiguration layer.
         .target(name: "PluginReconfigure", dependencies: ["BlockCore", "BackupImage", "Exposure", "Reconfigure"]),
+        // Reconfiguration of plugin files end to end: encrypted backups, the passphrase's sources, the child's failures.
+        .testTarget(name: "PluginReconfigureTests", dependencies: ["PluginReconfigure", "Reconfigure", "Exposure", "BackupImage", "BlockCore"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [

@@ -1,7 +1,11 @@
+import BackupImage
 import BlockCore
 import CNBDKit
 import Exposure
 import Frontends
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // The Swift half of BootLab's nbdkit plugin (the C half, CNBDKit/plugin.c, holds the plugin
 // struct). nbdkit calls config/config_complete/get_ready on its main thread before serving, then
@@ -12,6 +16,7 @@ private struct Config: Sendable {
     var raw = false
     var overlay: String?
     var stats: String?
+    var passphraseFile: String?
 }
 
 private let config = Locked(Config())
@@ -42,8 +47,9 @@ public func bl_swift_config(_ key: UnsafePointer<CChar>?, _ value: UnsafePointer
     case "overlay": config.withLock { $0.overlay = v.isEmpty ? nil : v }
     case "stats": config.withLock { $0.stats = v }
     // How plugin files are opened: the backup's passphrase (else $BOOTLAB_PASSPHRASE, inherited
-    // from `bootlab serve`), its vault, and whether it may lie outside the plugin's tree.
-    case "passphrase-file": pluginOpenOptions.withLock { $0.passphrase = .standard(file: v) }
+    // from `bootlab serve`: see `servingPassphrase`), its vault, and whether it may lie outside
+    // the plugin's tree.
+    case "passphrase-file": config.withLock { $0.passphraseFile = v }
     case "vault": pluginOpenOptions.withLock { $0.vault = v }
     case "allow-outside": pluginOpenOptions.withLock { $0.allowOutside = ["1", "true", "yes", "on"].contains(v.lowercased()) }
     default:
@@ -61,6 +67,9 @@ public func bl_swift_config_complete() -> Int32 {
         return -1
     }
     do {
+        // Resolved when the backup opens (the first payload read): an unencrypted backup never asks.
+        let passphrase = servingPassphrase(file: c.passphraseFile)
+        pluginOpenOptions.withLock { $0.passphrase = passphrase }
         // Size only: the source itself opens at the first connection.
         let spec = SourceSpec(path: file, raw: c.raw, overlayPath: c.overlay)
         let p = try SourceOpener.prepare(spec, counters: counters)
@@ -72,6 +81,18 @@ public func bl_swift_config_complete() -> Int32 {
     } catch {
         return fail(error)
     }
+}
+
+/// Where the served backup's passphrase comes from inside nbdkit: `passphrase-file=` if given,
+/// else `$BOOTLAB_PASSPHRASE` — how `bootlab serve` hands over a passphrase it read from the
+/// environment or a terminal, and how reconfiguration hands it to its `serve --raw` child. Never a
+/// terminal: nbdkit serves in the background, with nobody to ask. Nil when neither is given (an
+/// unencrypted backup needs none; an encrypted one then fails to open with "a passphrase is
+/// needed").
+func servingPassphrase(file: String?) -> PassphraseSource? {
+    if let file { return .file(file) }
+    if getenv(PassphraseSource.defaultEnvironmentVariable) != nil { return .environment(PassphraseSource.defaultEnvironmentVariable) }
+    return nil
 }
 
 @_cdecl("bl_swift_get_ready")

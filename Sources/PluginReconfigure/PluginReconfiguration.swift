@@ -44,11 +44,24 @@ public enum PluginReconfiguration {
         public var seconds: Double
     }
 
+    /// Failures of the `bootlab serve --raw` child, named with what it said: its state (running,
+    /// exit status or signal) and the last lines of its log.
     public enum Failure: Error, CustomStringConvertible {
+        /// The child did not come up (it exited, or made no socket in time).
         case server(String)
+        /// The child listens, but the disk it serves cannot be read (a read through NBD failed).
+        case unreadable(child: String, read: String, log: String)
+        /// The engine failed while the child had exited or logged errors.
+        case child(child: String, log: String, engine: String)
+
         public var description: String {
             switch self {
-            case .server(let s): return "serving the composed disk over NBD failed: \(s)"
+            case .server(let s):
+                return "serving the composed disk over NBD failed: \(s)"
+            case let .unreadable(child, read, log):
+                return "the composed disk served over NBD cannot be read (\(read)); \(child); its log ends: \(log)"
+            case let .child(child, log, engine):
+                return "reconfiguration failed while serving the composed disk over NBD: \(child); its log ends: \(log); the engine then reported: \(engine)"
             }
         }
     }
@@ -63,15 +76,29 @@ public enum PluginReconfiguration {
         defer { try? FileManager.default.removeItem(at: work) }
         let socket = work.appendingPathComponent("nbd.sock").path
 
+        // Opening the layer opens the backup here, in this process, before any child or appliance
+        // starts: a wrong passphrase (or a missing one, a wrong vault, a replaced backup) fails
+        // now, in well under a second, with its own error — not after a 15 s appliance launch.
         let layer = try PluginFile.openReconfigurationLayer(pluginPath: pluginPath, options: options.access)
         let server = try startServer(pluginPath: pluginPath, socket: socket, work: work, options: options)
         defer { server.stop() }
         try server.waitUntilListening(timeout: 30)
+        // The child opens the backup on its first read: read once, so a child that cannot (say, it
+        // did not get the passphrase) is reported as such rather than as a disk without an OS.
+        try server.checkReadable(timeout: 120)
 
-        let report = try Reconfigurator.reconfigure(
-            image: DiskImage(path: "nbd+unix:///?socket=\(socket)", format: "raw"), layer: layer,
-            target: options.target, drivers: options.drivers,
-            options: ReconfigureOptions(dryRun: options.dryRun, workDirectory: work))
+        let report: ReconfigurationReport
+        do {
+            report = try Reconfigurator.reconfigure(
+                image: DiskImage(path: "nbd+unix:///?socket=\(socket)", format: "raw"), layer: layer,
+                target: options.target, drivers: options.drivers,
+                options: ReconfigureOptions(dryRun: options.dryRun, workDirectory: work))
+        } catch {
+            // A child that died or logged errors meanwhile explains the failure better than the
+            // engine can (libguestfs only sees I/O errors).
+            if let trouble = server.trouble() { throw Failure.child(child: trouble, log: server.logTail(), engine: "\(error)") }
+            throw error
+        }
         server.stop()
         var record: PluginFile.LayerRecord?
         if !options.dryRun {
@@ -99,12 +126,42 @@ public enum PluginReconfiguration {
             var waited = 0.0
             while !isListening() {
                 guard process.isRunning else {
-                    throw Failure.server("bootlab serve exited: \(logTail())")
+                    throw Failure.server("\(state()); its log ends: \(logTail())")
                 }
-                guard waited < timeout else { throw Failure.server("no socket after \(Int(timeout)) s: \(logTail())") }
+                guard waited < timeout else { throw Failure.server("no socket after \(Int(timeout)) s (\(state())); its log ends: \(logTail())") }
                 usleep(50_000)
                 waited += 0.05
             }
+        }
+
+        var nbdURI: String { "nbd+unix:///?socket=\(socket)" }
+
+        /// Reads the served disk's first sector through NBD (`qemu-io`, as the engine's QEMU would).
+        func checkReadable(timeout: Double) throws {
+            let (status, output) = try PluginReconfiguration.runTool(
+                ["qemu-io", "-r", "-f", "raw", "-c", "read 0 512", nbdURI], timeout: timeout)
+            guard status != 0 else { return }
+            let what = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.last ?? "no output"
+            throw Failure.unreadable(child: state(), read: "qemu-io read of sector 0 exited \(status): \(what)", log: logTail())
+        }
+
+        /// The child's state in words: still running (pid), or how it ended.
+        func state() -> String {
+            let name = "the bootlab serve --raw child (pid \(process.processIdentifier))"
+            if process.isRunning { return "\(name) is running" }
+            switch process.terminationReason {
+            case .exit: return "\(name) exited with status \(process.terminationStatus)"
+            case .uncaughtSignal: return "\(name) was killed by signal \(process.terminationStatus)"
+            @unknown default: return "\(name) ended (status \(process.terminationStatus))"
+            }
+        }
+
+        /// Why the child may have caused a failure: it ended, or it logged errors. Nil when it
+        /// still runs and logged none.
+        func trouble() -> String? {
+            if !process.isRunning { return state() }
+            let log = (try? String(contentsOf: self.log, encoding: .utf8)) ?? ""
+            return log.contains("error") ? "\(state()) and logged errors" : nil
         }
 
         /// A connect succeeds once the child made its socket (nbdkit accepts from the backlog).
@@ -126,8 +183,15 @@ public enum PluginReconfiguration {
             return r == 0
         }
 
-        func logTail() -> String {
-            String(((try? String(contentsOf: log, encoding: .utf8)) ?? "").suffix(400)).trimmingCharacters(in: .whitespacesAndNewlines)
+        /// The last lines of the child's log (stdout and stderr), repeated lines counted once.
+        func logTail(lines: Int = 8) -> String {
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            var kept: [(line: String, count: Int)] = []
+            for line in text.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) where !line.isEmpty {
+                if kept.last?.line == line { kept[kept.count - 1].count += 1 } else { kept.append((line, 1)) }
+            }
+            guard !kept.isEmpty else { return "(empty)" }
+            return kept.suffix(lines).map { $0.count > 1 ? "\($0.line) (×\($0.count))" : $0.line }.joined(separator: " | ")
         }
 
         /// SIGTERM to the child (nbdkit, same PID after exec), then wait; SIGKILL if it lingers.
@@ -140,6 +204,34 @@ public enum PluginReconfiguration {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
         }
+    }
+
+    /// Runs a tool found on PATH, bounded by `timeout` seconds (then killed); returns its exit
+    /// status and its output (stdout and stderr together).
+    static func runTool(_ argv: [String], timeout: Double) throws -> (status: Int32, output: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = argv
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let output = Locked(Data())
+        let drained = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            let d = pipe.fileHandleForReading.readDataToEndOfFile()
+            output.withLock { $0 = d }
+            drained.signal()
+        }
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        let timedOut = p.isRunning
+        if timedOut { kill(p.processIdentifier, SIGKILL) }
+        p.waitUntilExit()
+        drained.wait()
+        let text = String(decoding: output.current, as: UTF8.self)
+        return timedOut ? (-1, "\(argv[0]) timed out after \(Int(timeout)) s: \(text)") : (p.terminationStatus, text)
     }
 
     static func startServer(pluginPath: String, socket: String, work: URL, options: Options) throws -> Server {
@@ -157,8 +249,10 @@ public enum PluginReconfiguration {
         p.arguments = args
         let log = work.appendingPathComponent("serve.log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        p.standardOutput = try FileHandle(forWritingTo: log)
-        p.standardError = try FileHandle(forWritingTo: log)
+        // One descriptor for both: two would each write from offset 0 over the other's lines.
+        let handle = try FileHandle(forWritingTo: log)
+        p.standardOutput = handle
+        p.standardError = handle
         p.standardInput = FileHandle.nullDevice
         try p.run()
         return Server(process: p, socket: socket, log: log)

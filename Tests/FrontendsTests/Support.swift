@@ -53,10 +53,11 @@ struct RunResult {
 
 /// Runs a tool to completion with a bounded wait (killed past `timeout`).
 @discardableResult
-func run(_ tool: String, _ args: [String], timeout: Double = 60) throws -> RunResult {
+func run(_ tool: String, _ args: [String], timeout: Double = 60, environment: [String: String]? = nil) throws -> RunResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: tool.hasPrefix("/") ? tool : "/usr/bin/env")
     p.arguments = tool.hasPrefix("/") ? args : [tool] + args
+    if let environment { p.environment = environment }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
@@ -87,12 +88,14 @@ final class Server {
     let process = Process()
     let logPath: String
 
-    init(_ args: [String], log: String) throws {
+    /// Runs `executable ARGS` (bootlab by default) with `environment` (default: inherited).
+    init(_ args: [String], log: String, executable: String = bootlabPath, environment: [String: String]? = nil) throws {
         logPath = log
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         let h = FileHandle(forWritingAtPath: log)!
-        process.executableURL = URL(fileURLWithPath: bootlabPath)
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = args
+        if let environment { process.environment = environment }
         process.standardOutput = h
         process.standardError = h
         try process.run()

@@ -67,6 +67,33 @@ struct ScenarioParsingTests {
         return ScenarioError(file: "", key: "", reason: "")
     }
 
+    /// Issue 9: the suite keeps cells that reconfigure encrypted backups (a volume-only zstd +
+    /// AES one, and one from an encrypted vault chain), each on at least two targets whose storage
+    /// driver the machine's initramfs lacks — so reconfiguration must change it, through the
+    /// passphrase — and the unencrypted twin of the first.
+    @Test func suiteReconfiguresEncryptedBackups() throws {
+        let suite = try Self.suite()
+        func needsDrivers(_ s: Scenario) -> Bool {
+            s.targets.filter { t in
+                !suite.initramfsModules(for: s.machines[0], in: s).contains(suite.targets[t]!.controller.driver)
+            }.count >= 2
+        }
+        let encrypted = try suite.scenario(named: "encrypted-reconfigured")
+        #expect(encrypted.reconfigure && encrypted.backup.encryption == .aes256gcm && encrypted.backup.compression == .zstd)
+        #expect(encrypted.backup.kind == .volumeOnly)
+        #expect(encrypted.targets.allSatisfy { encrypted.expectation(for: $0) == .boots })
+        #expect(needsDrivers(encrypted), "\(encrypted.targets)")
+        let twin = try suite.scenario(named: "foreign-drivers")
+        #expect(twin.backup.encryption == .none && twin.reconfigure)
+        #expect(twin.machines == encrypted.machines && twin.seed == encrypted.seed)
+        #expect(Set(encrypted.targets).isSubset(of: Set(twin.targets)))
+        let chain = try suite.scenario(named: "vault-chain-encrypted-reconfigured")
+        #expect(chain.reconfigure && chain.backup.encryption == .aes256gcm && chain.backup.vault != nil)
+        #expect(chain.backup.incrementals.count >= 1)
+        #expect(chain.targets.allSatisfy { chain.expectation(for: $0) == .boots })
+        #expect(needsDrivers(chain), "\(chain.targets)")
+    }
+
     @Test func minimalScenarioGetsDefaults() throws {
         let s = try parse(Self.good)
         #expect(s.machines[0].bootloader == .extlinux)

@@ -77,6 +77,8 @@ public enum ReconfigureError: Error, CustomStringConvertible, Sendable {
     case noOperatingSystem(String)
     case guest(String)
     case layer(String)
+    /// The disk image cannot be read (I/O errors), as opposed to a readable disk without an OS.
+    case unreadable(String)
 
     public var description: String {
         switch self {
@@ -84,6 +86,7 @@ public enum ReconfigureError: Error, CustomStringConvertible, Sendable {
         case .noOperatingSystem(let s): return "no operating system found: \(s)"
         case .guest(let s): return "guest: \(s)"
         case .layer(let s): return "reconfiguration layer: \(s)"
+        case .unreadable(let s): return "unreadable disk: \(s)"
         }
     }
 }

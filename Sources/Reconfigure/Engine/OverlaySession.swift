@@ -52,6 +52,13 @@ final class OverlaySession {
         g = try Guestfs()
         try g.addDrive(overlay, format: "qcow2", readonly: false)
         try g.launch()
+        // A disk the appliance cannot read (an NBD server failing its reads, say) would otherwise
+        // look like a disk with no file system: say so, with libguestfs's own error.
+        do {
+            _ = try g.preadDevice(device, count: 512, at: 0)
+        } catch {
+            throw ReconfigureError.unreadable("libguestfs cannot read \(device) (\(image.path), \(image.format)): \(error)")
+        }
         // Earlier runs' changes: the guest must see the disk as base ▸ layer.
         for e in try layer.allExtents() where e.kind == .data {
             var off = e.offset
@@ -66,6 +73,15 @@ final class OverlaySession {
     deinit { try? FileManager.default.removeItem(at: work) }
 
     func temporaryPath(_ name: String) -> String { work.appendingPathComponent(name).path }
+
+    /// What libguestfs sees on the disk, for an error that finds no operating system there:
+    /// its size, partitions and every file system with its type (including `unknown`).
+    func describeDisk() -> String {
+        let partitions = (try? g.listPartitions()) ?? []
+        let filesystems = ((try? g.listFilesystems()) ?? []).map { "\($0.device) \($0.type)" }
+        return "\(device) (\(diskSize) bytes): partitions \(partitions.isEmpty ? "none" : partitions.joined(separator: ", "))"
+            + "; file systems \(filesystems.isEmpty ? "none" : filesystems.joined(separator: ", "))"
+    }
 
     /// Shuts the appliance down and copies the overlay's clusters that differ from the layer's
     /// current bytes (or that the layer did not hold) into the layer. Returns the ranges written.

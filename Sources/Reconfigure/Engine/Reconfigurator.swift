@@ -39,7 +39,7 @@ public enum Reconfigurator {
             let grub = try GrubReconfigurer(session: session).run(report: &report, dryRun: options.dryRun)
             if grub && !os { report.os = "linux-grub" }
             guard os || grub else {
-                throw ReconfigureError.noOperatingSystem("no boot loader configuration (syslinux/extlinux/GRUB), initramfs-tools root or Windows SYSTEM hive on \(report.filesystems.joined(separator: ", "))")
+                throw ReconfigureError.noOperatingSystem("no boot loader configuration (syslinux/extlinux/GRUB), initramfs-tools root or Windows SYSTEM hive; libguestfs saw \(session.describeDisk())")
             }
         } catch {
             _ = try? session.finish(into: layer, copyChanges: false)
