@@ -30,8 +30,9 @@ let package = Package(
         // libguestfs and libhivex, for OS reconfiguration.
         .systemLibrary(name: "CGuestfs", pkgConfig: "libguestfs"),
         .systemLibrary(name: "CHivex", pkgConfig: "hivex"),
-        // OS reconfiguration: drivers, initramfs, fstab/boot loader, Windows hives, GRUB boot code.
-        .target(name: "Reconfigure", dependencies: ["BlockCore", "CGuestfs", "CHivex"]),
+        // OS reconfiguration: drivers, initramfs, fstab/boot loader, Windows hives, GRUB boot code
+        // (sector 0 through DiskFormats' MBR parser: the one in the product).
+        .target(name: "Reconfigure", dependencies: ["BlockCore", "DiskFormats", "CGuestfs", "CHivex"]),
         // libFuzzer harness for the initramfs cpio reader and modules.dep parser.
         .executableTarget(name: "FuzzCpio", dependencies: ["Reconfigure"]),
         .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore"], exclude: ["Fixtures"]),

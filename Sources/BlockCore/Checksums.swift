@@ -1,28 +1,66 @@
 import CCryptoShim
 
 /// CRC-32C (Castagnoli) through Crypto++ — the checksum of every VHDX and backup-image structure.
-public enum CRC32C {
-    /// CRC of `bytes`, continued from `seed` (0 starts a new checksum; pass a previous result to
-    /// continue over more bytes: crc(a‖b) == checksum(b, seed: checksum(a))).
-    @inlinable
-    public static func checksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
-        bl_crc32c_update(seed, bytes.baseAddress, bytes.count)
+///
+/// One value is one computation: `update` it with the pieces in order, then `finalize`. It holds
+/// one public `CryptoPP::CRC32C` object, because that class cannot resume from an earlier result
+/// (the only "continue from a seed" entry point in libcryptopp is an undeclared SSE4.2 routine
+/// that returns garbage without SSE4.2 and does not exist on aarch64).
+public struct CRC32C: ~Copyable {
+    private let ctx: OpaquePointer
+
+    public init() {
+        guard let ctx = bl_crc32c_new() else {
+            // Only an allocation failure gets here, which Swift itself treats as fatal.
+            fatalError("CRC-32C: \(String(cString: bl_last_error()))")
+        }
+        self.ctx = ctx
     }
 
-    public static func checksum(_ bytes: [UInt8], seed: UInt32 = 0) -> UInt32 {
-        bytes.withUnsafeBytes { checksum($0, seed: seed) }
+    deinit { bl_crc32c_free(ctx) }
+
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        CRC32C.check(bl_crc32c_update(ctx, bytes.baseAddress, bytes.count))
     }
 
-    /// CRC of `bytes` with the 4-byte field at `fieldOffset` taken as zero — how VHDX and our own
-    /// format checksum a structure that contains its own checksum.
+    public mutating func update(_ bytes: [UInt8]) { bytes.withUnsafeBytes { update($0) } }
+
+    /// The CRC of everything updated so far; the computation restarts from empty afterwards.
+    public mutating func finalize() -> UInt32 {
+        var out: UInt32 = 0
+        CRC32C.check(bl_crc32c_final(ctx, &out))
+        return out
+    }
+
+    /// CRC of one buffer.
+    public static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        var out: UInt32 = 0
+        check(bl_crc32c(bytes.baseAddress, bytes.count, &out))
+        return out
+    }
+
+    public static func checksum(_ bytes: [UInt8]) -> UInt32 {
+        bytes.withUnsafeBytes { checksum($0) }
+    }
+
+    /// CRC of `bytes` with the 4-byte field at `fieldOffset` taken as zero — how VHDX ("computed
+    /// over the entire structure with the Checksum field set to zero", MS-VHDX 2.2.2) and our
+    /// own formats checksum a structure that contains its own checksum. One computation over
+    /// three pieces: the bytes before the field, four zero bytes, the bytes after it.
     public static func checksum(_ bytes: [UInt8], zeroingFieldAt fieldOffset: Int) -> UInt32 {
         precondition(fieldOffset >= 0 && fieldOffset + 4 <= bytes.count, "checksum field outside structure")
-        return bytes.withUnsafeBytes { raw in
-            var crc = checksum(UnsafeRawBufferPointer(rebasing: raw[0..<fieldOffset]))
-            let zeros: [UInt8] = [0, 0, 0, 0]
-            crc = zeros.withUnsafeBytes { checksum($0, seed: crc) }
-            return checksum(UnsafeRawBufferPointer(rebasing: raw[(fieldOffset + 4)...]), seed: crc)
+        var crc = CRC32C()
+        bytes.withUnsafeBytes { raw in
+            crc.update(UnsafeRawBufferPointer(rebasing: raw[0..<fieldOffset]))
+            crc.update([0, 0, 0, 0])
+            crc.update(UnsafeRawBufferPointer(rebasing: raw[(fieldOffset + 4)...]))
         }
+        return crc.finalize()
+    }
+
+    /// The shim fails only when Crypto++ throws, which for CRC-32C means memory exhaustion.
+    private static func check(_ status: Int32) {
+        guard status == 0 else { fatalError("CRC-32C: \(String(cString: bl_last_error()))") }
     }
 }
 

@@ -2,7 +2,6 @@
 #include "CCryptoShim.h"
 
 #include <cryptopp/aes.h>
-#include <cryptopp/cpu.h>
 #include <cryptopp/crc.h>
 #include <cryptopp/gcm.h>
 #include <cryptopp/hkdf.h>
@@ -12,12 +11,6 @@
 #include <cryptopp/sha.h>
 
 #include <string>
-
-namespace CryptoPP {
-// Exported by libcryptopp but not declared in its public headers; it continues a CRC-32C from an
-// arbitrary (non-finalized) state, which the public CRC32C class cannot.
-void CRC32C_Update_SSE42(const byte *s, size_t n, word32 &c);
-}
 
 namespace {
 thread_local std::string lastError;
@@ -29,6 +22,9 @@ int fail(const char *where, const std::exception &e) {
 }  // namespace
 
 struct bl_sha256_ctx { CryptoPP::SHA256 hash; };
+// One public CryptoPP::CRC32C per computation: the class picks its SSE4.2/ARMv8/table path itself
+// and cannot start from a seed, so a checksum over several pieces is one object fed in order.
+struct bl_crc32c_ctx { CryptoPP::CRC32C crc; };
 struct bl_gcm_ctx {
     CryptoPP::GCM<CryptoPP::AES>::Encryption enc;
     CryptoPP::GCM<CryptoPP::AES>::Decryption dec;
@@ -38,25 +34,47 @@ extern "C" {
 
 const char *bl_last_error(void) { return lastError.c_str(); }
 
-uint32_t bl_crc32c_update(uint32_t crc, const void *data, size_t length) {
-    const auto *p = static_cast<const CryptoPP::byte *>(data);
-    if (CryptoPP::HasSSE42()) {
-        CryptoPP::word32 state = ~crc;
-        CryptoPP::CRC32C_Update_SSE42(p, length, state);
-        return ~state;
-    }
-    // Portable path: the public class only starts from the standard initial value, so a
-    // continuation re-derives nothing; callers on such CPUs must not rely on seeds != 0.
-    CryptoPP::CRC32C c;
-    if (crc != 0) {
-        lastError = "bl_crc32c_update: continuing a CRC needs SSE4.2";
-        return 0;
-    }
-    c.Update(p, length);
-    CryptoPP::word32 out;
-    c.Final(reinterpret_cast<CryptoPP::byte *>(&out));
-    return out;
+namespace {
+// Crypto++ writes the CRC as little-endian bytes (as it is stored in VHDX and .bli structures);
+// assemble the integer explicitly so the result does not depend on the host's byte order.
+uint32_t finishCRC32C(CryptoPP::CRC32C &c) {
+    CryptoPP::byte out[4];
+    c.Final(out);  // also restarts the object at the initial value
+    return static_cast<uint32_t>(out[0]) | static_cast<uint32_t>(out[1]) << 8 |
+           static_cast<uint32_t>(out[2]) << 16 | static_cast<uint32_t>(out[3]) << 24;
 }
+}  // namespace
+
+int bl_crc32c(const void *data, size_t length, uint32_t *out) {
+    try {
+        CryptoPP::CRC32C c;
+        c.Update(static_cast<const CryptoPP::byte *>(data), length);
+        *out = finishCRC32C(c);
+        return 0;
+    } catch (const std::exception &e) { return fail("crc32c", e); }
+}
+
+bl_crc32c_ctx *bl_crc32c_new(void) {
+    try {
+        return new bl_crc32c_ctx();
+    } catch (const std::exception &e) { fail("crc32c new", e); return nullptr; }
+}
+
+int bl_crc32c_update(bl_crc32c_ctx *ctx, const void *data, size_t length) {
+    try {
+        ctx->crc.Update(static_cast<const CryptoPP::byte *>(data), length);
+        return 0;
+    } catch (const std::exception &e) { return fail("crc32c update", e); }
+}
+
+int bl_crc32c_final(bl_crc32c_ctx *ctx, uint32_t *out) {
+    try {
+        *out = finishCRC32C(ctx->crc);
+        return 0;
+    } catch (const std::exception &e) { return fail("crc32c final", e); }
+}
+
+void bl_crc32c_free(bl_crc32c_ctx *ctx) { delete ctx; }
 
 void bl_sha256(const void *data, size_t length, uint8_t out[32]) {
     CryptoPP::SHA256 h;

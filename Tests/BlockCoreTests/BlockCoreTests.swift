@@ -8,8 +8,32 @@ import Foundation
     }
 
     @Test func crc32cContinues() {
-        let a = Array("12345".utf8), b = Array("6789".utf8)
-        #expect(CRC32C.checksum(b, seed: CRC32C.checksum(a)) == 0xE306_9283)
+        var c = CRC32C()
+        c.update(Array("12345".utf8))
+        c.update(Array("6789".utf8))
+        #expect(c.finalize() == 0xE306_9283)
+        // finalize restarts the computation.
+        c.update(Array("123456789".utf8))
+        #expect(c.finalize() == 0xE306_9283)
+    }
+
+    /// Pieces of every size (empty ones included, and splits inside the 8-byte words the
+    /// hardware path consumes) give the one-shot CRC.
+    @Test func crc32cPiecesEqualOneShot() {
+        let data = (0..<4099).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }
+        let whole = CRC32C.checksum(data)
+        for cuts in [[0], [1], [7, 8, 9], [0, 0, 4096], [3, 1000, 1001, 4095], Array(stride(from: 0, to: 4099, by: 13))] {
+            var c = CRC32C()
+            var start = 0
+            for cut in cuts + [data.count] {
+                c.update(Array(data[start..<cut]))
+                start = cut
+            }
+            #expect(c.finalize() == whole, "cuts \(cuts)")
+        }
+        var empty = CRC32C()
+        #expect(empty.finalize() == CRC32C.checksum([UInt8]()))
+        #expect(CRC32C.checksum([UInt8]()) == 0)
     }
 
     @Test func crc32cZeroingField() {

@@ -57,6 +57,53 @@ func tempFile(_ name: String, size: UInt64) throws -> String {
         #expect(throws: FormatError.self) { try MBR.parse([0x55, 0xAA]) }
     }
 
+    /// Slot numbers, the gap before the first partition, and the refusals GRUB boot-code
+    /// regeneration relied on (formerly Reconfigure's own MBRSector; same assertions).
+    @Test func slotNumbersAndFirstPartition() throws {
+        var s = [UInt8](repeating: 0, count: 512)
+        s[510] = 0x55
+        s[511] = 0xAA
+        #expect(try MBR.parse(s).numberedPartitions.isEmpty)
+        #expect(try MBR.parse(s).firstPartitionLBA == nil)
+        s[0x1BE + 16] = 0x80
+        s[0x1BE + 16 + 4] = 0x83
+        s.putLE32(63, at: 0x1BE + 16 + 8)
+        s.putLE32(1000, at: 0x1BE + 16 + 12)
+        let m = try MBR.parse(s)
+        #expect(m.numberedPartitions.map(\.number) == [2])
+        #expect(m.numberedPartitions.map(\.partition) == [MBR.Partition(type: 0x83, bootable: true, startLBA: 63, sectorCount: 1000)])
+        #expect(m.partition(startingAt: 63)?.number == 2)
+        #expect(m.partition(startingAt: 2048) == nil)
+        #expect(m.firstPartitionLBA == 63)
+        s[0x1BE + 16] = 0x7F
+        #expect(throws: FormatError.self) { try MBR.parse(s) }
+        #expect(throws: FormatError.self) { try MBR.parse(Array(s.prefix(100))) }
+    }
+
+    /// Rule: the boot indicator is checked in all four slots, empty ones included (what Linux's
+    /// and GRUB's msdos parsers do to tell a table from a FAT/NTFS boot sector).
+    @Test func bootIndicatorCheckedInEmptySlots() throws {
+        var s = MBR(partitions: [.init(type: 0x83, startLBA: 2048, sectorCount: 100)]).encode()
+        s[0x1BE + 48] = 0x12  // slot 4: type 0, no sectors, but a bad boot indicator
+        #expect(throws: FormatError("MBR", "partition entry 4", at: 0x1BE + 48, "boot indicator 0x12 is neither 0x00 nor 0x80")) {
+            try MBR.parse(s)
+        }
+        s[0x1BE + 48] = 0x00
+        #expect(try MBR.parse(s).numberedPartitions.count == 1)
+    }
+
+    /// Rule: a used entry may not start at LBA 0 (the MBR itself); an unused slot's start is
+    /// never looked at. Through `PartitionTable` too, the path backups and exposure take.
+    @Test func usedEntryAtLBA0Refused() throws {
+        var s = MBR(partitions: [.init(type: 0x83, startLBA: 2048, sectorCount: 100)]).encode()
+        s.putLE32(0, at: 0x1BE + 8)
+        let expected = FormatError("MBR", "partition entry 1", at: 0x1BE + 8, "starts at LBA 0, over the MBR itself")
+        #expect(throws: expected) { try MBR.parse(s) }
+        #expect(throws: expected) { try PartitionTable.read(from: MemorySource(s + [UInt8](repeating: 0, count: 1 << 20))) }
+        s[0x1BE + 4] = 0  // type 0: an unused slot, start 0 or not
+        #expect(try MBR.parse(s).numberedPartitions.isEmpty)
+    }
+
     /// Cross-check with util-linux: sfdisk reads our encoded MBR, and we read sfdisk's.
     @Test func agreesWithSfdisk() throws {
         let path = try tempFile("mbr.raw", size: 64 << 20)

@@ -41,11 +41,11 @@ private let MiB: UInt64 = 1 << 20
 struct VHDXSynthStructureTests {
     /// vhdx-notes §9a golden CRCs: headers with all-zero GUIDs, and the Hyper-V region table.
     @Test func goldenChecksums() {
-        let h1 = VHDXSkeletonBuilder.header(sequence: 1, fileWrite: .zero, dataWrite: .zero)
-        let h2 = VHDXSkeletonBuilder.header(sequence: 2, fileWrite: .zero, dataWrite: .zero)
+        let h1 = VHDXSkeleton.header(sequence: 1, fileWrite: .zero, dataWrite: .zero)
+        let h2 = VHDXSkeleton.header(sequence: 2, fileWrite: .zero, dataWrite: .zero)
         #expect(h1.le32(4) == 0xF1FD_4713)
         #expect(h2.le32(4) == 0x7318_957B)
-        let rt = VHDXSkeletonBuilder.regionTable(batLength: MiB)
+        let rt = VHDXSkeleton.regionTable(batLength: MiB)
         #expect(rt.le32(4) == 0xC66B_8CAE)
         // Our region table puts BAT (Required) first at 3 MiB and metadata at 2 MiB.
         #expect(Array(rt[16..<32]) == VHDX.batRegion.bytes)

@@ -29,7 +29,7 @@ struct GeneratorAndBootTests {
         // The versions manifest names every input tool and the kernel package.
         #expect(first.versions.packages.keys.contains("e2fsprogs"))
         #expect(first.versions.packages.keys.contains { $0.hasPrefix("linux-image-") })
-        let layout = try MBRLayout.dump(disk: URL(fileURLWithPath: first.diskPath))
+        let layout = try RawDiskLayout.dump(disk: URL(fileURLWithPath: first.diskPath))
         #expect(layout.contains("start LBA \(scenario.machines[0].partitionStart) "))
         #expect(layout.contains("boot signature 0x55aa"))
         // A different seed gives a different disk.

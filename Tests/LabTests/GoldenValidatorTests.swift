@@ -1,3 +1,4 @@
+import BlockCore
 import Foundation
 import Testing
 @testable import Lab
@@ -178,5 +179,41 @@ struct GoldenValidatorTests {
         var onlyVersions = base
         onlyVersions.machines["main"]!.generator.external.packages["e2fsprogs"] = "1.47.0-2"
         #expect(onlyVersions.explain(changeFrom: base) == .sameInputs, "a version string with an unchanged disk explains nothing")
+    }
+}
+
+/// The raw-disk layout dump reads sector 0 through DiskFormats' MBR decoding; its text is the
+/// golden `layout.txt` format, so it is pinned here for a sector with every case the dump
+/// distinguishes (active entry with saturated CHS, invalid status past the disk's end, a
+/// non-blank entry of type 0, a blank slot).
+@Suite struct RawDiskLayoutTests {
+    @Test func dumpTextIsPinned() {
+        var s = [UInt8](repeating: 0, count: 512)
+        for i in 0..<440 { s[i] = UInt8(truncatingIfNeeded: i * 7) }
+        s.putLE32(0xCAFE_F00D, at: 440)
+        let e1: [UInt8] = [0x80, 0x20, 0x21, 0x00, 0x83, 0xFE, 0xFF, 0xFF]
+        for (i, b) in e1.enumerated() { s[446 + i] = b }
+        s.putLE32(2048, at: 446 + 8)
+        s.putLE32(100_000, at: 446 + 12)
+        s[462] = 0x12
+        s[462 + 4] = 0x07
+        s.putLE32(5_000_000, at: 462 + 8)
+        s.putLE32(10, at: 462 + 12)
+        s.putLE32(7, at: 478 + 12)
+        s[510] = 0x55
+        s[511] = 0xAA
+        #expect(RawDiskLayout.dump(sector: s, diskSize: 64 << 20) == """
+            disk size 67108864 bytes (131072 sectors)
+            boot code sha256 18b84c0c55db915237c65d5a2c75fbf5ecdb1cadb5ca62dbebaa4fac8889e7e0
+            disk signature 0xcafef00d
+            boot signature 0x55aa
+            partition 1: status 0x80 type 0x83 start LBA 2048 sectors 100000 (51200000 bytes) CHS 0/32/33-1023/254/63
+            partition 2: status 0x12 type 0x07 start LBA 5000000 sectors 10 (5120 bytes) CHS 0/0/0-0/0/0
+              warning: status byte is neither 0x00 nor 0x80
+              warning: partition ends past the end of the disk
+            partition 3: status 0x00 type 0x00 start LBA 0 sectors 7 (3584 bytes) CHS 0/0/0-0/0/0
+            partition 4: empty
+
+            """)
     }
 }

@@ -125,21 +125,4 @@ import Testing
             return true
         }
     }
-
-    @Test func mbrSectorParsing() throws {
-        var s = [UInt8](repeating: 0, count: 512)
-        s[510] = 0x55
-        s[511] = 0xAA
-        #expect(try MBRSector(s).entries.isEmpty)
-        s[0x1BE + 16] = 0x80
-        s[0x1BE + 16 + 4] = 0x83
-        s.putLE32(63, at: 0x1BE + 16 + 8)
-        s.putLE32(1000, at: 0x1BE + 16 + 12)
-        let m = try MBRSector(s)
-        #expect(m.entries == [MBRSector.Entry(number: 2, type: 0x83, bootable: true, startLBA: 63, sectors: 1000)])
-        #expect(m.gapEndLBA == 63)
-        s[0x1BE + 16] = 0x7F
-        #expect(throws: FormatError.self) { try MBRSector(s) }
-        #expect(throws: FormatError.self) { try MBRSector(Array(s.prefix(100))) }
-    }
 }

@@ -14,10 +14,19 @@ extern "C" {
 /// The message of the last failure on this thread ("" when none).
 const char *bl_last_error(void);
 
-/// CRC-32C (Castagnoli), reflected, init 0xFFFFFFFF, final XOR 0xFFFFFFFF, continued from `crc`:
-/// bl_crc32c_update(0, ...) starts a new checksum; feeding the result back in continues it, so
-/// crc(a||b) == bl_crc32c_update(bl_crc32c_update(0, a), b).
-uint32_t bl_crc32c_update(uint32_t crc, const void *data, size_t length);
+/// CRC-32C (Castagnoli), reflected 0x82F63B78, init 0xFFFFFFFF, final XOR 0xFFFFFFFF, through the
+/// public CryptoPP::CRC32C class only. That class cannot resume from a previous result, so a
+/// checksum over several pieces (e.g. a structure with its CRC field taken as zero) is one context
+/// updated with the pieces in order: new, update..., final, free.
+/// One buffer: writes the CRC to *out; 0 on success.
+int bl_crc32c(const void *data, size_t length, uint32_t *out);
+typedef struct bl_crc32c_ctx bl_crc32c_ctx;
+/// NULL on failure (bl_last_error says why).
+bl_crc32c_ctx *bl_crc32c_new(void);
+int bl_crc32c_update(bl_crc32c_ctx *ctx, const void *data, size_t length);
+/// Writes the CRC of everything updated so far and restarts the context at the initial value.
+int bl_crc32c_final(bl_crc32c_ctx *ctx, uint32_t *out);
+void bl_crc32c_free(bl_crc32c_ctx *ctx);
 
 /// CRC-32 (IEEE 802.3, reflected 0xEDB88320, as GPT and zlib use it) of one buffer.
 uint32_t bl_crc32(const void *data, size_t length);

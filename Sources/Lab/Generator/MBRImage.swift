@@ -4,6 +4,10 @@ import Foundation
 /// The classic MBR of the source machine: syslinux's boot code, a disk signature and one
 /// bootable primary partition (layout per the IBM PC MBR: code 0–439, signature 440–443,
 /// four 16-byte entries at 446, 0x55AA at 510).
+///
+/// Written here, not with DiskFormats' `MBR`, on purpose: the generated disk is the oracle the
+/// exposed disk is compared with (`qemu-img compare`), so a bug in the product's MBR writer must
+/// not be able to appear on both sides.
 struct MBRImage {
     var bootCode: [UInt8]
     var signature: UInt32
@@ -33,37 +37,5 @@ struct MBRImage {
         var s = lba % sectors + 1
         if c > 1023 { (c, h, s) = (1023, 254, 63) }
         return [UInt8(h), UInt8(s | ((c >> 2) & 0xC0)), UInt8(c & 0xFF)]
-    }
-}
-
-/// A readable dump of a disk's MBR and partition table, the golden "layout" for raw disks.
-public enum MBRLayout {
-    public static func dump(disk url: URL) throws -> String {
-        let file = try RawFile(path: url.path)
-        var sector = [UInt8](repeating: 0, count: 512)
-        guard file.size >= 512 else { return "size \(file.size) bytes: too small for an MBR\n" }
-        try sector.withUnsafeMutableBytes { try file.read(at: 0, into: $0) }
-        return dump(sector: sector, diskSize: file.size)
-    }
-
-    /// The dump of sector 0 of a disk of `diskSize` bytes.
-    public static func dump(sector: [UInt8], diskSize: UInt64) -> String {
-        precondition(sector.count >= 512, "an MBR is one 512-byte sector")
-        var out = "disk size \(diskSize) bytes (\(diskSize / 512) sectors)\n"
-        out += "boot code sha256 \(SHA256.hash(Array(sector[0..<440])).hex)\n"
-        out += String(format: "disk signature 0x%08x\n", sector.le32(440))
-        out += String(format: "boot signature 0x%02x%02x\n", sector[510], sector[511])
-        for i in 0..<4 {
-            let e = Array(sector[(446 + i * 16)..<(446 + i * 16 + 16)])
-            guard e.contains(where: { $0 != 0 }) else { out += "partition \(i + 1): empty\n"; continue }
-            let start = e.le32(8), count = e.le32(12)
-            out += String(format: "partition %d: status 0x%02x type 0x%02x start LBA %u sectors %u (%llu bytes) CHS %d/%d/%d-%d/%d/%d\n",
-                          i + 1, e[0], e[4], start, count, UInt64(count) * 512,
-                          Int(e[3]) | (Int(e[2] & 0xC0) << 2), Int(e[1]), Int(e[2] & 0x3F),
-                          Int(e[7]) | (Int(e[6] & 0xC0) << 2), Int(e[5]), Int(e[6] & 0x3F))
-            if e[0] & 0x7F != 0 { out += "  warning: status byte is neither 0x00 nor 0x80\n" }
-            if UInt64(start) + UInt64(count) > diskSize / 512 { out += "  warning: partition ends past the end of the disk\n" }
-        }
-        return out
     }
 }

@@ -13,7 +13,7 @@ public struct GoldenValidator: Validator {
     /// Layout dumpers by disk format; a format without one is recorded by digest only.
     public let dumpers: [String: LayoutDumper]
 
-    public init(dumpers: [String: LayoutDumper] = ["raw": { try MBRLayout.dump(disk: $0) },
+    public init(dumpers: [String: LayoutDumper] = ["raw": { try RawDiskLayout.dump(disk: $0) },
                                                    "vhdx": { VHDXLayout.dump(file: $0) }]) {
         self.dumpers = dumpers
     }

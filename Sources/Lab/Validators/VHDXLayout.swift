@@ -62,7 +62,7 @@ public enum VHDXLayout {
         lines.append("virtual disk sector 0 (as this file holds it; a plugin file's payload is a hole):")
         do {
             let sector = try vhdx.read(at: 0, count: 512)
-            lines.append(MBRLayout.dump(sector: sector, diskSize: vhdx.size).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+            lines.append(RawDiskLayout.dump(sector: sector, diskSize: vhdx.size).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
         } catch {
             lines.append("  unreadable: \(error)")
         }

@@ -1,4 +1,5 @@
 import BlockCore
+import DiskFormats
 import Foundation
 
 /// Bytes to place at one offset of the composed disk (in its reconfiguration layer).
@@ -129,11 +130,11 @@ public struct GrubBootCode: Sendable, Equatable {
     /// GRUB's diskboot.img. `readSector(lba)` reads one 512-byte sector of the same disk; it is only
     /// asked for an LBA inside the boot gap.
     public static func isInstalled(sector0: [UInt8], readSector: (UInt64) throws -> [UInt8]) throws -> Bool {
-        guard sector0.count >= MBRSector.size,
-              contains(Array(sector0[0..<MBRSector.codeSize]), Array("GRUB ".utf8)) else { return false }
+        guard sector0.count >= MBR.size,
+              contains(Array(sector0[0..<MBR.bootCodeSize]), Array("GRUB ".utf8)) else { return false }
         let kernelSector = sector0.le64(kernelSectorOffset)
         // Only a core inside the boot gap counts (and only such an LBA is read).
-        let gapEnd = (try? MBRSector(sector0))?.gapEndLBA ?? 0
+        let gapEnd = (try? MBR.parse(sector0))?.firstPartitionLBA ?? 0
         guard kernelSector >= 1, kernelSector < gapEnd else { return false }
         // diskboot.S's message; every GRUB 2 release carries it.
         return contains(try readSector(kernelSector), Array("loading".utf8))
@@ -143,12 +144,12 @@ public struct GrubBootCode: Sendable, Equatable {
 
     static func build(files: GrubVolumeFiles, partitionStartLBA: UInt64, sector0: [UInt8],
                       extraModules: [String], work: URL) throws -> GrubBootCode {
-        let mbr: MBRSector
-        do { mbr = try MBRSector(sector0) } catch {
+        let mbr: MBR
+        do { mbr = try MBR.parse(sector0) } catch {
             throw GrubError.partitionTable("sector 0 of the composed disk is not a usable MBR: \(error)")
         }
-        guard let entry = mbr.entry(startingAt: partitionStartLBA) else {
-            throw GrubError.partitionTable("no primary partition starts at LBA \(partitionStartLBA) (entries start at \(mbr.entries.map(\.startLBA)))")
+        guard let entry = mbr.partition(startingAt: partitionStartLBA) else {
+            throw GrubError.partitionTable("no primary partition starts at LBA \(partitionStartLBA) (entries start at \(mbr.numberedPartitions.map { UInt64($0.partition.startLBA) }))")
         }
         guard let config = try BootConfig.grubPaths.first(where: { try files.isFile($0) }) else {
             throw GrubError.noGrubConfiguration("\(files.name) (looked for \(BootConfig.grubPaths.joined(separator: ", ")))")
@@ -178,7 +179,7 @@ public struct GrubBootCode: Sendable, Equatable {
             throw GrubError.volume("\(files.name):\(moduleDir) has no \(m).mod")
         }
         let bootImg = [UInt8](try Data(contentsOf: modsDir.appendingPathComponent("boot.img")))
-        guard bootImg.count == MBRSector.size, bootImg[510] == 0x55, bootImg[511] == 0xAA,
+        guard bootImg.count == MBR.size, bootImg[510] == 0x55, bootImg[511] == 0xAA,
               bootImg[bootDriveCheckOffset] == 0xEB || bootImg[bootDriveCheckOffset] == 0x90 else {
             throw GrubError.unexpectedImage("\(files.name):\(moduleDir)/boot.img is not a GRUB 2 i386-pc boot.img (\(bootImg.count) bytes)")
         }
@@ -196,10 +197,10 @@ public struct GrubBootCode: Sendable, Equatable {
         _ = try run(["grub-mkimage", "-O", "i386-pc", "-d", modsDir.path, "-c", cfgPath.path, "-p", prefix,
                      "-o", corePath.path] + modules)
         var core = [UInt8](try Data(contentsOf: corePath))
-        guard core.count > MBRSector.size else { throw GrubError.unexpectedImage("grub-mkimage wrote \(core.count) bytes") }
-        core += [UInt8](repeating: 0, count: (MBRSector.size - core.count % MBRSector.size) % MBRSector.size)
-        let sectors = core.count / MBRSector.size
-        let firstLBA = mbr.gapEndLBA
+        guard core.count > MBR.size else { throw GrubError.unexpectedImage("grub-mkimage wrote \(core.count) bytes") }
+        core += [UInt8](repeating: 0, count: (MBR.size - core.count % MBR.size) % MBR.size)
+        let sectors = core.count / MBR.size
+        let firstLBA = mbr.firstPartitionLBA ?? 0
         guard UInt64(1 + sectors) <= firstLBA else {
             throw GrubError.doesNotFit(coreSectors: sectors, gapSectors: firstLBA > 0 ? firstLBA - 1 : 0, firstPartitionLBA: firstLBA)
         }
@@ -209,12 +210,14 @@ public struct GrubBootCode: Sendable, Equatable {
             throw GrubError.unexpectedImage("core.img's blocklist says LBA \(blStart), \(blLength) sectors; expected LBA 2, \(sectors - 1)")
         }
 
-        var lba0 = Array(bootImg[0..<MBRSector.codeSize]) + Array(mbr.bytes[MBRSector.codeSize..<MBRSector.size])
+        // Only the boot code is GRUB's; the disk signature, table and 0x55AA stay byte for byte
+        // as they are (not re-encoded from the parsed MBR, whose CHS fields are recomputed).
+        var lba0 = Array(bootImg[0..<MBR.bootCodeSize]) + Array(sector0[MBR.bootCodeSize..<MBR.size])
         lba0.putLE64(1, at: kernelSectorOffset)
         lba0[bootDriveCheckOffset] = 0x90
         lba0[bootDriveCheckOffset + 1] = 0x90
         return GrubBootCode(
-            patches: [BootCodePatch(offset: 0, bytes: lba0), BootCodePatch(offset: UInt64(MBRSector.size), bytes: core)],
+            patches: [BootCodePatch(offset: 0, bytes: lba0), BootCodePatch(offset: UInt64(MBR.size), bytes: core)],
             coreSectors: sectors, partitionNumber: entry.number, filesystemUUID: uuid, configPath: config,
             moduleDirectory: moduleDir, prefix: prefix, embeddedConfig: cfg, modules: modules)
     }

@@ -1,4 +1,5 @@
 import BlockCore
+import DiskFormats
 import Foundation
 
 /// The GRUB step of a reconfiguration session: a volume with `/boot/grub/grub.cfg` on a disk
@@ -27,26 +28,26 @@ struct GrubReconfigurer {
             report.bootLoader = "grub"
             report.bootConfig = "\(device):\(config)"
         }
-        let sector0 = try g.preadDevice(disk, count: MBRSector.size, at: 0)
-        let mbr: MBRSector
-        do { mbr = try MBRSector(sector0) } catch {
+        let sector0 = try g.preadDevice(disk, count: MBR.size, at: 0)
+        let mbr: MBR
+        do { mbr = try MBR.parse(sector0) } catch {
             throw GrubError.partitionTable("\(disk) has no usable MBR for GRUB boot code: \(error)")
         }
-        if mbr.entries.contains(where: { $0.type == 0xEE }) {
+        if mbr.isProtective {
             // GPT: GRUB's core lives in a BIOS boot partition we do not rebuild. A boot sector that
             // is GRUB's is taken as installed; anything else is refused.
-            if GrubBootCode.contains(Array(sector0[0..<MBRSector.codeSize]), Array("GRUB ".utf8)) { return true }
+            if GrubBootCode.contains(Array(sector0[0..<MBR.bootCodeSize]), Array("GRUB ".utf8)) { return true }
             throw GrubError.partitionTable("\(disk) is GPT-partitioned and has no GRUB boot sector; BIOS GRUB there needs a BIOS boot partition (not supported)")
         }
         let installed = try GrubBootCode.isInstalled(sector0: sector0) { lba in
-            try g.preadDevice(disk, count: MBRSector.size, at: lba * UInt64(MBRSector.size))
+            try g.preadDevice(disk, count: MBR.size, at: lba * UInt64(MBR.size))
         }
         if installed { return true }
 
         guard device.hasPrefix(disk), let number = Int(device.dropFirst(disk.count)) else {
             throw GrubError.partitionTable("\(device) holds \(config) but is not a partition of \(disk) (whole-disk file systems have no boot gap)")
         }
-        guard let entry = mbr.entries.first(where: { $0.number == number }) else {
+        guard let entry = mbr.numberedPartitions.first(where: { $0.number == number })?.partition else {
             throw GrubError.partitionTable("\(device) is not a primary partition of \(disk)'s MBR (logical partitions are not supported)")
         }
 
@@ -56,7 +57,7 @@ struct GrubReconfigurer {
             defer { try? g.umountAll() }
             let work = URL(fileURLWithPath: session.temporaryPath("grub"))
             let files = GuestfsVolumeFiles(g: g, device: device, scratch: session.temporaryPath("grub-modules.tar"))
-            code = try GrubBootCode.build(files: files, partitionStartLBA: entry.startLBA, sector0: sector0,
+            code = try GrubBootCode.build(files: files, partitionStartLBA: UInt64(entry.startLBA), sector0: sector0,
                                           extraModules: [], work: work)
         }
         report.changes.append(.init(

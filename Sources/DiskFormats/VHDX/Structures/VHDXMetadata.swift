@@ -197,37 +197,81 @@ public struct VHDXMetadata: Sendable, Equatable {
 
     /// The whole metadata region (`regionLength` bytes): table, then items packed from 64 KiB in the
     /// QEMU/Disk2VHD order FP, VS, VID, LSS, PSS (vhdx-notes §4), then the parent locator, other
-    /// items and user items.
-    public func serialize(regionLength: Int = Int(VHDX.mib)) -> [UInt8] {
-        var region = [UInt8](repeating: 0, count: regionLength)
-        var entries: [VHDXMetadataEntry] = []
-        var cursor = Int(VHDX.minMetadataItemOffset)
-        func add(_ id: GUID, _ flags: UInt32, _ data: [UInt8]) {
-            precondition(cursor + data.count <= regionLength, "metadata items exceed the region")
-            entries.append(VHDXMetadataEntry(itemID: id, offset: data.isEmpty ? 0 : UInt32(cursor), length: UInt32(data.count), flags: flags))
-            region.put(data, at: cursor)
-            cursor += data.count
-        }
-        var fp: [UInt8] = []
-        fp.appendLE32(blockSize)
-        fp.appendLE32((leaveBlocksAllocated ? VHDX.leaveBlocksAllocatedFlag : 0) | (hasParent ? VHDX.hasParentFlag : 0))
-        add(VHDX.fileParametersItem, VHDX.metadataFlagIsRequired, fp)
-        var vs: [UInt8] = []
-        vs.appendLE64(virtualSize)
+    /// items and user items, through the one packer (`VHDXMetadataRegion.pack`). Values are not
+    /// judged here (tests write broken ones on purpose); only items that do not fit throw.
+    public func serialize(regionLength: Int = Int(VHDX.mib)) throws(VHDXSynthesisError) -> [UInt8] {
+        func le32(_ v: UInt32) -> [UInt8] { var b = [UInt8](repeating: 0, count: 4); b.putLE32(v, at: 0); return b }
+        func le64(_ v: UInt64) -> [UInt8] { var b = [UInt8](repeating: 0, count: 8); b.putLE64(v, at: 0); return b }
+        let required = VHDX.metadataFlagIsRequired
         let vd = VHDX.metadataFlagIsRequired | VHDX.metadataFlagIsVirtualDisk
-        add(VHDX.virtualDiskSizeItem, vd, vs)
-        add(VHDX.virtualDiskIDItem, vd, virtualDiskID.bytes)
-        var l: [UInt8] = []
-        l.appendLE32(logicalSectorSize)
-        add(VHDX.logicalSectorSizeItem, vd, l)
-        var p: [UInt8] = []
-        p.appendLE32(physicalSectorSize)
-        add(VHDX.physicalSectorSizeItem, vd, p)
-        if let loc = parentLocator { add(VHDX.parentLocatorItem, VHDX.metadataFlagIsRequired, loc.serialize()) }
-        for o in otherItems { add(o.itemID, o.flags, o.data) }
-        for u in userItems { add(u.itemID, u.flags | VHDX.metadataFlagIsUser, u.data) }
-        region.put(VHDXMetadataTable(entries: entries).serialize(), at: 0)
-        return region
+        let fpFlags = (leaveBlocksAllocated ? VHDX.leaveBlocksAllocatedFlag : 0) | (hasParent ? VHDX.hasParentFlag : 0)
+        var items = [
+            VHDXMetadataRegion.Item(id: VHDX.fileParametersItem, flags: required, name: "file parameters", payload: le32(blockSize) + le32(fpFlags)),
+            VHDXMetadataRegion.Item(id: VHDX.virtualDiskSizeItem, flags: vd, name: "virtual disk size", payload: le64(virtualSize)),
+            VHDXMetadataRegion.Item(id: VHDX.virtualDiskIDItem, flags: vd, name: "virtual disk ID", payload: virtualDiskID.bytes),
+            VHDXMetadataRegion.Item(id: VHDX.logicalSectorSizeItem, flags: vd, name: "logical sector size", payload: le32(logicalSectorSize)),
+            VHDXMetadataRegion.Item(id: VHDX.physicalSectorSizeItem, flags: vd, name: "physical sector size", payload: le32(physicalSectorSize)),
+        ]
+        if let loc = parentLocator {
+            items.append(.init(id: VHDX.parentLocatorItem, flags: required, name: "parent locator", payload: loc.serialize()))
+        }
+        items += otherItems.map { .init(id: $0.itemID, flags: $0.flags, name: "other", payload: $0.data) }
+        items += userItems.map { .init(id: $0.itemID, flags: $0.flags | VHDX.metadataFlagIsUser, name: "user", payload: $0.data) }
+        let packed = try VHDXMetadataRegion.pack(items, regionLength: regionLength).bytes
+        return packed + [UInt8](repeating: 0, count: regionLength - packed.count)
+    }
+}
+
+/// How items are placed in a metadata region: the one packer behind every metadata region
+/// BootLab writes (the skeleton of `create` and of the synthesizer, and `VHDXMetadata.serialize`).
+public enum VHDXMetadataRegion {
+    /// One item; `offset` and `length` are filled in by `pack`.
+    public struct Item: Sendable, Hashable {
+        public var id: GUID
+        public var flags: UInt32
+        /// For layout dumps only ("file parameters", "user", …); not stored.
+        public var name: String
+        public var payload: [UInt8]
+        public var offset: UInt32 = 0
+        public var length: UInt32 { UInt32(payload.count) }
+
+        public init(id: GUID, flags: UInt32, name: String, payload: [UInt8]) {
+            self.id = id
+            self.flags = flags
+            self.name = name
+            self.payload = payload
+        }
+    }
+
+    /// Places `items` in table order and returns the region's meaningful prefix (the table and
+    /// the items, rounded up to 4 KiB; the rest of the region is zero) and the placed items.
+    /// The first five (the system items) are packed back to back from 64 KiB, as QEMU and
+    /// Disk2VHD do (vhdx-notes §4); later ones start 8-byte aligned.
+    public static func pack(_ items: [Item], regionLength: Int) throws(VHDXSynthesisError) -> (bytes: [UInt8], placed: [Item]) {
+        var placed: [Item] = []
+        // MS-VHDX 2.6.1.2: an item's Offset "MUST be at least 64 KB" (the table's own 64 KiB),
+        // and 0 when its Length is 0.
+        var next = UInt64(VHDX.minMetadataItemOffset)
+        for (i, item) in items.enumerated() {
+            var p = item
+            if !item.payload.isEmpty {
+                if i >= 5 { next = VHDX.roundUp(next, to: 8) }
+                p.offset = UInt32(next)
+                next += UInt64(item.payload.count)
+                // MS-VHDX 2.6.1.2: items must lie inside the region.
+                guard next <= UInt64(regionLength) else {
+                    throw .userMetadata("items need \(next) bytes; the metadata region holds \(regionLength)")
+                }
+            }
+            placed.append(p)
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(VHDX.roundUp(next, to: 4096)))
+        let table = VHDXMetadataTable(entries: placed.map {
+            VHDXMetadataEntry(itemID: $0.id, offset: $0.offset, length: $0.length, flags: $0.flags)
+        }).serialize()
+        bytes.put(Array(table.prefix(32 + 32 * placed.count)), at: 0)
+        for p in placed where p.length > 0 { bytes.put(p.payload, at: Int(p.offset)) }
+        return (bytes, placed)
     }
 }
 

@@ -34,11 +34,11 @@ public final class VHDXView: BlockSource {
     public let physicalSectorSize: UInt32
     public let geometry: VHDX.BATGeometry
 
-    public let logOffset = VHDXSkeletonBuilder.logOffset
-    public let logLength = UInt64(VHDXSkeletonBuilder.logLength)
-    public let metadataOffset = VHDXSkeletonBuilder.metadataOffset
-    public let metadataLength = UInt64(VHDXSkeletonBuilder.metadataLength)
-    public let batOffset = VHDXSkeletonBuilder.batOffset
+    public let logOffset = VHDXSkeleton.logOffset
+    public let logLength = UInt64(VHDXSkeleton.logLength)
+    public let metadataOffset = VHDXSkeleton.metadataOffset
+    public let metadataLength = UInt64(VHDXSkeleton.metadataLength)
+    public let batOffset = VHDXSkeleton.batOffset
     /// BAT region length: entries × 8 rounded up to 1 MiB.
     public let batLength: UInt64
     /// Offset D where payload begins. Everything before it — headers, region tables, log,
@@ -55,47 +55,52 @@ public final class VHDXView: BlockSource {
     public let runs: [VHDXBlockRun]
     public let allocatedBlockCount: UInt64
 
-    let fileIdentifier: [UInt8]
-    let header1: [UInt8]
-    let header2: [UInt8]
-    let regionTable: [UInt8]
-    let metadataBytes: [UInt8]
-    let metadataEntries: [VHDXSkeletonBuilder.MetadataEntry]
+    /// Every structure before the payload except the BAT's entries (the one builder `create`
+    /// uses too).
+    public let skeletonStructures: VHDXSkeleton
+    var header1: [UInt8] { skeletonStructures.header1 }
+    var header2: [UInt8] { skeletonStructures.header2 }
+    var regionTable: [UInt8] { skeletonStructures.regionTable }
+    var metadataBytes: [UInt8] { skeletonStructures.metadataBytes }
+    var metadataEntries: [VHDXSkeleton.MetadataEntry] { skeletonStructures.metadataEntries }
     /// Bytes 0 ..< 0x50000: identifier, both headers, both region tables.
     private let headerArea: [UInt8]
 
     /// Builds the view. Reads the source's extent map once; reads no data.
     public init(source: any BlockSource, options: VHDXSynthesisOptions = VHDXSynthesisOptions()) throws {
         let v = source.size
-        guard v > 0 else { throw VHDXSynthesisError.emptyDisk }
-        guard v <= VHDX.maxVirtualSize else { throw VHDXSynthesisError.virtualSizeTooLarge(v) }
-        let lss = options.logicalSectorSize, pss = options.physicalSectorSize
-        guard [512, 4096].contains(lss), [512, 4096].contains(pss), pss >= lss else {
-            throw VHDXSynthesisError.invalidSectorSize(logical: lss, physical: pss)
+        let parameters = VHDXDiskParameters(virtualSize: v, blockSize: options.effectiveBlockSize(forVirtualSize: v),
+                                            logicalSectorSize: options.logicalSectorSize,
+                                            physicalSectorSize: options.physicalSectorSize)
+        try parameters.validate()
+        // The synthesizer's own rule, beyond MS-VHDX (which only wants each size to be 512 or
+        // 4096): the disks it serves are attached to hypervisors that report the physical size
+        // to the guest as its physical block size, which cannot be smaller than a logical
+        // sector. `create` does not apply it: a child must copy its parent's sizes as they are
+        // (MS-VHDX 2.6.2.4), and qemu-img writes 512 physical for any logical size.
+        guard options.physicalSectorSize >= options.logicalSectorSize else {
+            throw VHDXSynthesisError.invalidSectorSize(logical: options.logicalSectorSize, physical: options.physicalSectorSize)
         }
-        // MS-VHDX 2.6.2.2: VirtualDiskSize must be a multiple of LogicalSectorSize.
-        guard v % UInt64(lss) == 0 else { throw VHDXSynthesisError.virtualSizeNotSectorMultiple(size: v, sectorSize: lss) }
-        let b = options.effectiveBlockSize(forVirtualSize: v)
-        guard b >= VHDX.minBlockSize, b <= VHDX.maxBlockSize, b & (b - 1) == 0 else {
-            throw VHDXSynthesisError.invalidBlockSize(b)
-        }
+        // Every GUID derives from these 16 bytes (vhdx-notes §9a, G(x)).
         guard options.seed.count == 16 else { throw VHDXSynthesisError.invalidSeed(count: options.seed.count) }
-        let creatorUnits = options.creator.utf16.count
-        guard creatorUnits <= 256 else { throw VHDXSynthesisError.creatorTooLong(codeUnits: creatorUnits) }
+        let b = parameters.blockSize
 
         self.source = source
         self.options = options
         virtualSize = v
         blockSize = b
-        logicalSectorSize = lss
-        physicalSectorSize = pss
-        geometry = VHDX.BATGeometry(virtualSize: v, blockSize: b, logicalSectorSize: lss, differencing: false)
-        batLength = geometry.regionLength
-        payloadStart = batOffset + batLength
+        logicalSectorSize = options.logicalSectorSize
+        physicalSectorSize = options.physicalSectorSize
 
         fileWriteGuid = GUID.derived(seed: options.seed, label: "file")
         dataWriteGuid = GUID.derived(seed: options.seed, label: "data")
         virtualDiskID = GUID.derived(seed: options.seed, label: "vdisk")
+        skeletonStructures = try VHDXSkeleton(parameters: parameters, fileWriteGuid: fileWriteGuid, dataWriteGuid: dataWriteGuid,
+                                              virtualDiskID: virtualDiskID, creator: options.creator,
+                                              userMetadata: options.userMetadata)
+        geometry = skeletonStructures.geometry
+        batLength = skeletonStructures.batLength
+        payloadStart = skeletonStructures.payloadStart
 
         // Allocation map: blocks touched by any data extent.
         var runs: [VHDXBlockRun] = []
@@ -124,20 +129,13 @@ public final class VHDXView: BlockSource {
         allocatedBlockCount = rank
         size = payloadStart + rank * bs
 
-        fileIdentifier = VHDXSkeletonBuilder.fileIdentifier(creator: options.creator)
-        header1 = VHDXSkeletonBuilder.header(sequence: 1, fileWrite: fileWriteGuid, dataWrite: dataWriteGuid)
-        header2 = VHDXSkeletonBuilder.header(sequence: 2, fileWrite: fileWriteGuid, dataWrite: dataWriteGuid)
-        regionTable = VHDXSkeletonBuilder.regionTable(batLength: batLength)
-        (metadataBytes, metadataEntries) = try VHDXSkeletonBuilder.metadata(
-            blockSize: b, virtualSize: v, virtualDiskID: virtualDiskID,
-            logicalSectorSize: lss, physicalSectorSize: pss, user: options.userMetadata)
-
+        let sk = skeletonStructures
         var area = [UInt8](repeating: 0, count: Int(VHDX.regionTable2Offset) + VHDX.regionTableSize)
-        area.put(fileIdentifier, at: Int(VHDX.fileIdentifierOffset))
-        area.put(header1, at: Int(VHDX.header1Offset))
-        area.put(header2, at: Int(VHDX.header2Offset))
-        area.put(regionTable, at: Int(VHDX.regionTable1Offset))
-        area.put(regionTable, at: Int(VHDX.regionTable2Offset))
+        area.put(sk.fileIdentifier, at: Int(VHDX.fileIdentifierOffset))
+        area.put(sk.header1, at: Int(VHDX.header1Offset))
+        area.put(sk.header2, at: Int(VHDX.header2Offset))
+        area.put(sk.regionTable, at: Int(VHDX.regionTable1Offset))
+        area.put(sk.regionTable, at: Int(VHDX.regionTable2Offset))
         headerArea = area
     }
 

@@ -4,24 +4,20 @@ import BlockCore
 /// header section, a 1 MiB log at 1 MiB, metadata at 2 MiB, the BAT at 3 MiB, then data.
 /// Every byte derives from the arguments and the seed: no clock, no RNG.
 extension VHDXFile {
-    public enum CreateError: Error, CustomStringConvertible, Equatable {
-        case invalid(String)
-        public var description: String {
-            switch self { case let .invalid(s): return "VHDX create: \(s)" }
-        }
-    }
-
     /// A new dynamic VHDX (all blocks ZERO), opened writable.
     public static func createDynamic(path: String, virtualSize: UInt64, blockSize: UInt32? = nil,
                                      logicalSectorSize: UInt32 = 512, physicalSectorSize: UInt32 = 512,
                                      seed: [UInt8] = [], creator: String = BootLabVersion.creator) throws -> VHDXFile {
         let bs = blockSize ?? VHDX.defaultBlockSize(forVirtualSize: virtualSize)
-        try validate(virtualSize: virtualSize, blockSize: bs, logical: logicalSectorSize, physical: physicalSectorSize)
+        let parameters = VHDXDiskParameters(virtualSize: virtualSize, blockSize: bs, logicalSectorSize: logicalSectorSize,
+                                            physicalSectorSize: physicalSectorSize)
+        // Checked before the seed is derived from them (the skeleton checks again, harmlessly).
+        try parameters.validate()
         let fullSeed = seed + Array("dynamic \(virtualSize) \(bs) \(logicalSectorSize) \(physicalSectorSize)".utf8)
-        let md = VHDXMetadata(blockSize: bs, virtualSize: virtualSize,
-                              virtualDiskID: GUID.derived(seed: fullSeed, label: "vdisk"),
-                              logicalSectorSize: logicalSectorSize, physicalSectorSize: physicalSectorSize)
-        try writeNew(path: path, metadata: md, seed: fullSeed, creator: creator)
+        let skeleton = try VHDXSkeleton(parameters: parameters, fileWriteGuid: GUID.derived(seed: fullSeed, label: "file"),
+                                        dataWriteGuid: GUID.derived(seed: fullSeed, label: "data"),
+                                        virtualDiskID: GUID.derived(seed: fullSeed, label: "vdisk"), creator: creator)
+        try writeNew(path: path, skeleton: skeleton)
         return try open(path: path, writable: true)
     }
 
@@ -40,62 +36,43 @@ extension VHDXFile {
             ("relative_path", rel),
             ("absolute_win32_path", abs),
         ])
-        let md = VHDXMetadata(blockSize: pm.blockSize, hasParent: true, virtualSize: pm.virtualSize,
-                              virtualDiskID: pm.virtualDiskID, logicalSectorSize: pm.logicalSectorSize,
-                              physicalSectorSize: pm.physicalSectorSize, parentLocator: locator)
-        try writeNew(path: path, metadata: md, seed: seed + linkage.bytes + Array(rel.utf8), creator: creator)
+        let fullSeed = seed + linkage.bytes + Array(rel.utf8)
+        // MS-VHDX 2.6.2.6 / vhdx-notes §9b: every IsVirtualDisk item (size, ID, both sector sizes)
+        // is copied from the parent; the block size too, so chunk boundaries agree.
+        let skeleton = try VHDXSkeleton(
+            parameters: VHDXDiskParameters(virtualSize: pm.virtualSize, blockSize: pm.blockSize,
+                                           logicalSectorSize: pm.logicalSectorSize, physicalSectorSize: pm.physicalSectorSize),
+            fileWriteGuid: GUID.derived(seed: fullSeed, label: "file"), dataWriteGuid: GUID.derived(seed: fullSeed, label: "data"),
+            virtualDiskID: pm.virtualDiskID, creator: creator, parentLocator: locator)
+        try writeNew(path: path, skeleton: skeleton)
         return try open(path: path, writable: true)
     }
 
-    static func validate(virtualSize: UInt64, blockSize: UInt32, logical: UInt32, physical: UInt32) throws {
-        guard blockSize >= VHDX.minBlockSize, blockSize <= VHDX.maxBlockSize, blockSize & (blockSize - 1) == 0 else {
-            throw CreateError.invalid("block size \(blockSize) is not a power of 2 from 1 MiB to 256 MiB")
-        }
-        guard logical == 512 || logical == 4096 else { throw CreateError.invalid("logical sector size \(logical) is not 512 or 4096") }
-        guard physical == 512 || physical == 4096 else { throw CreateError.invalid("physical sector size \(physical) is not 512 or 4096") }
-        guard virtualSize > 0, virtualSize % UInt64(logical) == 0 else {
-            throw CreateError.invalid("virtual size \(virtualSize) must be a non-zero multiple of \(logical)")
-        }
-        guard virtualSize <= VHDX.maxVirtualSize else { throw CreateError.invalid("virtual size exceeds 64 TiB") }
-    }
-
-    /// Writes the skeleton. The file-type identifier is written last, so a half-written file is
-    /// never taken for a VHDX.
-    static func writeNew(path: String, metadata md: VHDXMetadata, seed: [UInt8], creator: String) throws {
-        let geo = VHDX.BATGeometry(virtualSize: md.virtualSize, blockSize: md.blockSize,
-                                   logicalSectorSize: md.logicalSectorSize, differencing: md.hasParent)
-        let logOffset = VHDX.mib, logLength = VHDX.mib
-        let mdOffset = 2 * VHDX.mib, mdLength = VHDX.mib
-        let batOffset = 3 * VHDX.mib, batLength = geo.regionLength
-        let dataStart = batOffset + batLength
-        let sbBlocks = md.hasParent ? geo.sectorBitmapBlocks : 0
+    /// Writes the skeleton and the BAT of a new file. The file-type identifier is written last,
+    /// so a half-written file is never taken for a VHDX.
+    static func writeNew(path: String, skeleton sk: VHDXSkeleton) throws {
+        let geo = sk.geometry
+        let dataStart = sk.payloadStart
+        let sbBlocks = sk.hasParent ? geo.sectorBitmapBlocks : 0
         let fileSize = dataStart + sbBlocks * VHDX.mib
         let f = try RawFile.create(path: path, size: fileSize)
-        var h = VHDXHeader(sequenceNumber: 1, fileWriteGuid: GUID.derived(seed: seed, label: "file"),
-                           dataWriteGuid: GUID.derived(seed: seed, label: "data"),
-                           logLength: UInt32(logLength), logOffset: logOffset)
-        try f.write(at: VHDX.header1Offset, h.serialize())
-        h.sequenceNumber = 2
-        try f.write(at: VHDX.header2Offset, h.serialize())
-        let rt = VHDXRegionTable(entries: [
-            VHDXRegionEntry(guid: VHDX.batRegion, fileOffset: batOffset, length: UInt32(batLength), required: true),
-            VHDXRegionEntry(guid: VHDX.metadataRegion, fileOffset: mdOffset, length: UInt32(mdLength), required: true),
-        ]).serialize()
-        try f.write(at: VHDX.regionTable1Offset, rt)
-        try f.write(at: VHDX.regionTable2Offset, rt)
-        try f.write(at: mdOffset, md.serialize(regionLength: Int(mdLength)))
+        try f.write(at: VHDX.header1Offset, sk.header1)
+        try f.write(at: VHDX.header2Offset, sk.header2)
+        try f.write(at: VHDX.regionTable1Offset, sk.regionTable)
+        try f.write(at: VHDX.regionTable2Offset, sk.regionTable)
+        try f.write(at: VHDXSkeleton.metadataOffset, sk.metadataRegion)
         // BAT: unallocated payload blocks are ZERO (2) in a dynamic disk, NOT_PRESENT (0, inherit)
         // in a child; a child gets an SB block for every chunk for libvhdi (notes §9b).
         var bat = [UInt8](repeating: 0, count: Int(geo.totalEntries * 8))
-        if !md.hasParent {
+        if !sk.hasParent {
             for p in 0..<geo.payloadBlocks { bat.putLE64(VHDX.batEntry(state: 2, fileOffset: 0), at: Int(geo.payloadIndex(p)) * 8) }
         }
         for c in 0..<sbBlocks {
             bat.putLE64(VHDX.batEntry(state: VHDX.sbBlockPresent, fileOffset: dataStart + c * VHDX.mib), at: Int(geo.sectorBitmapIndex(c)) * 8)
         }
-        try f.write(at: batOffset, bat)
+        try f.write(at: VHDXSkeleton.batOffset, bat)
         try f.flush()
-        try f.write(at: 0, VHDXFileIdentifier(creator: creator).serialize())
+        try f.write(at: 0, sk.fileIdentifier)
         try f.flush()
     }
 }
