@@ -4,8 +4,8 @@
 # every file there as a regression test.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-swift build --product FuzzVHDX --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
-test "${PIPESTATUS[0]}" = 0
+. ci/lib.sh
+swift build --product FuzzVHDX --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | quiet
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp Tests/FuzzCorpus/VHDX/* "$work/"

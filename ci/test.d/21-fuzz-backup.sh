@@ -3,8 +3,8 @@
 # Any crash, hang or leak fails CI; findings are left in .build-fuzz/fuzz-backup-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-swift build --product FuzzBackupImage --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
-test "${PIPESTATUS[0]}" = 0
+. ci/lib.sh
+swift build --product FuzzBackupImage --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | quiet
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp Tests/FuzzCorpus/BackupImage/* "$work/"

@@ -2,7 +2,8 @@
 # Short libFuzzer run over the write overlay's map-journal parser.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-swift build --product FuzzOverlayJournal --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | grep -E 'error|warning: [^'"'"']' || true
+. ci/lib.sh
+swift build --product FuzzOverlayJournal --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | quiet
 corpus=$(mktemp -d /tmp/bootlab-fuzz-overlay.XXXXXX)
 trap 'rm -rf "$corpus"' EXIT
 cp Tests/FuzzCorpus/OverlayJournal/* "$corpus"/
