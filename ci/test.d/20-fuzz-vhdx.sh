@@ -2,6 +2,7 @@
 # A short libFuzzer run of the VHDX parser (reader + check) over the committed seed corpus.
 # New crashes are written to Tests/FuzzCorpus/VHDX/crash-*; commit them: the corpus test replays
 # every file there as a regression test.
+# Tier: CI (FUZZ_SECONDS, default 30). Long fuzzing: FUZZ_SECONDS=3600 bash ci/test.d/20-fuzz-vhdx.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . ci/lib.sh

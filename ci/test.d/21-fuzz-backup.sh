@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Short libFuzzer run of the backup-image and partition-table parsers (FuzzBackupImage).
 # Any crash, hang or leak fails CI; findings are left in .build-fuzz/fuzz-backup-artifacts/.
+# Tier: CI (FUZZ_SECONDS, default 30). Long fuzzing: FUZZ_SECONDS=3600 bash ci/test.d/21-fuzz-backup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . ci/lib.sh

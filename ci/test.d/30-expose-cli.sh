@@ -3,6 +3,7 @@
 # exposed; info/check/convert understand backups and plugin files; FUSE and NBD serve bytes equal
 # to the original disk and to the materialized replacement file; metadata reads never open the
 # backup; the backup is never written. (Boots of exposed backups run in the lab suite.)
+# Tier: CI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . ci/lib.sh

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Short libFuzzer run over the write overlay's map-journal parser.
+# Tier: CI (FUZZ_SECONDS, default 30). Long fuzzing: FUZZ_SECONDS=3600 bash ci/test.d/40-frontends.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . ci/lib.sh

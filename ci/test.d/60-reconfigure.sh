@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Short libFuzzer run over the initramfs cpio reader, the modules.dep parser and the MBR/GRUB boot-sector checks.
+# Tier: CI (FUZZ_SECONDS, default 30). Long fuzzing: FUZZ_SECONDS=3600 bash ci/test.d/60-reconfigure.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . ci/lib.sh
