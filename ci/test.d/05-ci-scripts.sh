@@ -26,11 +26,18 @@ probe="$scratch/Tests/BlockCoreTests/CISelfTestProbe.swift"
 victim="$scratch/Sources/BlockCore/BlockSource.swift"
 cp "$victim" "$scratch/victim.orig"
 
+# The caller's BOOTLAB_* knobs must not leak into the copy (e.g. BOOTLAB_GATE_SKIP_UNIT=1 would
+# make every case vacuous; the control case caught exactly that). Caches and mirrors stay.
+unset_knobs=()
+for v in $(compgen -e | grep '^BOOTLAB_' || true); do
+  case $v in BOOTLAB_CACHE|BOOTLAB_DEBIAN_MIRROR) ;; *) unset_knobs+=(-u "$v") ;; esac
+done
+
 # run NAME EXPECTED_STATUS(0|nonzero) EXPECTED_LAST_LINE: one `.ci/run` in the copy.
 run() {
   local name=$1 want=$2 want_line=$3 log="$scratch/run-$1.log" t0 status=0 last
   t0=$(date +%s)
-  (cd "$scratch" && env -u BOOTLAB_CI_OUT -u BOOTLAB_LAB_REPORT CI=true \
+  (cd "$scratch" && env ${unset_knobs[@]+"${unset_knobs[@]}"} CI=true \
      BOOTLAB_TEST_FILTER=CISelfTestProbe BOOTLAB_CI_SKIP_LAB=1 BOOTLAB_CI_CHECKS= \
      timeout 1200 bash .ci/run < /dev/null > "$log" 2>&1) || status=$?
   last=$(tail -1 "$log")
