@@ -7,8 +7,7 @@ import Glibc
 
 /// Real FUSE mounts through `bootlab mount` (a child process), checked with real tools.
 @Suite(.serialized) struct FuseMountTests {
-    @Test func servesTheSourcePassesThroughAndDefersOpen() throws {
-        if let why = fuseUnavailable() { loudSkip(why); return }
+    @Test(.requiresFUSE) func servesTheSourcePassesThroughAndDefersOpen() throws {
         let dir = Scratch()
         let disk = try makeDisk(dir.file("base.raw"), seed: 1)
         let back = dir.dir("back"), mnt = dir.dir("mnt")
@@ -61,8 +60,7 @@ import Glibc
         #expect(final.bytesRead >= UInt64(disk.count))
     }
 
-    @Test func writesLandInTheOverlayAndSurviveKill9AndRemount() throws {
-        if let why = fuseUnavailable() { loudSkip(why); return }
+    @Test(.requiresFUSE) func writesLandInTheOverlayAndSurviveKill9AndRemount() throws {
         let dir = Scratch()
         let disk = try makeDisk(dir.file("base.raw"), seed: 3)
         let baseDigest = try sha256(ofFile: dir.file("base.raw"))

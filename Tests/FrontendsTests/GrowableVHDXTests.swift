@@ -84,8 +84,7 @@ private struct PluginFixture {
 /// A VHDX writer (QEMU's block driver, through qemu-io) allocating blocks in an exposed plugin
 /// file: the file grows through the overlay, and everything survives kill -9 and remounts.
 @Suite(.serialized) struct GrowableVHDXTests {
-    @Test func qemuIOAllocatesBlocksThroughTheMountAndTheyPersist() throws {
-        if let why = fuseUnavailable() { loudSkip(why); return }
+    @Test(.requiresFUSE) func qemuIOAllocatesBlocksThroughTheMountAndTheyPersist() throws {
         let dir = Scratch()
         let fx = try PluginFixture(dir)
         let backupDigest = try sha256(ofFile: fx.backup)
@@ -169,8 +168,7 @@ private struct PluginFixture {
 
     /// NBD exports cannot grow, so a VHDX writer over NBD writes into a qcow2 overlay whose
     /// backing file is the NBD-served VHDX (the documented route).
-    @Test func qcow2OverlayOverTheNBDServedVHDXTakesTheWrites() throws {
-        if let why = nbdUnavailable() { loudSkip(why); return }
+    @Test(.requiresNBD) func qcow2OverlayOverTheNBDServedVHDXTakesTheWrites() throws {
         let dir = Scratch()
         let fx = try PluginFixture(dir)
         let backupDigest = try sha256(ofFile: fx.backup)

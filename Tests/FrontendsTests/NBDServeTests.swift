@@ -21,8 +21,7 @@ func waitForNBD(_ socket: String) -> Bool {
 
 /// Real NBD serving through `bootlab serve` (which becomes nbdkit with our plugin).
 @Suite(.serialized) struct NBDServeTests {
-    @Test func servesTheSourceReadOnlyWithExtentsOnA0600Socket() throws {
-        if let why = nbdUnavailable() { loudSkip(why); return }
+    @Test(.requiresNBD) func servesTheSourceReadOnlyWithExtentsOnA0600Socket() throws {
         #expect(FileManager.default.fileExists(atPath: productsDirectory + "/libbootlab-nbdkit.so"),
                 "libbootlab-nbdkit.so missing in \(productsDirectory): run `swift build` first")
         let dir = Scratch()
@@ -61,8 +60,7 @@ func waitForNBD(_ socket: String) -> Bool {
         #expect(try sha256(ofFile: dir.file("base.raw")) == SHA256.hash(disk).hex)
     }
 
-    @Test func writesLandInTheOverlayAndSurviveKill9() throws {
-        if let why = nbdUnavailable() { loudSkip(why); return }
+    @Test(.requiresNBD) func writesLandInTheOverlayAndSurviveKill9() throws {
         let dir = Scratch()
         let disk = try makeDisk(dir.file("base.raw"), seed: 12)
         let baseDigest = try sha256(ofFile: dir.file("base.raw"))

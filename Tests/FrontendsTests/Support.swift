@@ -155,8 +155,21 @@ func toolsMissing(_ tools: [String]) -> String? {
     return nil
 }
 
-func loudSkip(_ why: String) {
-    writeStandardError("SKIPPED (platform lacks a capability): \(why)\n")
+/// What this machine lacks for the FUSE tests (nil: nothing), checked once per test run.
+let fuseMissing: String? = fuseUnavailable()
+/// What this machine lacks for the NBD tests (nil: nothing), checked once per test run.
+let nbdMissing: String? = nbdUnavailable()
+
+extension Trait where Self == ConditionTrait {
+    /// Runs the test only where FUSE works; otherwise Swift Testing reports it as skipped, with the
+    /// missing capability as the reason (and ci/test fails on any skip when CI=true).
+    static var requiresFUSE: Self {
+        .enabled(if: fuseMissing == nil, Comment(rawValue: "platform lacks a capability: \(fuseMissing ?? "")"))
+    }
+    /// Runs the test only where nbdkit and its tools are installed; otherwise a reported skip.
+    static var requiresNBD: Self {
+        .enabled(if: nbdMissing == nil, Comment(rawValue: "platform lacks a capability: \(nbdMissing ?? "")"))
+    }
 }
 
 struct StatsDoc: Decodable { var sources: [SourceStatistics] }

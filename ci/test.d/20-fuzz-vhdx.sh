@@ -2,10 +2,11 @@
 # A short libFuzzer run of the VHDX parser (reader + check) over the committed seed corpus.
 # New crashes are written to Tests/FuzzCorpus/VHDX/crash-*; commit them: the corpus test replays
 # every file there as a regression test.
+# Tier: CI (FUZZ_SECONDS, default 30). Long fuzzing: FUZZ_SECONDS=3600 bash ci/test.d/20-fuzz-vhdx.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-swift build --product FuzzVHDX --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
-test "${PIPESTATUS[0]}" = 0
+. ci/lib.sh
+swift build --product FuzzVHDX --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | quiet
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp Tests/FuzzCorpus/VHDX/* "$work/"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Short libFuzzer run of the backup-image and partition-table parsers (FuzzBackupImage).
 # Any crash, hang or leak fails CI; findings are left in .build-fuzz/fuzz-backup-artifacts/.
+# Tier: CI (FUZZ_SECONDS, default 30). Long fuzzing: FUZZ_SECONDS=3600 bash ci/test.d/21-fuzz-backup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-swift build --product FuzzBackupImage --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
-test "${PIPESTATUS[0]}" = 0
+. ci/lib.sh
+swift build --product FuzzBackupImage --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | quiet
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp Tests/FuzzCorpus/BackupImage/* "$work/"

@@ -3,8 +3,12 @@
 # exposed; info/check/convert understand backups and plugin files; FUSE and NBD serve bytes equal
 # to the original disk and to the materialized replacement file; metadata reads never open the
 # backup; the backup is never written. (Boots of exposed backups run in the lab suite.)
+# Tier: CI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. ci/lib.sh
+# Build (a no-op after ci/setup) so a stale binary never runs; a failed build fails this check.
+swift build 2>&1 | quiet
 B="$PWD/.build/debug/bootlab"
 W=$(mktemp -d /tmp/bootlab-cli.XXXXXX)
 cleanup() {
@@ -15,6 +19,13 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "30-expose-cli: FAIL: $*" >&2; exit 1; }
+# SIGTERM is bootlab serve's clean shutdown: anything but exit 0 is a failure.
+stop_serve() {
+  kill "$SERVE_PID"
+  local status=0; wait "$SERVE_PID" || status=$?
+  SERVE_PID=
+  [ "$status" = 0 ] || fail "bootlab serve exited $status on SIGTERM: $(cat serve.log)"
+}
 cd "$W"
 mkdir plug mnt
 
@@ -80,7 +91,10 @@ import json, sys
 s = json.load(open(sys.argv[1]))["sources"][0]
 assert s["backup"]["opens"] == 1 and s["backup"]["bytesRead"] > 0, s
 PY
-fusermount3 -u mnt; wait $MOUNT_PID || true; MOUNT_PID=
+fusermount3 -u mnt
+status=0; wait $MOUNT_PID || status=$?
+MOUNT_PID=
+[ "$status" = 0 ] || fail "bootlab mount exited $status after a clean unmount: $(cat mount.log)"
 
 # NBD: the same VHDX bytes, and the raw virtual disk with --raw; socket mode 0600.
 "$B" serve plug/vm.vhdx --socket "$W/s.sock" --passphrase-file pass > serve.log 2>&1 &
@@ -89,13 +103,13 @@ for _ in $(seq 100); do [ -S s.sock ] && break; sleep 0.1; done
 [ "$(stat -c %a s.sock)" = 600 ] || fail "NBD socket is not 0600"
 qemu-img compare -f raw disk.raw "json:{\"driver\":\"vhdx\",\"file\":{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$W/s.sock\"}}}" >/dev/null \
   || fail "NBD-served VHDX differs from the original disk"
-kill $SERVE_PID; wait $SERVE_PID 2>/dev/null || true; SERVE_PID=
+stop_serve
 rm -f s.sock
 "$B" serve plug/vm.vhdx --raw --socket "$W/s.sock" --passphrase-file pass > serve.log 2>&1 &
 SERVE_PID=$!
 for _ in $(seq 100); do [ -S s.sock ] && break; sleep 0.1; done
 qemu-img compare -f raw -F raw disk.raw "nbd+unix:///?socket=$W/s.sock" >/dev/null || fail "NBD --raw differs from the original disk"
-kill $SERVE_PID; wait $SERVE_PID 2>/dev/null || true; SERVE_PID=
+stop_serve
 
 # A plugin whose backup was replaced serves nothing.
 cp plug/vm.bli keep.bli
@@ -105,4 +119,4 @@ if "$B" convert -O raw plug/vm.vhdx bad.raw 2>/dev/null; then fail "a replaced b
 cp keep.bli plug/vm.bli
 
 [ "$(sha256sum plug/vm.bli | cut -d' ' -f1)" = "$BLI_SHA" ] || fail "the backup changed"
-echo "30-expose-cli: 1 passed, 0 failed"
+echo "30-expose-cli: every step passed"
