@@ -34,12 +34,12 @@ let package = Package(
         // (sector 0 through DiskFormats' MBR parser: the one in the product).
         .target(name: "Reconfigure", dependencies: ["BlockCore", "DiskFormats", "CGuestfs", "CHivex"]),
         // libFuzzer harness for the initramfs cpio reader and modules.dep parser.
-        .executableTarget(name: "FuzzCpio", dependencies: ["Reconfigure"]),
+        .executableTarget(name: "FuzzCpio", dependencies: ["Reconfigure"], path: "Sources/Fuzz/FuzzCpio"),
         .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore"], exclude: ["Fixtures"]),
         .testTarget(name: "BackupImageTests", dependencies: ["BackupImage", "BlockCore", "DiskFormats"]),
         .testTarget(name: "DiskFormatsTests", dependencies: ["DiskFormats", "BlockCore"]),
         // libFuzzer harness for the backup-image and partition-table parsers (ci/test.d/21-fuzz-backup.sh).
-        .executableTarget(name: "FuzzBackupImage", dependencies: ["BackupImage", "DiskFormats", "BlockCore"]),
+        .executableTarget(name: "FuzzBackupImage", dependencies: ["BackupImage", "DiskFormats", "BlockCore"], path: "Sources/Fuzz/FuzzBackupImage"),
         // libFuzzer harness for the VHDX parser (build with --sanitize fuzzer).
         .executableTarget(name: "FuzzVHDX", dependencies: ["BlockCore", "DiskFormats"], path: "Sources/Fuzz/FuzzVHDX"),
         // Backup benchmarks with ratios against zstd (ci/bench-backup).
@@ -59,7 +59,7 @@ let package = Package(
         // nbdkit plugin: C plugin struct calling into Swift through @_cdecl entry points.
         .target(name: "CNBDKit"),
         .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "BackupImage", "Exposure"]),
-        .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"]),
+        .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"], path: "Sources/Fuzz/FuzzOverlayJournal"),
         .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats"]),
         .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "BackupImage"]),
         // Reconfiguration of a plugin's OS: the engine over the plugin's composed disk (served over
