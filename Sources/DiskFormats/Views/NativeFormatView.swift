@@ -1,0 +1,60 @@
+import BlockCore
+
+/// The seam every native disk format plugs into: the bytes of a format's file computed on demand
+/// from any `BlockSource` (the virtual disk), deterministically, without materializing.
+///
+/// A format lives in one folder beside `VHDX/` (`Structures/` for its on-disk records with
+/// `serialize`/`parse`, `Skeleton/` for placing them, `Synthesizer/` for the view, `Reader/`,
+/// `Check/`, `Writer/`), and its view conforms here. Everything above DiskFormats — conversion
+/// (the view copied to disk), plugin files (the skeleton plus a pointer), the front-ends (the view
+/// served), the replacement file (the view filled in) — needs only this protocol.
+///
+/// Contract (what makes plugin files and replacement files possible):
+/// - File bytes `[0, payloadStart)` are the format's structures: the **skeleton**. They depend only
+///   on the virtual disk's size and extent map, never on its data, so a plugin file can store them
+///   and answer every metadata read without opening the backup (deferred open).
+/// - From `payloadStart` on, each allocated payload unit (VHDX block, VMDK grain, qcow2 cluster,
+///   VDI block) carries one virtual range unchanged (`fileOffset(ofVirtual:)`); zero and absent
+///   units get no payload.
+/// - Same source extents and options → same bytes (no clock, no random identifiers).
+public protocol NativeFormatView: BlockSource {
+    /// The format as named by `convert -O`, targets' `native_format` and `info` ("vhdx").
+    static var formatName: String { get }
+    /// Where a plugin pointer (docs/formats/plugin-file.md) is stored in this format.
+    static var pointerPlacement: PluginPointerPlacement { get }
+    /// The virtual disk the file presents.
+    var source: any BlockSource { get }
+    var virtualSize: UInt64 { get }
+    /// The size of the payload unit (VHDX block size, VMDK grain, qcow2 cluster).
+    var allocationUnit: UInt64 { get }
+    /// The first byte after the skeleton.
+    var payloadStart: UInt64 { get }
+    /// Bytes `[0, payloadStart)`.
+    func skeleton() throws -> [UInt8]
+    /// The file offset holding virtual byte `offset`, or nil when its unit has no payload.
+    func fileOffset(ofVirtual offset: UInt64) -> UInt64?
+    /// A readable, deterministic description of the structures for golden files (no paths, no
+    /// times, nothing not derived from the inputs).
+    func layoutDump() -> String
+}
+
+/// Where a format has room for the plugin pointer. VHDX has the only case today; the formats to
+/// come choose theirs (a VMDK descriptor `ddb.` key, a qcow2 header extension, a VHD parent
+/// locator or a list of plugin files kept outside) and add it here.
+public enum PluginPointerPlacement: Sendable, Equatable {
+    /// A user metadata item of the metadata region (MS-VHDX §3.5.2: `IsUser` items are preserved
+    /// and ignored by readers that do not know their GUID).
+    case vhdxUserMetadataItem
+}
+
+extension VHDXView: NativeFormatView {
+    public static let formatName = "vhdx"
+    public static let pointerPlacement = PluginPointerPlacement.vhdxUserMetadataItem
+    public var allocationUnit: UInt64 { UInt64(blockSize) }
+
+    public func fileOffset(ofVirtual offset: UInt64) -> UInt64? {
+        guard offset < virtualSize else { return nil }
+        let bs = UInt64(blockSize)
+        return fileOffset(ofBlock: offset / bs).map { $0 + offset % bs }
+    }
+}
