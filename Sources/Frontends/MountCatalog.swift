@@ -13,16 +13,23 @@ public struct MountCatalog: Sendable {
     public var writable: Bool
     public var overlayDirectory: String
     public var raw: Bool
+    /// How plugin files are opened (passphrase, vault, --allow-outside).
+    public var access: PluginFile.OpenOptions
+    /// Deliberate corruption of served VHDX bytes (`--inject-fault`, lab fault tests only).
+    public var faults: FaultPlan
     public let reporter: StatsReporter
     private let counters = Locked([String: SourceCounters]())
 
     public init(backingDirectory: String, explicit: [String: String] = [:], writable: Bool = false,
-                overlayDirectory: String? = nil, raw: Bool = false, reporter: StatsReporter) {
+                overlayDirectory: String? = nil, raw: Bool = false, access: PluginFile.OpenOptions = .init(),
+                faults: FaultPlan = .none, reporter: StatsReporter) {
         self.backingDirectory = absolutePath(backingDirectory)
         self.explicit = explicit.mapValues(absolutePath)
         self.writable = writable
         self.overlayDirectory = absolutePath(overlayDirectory ?? backingDirectory)
         self.raw = raw
+        self.access = access
+        self.faults = faults
         self.reporter = reporter
     }
 
@@ -49,8 +56,9 @@ public struct MountCatalog: Sendable {
             target = backing
         }
         let overlayName = name.replacingOccurrences(of: "/", with: "_") + ".overlay"
-        let spec = SourceSpec(path: target, raw: raw, overlayPath: writable ? overlayDirectory + "/" + overlayName : nil)
-        return try SourceOpener.prepare(spec, counters: counters(for: name))
+        let spec = SourceSpec(path: target, raw: raw, overlayPath: writable ? overlayDirectory + "/" + overlayName : nil,
+                              faults: faults)
+        return try SourceOpener.prepare(spec, access: access, counters: counters(for: name))
     }
 
     public var provider: @Sendable (String) throws -> ExposedFile? {

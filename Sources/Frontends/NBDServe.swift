@@ -1,5 +1,6 @@
 import BlockCore
 import CFuse3
+import Exposure
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -19,6 +20,7 @@ public struct NBDServe: Sendable {
     public var nbdkitArguments: [String] = []
     public var verbose = false
     /// Extra `key=value` parameters for BootLab's plugin (passphrase-file, vault, allow-outside).
+    /// `spec` maps to file=, raw=, overlay= and inject-fault= itself.
     public var pluginParameters: [String] = []
 
     public init(spec: SourceSpec, socketPath: String, stats: String? = nil, pluginPath: String? = nil) {
@@ -52,6 +54,7 @@ public struct NBDServe: Sendable {
         if spec.raw { args.append("raw=true") }
         if let o = spec.overlayPath { args.append("overlay=" + absolute(o)) }
         if let s = stats { args.append("stats=" + (s == "-" ? s : absolute(s))) }
+        if !spec.faults.isEmpty { args.append("\(FaultPlan.optionName)=\(spec.faults)") }
         args += pluginParameters
         return args
     }

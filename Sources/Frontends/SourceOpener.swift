@@ -13,13 +13,16 @@ public struct SourceSpec: Sendable, Equatable {
     /// Where writes go (`--overlay`); nil serves read-only.
     public var overlayPath: String?
     public var overlayUnitSize: UInt32
+    /// Deliberate corruption of the served VHDX bytes (`--inject-fault`, lab fault tests only).
+    public var faults: FaultPlan
 
     public init(path: String, raw: Bool = false, overlayPath: String? = nil,
-                overlayUnitSize: UInt32 = WriteOverlay.defaultUnitSize) {
+                overlayUnitSize: UInt32 = WriteOverlay.defaultUnitSize, faults: FaultPlan = .none) {
         self.path = path
         self.raw = raw
         self.overlayPath = overlayPath
         self.overlayUnitSize = overlayUnitSize
+        self.faults = faults
     }
 }
 
@@ -33,9 +36,11 @@ public enum SourceOpener {
     ///
     /// Extension point for the exposure layer: recognise a plugin file here, take the size from
     /// the plugin alone, and open the backup (then the VHDX view unless `spec.raw`) inside `open`.
-    public static func prepare(_ spec: SourceSpec, counters: SourceCounters) throws -> ExposedFile {
+    /// `access` says how plugin files are opened (passphrase, vault, --allow-outside); the command
+    /// or the nbdkit plugin's configuration passes it.
+    public static func prepare(_ spec: SourceSpec, access: PluginFile.OpenOptions, counters: SourceCounters) throws -> ExposedFile {
         if PluginFile.isPlugin(path: spec.path) {
-            let plugin = try PluginFile.open(pluginPath: spec.path, options: pluginOpenOptions.current)
+            let plugin = try PluginFile.open(pluginPath: spec.path, options: access)
             // A plugin file: sizes come from the plugin alone; the backup opens on the first
             // payload read (deferred open), and its counters join the source's.
             let stats = plugin.options.stats
@@ -51,7 +56,10 @@ public enum SourceOpener {
                                                           blockSize: UInt64(plugin.pointer.vhdx.blockSize),
                                                           virtualSize: plugin.virtualSize)
             return deferred(size: size, spec: spec, counters: counters, growthLimit: limit) {
-                spec.raw ? PluginDisk.VirtualDisk(plugin) as any BlockSource : plugin
+                if spec.raw { return PluginDisk.VirtualDisk(plugin) }
+                // Byte faults corrupt the VHDX file's bytes, as a wrong synthesizer would.
+                guard spec.faults.corruptsVHDXBytes else { return plugin }
+                return FaultInjectionSource(plugin, plan: spec.faults, payloadStart: plugin.payloadStart)
             }
         }
         // Anything else is served as a raw image (identical for --raw and native).
@@ -91,10 +99,6 @@ public enum SourceOpener {
         }
     }
 }
-
-/// How plugin files are opened (passphrase, vault, --allow-outside); set once by the command
-/// before serving starts.
-public let pluginOpenOptions = Locked(PluginFile.OpenOptions())
 
 /// Hides a source's write side: the base below an overlay is never written, even by mistake.
 struct ReadOnly: BlockSource {

@@ -100,7 +100,6 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
         if end > split {
             try open().view.read(at: split, into: UnsafeMutableRawBufferPointer(rebasing: buffer[Int(split - offset)...]))
         }
-        if !options.faults.isEmpty { options.faults.corruptVHDX(buffer, at: offset, payloadStart: payloadStart) }
     }
 
     public func extents(in range: Range<UInt64>) throws -> [Extent] {
@@ -131,13 +130,13 @@ extension PluginDisk {
         public func extents(in range: Range<UInt64>) throws -> [Extent] { try plugin.virtualDisk().extents(in: range) }
     }
 
-    /// Makes plugin files usable as VHDX parents everywhere `VHDXFile.open` resolves one.
-    public static func registerAsVHDXParents(options: PluginFile.OpenOptions) {
-        VHDXFile.parentHook.withLock {
-            $0 = { path in
-                guard PluginFile.isPlugin(path: path) else { return nil }
-                return VirtualDisk(try PluginFile.open(pluginPath: path, options: options))
-            }
+    /// Plugin files as VHDX parents, for `VHDXFile.open(path:parentResolver:)`: a child made by
+    /// `create -b vm.vhdx` reads its parent's virtual disk through the plugin (opened with
+    /// `options`), not the plugin's hole.
+    public static func vhdxParentResolver(options: PluginFile.OpenOptions) -> VHDXParentResolver {
+        { path in
+            guard PluginFile.isPlugin(path: path) else { return nil }
+            return VirtualDisk(try PluginFile.open(pluginPath: path, options: options))
         }
     }
 }

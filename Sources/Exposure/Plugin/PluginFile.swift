@@ -121,9 +121,6 @@ public enum PluginFile {
         public var vault: String?
         public var allowOutside = false
         public var stats = BackupStats()
-        /// Deliberate corruption of served bytes for lab fault tests (`vhdx-byte`); empty unless
-        /// `BOOTLAB_FAULT` says so (see `FaultPlan`).
-        public var faults: FaultPlan = .fromEnvironment()
         public init() {}
     }
 
