@@ -129,7 +129,7 @@ private func source() throws -> any BlockSource {
     if let s = served.current { return s }
     return try openLock.withLock {
         if let s = served.current { return s }
-        guard let p = prepared.current else { throw FrontendError.usage("not configured") }
+        guard let p = prepared.current else { throw FrontendError.notConfigured }
         let s = try p.open()
         served.withLock { $0 = s }
         return s
