@@ -151,26 +151,28 @@ public final class BackupImageReader: BlockSource, @unchecked Sendable {
 
         var parent: BackupImageReader?
         if header.hasParent {
-            guard depth < maxChainDepth else { throw BackupImageError.parent("chain of \(path) is deeper than \(maxChainDepth) images") }
+            guard depth < maxChainDepth else { throw BackupImageError.chainTooDeep(image: path, limit: maxChainDepth) }
             let ppath = resolve(header.parentPath, relativeTo: path)
             let pfile: RawFile
             do { pfile = try RawFile(path: ppath) } catch {
-                throw BackupImageError.parent("parent \(ppath) of \(path) is missing (\(error))")
+                throw BackupImageError.parentMissing(parent: ppath, child: path, reason: "\(error)")
             }
             let p: BackupImageReader
             do {
                 p = try open(file: pfile, path: ppath, passphrase: passphrase, options: options, stats: stats, depth: depth + 1)
             } catch let e as FormatError {
-                throw BackupImageError.parent("parent \(ppath) of \(path) is damaged: \(e)")
+                throw BackupImageError.parentDamaged(parent: ppath, child: path, error: e)
             }
             guard p.header.imageID == header.parentID else {
-                throw BackupImageError.parent("\(ppath) is image \(p.header.imageID), but \(path) was made from \(header.parentID)")
+                throw BackupImageError.parentIdentity(parent: ppath, child: path, found: p.header.imageID, recorded: header.parentID)
             }
             guard p.headerDigest == header.parentHeaderDigest else {
-                throw BackupImageError.parent("\(ppath) was altered since \(path) was made from it (header digest differs)")
+                throw BackupImageError.parentAltered(parent: ppath, child: path)
             }
             guard p.header.virtualSize == header.virtualSize, p.header.blockSize == header.blockSize else {
-                throw BackupImageError.parent("\(ppath) has a different size or block size than \(path)")
+                throw BackupImageError.parentGeometry(parent: ppath, child: path, parentSize: p.header.virtualSize,
+                                                      parentBlockSize: p.header.blockSize, childSize: header.virtualSize,
+                                                      childBlockSize: header.blockSize)
             }
             parent = p
         }

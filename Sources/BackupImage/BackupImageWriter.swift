@@ -85,11 +85,11 @@ public enum BackupImageWriter {
         guard blocks <= UInt64(UInt32.max) else { throw BackupImageError.invalidArgument("source too large for this block size") }
         if let p = parent {
             guard p.header.virtualSize == source.size else {
-                throw BackupImageError.parent("parent holds \(p.header.virtualSize) bytes, the source \(source.size)")
+                throw BackupImageError.parentSizeDiffers(parentSize: p.header.virtualSize, sourceSize: source.size)
             }
-            guard p.header.blockSize == blockSize else { throw BackupImageError.parent("parent block size is \(p.header.blockSize), not \(blockSize)") }
+            guard p.header.blockSize == blockSize else { throw BackupImageError.parentBlockSizeDiffers(parentBlockSize: p.header.blockSize, requested: blockSize) }
             guard p.header.isEncrypted == o.encrypt else {
-                throw BackupImageError.parent("an incremental must be \(p.header.isEncrypted ? "" : "un")encrypted like its parent")
+                throw BackupImageError.parentEncryptionDiffers(parentEncrypted: p.header.isEncrypted)
             }
         }
 

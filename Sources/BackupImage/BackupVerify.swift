@@ -31,8 +31,7 @@ extension BackupImageReader {
             report.findings.append(BackupFinding(severity: .corrupt, fileOffset: e.offset, message: e.description))
             return report
         } catch let e as BackupImageError {
-            var severity = BackupFinding.Severity.couldNotCheck
-            if case let .parent(text) = e, text.contains("altered") || text.contains("damaged") || text.contains("made from") { severity = .corrupt }
+            let severity: BackupFinding.Severity = e.isCorruption ? .corrupt : .couldNotCheck
             report.findings.append(BackupFinding(severity: severity, message: e.description))
             return report
         } catch {

@@ -5,17 +5,52 @@ import CCryptoShim
 public enum BackupImageError: Error, CustomStringConvertible, Equatable, Sendable {
     case passphraseRequired(String)
     case wrongPassphrase(String)
-    case parent(String)
+    /// The chain from `image` is deeper than `limit` images (a loop, or a damaged chain).
+    case chainTooDeep(image: String, limit: Int)
+    /// The parent the header names cannot be opened (`reason`: the I/O error).
+    case parentMissing(parent: String, child: String, reason: String)
+    /// The parent opens but is structurally damaged.
+    case parentDamaged(parent: String, child: String, error: FormatError)
+    /// The file at the parent's path is another image than the one the child was made from.
+    case parentIdentity(parent: String, child: String, found: GUID, recorded: GUID)
+    /// The parent's header digest is not the one the child recorded: the parent changed.
+    case parentAltered(parent: String, child: String)
+    /// The parent's virtual size or block size differs from the child's.
+    case parentGeometry(parent: String, child: String, parentSize: UInt64, parentBlockSize: UInt32,
+                        childSize: UInt64, childBlockSize: UInt32)
+    /// Writing an incremental: the parent does not fit the source or the options.
+    case parentSizeDiffers(parentSize: UInt64, sourceSize: UInt64)
+    case parentBlockSizeDiffers(parentBlockSize: UInt32, requested: UInt32)
+    case parentEncryptionDiffers(parentEncrypted: Bool)
     case vault(String)
     case crypto(String)
     case invalidArgument(String)
     case outputExists(String)
 
+    /// Whether the error proves the chain corrupt (as opposed to incomplete or unreadable here).
+    public var isCorruption: Bool {
+        switch self {
+        case .parentDamaged, .parentIdentity, .parentAltered: return true
+        default: return false
+        }
+    }
+
     public var description: String {
         switch self {
         case let .passphraseRequired(s): return "\(s) is encrypted: a passphrase is needed (--passphrase-file, BOOTLAB_PASSPHRASE or a terminal)"
         case let .wrongPassphrase(s): return "wrong passphrase for \(s) (key check failed)"
-        case let .parent(s): return "parent: \(s)"
+        case let .chainTooDeep(image, limit): return "parent: chain of \(image) is deeper than \(limit) images"
+        case let .parentMissing(parent, child, reason): return "parent: parent \(parent) of \(child) is missing (\(reason))"
+        case let .parentDamaged(parent, child, error): return "parent: parent \(parent) of \(child) is damaged: \(error)"
+        case let .parentIdentity(parent, child, found, recorded):
+            return "parent: \(parent) is image \(found), but \(child) was made from \(recorded)"
+        case let .parentAltered(parent, child):
+            return "parent: \(parent) was altered since \(child) was made from it (header digest differs)"
+        case let .parentGeometry(parent, child, ps, pb, cs, cb):
+            return "parent: \(parent) has a different size or block size than \(child) (\(ps) bytes in \(pb)-byte blocks, the child \(cs) in \(cb))"
+        case let .parentSizeDiffers(p, s): return "parent: parent holds \(p) bytes, the source \(s)"
+        case let .parentBlockSizeDiffers(p, r): return "parent: parent block size is \(p), not \(r)"
+        case let .parentEncryptionDiffers(enc): return "parent: an incremental must be \(enc ? "" : "un")encrypted like its parent"
         case let .vault(s): return "vault: \(s)"
         case let .crypto(s): return "crypto: \(s)"
         case let .invalidArgument(s): return s

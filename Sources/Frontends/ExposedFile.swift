@@ -38,7 +38,17 @@ public struct ExposedFile: Sendable {
 public enum FrontendError: Error, CustomStringConvertible {
     case sizeChanged(name: String, announced: UInt64, opened: UInt64)
     case notWritable(String)
-    case usage(String)
+    /// The nbdkit plugin library is not where it was looked for.
+    case pluginLibraryMissing(path: String)
+    /// Something other than a socket sits at the socket path (it is never replaced).
+    case notASocket(path: String)
+    /// A Unix socket path longer than `sockaddr_un` holds.
+    case socketPathTooLong(path: String, bytes: Int, limit: Int)
+    /// libfuse could not mount (its own message was printed before).
+    case mountRefused(mountpoint: String)
+    case fuseFailed(mountpoint: String, status: Int32)
+    /// nbdkit called in before its configuration completed.
+    case notConfigured
 
     public var description: String {
         switch self {
@@ -46,8 +56,13 @@ public enum FrontendError: Error, CustomStringConvertible {
             return "\(name): announced \(announced) bytes but the opened source has \(opened)"
         case let .notWritable(name):
             return "\(name): the opened source takes no writes"
-        case let .usage(why):
-            return why
+        case let .pluginLibraryMissing(path):
+            return "nbdkit plugin not found at \(path) (build it with `swift build --product bootlab-nbdkit`, or set BOOTLAB_NBDKIT_PLUGIN)"
+        case let .notASocket(path): return "\(path) exists and is not a socket"
+        case let .socketPathTooLong(path, bytes, limit): return "socket path too long (\(bytes) bytes, at most \(limit)): \(path)"
+        case let .mountRefused(mountpoint): return "cannot mount \(mountpoint) (see the message above; is /dev/fuse usable?)"
+        case let .fuseFailed(mountpoint, status): return "FUSE on \(mountpoint) failed (status \(status), see the message above)"
+        case .notConfigured: return "not configured (file=PATH is required)"
         }
     }
 }

@@ -86,8 +86,8 @@ public final class FuseMount: @unchecked Sendable {
         for source in opened.current.values { try? (source as? any WritableBlockSource)?.flush() }
         switch status {
         case 0: return
-        case 2: throw FrontendError.usage("cannot mount \(mountpoint) (see the message above; is /dev/fuse usable?)")
-        default: throw FrontendError.usage("FUSE on \(mountpoint) failed (status \(status), see the message above)")
+        case 2: throw FrontendError.mountRefused(mountpoint: mountpoint)
+        default: throw FrontendError.fuseFailed(mountpoint: mountpoint, status: status)
         }
     }
 

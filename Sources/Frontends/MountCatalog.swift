@@ -4,8 +4,7 @@ import Exposure
 /// Decides, for `bootlab mount`, which names of the mount are exposed files and how each opens.
 ///
 /// Names given explicitly (`--expose NAME=FILE`) serve FILE; any other backing file that
-/// `SourceOpener.recognizes` (the plugin files) is served from
-/// itself; the rest pass through. With `writable`, each exposed NAME takes writes into
+/// `PluginFile.recognize`s (the plugin files) is served from itself; the rest pass through. With `writable`, each exposed NAME takes writes into
 /// `overlayDirectory/NAME.overlay` (+ `.map`), beside the plugin by default.
 public struct MountCatalog: Sendable {
     public var backingDirectory: String
@@ -13,16 +12,23 @@ public struct MountCatalog: Sendable {
     public var writable: Bool
     public var overlayDirectory: String
     public var raw: Bool
+    /// How plugin files are opened (passphrase, vault, --allow-outside).
+    public var access: PluginFile.OpenOptions
+    /// Deliberate corruption of served VHDX bytes (`--inject-fault`, lab fault tests only).
+    public var faults: FaultPlan
     public let reporter: StatsReporter
     private let counters = Locked([String: SourceCounters]())
 
     public init(backingDirectory: String, explicit: [String: String] = [:], writable: Bool = false,
-                overlayDirectory: String? = nil, raw: Bool = false, reporter: StatsReporter) {
+                overlayDirectory: String? = nil, raw: Bool = false, access: PluginFile.OpenOptions = .init(),
+                faults: FaultPlan = .none, reporter: StatsReporter) {
         self.backingDirectory = absolutePath(backingDirectory)
         self.explicit = explicit.mapValues(absolutePath)
         self.writable = writable
         self.overlayDirectory = absolutePath(overlayDirectory ?? backingDirectory)
         self.raw = raw
+        self.access = access
+        self.faults = faults
         self.reporter = reporter
     }
 
@@ -39,29 +45,26 @@ public struct MountCatalog: Sendable {
         }
     }
 
+    /// The file served as `name`, or nil to pass the backing file through. A backing file is
+    /// parsed once here (recognized and opened in one step), not once to recognize it and again
+    /// to serve it.
     public func exposedFile(named name: String) throws -> ExposedFile? {
-        let target: String
-        if let e = explicit[name] {
-            target = e
-        } else {
-            let backing = backingDirectory + "/" + name
-            guard try SourceOpener.recognizes(path: backing) else { return nil }
-            target = backing
-        }
         let overlayName = name.replacingOccurrences(of: "/", with: "_") + ".overlay"
-        let spec = SourceSpec(path: target, raw: raw, overlayPath: writable ? overlayDirectory + "/" + overlayName : nil)
-        return try SourceOpener.prepare(spec, counters: counters(for: name))
+        func spec(_ path: String) -> SourceSpec {
+            SourceSpec(path: path, raw: raw, overlayPath: writable ? overlayDirectory + "/" + overlayName : nil, faults: faults)
+        }
+        if let e = explicit[name] {
+            return try SourceOpener.prepare(spec(e), access: access, counters: counters(for: name))
+        }
+        // Only plugin files (a VHDX carrying BootLab's pointer; only the plugin's own metadata is
+        // read) are served without being named explicitly.
+        let backing = backingDirectory + "/" + name
+        guard let plugin = try PluginFile.recognize(path: backing, options: access) else { return nil }
+        return SourceOpener.prepare(plugin: plugin, spec: spec(backing), counters: counters(for: name))
     }
 
     public var provider: @Sendable (String) throws -> ExposedFile? {
         let me = self
         return { try me.exposedFile(named: $0) }
     }
-}
-
-extension SourceOpener {
-    /// Whether a file in a mounted directory is served (rather than passed through) without being
-    /// named explicitly: plugin files (a VHDX carrying BootLab's pointer; only the plugin's own
-    /// metadata is read).
-    public static func recognizes(path: String) throws -> Bool { PluginFile.isPlugin(path: path) }
 }

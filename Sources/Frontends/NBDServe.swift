@@ -1,5 +1,6 @@
 import BlockCore
 import CFuse3
+import Exposure
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -19,6 +20,7 @@ public struct NBDServe: Sendable {
     public var nbdkitArguments: [String] = []
     public var verbose = false
     /// Extra `key=value` parameters for BootLab's plugin (passphrase-file, vault, allow-outside).
+    /// `spec` maps to file=, raw=, overlay= and inject-fault= itself.
     public var pluginParameters: [String] = []
 
     public init(spec: SourceSpec, socketPath: String, stats: String? = nil, pluginPath: String? = nil) {
@@ -35,7 +37,7 @@ public struct NBDServe: Sendable {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let candidate = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("libbootlab-nbdkit.so").path
         guard FileManager.default.fileExists(atPath: candidate) else {
-            throw FrontendError.usage("nbdkit plugin not found at \(candidate) (build it with `swift build --product bootlab-nbdkit`, or set BOOTLAB_NBDKIT_PLUGIN)")
+            throw FrontendError.pluginLibraryMissing(path: candidate)
         }
         return candidate
     }
@@ -52,6 +54,7 @@ public struct NBDServe: Sendable {
         if spec.raw { args.append("raw=true") }
         if let o = spec.overlayPath { args.append("overlay=" + absolute(o)) }
         if let s = stats { args.append("stats=" + (s == "-" ? s : absolute(s))) }
+        if !spec.faults.isEmpty { args.append("\(FaultPlan.optionName)=\(spec.faults)") }
         args += pluginParameters
         return args
     }
@@ -82,14 +85,14 @@ public struct NBDServe: Sendable {
     public static func listen(at path: String) throws -> Int32 {
         var st = stat()
         if lstat(path, &st) == 0 {
-            guard (st.st_mode & S_IFMT) == S_IFSOCK else { throw FrontendError.usage("\(path) exists and is not a socket") }
+            guard (st.st_mode & S_IFMT) == S_IFSOCK else { throw FrontendError.notASocket(path: path) }
             unlink(path)
         }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
         guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            throw FrontendError.usage("socket path too long (\(bytes.count) bytes): \(path)")
+            throw FrontendError.socketPathTooLong(path: path, bytes: bytes.count, limit: MemoryLayout.size(ofValue: addr.sun_path) - 1)
         }
         withUnsafeMutableBytes(of: &addr.sun_path) { p in
             p.copyBytes(from: bytes)

@@ -17,6 +17,9 @@ private struct Config: Sendable {
     var overlay: String?
     var stats: String?
     var passphraseFile: String?
+    var vault: String?
+    var allowOutside = false
+    var faults = FaultPlan.none
 }
 
 private let config = Locked(Config())
@@ -50,8 +53,16 @@ public func bl_swift_config(_ key: UnsafePointer<CChar>?, _ value: UnsafePointer
     // from `bootlab serve`: see `servingPassphrase`), its vault, and whether it may lie outside
     // the plugin's tree.
     case "passphrase-file": config.withLock { $0.passphraseFile = v }
-    case "vault": pluginOpenOptions.withLock { $0.vault = v }
-    case "allow-outside": pluginOpenOptions.withLock { $0.allowOutside = ["1", "true", "yes", "on"].contains(v.lowercased()) }
+    case "vault": config.withLock { $0.vault = v }
+    case "allow-outside": config.withLock { $0.allowOutside = ["1", "true", "yes", "on"].contains(v.lowercased()) }
+    // Lab fault tests only (`bootlab serve --inject-fault`): a malformed plan stops nbdkit here.
+    case FaultPlan.optionName:
+        do {
+            let plan = try FaultPlan(parsing: v)
+            config.withLock { $0.faults = plan }
+        } catch {
+            return fail(error)
+        }
     default:
         bl_nbdkit_error("bootlab: unknown parameter '\(k)'", 22)
         return -1
@@ -67,12 +78,14 @@ public func bl_swift_config_complete() -> Int32 {
         return -1
     }
     do {
+        var access = PluginFile.OpenOptions()
         // Resolved when the backup opens (the first payload read): an unencrypted backup never asks.
-        let passphrase = servingPassphrase(file: c.passphraseFile)
-        pluginOpenOptions.withLock { $0.passphrase = passphrase }
+        access.passphrase = servingPassphrase(file: c.passphraseFile)
+        access.vault = c.vault
+        access.allowOutside = c.allowOutside
         // Size only: the source itself opens at the first connection.
-        let spec = SourceSpec(path: file, raw: c.raw, overlayPath: c.overlay)
-        let p = try SourceOpener.prepare(spec, counters: counters)
+        let spec = SourceSpec(path: file, raw: c.raw, overlayPath: c.overlay, faults: c.faults)
+        let p = try SourceOpener.prepare(spec, access: access, counters: counters)
         prepared.withLock { $0 = p }
         if let s = c.stats {
             reporter.withLock { $0 = StatsReporter(path: s == "-" ? nil : s, counters: [counters]) }
@@ -116,7 +129,7 @@ private func source() throws -> any BlockSource {
     if let s = served.current { return s }
     return try openLock.withLock {
         if let s = served.current { return s }
-        guard let p = prepared.current else { throw FrontendError.usage("not configured") }
+        guard let p = prepared.current else { throw FrontendError.notConfigured }
         let s = try p.open()
         served.withLock { $0 = s }
         return s

@@ -5,7 +5,7 @@ import Testing
 
 /// The lab catches breakage: one deliberately broken thing per run, through the real pipeline
 /// (generate → back up → expose → FUSE mount → validators → boot), and the validator that must
-/// notice it does. Faults are injected by `FaultPlan` (`BOOTLAB_FAULT`), never by editing code.
+/// notice it does. Faults are injected by `FaultPlan` (`--inject-fault`), never by editing code.
 @Suite(.serialized)
 struct FaultInjectionTests {
     /// Runs one cell against `golden` (the repository's goldens by default).

@@ -2,19 +2,25 @@ import BlockCore
 import Foundation
 
 /// Deliberate, documented corruption for proving that the lab catches breakage (nbdkit's `evil`
-/// filter in spirit). Never active unless asked for: `BOOTLAB_FAULT` in the environment of
-/// `bootlab mount`/`serve`/`expose` (or the lab's `RunOptions.faults`) holds a comma-separated list:
+/// filter in spirit). Never active unless asked for explicitly: the hidden `--inject-fault SPEC`
+/// option of `bootlab mount`/`serve`/`expose` (nbdkit plugin parameter `inject-fault=SPEC`), or
+/// the lab's `RunOptions.faults`, which passes that option to its children. SPEC is a
+/// comma-separated list:
 ///
 /// - `vhdx-byte:OFFSET` — every read of the exposed VHDX *file* returns the byte at OFFSET
-///   inverted (as if the synthesizer had rendered it wrong). Applied in `PluginDisk`.
+///   inverted (as if the synthesizer had rendered it wrong). Bytes are the fault, so it is a
+///   layer: `FaultInjectionSource`, stacked over the plugin's file bytes by `LayerStack`.
 ///   `vhdx-byte:payload+N` counts from the payload area's start (the first data block).
 /// - `mbr-byte:OFFSET` — the MBR synthesized for a volume-only backup has byte OFFSET (0–511)
-///   inverted before it is recorded in the plugin (as if MBR synthesis were wrong). Applied in
-///   `DiskComposer.plan`.
+///   inverted before it is recorded in the plugin (as if MBR synthesis were wrong). A step is
+///   the fault, so it is an explicit option of that step: `DiskComposer.Options.faults`.
 ///
-/// Offsets are decimal or `0x` hex. A malformed value is an error, never silently ignored.
+/// Offsets are decimal or `0x` hex. A malformed value is an error, never silently ignored: a
+/// fault test that silently injects nothing would lie. Production code never reads faults from
+/// the environment.
 public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
-    public static let environmentVariable = "BOOTLAB_FAULT"
+    /// The command-line option (and, without the dashes, the nbdkit plugin parameter) that carries a plan.
+    public static let optionName = "inject-fault"
 
     public enum Site: Sendable, Equatable {
         case vhdxByte(UInt64)
@@ -52,16 +58,6 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
         self.sites = sites
     }
 
-    /// The plan in `BOOTLAB_FAULT`; empty when unset. A malformed value is reported on standard
-    /// error and stops the process: a fault test that silently injects nothing would lie.
-    public static func fromEnvironment() -> FaultPlan {
-        guard let text = ProcessInfo.processInfo.environment[environmentVariable], !text.isEmpty else { return .none }
-        do { return try FaultPlan(parsing: text) } catch {
-            writeStandardError("bootlab: \(error)\n")
-            exit(1)
-        }
-    }
-
     public var description: String {
         sites.map {
             switch $0 {
@@ -74,7 +70,7 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
 
     /// Inverts the bytes of `buffer` (holding file bytes from `offset`) that a `vhdx-byte` site
     /// names; `payloadStart` resolves `payload+N`.
-    public func corruptVHDX(_ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, payloadStart: UInt64) {
+    func corruptVHDX(_ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, payloadStart: UInt64) {
         for site in sites {
             let at: UInt64
             switch site {
@@ -84,6 +80,11 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
             }
             if at >= offset && at - offset < UInt64(buffer.count) { buffer[Int(at - offset)] ^= 0xFF }
         }
+    }
+
+    /// Whether any site corrupts served VHDX bytes (the others act on a step, not on bytes).
+    public var corruptsVHDXBytes: Bool {
+        sites.contains { if case .mbrByte = $0 { return false } else { return true } }
     }
 
     /// Inverts the bytes of a synthesized MBR sector that an `mbr-byte` site names.
@@ -99,5 +100,30 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
 public struct FaultPlanError: Error, CustomStringConvertible {
     public var text: String
     public var reason: String
-    public var description: String { "\(FaultPlan.environmentVariable) '\(text)': \(reason)" }
+    public var description: String { "--\(FaultPlan.optionName) '\(text)': \(reason)" }
+}
+
+/// Byte faults as a layer (nbdkit's `evil` filter): the bytes of `base` — the exposed VHDX file —
+/// with the plan's `vhdx-byte` sites inverted on every read. Extents pass through unchanged: a
+/// flipped byte stays where data already is (the skeleton, or an allocated payload block).
+public struct FaultInjectionSource: BlockSource {
+    public let base: any BlockSource
+    public let plan: FaultPlan
+    /// Where `vhdx-byte:payload+N` counts from.
+    public let payloadStart: UInt64
+
+    public init(_ base: any BlockSource, plan: FaultPlan, payloadStart: UInt64) {
+        self.base = base
+        self.plan = plan
+        self.payloadStart = payloadStart
+    }
+
+    public var size: UInt64 { base.size }
+
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try base.read(at: offset, into: buffer)
+        plan.corruptVHDX(buffer, at: offset, payloadStart: payloadStart)
+    }
+
+    public func extents(in range: Range<UInt64>) throws -> [Extent] { try base.extents(in: range) }
 }

@@ -15,8 +15,9 @@ public enum DiskComposer {
         public var partitionStartLBA: UInt64?
         /// 440 bytes of MBR boot code; nil reads `defaultBootCodePath`.
         public var bootCode: [UInt8]?
-        /// Deliberate corruption for lab fault tests (`mbr-byte`); empty unless `BOOTLAB_FAULT` says so.
-        public var faults: FaultPlan = .fromEnvironment()
+        /// Deliberate corruption for lab fault tests (`mbr-byte`): empty unless the caller passes
+        /// a plan (`bootlab expose --inject-fault`, the lab's expose step).
+        public var faults: FaultPlan = .none
         public init(partitionStartLBA: UInt64? = nil, bootCode: [UInt8]? = nil) {
             self.partitionStartLBA = partitionStartLBA
             self.bootCode = bootCode

@@ -33,8 +33,8 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
     /// True once the backup has been opened.
     public var backupOpened: Bool { opened.withLock { $0 != nil } }
 
-    init(pluginPath: String, options: PluginFile.OpenOptions) throws {
-        let (pointer, skeleton) = try PluginFile.readPointer(pluginPath: pluginPath)
+    /// `pointer` and `skeleton` come from the one parse of the plugin file (`PluginFile.recognize`).
+    init(pluginPath: String, pointer: PluginPointer, skeleton: VHDXFile, options: PluginFile.OpenOptions) throws {
         self.pluginPath = pluginPath
         self.pointer = pointer
         self.skeleton = skeleton
@@ -65,24 +65,8 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
     }
 
     private func openBackup() throws -> Opened {
-        let path = try backupPath()
-        let backup = try BackupImageReader.open(path: path, passphrase: options.passphrase, vault: options.vault, stats: options.stats)
-        guard backup.header.imageID.description == pointer.backupImageID else {
-            throw PluginFile.PluginError.mismatch("image ID \(backup.header.imageID) ≠ recorded \(pointer.backupImageID)")
-        }
-        guard backup.headerDigest.hex == pointer.backupHeaderDigest else {
-            throw PluginFile.PluginError.mismatch("header digest differs from the one recorded")
-        }
-        // backup ▸ composed disk ▸ reconfiguration layer (read-only, checked against its digest) ▸ view
-        let disk = try PluginFile.layeredDisk(pointer: pointer, pluginPath: pluginPath, backup: backup,
-                                              allowOutside: options.allowOutside)
-        let view = try VHDXView(source: disk, options: PluginFile.synthesisOptions(pointer, blockSize: pointer.vhdx.blockSize,
-                                                                                   pointerBytes: try pointer.encode()))
-        // The bytes served must be exactly the ones the plugin promised.
-        guard view.size == pointer.vhdx.fileSize, view.payloadStart == pointer.vhdx.payloadStart,
-              try view.skeleton() == plugin.read(at: 0, count: Int(pointer.vhdx.payloadStart)) else {
-            throw PluginFile.PluginError.mismatch("the VHDX rendered from the backup differs from the plugin's skeleton")
-        }
+        let (disk, view) = try LayerStack.openForServing(pointer: pointer, pluginPath: pluginPath, options: options,
+                                                         skeleton: try plugin.read(at: 0, count: Int(pointer.vhdx.payloadStart)))
         return Opened(virtualDisk: disk, view: view)
     }
 
@@ -100,7 +84,6 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
         if end > split {
             try open().view.read(at: split, into: UnsafeMutableRawBufferPointer(rebasing: buffer[Int(split - offset)...]))
         }
-        if !options.faults.isEmpty { options.faults.corruptVHDX(buffer, at: offset, payloadStart: payloadStart) }
     }
 
     public func extents(in range: Range<UInt64>) throws -> [Extent] {
@@ -131,13 +114,10 @@ extension PluginDisk {
         public func extents(in range: Range<UInt64>) throws -> [Extent] { try plugin.virtualDisk().extents(in: range) }
     }
 
-    /// Makes plugin files usable as VHDX parents everywhere `VHDXFile.open` resolves one.
-    public static func registerAsVHDXParents(options: PluginFile.OpenOptions) {
-        VHDXFile.parentHook.withLock {
-            $0 = { path in
-                guard PluginFile.isPlugin(path: path) else { return nil }
-                return VirtualDisk(try PluginFile.open(pluginPath: path, options: options))
-            }
-        }
+    /// Plugin files as VHDX parents, for `VHDXFile.open(path:parentResolver:)`: a child made by
+    /// `create -b vm.vhdx` reads its parent's virtual disk through the plugin (opened with
+    /// `options`), not the plugin's hole.
+    public static func vhdxParentResolver(options: PluginFile.OpenOptions) -> VHDXParentResolver {
+        { path in try PluginFile.recognize(path: path, options: options).map(VirtualDisk.init) }
     }
 }

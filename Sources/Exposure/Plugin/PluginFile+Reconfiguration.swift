@@ -22,59 +22,14 @@ extension PluginFile {
         public var allocatedBlocks: UInt64
     }
 
-    /// The disk a plugin serves below the VHDX view: the composed disk, with the reconfiguration
-    /// layer on top when the pointer records one. The layer is opened read-only and must match
-    /// the recorded digest: the skeleton's BAT was rendered from its extents.
-    static func layeredDisk(pointer: PluginPointer, pluginPath: String, backup: BackupImageReader,
-                            allowOutside: Bool) throws -> any BlockSource {
-        let composed = try DiskComposer.compose(volume: backup, composition: pointer.composition)
-        guard let r = pointer.reconfiguration else { return composed }
-        let path = try resolve(pointerPath: r.layerPath, pluginDirectory: directory(of: absolutePath(pluginPath)),
-                               allowOutside: allowOutside)
-        let layer: WriteOverlay
-        do {
-            layer = try WriteOverlay(base: composed, path: path, unitSize: r.unitSize,
-                                     baseIdentity: try ReconfigurationLayer.identity(backupHeaderDigest: backup.headerDigest,
-                                                                                     composition: pointer.composition),
-                                     readOnly: true)
-        } catch {
-            throw PluginError.mismatch("reconfiguration layer \(path): \(error)")
-        }
-        guard layer.unitSize == UInt64(r.unitSize) else {
-            throw PluginError.mismatch("reconfiguration layer \(path) has \(layer.unitSize)-byte units, the pointer records \(r.unitSize)")
-        }
-        guard try ReconfigurationLayer.digest(layer) == r.layerDigest else {
-            throw PluginError.mismatch("reconfiguration layer \(path) changed since the plugin was rendered (digest differs); expose the backup again (which discards the layer) and reconfigure")
-        }
-        return layer
-    }
-
-    /// Opens the backup a plugin points at and checks it against the pointer.
-    static func openVerifiedBackup(pointer: PluginPointer, pluginPath: String, options: OpenOptions) throws -> BackupImageReader {
-        let path = try resolve(pointerPath: pointer.backupPath, pluginDirectory: directory(of: absolutePath(pluginPath)),
-                               allowOutside: options.allowOutside)
-        let backup = try BackupImageReader.open(path: path, passphrase: options.passphrase, vault: options.vault, stats: options.stats)
-        guard backup.header.imageID.description == pointer.backupImageID else {
-            throw PluginError.mismatch("image ID \(backup.header.imageID) ≠ recorded \(pointer.backupImageID)")
-        }
-        guard backup.headerDigest.hex == pointer.backupHeaderDigest else {
-            throw PluginError.mismatch("header digest differs from the one recorded")
-        }
-        return backup
-    }
-
     /// The plugin's reconfiguration layer, writable, for the engine: the one the pointer records,
-    /// else `<plugin>.reconf` (created if missing). Writes land in the layer only; the plugin must
-    /// then be brought up to date with `recordReconfiguration`.
+    /// else `<plugin>.reconf` (created if missing), over the plugin's composed disk (stacked by
+    /// `LayerStack`). Writes land in the layer only; the plugin must then be brought up to date
+    /// with `recordReconfiguration`.
     public static func openReconfigurationLayer(pluginPath: String, options: OpenOptions = OpenOptions()) throws -> ReconfigurationLayerWriter {
-        let (pointer, _) = try readPointer(pluginPath: pluginPath)
-        let backup = try openVerifiedBackup(pointer: pointer, pluginPath: pluginPath, options: options)
-        let composed = try DiskComposer.compose(volume: backup, composition: pointer.composition)
-        let path = try layerPath(pointer: pointer, pluginPath: pluginPath, allowOutside: options.allowOutside)
-        let overlay = try WriteOverlay(base: composed, path: path, unitSize: ReconfigurationLayer.unitSize,
-                                       baseIdentity: try ReconfigurationLayer.identity(backupHeaderDigest: backup.headerDigest,
-                                                                                       composition: pointer.composition))
-        return ReconfigurationLayerWriter(overlay)
+        let (pointer, _) = try PluginPointer.read(pluginPath: pluginPath)
+        let lower = try LayerStack.lower(pointer: pointer, pluginPath: pluginPath, options: options, layer: .writable)
+        return ReconfigurationLayerWriter(lower.layer!)
     }
 
     static func layerPath(pointer: PluginPointer, pluginPath: String, allowOutside: Bool) throws -> String {
@@ -93,14 +48,9 @@ extension PluginFile {
     @discardableResult
     public static func recordReconfiguration(pluginPath: String, target: String?, options: OpenOptions = OpenOptions()) throws -> LayerRecord {
         let pluginAbs = absolutePath(pluginPath)
-        let (old, _) = try readPointer(pluginPath: pluginAbs)
-        let backup = try openVerifiedBackup(pointer: old, pluginPath: pluginAbs, options: options)
-        let composed = try DiskComposer.compose(volume: backup, composition: old.composition)
-        let path = try layerPath(pointer: old, pluginPath: pluginAbs, allowOutside: options.allowOutside)
-        let layer = try WriteOverlay(base: composed, path: path, unitSize: ReconfigurationLayer.unitSize,
-                                     baseIdentity: try ReconfigurationLayer.identity(backupHeaderDigest: backup.headerDigest,
-                                                                                     composition: old.composition),
-                                     readOnly: true)
+        let (old, _) = try PluginPointer.read(pluginPath: pluginAbs)
+        let lower = try LayerStack.lower(pointer: old, pluginPath: pluginAbs, options: options, layer: .current)
+        let layer = lower.layer!, path = lower.layerPath!
         var targets = old.reconfiguration?.targets ?? []
         if let target, !targets.contains(target) { targets.append(target) }
         let relative = try old.reconfiguration?.layerPath
@@ -109,23 +59,14 @@ extension PluginFile {
         pointer.reconfiguration = .init(layerPath: relative, layerDigest: try ReconfigurationLayer.digest(layer),
                                         layerBytes: ReconfigurationLayer.heldBytes(layer),
                                         unitSize: UInt32(layer.unitSize), targets: targets)
-        // As in expose: the file size and payload start do not depend on the pointer's bytes,
-        // but they do depend on the layer's extents; render once to learn them.
-        let draft = try VHDXView(source: layer, options: synthesisOptions(pointer, blockSize: old.vhdx.blockSize, pointerBytes: try pointer.encode()))
-        pointer.vhdx.fileSize = draft.size
-        pointer.vhdx.payloadStart = draft.payloadStart
-        let record = { (rewritten: Bool, view: VHDXView) in
-            LayerRecord(plugin: pluginPath, layer: path, layerDigest: pointer.reconfiguration!.layerDigest,
-                        layerBytes: pointer.reconfiguration!.layerBytes, targets: targets, pluginRewritten: rewritten,
-                        vhdxFileSize: view.size, allocatedBlocks: view.allocatedBlockCount)
-        }
-        if pointer == old { return record(false, draft) }
-        let view = try VHDXView(source: layer, options: synthesisOptions(pointer, blockSize: old.vhdx.blockSize, pointerBytes: try pointer.encode()))
-        guard view.size == draft.size, view.payloadStart == draft.payloadStart else {
-            throw PluginError.refused("internal: the VHDX layout changed with the pointer's contents")
-        }
-        try writeSkeleton(view, to: pluginAbs)
-        return record(true, view)
+        // The layer's extents may change the BAT and the file size; the payload start and the
+        // block size stay.
+        let view = try LayerStack.renderRecordingLayout(&pointer, over: layer, blockSize: old.vhdx.blockSize)
+        let record = LayerRecord(plugin: pluginPath, layer: path, layerDigest: pointer.reconfiguration!.layerDigest,
+                                 layerBytes: pointer.reconfiguration!.layerBytes, targets: targets, pluginRewritten: pointer != old,
+                                 vhdxFileSize: view.size, allocatedBlocks: view.allocatedBlockCount)
+        if pointer != old { try writeSkeleton(view, to: pluginAbs) }
+        return record
     }
 
     /// Writes a plugin file atomically: skeleton, sparse up to the full size, fsync, rename.

@@ -12,16 +12,56 @@ public enum PluginFile {
     public enum PluginError: Error, CustomStringConvertible {
         case notAPlugin(String)
         case outsideTree(plugin: String, backup: String)
-        case mismatch(String)
-        case refused(String)
+        /// What the plugin points at is not what it recorded: nothing is served.
+        case mismatch(Mismatch)
+        /// `expose` was asked to write the plugin over the backup itself.
+        case pluginIsTheBackup(String)
+        /// Internal invariant: the VHDX layout changed with the pointer's contents (it must not:
+        /// the metadata region has a fixed size).
+        case unstableLayout(draftFileSize: UInt64, finalFileSize: UInt64, draftPayloadStart: UInt64, finalPayloadStart: UInt64)
+
+        /// Which structure disagrees, where, and how.
+        public enum Mismatch: Sendable, Equatable, CustomStringConvertible {
+            /// The backup header's image ID is not the recorded one (another backup at the path).
+            case imageID(recorded: String, found: String)
+            /// The backup header's SHA-256 is not the recorded one (the backup changed).
+            case headerDigest(recorded: String, found: String)
+            /// The VHDX rendered from the backup has another file size or payload start.
+            case skeletonLayout(recordedFileSize: UInt64, renderedFileSize: UInt64, recordedPayloadStart: UInt64, renderedPayloadStart: UInt64)
+            /// The VHDX rendered from the backup differs from the plugin's skeleton from this byte on.
+            case skeletonBytes(offset: UInt64)
+            /// The recorded reconfiguration layer cannot be opened (missing, or made over another base).
+            case layerUnusable(path: String, reason: String)
+            case layerUnitSize(path: String, found: UInt64, recorded: UInt32)
+            /// The layer holds other bytes than when the plugin was rendered.
+            case layerDigest(path: String, recorded: String, found: String)
+
+            public var description: String {
+                switch self {
+                case let .imageID(recorded, found): return "backup header: image ID \(found) ≠ recorded \(recorded)"
+                case .headerDigest: return "backup header: header digest differs from the one recorded"
+                case let .skeletonLayout(rf, ff, rp, fp):
+                    return "VHDX skeleton: the VHDX rendered from the backup has file size \(ff) and payload start \(fp), the plugin records \(rf) and \(rp)"
+                case let .skeletonBytes(offset):
+                    return "VHDX skeleton at 0x\(String(offset, radix: 16)): the VHDX rendered from the backup differs from the plugin's skeleton"
+                case let .layerUnusable(path, reason): return "reconfiguration layer \(path): \(reason)"
+                case let .layerUnitSize(path, found, recorded):
+                    return "reconfiguration layer \(path) has \(found)-byte units, the pointer records \(recorded)"
+                case let .layerDigest(path, _, _):
+                    return "reconfiguration layer \(path) changed since the plugin was rendered (digest differs); expose the backup again (which discards the layer) and reconfigure"
+                }
+            }
+        }
 
         public var description: String {
             switch self {
             case .notAPlugin(let p): return "\(p) is not a BootLab plugin file (no plugin pointer in its VHDX metadata)"
             case let .outsideTree(plugin, backup):
                 return "the backup \(backup) lies outside the plugin's directory tree (\(plugin)); pass --allow-outside to permit it"
-            case .mismatch(let s): return "the backup does not match the plugin file: \(s); nothing is served"
-            case .refused(let s): return s
+            case .mismatch(let m): return "the backup does not match the plugin file: \(m); nothing is served"
+            case .pluginIsTheBackup: return "refusing to write the plugin file over the backup itself"
+            case let .unstableLayout(df, ff, dp, fp):
+                return "internal: the VHDX layout changed with the pointer's contents (file size \(df) → \(ff), payload start \(dp) → \(fp))"
             }
         }
     }
@@ -59,27 +99,19 @@ public enum PluginFile {
         let pluginAbs = absolutePath(pluginPath)
         let backupAbs = absolutePath(backupPath)
         guard realPathOrSelf(pluginAbs) != realPathOrSelf(backupAbs) else {
-            throw PluginError.refused("refusing to write the plugin file over the backup itself")
+            throw PluginError.pluginIsTheBackup(pluginAbs)
         }
         let pointerPath = try pointerPath(backup: backupAbs, pluginDirectory: directory(of: pluginAbs), allowOutside: options.allowOutside)
         let backup = try BackupImageReader.open(path: backupAbs, passphrase: options.passphrase, vault: options.vault)
         let composition = try DiskComposer.plan(header: backup.header, volume: backup, options: options.composer)
         let disk = try DiskComposer.compose(volume: backup, composition: composition)
 
-        // The pointer records the view's file size and payload start, which do not depend on the
-        // pointer's own bytes (the metadata region has a fixed size): render once to learn them.
+        // The pointer records the view's layout (block size, file size, payload start).
         var pointer = PluginPointer(backupPath: pointerPath, backupImageID: backup.header.imageID.description,
                                     backupHeaderDigest: backup.headerDigest.hex, composition: composition,
                                     vhdx: .init(blockSize: 0, logicalSectorSize: 512, physicalSectorSize: 512,
                                                 seedHex: seed(for: backup).hex, fileSize: 0, payloadStart: 0))
-        let draft = try VHDXView(source: disk, options: synthesisOptions(pointer, blockSize: options.blockSize, pointerBytes: try pointer.encode()))
-        pointer.vhdx.blockSize = draft.blockSize
-        pointer.vhdx.fileSize = draft.size
-        pointer.vhdx.payloadStart = draft.payloadStart
-        let view = try VHDXView(source: disk, options: synthesisOptions(pointer, blockSize: draft.blockSize, pointerBytes: try pointer.encode()))
-        guard view.size == draft.size, view.payloadStart == draft.payloadStart else {
-            throw PluginError.refused("internal: the VHDX layout changed with the pointer's contents")
-        }
+        let view = try LayerStack.renderRecordingLayout(&pointer, over: disk, blockSize: options.blockSize)
 
         try writeSkeleton(view, to: pluginAbs)
         // A reconfiguration layer beside the plugin belonged to the plugin just replaced, whose
@@ -94,16 +126,6 @@ public enum PluginFile {
                             blockSize: view.blockSize, allocatedBlocks: view.allocatedBlockCount)
     }
 
-    static func synthesisOptions(_ p: PluginPointer, blockSize: UInt32?, pointerBytes: [UInt8]) -> VHDXSynthesisOptions {
-        var o = VHDXSynthesisOptions()
-        o.blockSize = blockSize
-        o.logicalSectorSize = p.vhdx.logicalSectorSize
-        o.physicalSectorSize = p.vhdx.physicalSectorSize
-        o.seed = [UInt8](hex: p.vhdx.seedHex) ?? []
-        o.userMetadata = [VHDXUserMetadataItem(id: PluginPointer.itemID, bytes: pointerBytes)]
-        return o
-    }
-
     /// GUIDs of the exposed VHDX derive from the backup's identity: same backup, same bytes.
     static func seed(for backup: BackupImageReader) -> [UInt8] {
         Array(SHA256.hash(backup.header.imageID.bytes + backup.headerDigest).prefix(16))
@@ -113,7 +135,24 @@ public enum PluginFile {
 
     /// Opens a plugin file without opening the backup.
     public static func open(pluginPath: String, options: OpenOptions = OpenOptions()) throws -> PluginDisk {
-        try PluginDisk(pluginPath: pluginPath, options: options)
+        let (pointer, skeleton) = try PluginPointer.read(pluginPath: pluginPath)
+        return try PluginDisk(pluginPath: pluginPath, pointer: pointer, skeleton: skeleton, options: options)
+    }
+
+    /// The plugin at `path`, parsed once, or nil when the file is not a plugin (not a VHDX, or
+    /// no readable pointer: front-ends serve or pass it through as it is). A pointer of a version
+    /// this release does not read is refused (see `PluginPointer.readableVersions`), as are
+    /// problems found once the pointer is read (a backup outside the tree, a short skeleton).
+    public static func recognize(path: String, options: OpenOptions) throws -> PluginDisk? {
+        let found: (PluginPointer, VHDXFile)
+        do {
+            found = try PluginPointer.read(pluginPath: path)
+        } catch let e as PluginPointer.VersionError {
+            throw e
+        } catch {
+            return nil
+        }
+        return try PluginDisk(pluginPath: path, pointer: found.0, skeleton: found.1, options: options)
     }
 
     public struct OpenOptions: Sendable {
@@ -121,23 +160,20 @@ public enum PluginFile {
         public var vault: String?
         public var allowOutside = false
         public var stats = BackupStats()
-        /// Deliberate corruption of served bytes for lab fault tests (`vhdx-byte`); empty unless
-        /// `BOOTLAB_FAULT` says so (see `FaultPlan`).
-        public var faults: FaultPlan = .fromEnvironment()
         public init() {}
     }
 
-    /// Cheap test: is this file a plugin file (a VHDX carrying our pointer)?
+    /// Cheap test: is this file a plugin file (a VHDX carrying our pointer)? A pointer of a
+    /// version this release does not read counts: opening it then says how to re-expose.
     public static func isPlugin(path: String) -> Bool {
-        (try? readPointer(pluginPath: path)) != nil
-    }
-
-    static func readPointer(pluginPath: String) throws -> (PluginPointer, VHDXFile) {
-        let vhdx = try VHDXFile.open(path: pluginPath)
-        guard let item = vhdx.metadata.userItems.first(where: { $0.itemID == PluginPointer.itemID }) else {
-            throw PluginError.notAPlugin(pluginPath)
+        do {
+            _ = try PluginPointer.read(pluginPath: path)
+            return true
+        } catch is PluginPointer.VersionError {
+            return true
+        } catch {
+            return false
         }
-        return (try PluginPointer.decode(item.data), vhdx)
     }
 
     // MARK: Paths

@@ -1,4 +1,5 @@
 import BlockCore
+import DiskFormats
 import Foundation
 
 /// What a plugin file knows about the backup it stands for — carried in a VHDX *user* metadata
@@ -10,13 +11,27 @@ import Foundation
 ///     8   4  u32 length N of the JSON document
 ///     12  4  u32 CRC-32C of the JSON document
 ///     16  N  UTF-8 JSON (PluginPointer), N ≤ 64 KiB
+///
+/// This type is the pointer's one owner: it alone encodes it, decodes it, places it in the
+/// skeleton's metadata (`metadataItem`) and finds it there (`read`).
+///
+/// Versions (docs/formats/plugin-file.md, "Versions"): a writer always writes `currentVersion`;
+/// a reader reads every version in `readableVersions`. The rule for the releases to come: a
+/// plugin written by one release stays readable by the next (the next release's
+/// `readableVersions` still holds this `currentVersion`), or it is refused with
+/// `VersionError`, which says how to re-expose. Any change an older reader could misread —
+/// a field that changes the bytes served, a changed meaning — takes a new version.
 public struct PluginPointer: Codable, Sendable, Equatable {
     /// The user metadata item that holds the pointer.
     public static let itemID = GUID("6F1C2A9E-3B7D-4E15-9A42-B0071AB0F11E")!
     public static let magic: [UInt8] = Array("BLPTR".utf8) + [0, 0, 1]
     public static let maxDocumentLength = 64 << 10
+    /// The version this release writes.
+    public static let currentVersion = 1
+    /// The versions this release reads.
+    public static let readableVersions: ClosedRange<Int> = 1...1
 
-    public var version: Int = 1
+    public var version: Int = PluginPointer.currentVersion
     /// Path of the backup, relative to the plugin file's directory (absolute only with
     /// `--allow-outside`).
     public var backupPath: String
@@ -103,8 +118,9 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         return out
     }
 
-    /// Parses an item's bytes; `base` is the item's file offset, for error messages.
-    public static func decode(_ bytes: [UInt8], base: UInt64 = 0) throws -> PluginPointer {
+    /// Parses an item's bytes; `base` is the item's file offset, for error messages; `plugin`
+    /// names the plugin file in a `VersionError`.
+    public static func decode(_ bytes: [UInt8], base: UInt64 = 0, plugin: String? = nil) throws -> PluginPointer {
         let v = ByteView(bytes, base: base, format: "plugin file", structure: "plugin pointer")
         guard try v.slice(0, 8) == magic else { throw v.error(at: 0, "bad magic (not a BootLab plugin pointer)") }
         let n = Int(try v.u32(8))
@@ -112,14 +128,58 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         let json = try v.slice(16, n)
         let crc = try v.u32(12)
         guard CRC32C.checksum(json) == crc else { throw v.error(at: 12, "checksum mismatch") }
+        // The version first, alone: a later version may change any other field, so its
+        // refusal must not depend on decoding them.
+        struct Versioned: Decodable {
+            var version: Int
+            var backupPath: String?
+        }
+        let probe: Versioned
+        do { probe = try JSONDecoder().decode(Versioned.self, from: Data(json)) } catch {
+            throw v.error(at: 16, "invalid document: \(error)")
+        }
+        guard readableVersions.contains(probe.version) else {
+            throw VersionError(plugin: plugin, found: probe.version, backupPath: probe.backupPath)
+        }
         do {
-            let p = try JSONDecoder().decode(PluginPointer.self, from: Data(json))
-            guard p.version == 1 else { throw v.error(at: 16, "unsupported version \(p.version)") }
-            return p
-        } catch let e as FormatError {
-            throw e
+            return try JSONDecoder().decode(PluginPointer.self, from: Data(json))
         } catch {
             throw v.error(at: 16, "invalid document: \(error)")
+        }
+    }
+
+    /// The pointer as the skeleton's user metadata item (IsUser, not required).
+    public func metadataItem() throws -> VHDXUserMetadataItem {
+        VHDXUserMetadataItem(id: Self.itemID, bytes: try encode())
+    }
+
+    /// Finds and decodes the pointer in a plugin file's VHDX metadata; returns the parsed
+    /// skeleton too, so the plugin is parsed once.
+    public static func read(pluginPath: String) throws -> (PluginPointer, VHDXFile) {
+        let vhdx = try VHDXFile.open(path: pluginPath)
+        guard let item = vhdx.metadata.userItems.first(where: { $0.itemID == itemID }) else {
+            throw PluginFile.PluginError.notAPlugin(pluginPath)
+        }
+        return (try decode(item.data, plugin: pluginPath), vhdx)
+    }
+
+    /// A pointer of a version this release does not read (written by a later release, or by
+    /// one whose format this release no longer reads). Says how to re-expose.
+    public struct VersionError: Error, CustomStringConvertible, Equatable, Sendable {
+        public var plugin: String?
+        public var found: Int
+        /// The backup path the pointer records, when it could be read (relative to the plugin).
+        public var backupPath: String?
+
+        public var description: String {
+            let name = plugin ?? "the plugin file"
+            let range = PluginPointer.readableVersions
+            let reads = range.lowerBound == range.upperBound ? "\(range.lowerBound)" : "\(range.lowerBound)–\(range.upperBound)"
+            var backup = backupPath ?? "BACKUP"
+            if let plugin, let b = backupPath, !b.hasPrefix("/") { backup = PluginFile.directory(of: plugin) + "/" + b }
+            return "plugin pointer version \(found) of \(name) is not one this bootlab reads (version \(reads)); "
+                + "re-expose the backup with this bootlab: bootlab expose \(backup) --out \(plugin ?? "PLUGIN") "
+                + "(then bootlab reconfigure again if the plugin was reconfigured)"
         }
     }
 }

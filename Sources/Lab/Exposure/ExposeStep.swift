@@ -40,8 +40,9 @@ public struct ExposeStep: LabStep {
         return args
     }
 
-    /// `BOOTLAB_FAULT` for child processes when the run injects faults (fault tests only).
-    public static func faultEnvironment(_ context: CellContext) -> [String: String] {
-        context.options.faults.map { [FaultPlan.environmentVariable: $0] } ?? [:]
+    /// `--inject-fault SPEC` for child `bootlab mount`/`serve` when the run injects faults
+    /// (fault tests only): passed on their command line, never through the environment.
+    public static func faultArguments(_ context: CellContext) -> [String] {
+        context.options.faults.map { ["--\(FaultPlan.optionName)", $0] } ?? []
     }
 }

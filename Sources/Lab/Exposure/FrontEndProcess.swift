@@ -26,18 +26,15 @@ public final class FrontEndProcess: @unchecked Sendable {
 
     /// Starts the front-end for `plugins` (machine → plugin path, all in `pluginDirectory`) and
     /// registers its shutdown with the context. `extraArguments` go to every child (passphrase,
-    /// vault, `--writable`); `environment` adds variables (e.g. `BOOTLAB_FAULT`).
+    /// vault, `--writable`, `--inject-fault`).
     public static func start(_ kind: BackupSpec.FrontEnd, plugins: [String: String], pluginDirectory: URL,
-                             extraArguments: [String], environment: [String: String], label: String,
+                             extraArguments: [String], label: String,
                              in context: CellContext) throws -> FrontEndProcess {
         let exe = try BootLabExecutable.path()
-        var env = ProcessInfo.processInfo.environment
-        env.merge(environment) { _, new in new }
         func launch(_ args: [String], log: URL) throws -> Process {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: exe)
             p.arguments = args
-            p.environment = env
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
             p.standardOutput = try FileHandle(forWritingTo: log)
             p.standardError = try FileHandle(forWritingTo: log)

@@ -11,8 +11,8 @@ public struct MountStep: LabStep {
     public func run(in context: CellContext) throws -> StepOutcome {
         let kind = context.scenario.backup.frontend
         let fe = try FrontEndProcess.start(kind, plugins: context.plugins, pluginDirectory: ExposeStep.pluginDirectory(context),
-                                           extraArguments: try ExposeStep.accessArguments(context),
-                                           environment: ExposeStep.faultEnvironment(context), label: "mnt", in: context)
+                                           extraArguments: try ExposeStep.accessArguments(context) + ExposeStep.faultArguments(context),
+                                           label: "mnt", in: context)
         context.frontEnd = fe
         for machine in context.scenario.machines {
             // Through FUSE the exposed file is a file: its digest is golden. Over NBD there is no

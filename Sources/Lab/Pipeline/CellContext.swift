@@ -7,7 +7,8 @@ public struct RunOptions: Sendable {
     public var bootTimeout: Double
     /// Where cells keep their work files (console logs, overlays).
     public var workDirectory: URL
-    /// Deliberate corruption for fault tests (`BOOTLAB_FAULT` syntax, see `FaultPlan`); nil in
+    /// Deliberate corruption for fault tests (`--inject-fault` syntax, see `FaultPlan`): applied
+    /// in-process by the expose step, passed to the front-end children as `--inject-fault`; nil in
     /// real runs.
     public var faults: String? = nil
 

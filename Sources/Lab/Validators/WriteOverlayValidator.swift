@@ -34,8 +34,8 @@ public struct WriteOverlayValidator: Validator {
                 overlayFile = overlays.appendingPathComponent("\(m.name).overlay")
                 extra += ["--overlay", overlayFile.path]
             }
-            let rw = try FrontEndProcess.start(ro.kind, plugins: [m.name: plugin], pluginDirectory: plug, extraArguments: extra,
-                                               environment: ExposeStep.faultEnvironment(context), label: "rw-\(m.name)", in: context)
+            let rw = try FrontEndProcess.start(ro.kind, plugins: [m.name: plugin], pluginDirectory: plug,
+                                               extraArguments: extra + ExposeStep.faultArguments(context), label: "rw-\(m.name)", in: context)
             defer { rw.stop() }
             let write = "write -P \(Self.pattern) \(Self.offset) \(Self.length)", read = "read -P \(Self.pattern) \(Self.offset) \(Self.length)"
             let w = try qemuIO(["--image-opts", rw.imageOptions(machine: m.name), "-c", write, "-c", read])

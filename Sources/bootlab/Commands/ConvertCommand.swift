@@ -71,12 +71,10 @@ struct ConvertCommand: ParsableCommand {
         guard threads >= 1 && threads <= 64 else { throw ValidationError("--threads must be 1–64") }
         try refuseSameFile(input, output)
 
-        // Plugin files resolve as VHDX parents too (children made by `create -b vm.vhdx`).
-        _ = try access.install(plugins: [])
         // A plugin file converted to VHDX with default options is materialized as is: the
         // replacement file of the method, byte-identical to the stream the filters serve.
         let plugin = PluginFile.isPlugin(path: input) && inputFormat != .raw
-            ? try PluginFile.open(pluginPath: input, options: access.install(plugins: [input])) : nil
+            ? try PluginFile.open(pluginPath: input, options: access.openOptions(plugins: [input])) : nil
         if let plugin, outputFormat == .vhdx, blockSize == nil, seed == nil, sectorSize == 512 {
             var o = SparseImageWriter.Options(threads: threads, sync: sync)
             o.deferredPrefix = VHDX.fileSignature.count
@@ -148,8 +146,10 @@ struct ConvertCommand: ParsableCommand {
     /// cannot depend on the backup module); everything else through `openDiskImage`.
     private func openInput() throws -> any BlockSource {
         let format = try inputFormat ?? detectFormat(path: input)
+        let o = try access.openOptions(plugins: [])
+        // Plugin files resolve as VHDX parents too (children made by `create -b vm.vhdx`).
+        if format == .vhdx { return try VHDXFile.open(path: input, parentResolver: PluginDisk.vhdxParentResolver(options: o)) }
         guard format == .backupImage else { return try openDiskImage(path: input, format: format) }
-        let o = try access.install(plugins: [])
         let encrypted = try BackupImageReader.readHeader(path: input).header.isEncrypted
         return try BackupImageReader.open(path: input, passphrase: encrypted ? (o.passphrase ?? access.passphrase.source) : nil,
                                           vault: access.vault)

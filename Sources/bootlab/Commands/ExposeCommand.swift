@@ -25,6 +25,7 @@ struct ExposeCommand: ParsableCommand {
     @Option(name: .long, help: "The dedup vault directory, if the backup uses one.") var vault: String?
     @Flag(name: .long, help: "Allow a backup outside the plugin's directory tree.") var allowOutside = false
     @OptionGroup var passphrase: BackupCommand.PassphraseOptions
+    @OptionGroup var faults: FaultInjectionOptions
     @Option(name: .long, help: "Also reconfigure the OS for this target (as `bootlab reconfigure PLUGIN --target T`).") var target: String?
     @Option(name: .long, help: "Driver data for --target (default: $BOOTLAB_DRIVERS or Scenarios/drivers.json).") var drivers: String?
     @Flag(help: "Print JSON.") var json = false
@@ -39,6 +40,7 @@ struct ExposeCommand: ParsableCommand {
         do {
             var o = PluginFile.ExposeOptions()
             o.composer.partitionStartLBA = partitionStart
+            o.composer.faults = try faults.plan()
             if let bootCode { o.composer.bootCode = try DiskComposer.loadBootCode(path: bootCode) }
             if let blockSize { o.blockSize = UInt32(try ByteSize.parse(blockSize)) }
             o.allowOutside = allowOutside

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BlockCore
+import Exposure
 import Foundation
 import Frontends
 
@@ -29,6 +30,7 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Write source statistics as JSON to stderr at exit and on SIGUSR1.") var stats = false
     @Option(help: "Write the statistics to this file instead.") var statsFile: String?
     @OptionGroup var access: PluginAccessOptions
+    @OptionGroup var faults: FaultInjectionOptions
 
     func run() throws {
         var explicit: [String: String] = [:]
@@ -39,16 +41,19 @@ struct MountCommand: ParsableCommand {
             }
             explicit[String(e[..<eq])] = String(e[e.index(after: eq)...])
         }
+        let openOptions: PluginFile.OpenOptions
+        let plan: FaultPlan
         do {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-            _ = try access.install(plugins: names.map { directory + "/" + $0 } + Array(explicit.values))
+            openOptions = try access.openOptions(plugins: names.map { directory + "/" + $0 } + Array(explicit.values))
+            plan = try faults.plan()
         } catch {
             writeStandardError("bootlab mount: \(error)\n")
             throw ExitCode(1)
         }
         let reporter = StatsReporter(path: statsFile)
         let catalog = MountCatalog(backingDirectory: directory, explicit: explicit, writable: writable,
-                                   overlayDirectory: overlayDir, raw: raw, reporter: reporter)
+                                   overlayDirectory: overlayDir, raw: raw, access: openOptions, faults: plan, reporter: reporter)
         var options = FuseMount.Options()
         options.foreground = !daemon
         options.allowOther = allowOther

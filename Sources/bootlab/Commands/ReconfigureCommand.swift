@@ -53,7 +53,7 @@ struct ReconfigureCommand: ParsableCommand {
             if let plugin {
                 guard disk == nil, layer == nil else { throw ValidationError("give a plugin file, or --disk and --layer, not both") }
                 let result = try Self.reconfigurePlugin(plugin, target: target, drivers: db,
-                                                        access: try access.install(plugins: [plugin]), dryRun: dryRun)
+                                                        access: try access.openOptions(plugins: [plugin]), dryRun: dryRun)
                 if json { try BackupCommand.printJSON(result) } else { Self.printReport(result.report, dryRun: dryRun, layer: result.layer) }
                 return
             }

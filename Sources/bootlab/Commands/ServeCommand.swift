@@ -25,6 +25,7 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("nbdkit-arg"), help: "Extra argument for nbdkit (repeatable), e.g. --nbdkit-arg=--tls=require.")
     var nbdkitArguments: [String] = []
     @OptionGroup var access: PluginAccessOptions
+    @OptionGroup var faults: FaultInjectionOptions
 
     func run() throws {
         var serve = NBDServe(spec: SourceSpec(path: file, raw: raw, overlayPath: overlay), socketPath: socket,
@@ -32,7 +33,9 @@ struct ServeCommand: ParsableCommand {
         serve.verbose = verbose
         serve.nbdkitArguments = nbdkitArguments
         do {
-            let o = try access.install(plugins: [file])
+            // Reaches nbdkit as its plugin parameter inject-fault=SPEC (see NBDServe.arguments).
+            serve.spec.faults = try faults.plan()
+            let o = try access.openOptions(plugins: [file])
             if let f = access.passphrase.passphraseFile {
                 serve.pluginParameters.append("passphrase-file=" + absolutePath(f))
             } else if case .bytes(let b)? = o.passphrase {
@@ -42,7 +45,7 @@ struct ServeCommand: ParsableCommand {
             if let v = access.vault { serve.pluginParameters.append("vault=" + absolutePath(v)) }
             if access.allowOutside { serve.pluginParameters.append("allow-outside=true") }
             // Fail here, with a clear message, rather than inside nbdkit.
-            _ = try SourceOpener.prepare(serve.spec, counters: SourceCounters(name: "check"))
+            _ = try SourceOpener.prepare(serve.spec, access: o, counters: SourceCounters(name: "check"))
             if printCommand {
                 print(try serve.arguments().joined(separator: " "))
                 return

@@ -58,25 +58,24 @@ public final class VHDXFile: WritableBlockSource, VHDXParentIdentity, @unchecked
 
     /// Opens a VHDX file. A differencing disk's parent is found through its locator and opened by
     /// `parentOpener` (given the resolved path); by default as a read-only VHDXFile, recursively,
-    /// with loops reported as `VHDXParentError.loop`.
-    /// Opens parents that are not plain VHDX files: returns nil for "not mine". The exposure
-    /// layer registers plugin files here, so `create -b vm.vhdx` children read their parent's
-    /// disk through the filter rather than the plugin's hole.
-    public static let parentHook = Locked<(@Sendable (String) throws -> VHDXParent?)?>(nil)
-
-    public static func open(path: String, writable: Bool = false,
-                            parentOpener: VHDXParentOpener? = nil) throws -> VHDXFile {
-        try open(path: path, writable: writable, parentOpener: parentOpener, chain: [])
+    /// with loops reported as `VHDXParentError.loop`. `parentResolver`, when given, is asked
+    /// first at every level of the chain: it opens parents that are not plain VHDX files (the
+    /// exposure layer passes one for plugin files, so `create -b vm.vhdx` children read their
+    /// parent's disk through the filter rather than the plugin's hole) and returns nil for "not mine".
+    public static func open(path: String, writable: Bool = false, parentOpener: VHDXParentOpener? = nil,
+                            parentResolver: VHDXParentResolver? = nil) throws -> VHDXFile {
+        try open(path: path, writable: writable, parentOpener: parentOpener, parentResolver: parentResolver, chain: [])
     }
 
-    static func open(path: String, writable: Bool, parentOpener: VHDXParentOpener?, chain: [String]) throws -> VHDXFile {
+    static func open(path: String, writable: Bool, parentOpener: VHDXParentOpener?, parentResolver: VHDXParentResolver?,
+                     chain: [String]) throws -> VHDXFile {
         let real = (try? VHDXParentPaths.realPath(path)) ?? path
         if chain.contains(real) { throw VHDXParentError.loop(chain: chain + [real]) }
         let raw = try RawFile(path: path, writable: writable)
         let opener: VHDXParentOpener = parentOpener ?? { parentPath in
-            // A parent that is not a plain VHDX (a plugin file) is opened by whoever registered.
-            if let hook = VHDXFile.parentHook.current, let p = try hook(parentPath) { return p }
-            return try VHDXFile.open(path: parentPath, writable: false, parentOpener: nil, chain: chain + [real])
+            if let resolver = parentResolver, let p = try resolver(parentPath) { return p }
+            return try VHDXFile.open(path: parentPath, writable: false, parentOpener: nil, parentResolver: parentResolver,
+                                     chain: chain + [real])
         }
         return try VHDXFile(backing: raw, raw: raw, path: path, writable: writable) { locator in
             let candidates = VHDXParentPaths.candidates(locator: locator, childPath: path)

@@ -22,6 +22,10 @@ public typealias VHDXParent = any BlockSource & VHDXParentIdentity
 /// Opens the parent found at a resolved, existing path.
 public typealias VHDXParentOpener = (String) throws -> VHDXParent
 
+/// Opens a parent at a resolved path if it is of a kind the caller knows (not a plain VHDX);
+/// nil lets the plain VHDX opener take it.
+public typealias VHDXParentResolver = @Sendable (String) throws -> VHDXParent?
+
 /// Problems of a differencing chain: typed so callers can tell a missing parent from a loop.
 public enum VHDXParentError: Error, CustomStringConvertible, Equatable, Sendable {
     /// No candidate path from the parent locator names an existing file.
