@@ -57,7 +57,7 @@ public enum SourceOpener {
     /// A plugin file already recognized (parsed once, by `PluginFile.recognize`): sizes come from
     /// the plugin alone; the backup opens on the first payload read (deferred open), and its
     /// counters join the source's.
-    public static func prepare(plugin: PluginDisk, spec: SourceSpec, counters: SourceCounters) -> ExposedFile {
+    public static func prepare(plugin: ExposedImage, spec: SourceSpec, counters: SourceCounters) -> ExposedFile {
         let stats = plugin.options.stats
         counters.attachBackup {
             let s = stats.snapshot
@@ -71,7 +71,7 @@ public enum SourceOpener {
                                                       blockSize: UInt64(plugin.pointer.vhdx.blockSize),
                                                       virtualSize: plugin.virtualSize)
         return deferred(size: size, spec: spec, counters: counters, growthLimit: limit) {
-            spec.raw ? PluginDisk.VirtualDisk(plugin) as any BlockSource : plugin
+            spec.raw ? ExposedImage.VirtualDisk(plugin) as any BlockSource : plugin
         }
     }
 

@@ -9,11 +9,11 @@ import DiskFormats
 ///     ▸ composed disk          DiskComposer.compose: synthesized MBR + gap + PatchedSource(volume) + tail
 ///     ▸ reconfiguration layer  a WriteOverlay over the composed disk (read-only when served)
 ///     ▸ VHDX view              VHDXView with the pointer's parameters, checked against the skeleton
-///     ▸ plugin file bytes      PluginDisk: [0, payloadStart) from the plugin file, the rest from the view
+///     ▸ plugin file bytes      ExposedImage: [0, payloadStart) from the plugin file, the rest from the view
 ///     ▸ byte faults            FaultInjectionSource (lab fault tests only)
 ///     ▸ ReadOnly ▸ CountingSource ▸ write overlay    (`served`, for the front-ends)
 ///
-/// Serving (`PluginDisk`), the engine's writable layer, re-rendering after reconfiguration and
+/// Serving (`ExposedImage`), the engine's writable layer, re-rendering after reconfiguration and
 /// `expose` all come through here, so a layer added later (a replacement file, another native
 /// view) is stacked once, and the identity check exists once.
 public enum LayerStack {
@@ -172,7 +172,7 @@ public enum LayerStack {
     public static func served(_ base: any BlockSource, faults: FaultPlan = .none, counters: SourceCounters,
                               overlay: OverlayRequest?) throws -> any BlockSource {
         var bottom = base
-        if faults.corruptsVHDXBytes, let plugin = base as? PluginDisk {
+        if faults.corruptsVHDXBytes, let plugin = base as? ExposedImage {
             bottom = FaultInjectionSource(plugin, plan: faults, payloadStart: plugin.payloadStart)
         }
         let counted = CountingSource(ReadOnly(bottom), counters: counters)

@@ -134,16 +134,16 @@ public enum PluginFile {
     // MARK: Open
 
     /// Opens a plugin file without opening the backup.
-    public static func open(pluginPath: String, options: OpenOptions = OpenOptions()) throws -> PluginDisk {
+    public static func open(pluginPath: String, options: OpenOptions = OpenOptions()) throws -> ExposedImage {
         let (pointer, skeleton) = try PluginPointer.read(pluginPath: pluginPath)
-        return try PluginDisk(pluginPath: pluginPath, pointer: pointer, skeleton: skeleton, options: options)
+        return try ExposedImage(pluginPath: pluginPath, pointer: pointer, skeleton: skeleton, options: options)
     }
 
     /// The plugin at `path`, parsed once, or nil when the file is not a plugin (not a VHDX, or
     /// no readable pointer: front-ends serve or pass it through as it is). A pointer of a version
     /// this release does not read is refused (see `PluginPointer.readableVersions`), as are
     /// problems found once the pointer is read (a backup outside the tree, a short skeleton).
-    public static func recognize(path: String, options: OpenOptions) throws -> PluginDisk? {
+    public static func recognize(path: String, options: OpenOptions) throws -> ExposedImage? {
         let found: (PluginPointer, VHDXFile)
         do {
             found = try PluginPointer.read(pluginPath: path)
@@ -152,7 +152,7 @@ public enum PluginFile {
         } catch {
             return nil
         }
-        return try PluginDisk(pluginPath: path, pointer: found.0, skeleton: found.1, options: options)
+        return try ExposedImage(pluginPath: path, pointer: found.0, skeleton: found.1, options: options)
     }
 
     public struct OpenOptions: Sendable {

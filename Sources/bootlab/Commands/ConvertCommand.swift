@@ -148,7 +148,7 @@ struct ConvertCommand: ParsableCommand {
         let format = try inputFormat ?? detectFormat(path: input)
         let o = try access.openOptions(plugins: [])
         // Plugin files resolve as VHDX parents too (children made by `create -b vm.vhdx`).
-        if format == .vhdx { return try VHDXFile.open(path: input, parentResolver: PluginDisk.vhdxParentResolver(options: o)) }
+        if format == .vhdx { return try VHDXFile.open(path: input, parentResolver: ExposedImage.vhdxParentResolver(options: o)) }
         guard format == .backupImage else { return try openDiskImage(path: input, format: format) }
         let encrypted = try BackupImageReader.readHeader(path: input).header.isEncrypted
         return try BackupImageReader.open(path: input, passphrase: encrypted ? (o.passphrase ?? access.passphrase.source) : nil,

@@ -5,7 +5,7 @@ import DiskFormats
 /// An opened plugin file: the full native VHDX it stands for, as a block source of the VHDX
 /// *file's* bytes. Metadata bytes `[0, payloadStart)` come from the plugin file itself; the backup
 /// is opened (and checked against the pointer) only when a payload byte is first read.
-public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Sendable {
+public final class ExposedImage: BlockSource, VHDXParentIdentity, @unchecked Sendable {
     // @unchecked: immutable after init apart from `opened`, which is behind its lock.
     public let pluginPath: String
     public let pointer: PluginPointer
@@ -98,12 +98,12 @@ public final class PluginDisk: BlockSource, VHDXParentIdentity, @unchecked Senda
     }
 }
 
-extension PluginDisk {
+extension ExposedImage {
     /// The plugin's virtual disk as a VHDX parent: the composed disk's bytes (opening the backup
     /// on first read) with the skeleton's DataWriteGuid, which children record as parent_linkage.
     public struct VirtualDisk: BlockSource, VHDXParentIdentity {
-        public let plugin: PluginDisk
-        public init(_ plugin: PluginDisk) { self.plugin = plugin }
+        public let plugin: ExposedImage
+        public init(_ plugin: ExposedImage) { self.plugin = plugin }
         public var size: UInt64 { plugin.virtualSize }
         public var vhdxDataWriteGuid: GUID { plugin.vhdxDataWriteGuid }
         public var vhdxLogicalSectorSize: UInt32? { plugin.vhdxLogicalSectorSize }
