@@ -1,5 +1,6 @@
 import BlockCore
 import Dispatch
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -34,13 +35,22 @@ public final class BackupImageReader: BlockSource, @unchecked Sendable {
     let digests: [UInt8]
     private let cache: BlockCache
     private let readAhead: Int
+    private let decodeThreads: Int
+    /// The last request's block range and how many requests in a row continued the one before.
     private let streak = Locked<(last: Int, run: Int)>((last: -2, run: 0))
+    /// Decode buffers handed to one thread at a time (request workers and read-ahead tasks).
+    private let scratchPool = Locked<[BlockScratch]>([])
+    /// Read-ahead blocks claimed and not yet decoded (bounds the work and memory in flight).
+    private let readAheadInFlight = Locked(0)
 
     public struct Options: Sendable {
         /// Bytes of decoded blocks kept (default 64 MiB; at least 2 blocks).
         public var cacheBytes: Int = 64 << 20
-        /// Blocks decoded ahead once a sequential pattern is seen (0 disables).
+        /// Blocks decoded ahead once a sequential pattern is seen (0 disables). The window grows to
+        /// twice the request for large sequential requests, never beyond half the cache.
         public var readAheadBlocks: Int = 4
+        /// Workers decoding the blocks one `read` spans (1: on the calling thread only).
+        public var decodeThreads: Int = BackupImageReader.defaultDecodeThreads
         /// Vault directory overriding the path recorded in the header.
         public var vaultDirectory: String? = nil
         public init() {}
@@ -213,7 +223,8 @@ public final class BackupImageReader: BlockSource, @unchecked Sendable {
         let blocks = max(2, options.cacheBytes / Int(header.blockSize))
         // Parents are only reached through the top image, whose cache holds resolved blocks.
         self.cache = BlockCache(capacity: depth == 0 ? blocks : 1)
-        self.readAhead = depth == 0 ? max(0, options.readAheadBlocks) : 0
+        self.readAhead = depth == 0 ? min(max(0, options.readAheadBlocks), blocks / 2) : 0
+        self.decodeThreads = max(1, options.decodeThreads)
     }
 
     static func resolve(_ p: String, relativeTo image: String) -> String {
@@ -335,52 +346,151 @@ public final class BackupImageReader: BlockSource, @unchecked Sendable {
         return out
     }
 
-    /// The plaintext of block `i`, resolved through the chain, from the cache when possible.
+    /// A decoded copy of block `i` of this image for the cache, decoded through `scratch`.
+    func decodeOwnBlockToArray(_ i: Int, scratch: BlockScratch) throws -> [UInt8] {
+        let plain = plainLength(ofBlock: i)
+        return try [UInt8](unsafeUninitializedCapacity: plain) { buf, count in
+            // `count` stays 0 on a throw, so the uninitialized bytes are never exposed.
+            try decodeOwnBlock(i, into: UnsafeMutableRawBufferPointer(buf), scratch: scratch)
+            count = plain
+        }
+    }
+
+    /// The plaintext of block `i`, resolved through the chain, through the cache (nil: zero or
+    /// absent). The writer compares an incremental's blocks with its parent's through it.
     func block(_ i: Int) throws -> [UInt8]? {
         guard let (owner, k) = locate(i), k == .local || k == .vault else { return nil }
-        let (v, hit) = try cache.get(i) { try owner.decodeOwnBlock(i) }
+        let (v, hit) = try withScratch { s in try cache.get(i) { try owner.decodeOwnBlockToArray(i, scratch: s) } }
         if hit { stats.addHit() } else { stats.addMiss() }
         return v
     }
 
-    private func noteAccess(_ i: Int) {
+    private func withScratch<T>(_ body: (BlockScratch) throws -> T) rethrows -> T {
+        let s = scratchPool.withLock { $0.popLast() } ?? BlockScratch()
+        defer { scratchPool.withLock { if $0.count < 16 { $0.append(s) } } }
+        return try body(s)
+    }
+
+    /// One block's share of a request that needs decoding: straight into the caller's buffer
+    /// (`direct`: the request covers the whole block and no one else is decoding it), or through
+    /// the cache (part of a block, or a block a read-ahead is already decoding).
+    private struct Job {
+        let block: Int
+        let owner: BackupImageReader
+        let within: Int
+        let dst: UnsafeMutableRawBufferPointer
+        let direct: Bool
+    }
+
+    private func run(_ job: Job, scratch: BlockScratch) throws {
+        if job.direct {
+            try job.owner.decodeOwnBlock(job.block, into: job.dst, scratch: scratch)
+            stats.addMiss()
+            return
+        }
+        let (v, hit) = try cache.get(job.block) { try job.owner.decodeOwnBlockToArray(job.block, scratch: scratch) }
+        if hit { stats.addHit() } else { stats.addMiss() }
+        v.withUnsafeBytes { job.dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[job.within..<job.within + job.dst.count])) }
+    }
+
+    /// Runs the jobs of one request, in parallel when there are several. On failure no new job is
+    /// started and the error of the lowest failing block is thrown (the one a block-by-block reader
+    /// would have met first).
+    private func run(_ jobs: [Job]) throws {
+        let workers = min(decodeThreads, jobs.count)
+        if workers <= 1 {
+            try withScratch { s in for j in jobs { try run(j, scratch: s) } }
+            return
+        }
+        let next = Atomic<Int>(0)
+        let failure = Locked<(block: Int, error: any Error)?>(nil)
+        nonisolated(unsafe) let jobs = jobs  // read-only here; the buffers they point at are disjoint
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            withScratch { s in
+                while failure.current == nil {
+                    let w = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    guard w < jobs.count else { break }
+                    do { try run(jobs[w], scratch: s) } catch {
+                        failure.withLock { f in if f == nil || f!.block > jobs[w].block { f = (jobs[w].block, error) } }
+                    }
+                }
+            }
+        }
+        if let f = failure.current { throw f.error }
+    }
+
+    /// Sequential pattern (this request starts in or right after the previous one's last block):
+    /// claim the next blocks in the cache and decode them in the background. The window is
+    /// `readAheadBlocks`, or twice the request when that is larger, at most half the cache; blocks
+    /// already cached or being decoded are skipped, and no more than one window is in flight.
+    private func noteAccess(first: Int, last: Int) {
         guard readAhead > 0 else { return }
         let sequential = streak.withLock { s -> Bool in
-            if i == s.last + 1 { s.run += 1 } else if i != s.last { s.run = 0 }
-            s.last = i
+            if first == s.last || first == s.last + 1 { s.run += 1 } else { s.run = 0 }
+            s.last = last
             return s.run >= 1
         }
         guard sequential else { return }
-        for j in (i + 1)..<min(blockCount, i + 1 + readAhead) {
-            guard let (owner, k) = locate(j), k == .local || k == .vault, !cache.contains(j) else { continue }
+        let window = min(max(readAhead, 2 * (last - first + 1)), max(1, cacheCapacity / 2))
+        var j = last + 1
+        while j < min(blockCount, last + 1 + window) {
+            defer { j += 1 }
+            guard let (owner, k) = locate(j), k == .local || k == .vault else { continue }
+            let admitted = readAheadInFlight.withLock { n -> Bool in
+                guard n < window else { return false }
+                n += 1
+                return true
+            }
+            guard admitted else { return }
+            guard cache.reserve(j) else { readAheadInFlight.withLock { $0 -= 1 }; continue }
             stats.addReadAhead()
-            DispatchQueue.global(qos: .utility).async { [cache] in
-                // Errors surface when the block is actually read.
-                _ = try? cache.get(j) { try owner.decodeOwnBlock(j) }
+            let block = j
+            DispatchQueue.global().async { [self] in
+                // Errors surface when the block is actually read (the claim is given up).
+                let v = try? withScratch { try owner.decodeOwnBlockToArray(block, scratch: $0) }
+                cache.complete(block, with: v)
+                readAheadInFlight.withLock { $0 -= 1 }
             }
         }
     }
 
+    private var cacheCapacity: Int { cache.capacity }
+    /// Decoded blocks held in the cache now (tests check the bound).
+    var cachedBlocks: Int { cache.count }
+
     // MARK: BlockSource
 
+    /// Blocks the request covers entirely are decoded straight into `buffer` (no copy), several
+    /// at a time; parts of blocks go through the cache, which also serves read-ahead and re-reads.
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         try checkRange(offset, buffer.count)
-        var done = 0
+        guard buffer.count > 0 else { return }
         let bs = UInt64(blockSize)
-        while done < buffer.count {
-            let pos = offset + UInt64(done)
-            let i = Int(pos / bs)
-            let within = Int(pos % bs)
-            let n = min(buffer.count - done, plainLength(ofBlock: i) - within)
-            let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + n])
-            if let b = try block(i) {
-                b.withUnsafeBytes { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[within..<within + n])) }
-            } else {
+        let end = offset + UInt64(buffer.count)
+        let first = Int(offset / bs), last = Int((end - 1) / bs)
+        var jobs: [Job] = []
+        for i in first...last {
+            let start = UInt64(i) * bs
+            let lo = max(offset, start), hi = min(end, start + UInt64(plainLength(ofBlock: i)))
+            let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(lo - offset)..<Int(hi - offset)])
+            let within = Int(lo - start)
+            guard let (owner, k) = locate(i), k == .local || k == .vault else {
                 dst.initializeMemory(as: UInt8.self, repeating: 0)
+                continue
             }
-            noteAccess(i)
-            done += n
+            switch cache.peek(i) {
+            case let .value(v):
+                stats.addHit()
+                v.withUnsafeBytes { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[within..<within + dst.count])) }
+            case .loading:
+                jobs.append(Job(block: i, owner: owner, within: within, dst: dst, direct: false))
+            case .none:
+                let whole = within == 0 && dst.count == plainLength(ofBlock: i)
+                jobs.append(Job(block: i, owner: owner, within: within, dst: dst, direct: whole))
+            }
         }
+        noteAccess(first: first, last: last)
+        try run(jobs)
     }
 
     /// Zero-marked blocks are `.zero`; blocks no image of the chain holds are `.absent`.

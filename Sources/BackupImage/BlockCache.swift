@@ -13,7 +13,7 @@ final class BlockCache: @unchecked Sendable {
     }
 
     private let lock = NSLockish()
-    private let capacity: Int
+    let capacity: Int
     private var map: [Int: Int] = [:]
     private var nodes: [Node] = []
     private var freeSlots: [Int] = []
@@ -62,6 +62,41 @@ final class BlockCache: @unchecked Sendable {
         if let f = freeSlots.popLast() { nodes[f] = node; i = f } else { nodes.append(node); i = nodes.count - 1 }
         map[key] = i
         pushFront(i)
+    }
+
+    enum Peek { case value([UInt8]), loading, none }
+
+    /// Whether `key` is cached (returned, and made most recent), being loaded, or neither.
+    /// Nothing is loaded or waited for.
+    func peek(_ key: Int) -> Peek {
+        lock.withLock {
+            if let v = lookup(key) { return .value(v) }
+            return loading[key] != nil ? .loading : .none
+        }
+    }
+
+    /// Claims the loading of `key` for the caller (read-ahead) when it is neither cached nor being
+    /// loaded: from now on `get(key)` waits for the caller's `complete(key, with:)` instead of
+    /// decoding the block a second time. False when there is nothing to claim.
+    func reserve(_ key: Int) -> Bool {
+        lock.withLock {
+            if map[key] != nil || loading[key] != nil { return false }
+            let g = DispatchGroup()
+            g.enter()
+            loading[key] = g
+            return true
+        }
+    }
+
+    /// Ends a `reserve`: inserts the value, or gives the claim up (nil: a waiting `get` then loads
+    /// the block itself and meets the error, if any, on its own).
+    func complete(_ key: Int, with value: [UInt8]?) {
+        let g: DispatchGroup? = lock.withLock {
+            if let value { insert(key, value) }
+            defer { loading[key] = nil }
+            return loading[key]
+        }
+        g?.leave()
     }
 
     /// The cached value, or the result of `load` (run once even under contention). `hit` tells

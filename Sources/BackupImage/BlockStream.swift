@@ -9,7 +9,8 @@ import Darwin
 
 /// Per-thread buffers for decoding blocks one after another without allocating: the stored
 /// bytes and the decrypted-but-still-compressed bytes. Grown on demand, never shrunk.
-final class BlockScratch {
+/// @unchecked Sendable: used by one thread at a time; the reader's pool hands it over under a lock.
+final class BlockScratch: @unchecked Sendable {
     private var storedBuffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     private var openedBuffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
 

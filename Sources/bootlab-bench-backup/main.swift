@@ -78,6 +78,9 @@ print(String(format: "create encrypted:  %.2fs  (encryption overhead %.2fx of pl
 // - read(): sequential 4 MiB `read(at:into:)` through the block-source API (cache, read-ahead)
 //   vs `zstd -dc > /dev/null`: what a front-end streaming the disk sees.
 let runs = max(1, Int(ProcessInfo.processInfo.environment["BENCH_RUNS"] ?? "") ?? 3)
+func loadAverage() -> String {
+    ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?").split(separator: " ").prefix(3).joined(separator: " ")
+}
 func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
 let pass = PassphraseSource.bytes(Array("benchmark".utf8))
 func decodeAll(_ path: String) throws -> Double {
@@ -92,8 +95,10 @@ func restoreFile(_ path: String) throws -> Double {
     unlink(out)
     return t
 }
-func readAll(_ path: String) throws -> Double {
-    let r = try BackupImageReader.open(path: path, passphrase: pass)
+func readAll(_ path: String, threads: Int = BackupImageReader.defaultDecodeThreads) throws -> Double {
+    var o = BackupImageReader.Options()
+    o.decodeThreads = threads
+    let r = try BackupImageReader.open(path: path, passphrase: pass, options: o)
     var buf = [UInt8](repeating: 0, count: 4 << 20)
     return try time {
         var off: UInt64 = 0
@@ -112,6 +117,7 @@ func zstdToFile() throws -> Double {
 }
 var zNull: [Double] = [], zFile: [Double] = []
 var decP: [Double] = [], decE: [Double] = [], fileP: [Double] = [], fileE: [Double] = [], readP: [Double] = [], readE: [Double] = []
+var readP1: [Double] = [], readE1: [Double] = []
 for _ in 0..<runs {
     zNull.append(try time { try sh("zstd -q -dc \(dir)/source.zst > /dev/null") })
     decP.append(try decodeAll(dir + "/plain.bli"))
@@ -121,6 +127,8 @@ for _ in 0..<runs {
     fileE.append(try restoreFile(dir + "/enc.bli"))
     readP.append(try readAll(dir + "/plain.bli"))
     readE.append(try readAll(dir + "/enc.bli"))
+    readP1.append(try readAll(dir + "/plain.bli", threads: 1))
+    readE1.append(try readAll(dir + "/enc.bli", threads: 1))
 }
 let zn = median(zNull), zf = median(zFile)
 func line(_ label: String, _ xs: [Double], _ base: Double, _ baseName: String) {
@@ -128,13 +136,15 @@ func line(_ label: String, _ xs: [Double], _ base: Double, _ baseName: String) {
     func f(_ x: Double) -> String { String(format: "%.2f", x) }
     print("\(label) \(f(t))s vs \(baseName) \(f(base))s  ratio \(f(base / t))x (goal >= 0.8; baseline/ours)")
 }
-print("restore, median of \(runs) (ratios > 1: bootlab faster):")
+print("restore, median of \(runs) (ratios > 1: bootlab faster; zstd -dc is single-threaded, bootlab decodes on \(BackupImageReader.defaultDecodeThreads) threads unless the row says 1 thread; load \(loadAverage())):")
 line("  decode+verify plain:     ", decP, zn, "zstd -dc >/dev/null")
 line("  decode+verify encrypted: ", decE, zn, "zstd -dc >/dev/null")
 line("  restore to file plain:   ", fileP, zf, "zstd -d -o F; sync F")
 line("  restore to file encrypted:", fileE, zf, "zstd -d -o F; sync F")
 line("  read() sequential plain: ", readP, zn, "zstd -dc >/dev/null")
 line("  read() sequential enc.:  ", readE, zn, "zstd -dc >/dev/null")
+line("  read() seq. plain 1 thread:", readP1, zn, "zstd -dc >/dev/null")
+line("  read() seq. enc. 1 thread: ", readE1, zn, "zstd -dc >/dev/null")
 print(String(format: "encrypted vs plain decode overhead: %.2fx", median(decE) / median(decP)))
 
 // Random 4 KiB reads: cold (fresh reader, every read a different block) and warm (cached).
