@@ -16,6 +16,7 @@ typedef struct state {
     int backing_fd;
     const bl_fuse_callbacks *cb;
     struct stat root_st;
+    int page_cache;
 } state;
 
 // File handles: passthrough files keep their descriptor, exposed files a Swift handle tagged here.
@@ -33,10 +34,12 @@ static int is_root(const char *path) { return strcmp(rel(path), ".") == 0; }
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
     (void)conn;
-    // Large requests and no page-cache double buffering for synthesized bytes (platform-notes).
-    cfg->direct_io = 1;
+    // Page cache or not is decided per file in op_open (fi->direct_io, fi->keep_cache): the
+    // global switches would override it. docs/benchmarks-frontends.md has the measured effect.
+    cfg->direct_io = 0;
     cfg->use_ino = 0;
     cfg->kernel_cache = 0;
+    cfg->auto_cache = 0;
     return fuse_get_context()->private_data;
 }
 
@@ -109,11 +112,24 @@ static int op_open(const char *path, struct fuse_file_info *fi) {
         r = s->cb->open(s->cb->ctx, rel(path), want_write, &h);
         if (r < 0) return r;
         fi->fh = h | EXPOSED_TAG;
+        if (s->page_cache && !writable) {
+            // A read-only exposure's bytes cannot change while mounted (its source opens once per
+            // name and mount, over an immutable backup): the page cache may keep them across
+            // opens. Re-reads run at memory speed; first reads are slower (page-cache fill,
+            // 128 KiB readahead): docs/benchmarks-frontends.md.
+            fi->keep_cache = 1;
+        } else {
+            // The default: 1 MiB requests straight to Swift, no page cache (the faster first
+            // read; writable exposures change under their overlay and always take this path).
+            fi->direct_io = 1;
+        }
         return 0;
     }
     int fd = openat(s->backing_fd, rel(path), (fi->flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW)) | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) return -errno;
     fi->fh = (uint64_t)fd;
+    // Passthrough files can change behind the mount: no page cache of ours in front of theirs.
+    fi->direct_io = 1;
     return 0;
 }
 
@@ -222,6 +238,7 @@ int bl_fuse_run(const char *mountpoint, const char *backing_dir, const bl_fuse_c
                 const bl_fuse_options *opts) {
     state s = {0};
     s.cb = cb;
+    s.page_cache = opts->page_cache;
     s.backing_fd = open(backing_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s.backing_fd < 0) { fprintf(stderr, "bootlab mount: %s: %s\n", backing_dir, strerror(errno)); return 1; }
     fstat(s.backing_fd, &s.root_st);

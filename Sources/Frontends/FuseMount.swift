@@ -20,6 +20,9 @@ public final class FuseMount: @unchecked Sendable {
         public var allowOther = false
         public var singleThreaded = false
         public var debug = false
+        /// Read-only exposed files through the kernel page cache (FUSE keep_cache) instead of
+        /// direct_io: re-reads at memory speed, first reads slower (docs/benchmarks-frontends.md).
+        public var pageCache = false
         /// Names shown at the root although no backing file has them (each must be claimed by the provider).
         public var extraNames: [String] = []
         public init() {}
@@ -80,7 +83,8 @@ public final class FuseMount: @unchecked Sendable {
             }
         }
         var opts = bl_fuse_options(foreground: options.foreground ? 1 : 0, allow_other: options.allowOther ? 1 : 0,
-                                   single_thread: options.singleThreaded ? 1 : 0, debug: options.debug ? 1 : 0)
+                                   single_thread: options.singleThreaded ? 1 : 0, debug: options.debug ? 1 : 0,
+                                   page_cache: options.pageCache ? 1 : 0)
         let status = withExtendedLifetime(self) { bl_fuse_run(mountpoint, backingDirectory, &cb, &opts) }
         // Flush every overlay on the way out: an unmount is a natural sync point.
         for source in opened.current.values { try? (source as? any WritableBlockSource)?.flush() }

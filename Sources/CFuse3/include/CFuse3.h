@@ -28,6 +28,7 @@ typedef struct bl_fuse_options {
     int allow_other;
     int single_thread;
     int debug;
+    int page_cache;      // 1: read-only exposed files through the kernel page cache (keep_cache); 0: direct_io
 } bl_fuse_options;
 
 // Mounts `mountpoint`, passing through `backing_dir` and asking `cb` about exposed files; blocks

@@ -27,6 +27,8 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Let other users see the mount (FUSE allow_other).") var allowOther = false
     @Flag(help: "Serve requests on one thread.") var singleThread = false
     @Flag(help: "FUSE debug output.") var debug = false
+    @Flag(help: "Serve read-only exposed files through the kernel page cache: repeated reads at memory speed, first reads slower.")
+    var pageCache = false
     @Flag(help: "Write source statistics as JSON to stderr at exit and on SIGUSR1.") var stats = false
     @Option(help: "Write the statistics to this file instead.") var statsFile: String?
     @OptionGroup var access: PluginAccessOptions
@@ -59,6 +61,7 @@ struct MountCommand: ParsableCommand {
         options.allowOther = allowOther
         options.singleThreaded = singleThread
         options.debug = debug
+        options.pageCache = pageCache
         options.extraNames = catalog.extraNames
         // Before installing handlers: a parent may have left these ignored or blocked.
         resetServerSignals()
