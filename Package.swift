@@ -17,6 +17,11 @@ let package = Package(
         // Thin extern "C" shim over Crypto++ (CRC-32C, SHA-256, AES-GCM, scrypt, HKDF).
         .target(name: "CCryptoShim", linkerSettings: [.linkedLibrary("cryptopp")]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd"),
+        // The one way to start another program (posix_spawn + pidfd): run-to-end with captured
+        // output and a timeout, or spawn-and-keep. Every module and test target may depend on it.
+        .target(name: "CProcessShim"),
+        .target(name: "Processes", dependencies: ["CProcessShim"]),
+        .testTarget(name: "ProcessesTests", dependencies: ["Processes"]),
         // The block-source protocol, raw files, checksums, typed errors, byte parsing helpers.
         .target(name: "BlockCore", dependencies: ["CCryptoShim"]),
         // Native disk formats: VHDX (parser, synthesizer, writer, check), MBR/BPB, raw.
