@@ -37,10 +37,10 @@ let package = Package(
         .systemLibrary(name: "CHivex", pkgConfig: "hivex"),
         // OS reconfiguration: drivers, initramfs, fstab/boot loader, Windows hives, GRUB boot code
         // (sector 0 through DiskFormats' MBR parser: the one in the product).
-        .target(name: "Reconfigure", dependencies: ["BlockCore", "DiskFormats", "CGuestfs", "CHivex"]),
+        .target(name: "Reconfigure", dependencies: ["BlockCore", "DiskFormats", "Processes", "CGuestfs", "CHivex"]),
         // libFuzzer harness for the initramfs cpio reader and modules.dep parser.
         .executableTarget(name: "FuzzCpio", dependencies: ["Reconfigure"]),
-        .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore"], exclude: ["Fixtures"]),
+        .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore", "Processes"], exclude: ["Fixtures"]),
         .testTarget(name: "BackupImageTests", dependencies: ["BackupImage", "BlockCore", "DiskFormats"]),
         .testTarget(name: "DiskFormatsTests", dependencies: ["DiskFormats", "BlockCore"]),
         // libFuzzer harness for the backup-image and partition-table parsers (ci/test.d/21-fuzz-backup.sh).
