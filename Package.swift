@@ -69,7 +69,7 @@ let package = Package(
         .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "BackupImage"]),
         // Reconfiguration of a plugin's OS: the engine over the plugin's composed disk (served over
         // NBD by a `bootlab serve --raw` child), changes into the plugin's reconfiguration layer.
-        .target(name: "PluginReconfigure", dependencies: ["BlockCore", "BackupImage", "Exposure", "Reconfigure"]),
+        .target(name: "PluginReconfigure", dependencies: ["BlockCore", "BackupImage", "Exposure", "Processes", "Reconfigure"]),
         // Reconfiguration of plugin files end to end: encrypted backups, the passphrase's sources, the child's failures.
         .testTarget(name: "PluginReconfigureTests", dependencies: ["PluginReconfigure", "Reconfigure", "Exposure", "BackupImage", "BlockCore"]),
         .executableTarget(
