@@ -202,32 +202,11 @@ public enum PluginReconfiguration {
         }
     }
 
-    /// Runs a tool found on PATH, bounded by `timeout` seconds (then killed); returns its exit
+    /// Runs a tool found on PATH, bounded by `timeout` seconds (then stopped); returns its exit
     /// status and its output (stdout and stderr together).
     static func runTool(_ argv: [String], timeout: Double) throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = argv
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let output = Locked(Data())
-        let drained = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async {
-            let d = pipe.fileHandleForReading.readDataToEndOfFile()
-            output.withLock { $0 = d }
-            drained.signal()
-        }
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { usleep(20_000) }
-        let timedOut = p.isRunning
-        if timedOut { kill(p.processIdentifier, SIGKILL) }
-        p.waitUntilExit()
-        drained.wait()
-        let text = String(decoding: output.current, as: UTF8.self)
-        return timedOut ? (-1, "\(argv[0]) timed out after \(Int(timeout)) s: \(text)") : (p.terminationStatus, text)
+        let r = try Command(argv, stderr: .stdout).run(timeout: timeout, check: false)
+        return r.timedOut ? (-1, "\(argv[0]) timed out after \(Int(timeout)) s: \(r.stdoutText)") : (r.termination.status, r.stdoutText)
     }
 
     static func startServer(pluginPath: String, socket: String, work: URL, options: Options) throws -> Server {
