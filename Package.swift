@@ -30,7 +30,7 @@ let package = Package(
         .target(name: "BackupImage", dependencies: ["BlockCore", "DiskFormats", "CCryptoShim", "CZstd"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
         // The verification lab: scenarios, targets, generator, pipeline steps/validators, boot runner, reports.
-        .target(name: "Lab", dependencies: ["BlockCore", "DiskFormats", "BackupImage", "Exposure", .product(name: "Yams", package: "Yams")]),
+        .target(name: "Lab", dependencies: ["BlockCore", "DiskFormats", "BackupImage", "Exposure", "Processes", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "BlockCore"]),
         // libguestfs and libhivex, for OS reconfiguration.
         .systemLibrary(name: "CGuestfs", pkgConfig: "libguestfs"),
@@ -48,7 +48,7 @@ let package = Package(
         // libFuzzer harness for the VHDX parser (build with --sanitize fuzzer).
         .executableTarget(name: "FuzzVHDX", dependencies: ["BlockCore", "DiskFormats"], path: "Sources/Fuzz/FuzzVHDX"),
         // Backup benchmarks with ratios against zstd (ci/bench-backup).
-        .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore"]),
+        .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore", "Processes"]),
         // Exposure: composed disk, plugin file (expose/open), write overlay, replacement file.
         .target(name: "Exposure", dependencies: ["BlockCore", "DiskFormats", "BackupImage"]),
         // libfuse3 through pkg-config (fuse3.pc gives its include directory and link flags).
@@ -75,12 +75,12 @@ let package = Package(
         .executableTarget(
             name: "bootlab",
             dependencies: [
-                "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Frontends", "Lab", "Reconfigure", "PluginReconfigure",
+                "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Frontends", "Lab", "Processes", "Reconfigure", "PluginReconfigure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Benchmarks with ratios against named baselines (qemu-img, cat) on the same data.
-        .executableTarget(name: "bootlab-bench", dependencies: ["BlockCore", "DiskFormats"]),
+        .executableTarget(name: "bootlab-bench", dependencies: ["BlockCore", "DiskFormats", "Processes"]),
     ],
     swiftLanguageModes: [.v6],
     cxxLanguageStandard: .cxx17

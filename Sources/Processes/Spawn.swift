@@ -15,14 +15,14 @@ extension Command {
     }
 
     /// Runs the child to its end and returns what it wrote; `check` (the default) throws
-    /// `ProcessError` unless it exited 0. After `timeout` seconds it gets SIGTERM, and SIGKILL 5 s
-    /// later; that is an error under `check`, otherwise `timedOut` in the result.
+    /// `ProcessError` unless it exited 0. After `timeout` seconds it gets SIGTERM, and SIGKILL
+    /// `grace` seconds later; that is an error under `check`, otherwise `timedOut` in the result.
     ///
     /// Output is read as it comes (poll(2) on the pipes and the pidfd together), so a chatty tool
     /// never blocks on a full pipe. Reading stops when the child itself exits, even if a daemon it
     /// left behind still holds the pipes open (vhdimount).
     @discardableResult
-    public func run(timeout: Double? = nil, check: Bool = true) throws -> Completed {
+    public func run(timeout: Double? = nil, grace: Double = 5, check: Bool = true) throws -> Completed {
         let started = try start()
         let child = started.child
         var stdinData: [UInt8] = []
@@ -66,7 +66,7 @@ extension Command {
                 if !timedOut {
                     timedOut = true
                     child.signal(SIGTERM)
-                    deadline = Clock.now + 5
+                    deadline = Clock.now + grace
                 } else if !killed {
                     killed = true
                     child.signal(SIGKILL)
