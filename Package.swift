@@ -22,6 +22,9 @@ let package = Package(
         .target(name: "CProcessShim"),
         .target(name: "Processes", dependencies: ["CProcessShim"]),
         .testTarget(name: "ProcessesTests", dependencies: ["Processes"]),
+        // What every test target shares: scratch directories, the tool runner and servers (over
+        // Processes), the build's products, the .requiresFUSE/.requiresNBD skip traits.
+        .target(name: "TestSupport", dependencies: ["Processes"], path: "Tests/TestSupport"),
         // The block-source protocol, raw files, checksums, typed errors, byte parsing helpers.
         .target(name: "BlockCore", dependencies: ["CCryptoShim"]),
         // Native disk formats: VHDX (parser, synthesizer, writer, check), MBR/BPB, raw.
@@ -41,8 +44,8 @@ let package = Package(
         // libFuzzer harness for the initramfs cpio reader and modules.dep parser.
         .executableTarget(name: "FuzzCpio", dependencies: ["Reconfigure"]),
         .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore", "Processes"], exclude: ["Fixtures"]),
-        .testTarget(name: "BackupImageTests", dependencies: ["BackupImage", "BlockCore", "DiskFormats"]),
-        .testTarget(name: "DiskFormatsTests", dependencies: ["DiskFormats", "BlockCore"]),
+        .testTarget(name: "BackupImageTests", dependencies: ["BackupImage", "BlockCore", "DiskFormats", "Processes"]),
+        .testTarget(name: "DiskFormatsTests", dependencies: ["DiskFormats", "BlockCore", "Processes", "TestSupport"]),
         // libFuzzer harness for the backup-image and partition-table parsers (ci/test.d/21-fuzz-backup.sh).
         .executableTarget(name: "FuzzBackupImage", dependencies: ["BackupImage", "DiskFormats", "BlockCore"]),
         // libFuzzer harness for the VHDX parser (build with --sanitize fuzzer).
@@ -65,13 +68,13 @@ let package = Package(
         .target(name: "CNBDKit"),
         .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "BackupImage", "Exposure"]),
         .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"]),
-        .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats"]),
-        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "BackupImage"]),
+        .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats", "Processes", "TestSupport"]),
+        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "BackupImage", "TestSupport"]),
         // Reconfiguration of a plugin's OS: the engine over the plugin's composed disk (served over
         // NBD by a `bootlab serve --raw` child), changes into the plugin's reconfiguration layer.
         .target(name: "PluginReconfigure", dependencies: ["BlockCore", "BackupImage", "Exposure", "Processes", "Reconfigure"]),
         // Reconfiguration of plugin files end to end: encrypted backups, the passphrase's sources, the child's failures.
-        .testTarget(name: "PluginReconfigureTests", dependencies: ["PluginReconfigure", "Reconfigure", "Exposure", "BackupImage", "BlockCore"]),
+        .testTarget(name: "PluginReconfigureTests", dependencies: ["PluginReconfigure", "Reconfigure", "Exposure", "BackupImage", "BlockCore", "Processes", "TestSupport"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [

@@ -1,18 +1,8 @@
 import Testing
 import Foundation
+import TestSupport
 import BlockCore
 @testable import Exposure
-
-/// A scratch directory removed when the test ends.
-final class Scratch {
-    let path: String
-    init() {
-        path = NSTemporaryDirectory() + "bootlab-overlay-" + UUID().uuidString
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-    func file(_ name: String) -> String { path + "/" + name }
-}
 
 /// Deterministic bytes (xorshift), so failures reproduce.
 struct Bytes {
