@@ -27,22 +27,26 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Processes"], path: "Tests/TestSupport"),
         // The block-source protocol, raw files, checksums, typed errors, byte parsing helpers.
         .target(name: "BlockCore", dependencies: ["CCryptoShim"]),
+        // Archive formats inside guests' file systems: the one newc cpio reader and writer, used by
+        // the lab's initramfs generator and by reconfiguration's initramfs editor.
+        .target(name: "Archives", dependencies: ["BlockCore"]),
+        .testTarget(name: "ArchivesTests", dependencies: ["Archives", "BlockCore"]),
         // Native disk formats: VHDX (parser, synthesizer, writer, check), MBR/BPB, raw.
         .target(name: "DiskFormats", dependencies: ["BlockCore"]),
         // Our documented backup image format (.bli): writer, reader, chains, vault.
         .target(name: "BackupImage", dependencies: ["BlockCore", "DiskFormats", "CCryptoShim", "CZstd"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
         // The verification lab: scenarios, targets, generator, pipeline steps/validators, boot runner, reports.
-        .target(name: "Lab", dependencies: ["BlockCore", "DiskFormats", "BackupImage", "Exposure", "Processes", .product(name: "Yams", package: "Yams")]),
+        .target(name: "Lab", dependencies: ["Archives", "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Processes", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "BlockCore"]),
         // libguestfs and libhivex, for OS reconfiguration.
         .systemLibrary(name: "CGuestfs", pkgConfig: "libguestfs"),
         .systemLibrary(name: "CHivex", pkgConfig: "hivex"),
         // OS reconfiguration: drivers, initramfs, fstab/boot loader, Windows hives, GRUB boot code
         // (sector 0 through DiskFormats' MBR parser: the one in the product).
-        .target(name: "Reconfigure", dependencies: ["BlockCore", "DiskFormats", "Processes", "CGuestfs", "CHivex"]),
+        .target(name: "Reconfigure", dependencies: ["Archives", "BlockCore", "DiskFormats", "Processes", "CGuestfs", "CHivex"]),
         // libFuzzer harness for the initramfs cpio reader and modules.dep parser.
-        .executableTarget(name: "FuzzCpio", dependencies: ["Reconfigure"]),
+        .executableTarget(name: "FuzzCpio", dependencies: ["Archives", "Reconfigure"]),
         .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore", "Processes"], exclude: ["Fixtures"]),
         .testTarget(name: "BackupImageTests", dependencies: ["BackupImage", "BlockCore", "DiskFormats", "Processes"]),
         .testTarget(name: "DiskFormatsTests", dependencies: ["DiskFormats", "BlockCore", "Processes", "TestSupport"]),

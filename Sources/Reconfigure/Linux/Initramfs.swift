@@ -1,3 +1,4 @@
+import Archives
 import BlockCore
 import Processes
 
