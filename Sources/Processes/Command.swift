@@ -141,7 +141,9 @@ public struct ProcessError: Error, Sendable, CustomStringConvertible {
         let command = argv.joined(separator: " ")
         switch reason {
         case .cannotStart(let e):
-            return "cannot start \(tool): \(String(cString: strerror(e)))"
+            // posix_spawn reports a failed file action (an output file's directory missing, a
+            // bad working directory) with the same errno as a missing program: say so.
+            return "cannot start \(tool): \(String(cString: strerror(e)))" + (e == ENOENT ? " (the program, its working directory or an output file)" : "")
         case .failed(let t):
             return "\(command) failed (\(t))" + (stderrTail.isEmpty ? "" : ": \(stderrTail)")
         case let .timedOut(seconds, t):
