@@ -17,33 +17,45 @@ let package = Package(
         // Thin extern "C" shim over Crypto++ (CRC-32C, SHA-256, AES-GCM, scrypt, HKDF).
         .target(name: "CCryptoShim", linkerSettings: [.linkedLibrary("cryptopp")]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd"),
+        // The one way to start another program (posix_spawn + pidfd): run-to-end with captured
+        // output and a timeout, or spawn-and-keep. Every module and test target may depend on it.
+        .target(name: "CProcessShim"),
+        .target(name: "Processes", dependencies: ["CProcessShim"]),
+        .testTarget(name: "ProcessesTests", dependencies: ["Processes"]),
+        // What every test target shares: scratch directories, the tool runner and servers (over
+        // Processes), the build's products, the .requiresFUSE/.requiresNBD skip traits.
+        .target(name: "TestSupport", dependencies: ["Processes"], path: "Tests/TestSupport"),
         // The block-source protocol, raw files, checksums, typed errors, byte parsing helpers.
         .target(name: "BlockCore", dependencies: ["CCryptoShim"]),
+        // Archive formats inside guests' file systems: the one newc cpio reader and writer, used by
+        // the lab's initramfs generator and by reconfiguration's initramfs editor.
+        .target(name: "Archives", dependencies: ["BlockCore"]),
+        .testTarget(name: "ArchivesTests", dependencies: ["Archives", "BlockCore"]),
         // Native disk formats: VHDX (parser, synthesizer, writer, check), MBR/BPB, raw.
         .target(name: "DiskFormats", dependencies: ["BlockCore"]),
         // Our documented backup image format (.bli): writer, reader, chains, vault.
         .target(name: "BackupImage", dependencies: ["BlockCore", "DiskFormats", "CCryptoShim", "CZstd"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
         // The verification lab: scenarios, targets, generator, pipeline steps/validators, boot runner, reports.
-        .target(name: "Lab", dependencies: ["BlockCore", "DiskFormats", "BackupImage", "Exposure", .product(name: "Yams", package: "Yams")]),
+        .target(name: "Lab", dependencies: ["Archives", "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Processes", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "BlockCore"]),
         // libguestfs and libhivex, for OS reconfiguration.
         .systemLibrary(name: "CGuestfs", pkgConfig: "libguestfs"),
         .systemLibrary(name: "CHivex", pkgConfig: "hivex"),
         // OS reconfiguration: drivers, initramfs, fstab/boot loader, Windows hives, GRUB boot code
         // (sector 0 through DiskFormats' MBR parser: the one in the product).
-        .target(name: "Reconfigure", dependencies: ["BlockCore", "DiskFormats", "CGuestfs", "CHivex"]),
+        .target(name: "Reconfigure", dependencies: ["Archives", "BlockCore", "DiskFormats", "Processes", "CGuestfs", "CHivex"]),
         // libFuzzer harness for the initramfs cpio reader and modules.dep parser.
-        .executableTarget(name: "FuzzCpio", dependencies: ["Reconfigure"], path: "Sources/Fuzz/FuzzCpio"),
-        .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore"], exclude: ["Fixtures"]),
-        .testTarget(name: "BackupImageTests", dependencies: ["BackupImage", "BlockCore", "DiskFormats"]),
-        .testTarget(name: "DiskFormatsTests", dependencies: ["DiskFormats", "BlockCore"]),
+        .executableTarget(name: "FuzzCpio", dependencies: ["Archives", "Reconfigure"], path: "Sources/Fuzz/FuzzCpio"),
+        .testTarget(name: "ReconfigureTests", dependencies: ["Reconfigure", "BlockCore", "Processes"], exclude: ["Fixtures"]),
+        .testTarget(name: "BackupImageTests", dependencies: ["BackupImage", "BlockCore", "DiskFormats", "Processes"]),
+        .testTarget(name: "DiskFormatsTests", dependencies: ["DiskFormats", "BlockCore", "Processes", "TestSupport"]),
         // libFuzzer harness for the backup-image and partition-table parsers (ci/test.d/21-fuzz-backup.sh).
         .executableTarget(name: "FuzzBackupImage", dependencies: ["BackupImage", "DiskFormats", "BlockCore"], path: "Sources/Fuzz/FuzzBackupImage"),
         // libFuzzer harness for the VHDX parser (build with --sanitize fuzzer).
         .executableTarget(name: "FuzzVHDX", dependencies: ["BlockCore", "DiskFormats"], path: "Sources/Fuzz/FuzzVHDX"),
         // Backup benchmarks with ratios against zstd (ci/bench-backup).
-        .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore"]),
+        .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore", "Processes"]),
         // Exposure: composed disk, plugin file (expose/open), write overlay, replacement file.
         .target(name: "Exposure", dependencies: ["BlockCore", "DiskFormats", "BackupImage"]),
         // libfuse3 through pkg-config (fuse3.pc gives its include directory and link flags).
@@ -60,22 +72,22 @@ let package = Package(
         .target(name: "CNBDKit"),
         .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "BackupImage", "Exposure"]),
         .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"], path: "Sources/Fuzz/FuzzOverlayJournal"),
-        .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats"]),
-        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "BackupImage"]),
+        .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats", "Processes", "TestSupport"]),
+        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "BackupImage", "TestSupport"]),
         // Reconfiguration of a plugin's OS: the engine over the plugin's composed disk (served over
         // NBD by a `bootlab serve --raw` child), changes into the plugin's reconfiguration layer.
-        .target(name: "PluginReconfigure", dependencies: ["BlockCore", "BackupImage", "Exposure", "Reconfigure"]),
+        .target(name: "PluginReconfigure", dependencies: ["BlockCore", "BackupImage", "Exposure", "Processes", "Reconfigure"]),
         // Reconfiguration of plugin files end to end: encrypted backups, the passphrase's sources, the child's failures.
-        .testTarget(name: "PluginReconfigureTests", dependencies: ["PluginReconfigure", "Reconfigure", "Exposure", "BackupImage", "BlockCore"]),
+        .testTarget(name: "PluginReconfigureTests", dependencies: ["PluginReconfigure", "Reconfigure", "Exposure", "BackupImage", "BlockCore", "Processes", "TestSupport"]),
         .executableTarget(
             name: "bootlab",
             dependencies: [
-                "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Frontends", "Lab", "Reconfigure", "PluginReconfigure",
+                "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Frontends", "Lab", "Processes", "Reconfigure", "PluginReconfigure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Benchmarks with ratios against named baselines (qemu-img, cat) on the same data.
-        .executableTarget(name: "bootlab-bench", dependencies: ["BlockCore", "DiskFormats"]),
+        .executableTarget(name: "bootlab-bench", dependencies: ["BlockCore", "DiskFormats", "Processes"]),
     ],
     swiftLanguageModes: [.v6],
     cxxLanguageStandard: .cxx17

@@ -2,6 +2,7 @@ import BackupImage
 import BlockCore
 import Exposure
 import Foundation
+import Processes
 import Reconfigure
 #if canImport(Glibc)
 import Glibc
@@ -111,12 +112,12 @@ public enum PluginReconfiguration {
 
     final class Server: @unchecked Sendable {
         // @unchecked: used from the calling thread only.
-        let process: Process
+        let process: ChildProcess
         let socket: String
         let log: URL
         private var stopped = false
 
-        init(process: Process, socket: String, log: URL) {
+        init(process: ChildProcess, socket: String, log: URL) {
             self.process = process
             self.socket = socket
             self.log = log
@@ -147,12 +148,11 @@ public enum PluginReconfiguration {
 
         /// The child's state in words: still running (pid), or how it ended.
         func state() -> String {
-            let name = "the bootlab serve --raw child (pid \(process.processIdentifier))"
-            if process.isRunning { return "\(name) is running" }
-            switch process.terminationReason {
-            case .exit: return "\(name) exited with status \(process.terminationStatus)"
-            case .uncaughtSignal: return "\(name) was killed by signal \(process.terminationStatus)"
-            @unknown default: return "\(name) ended (status \(process.terminationStatus))"
+            let name = "the bootlab serve --raw child (pid \(process.pid))"
+            switch process.termination {
+            case nil: return "\(name) is running"
+            case .exited(let status): return "\(name) exited with status \(status)"
+            case .signaled(let signal): return "\(name) was killed by signal \(signal)"
             }
         }
 
@@ -194,67 +194,33 @@ public enum PluginReconfiguration {
             return kept.suffix(lines).map { $0.count > 1 ? "\($0.line) (×\($0.count))" : $0.line }.joined(separator: " | ")
         }
 
-        /// SIGTERM to the child (nbdkit, same PID after exec), then wait; SIGKILL if it lingers.
+        /// SIGTERM to the child (nbdkit, same PID after exec), then wait; SIGKILL if it lingers 5 s.
         func stop() {
             guard !stopped else { return }
             stopped = true
-            guard process.isRunning else { return }
-            kill(process.processIdentifier, SIGTERM)
-            for _ in 0..<100 where process.isRunning { usleep(50_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
+            process.terminate(grace: 5)
         }
     }
 
-    /// Runs a tool found on PATH, bounded by `timeout` seconds (then killed); returns its exit
+    /// Runs a tool found on PATH, bounded by `timeout` seconds (then stopped); returns its exit
     /// status and its output (stdout and stderr together).
     static func runTool(_ argv: [String], timeout: Double) throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = argv
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let output = Locked(Data())
-        let drained = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async {
-            let d = pipe.fileHandleForReading.readDataToEndOfFile()
-            output.withLock { $0 = d }
-            drained.signal()
-        }
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { usleep(20_000) }
-        let timedOut = p.isRunning
-        if timedOut { kill(p.processIdentifier, SIGKILL) }
-        p.waitUntilExit()
-        drained.wait()
-        let text = String(decoding: output.current, as: UTF8.self)
-        return timedOut ? (-1, "\(argv[0]) timed out after \(Int(timeout)) s: \(text)") : (p.terminationStatus, text)
+        let r = try Command(argv, stderr: .stdout).run(timeout: timeout, check: false)
+        return r.timedOut ? (-1, "\(argv[0]) timed out after \(Int(timeout)) s: \(r.stdoutText)") : (r.termination.status, r.stdoutText)
     }
 
     static func startServer(pluginPath: String, socket: String, work: URL, options: Options) throws -> Server {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: options.bootlabExecutable)
-        var args = ["serve", pluginPath, "--raw", "--socket", socket]
+        var args = [options.bootlabExecutable, "serve", pluginPath, "--raw", "--socket", socket]
         if let v = options.access.vault { args += ["--vault", v] }
         if options.access.allowOutside { args.append("--allow-outside") }
-        var env = ProcessInfo.processInfo.environment
+        var env: [String: String] = [:]
         // The passphrase reaches the child through its environment, never its argv.
         if let source = options.access.passphrase {
             env[PassphraseSource.defaultEnvironmentVariable] = String(decoding: try source.resolve(), as: UTF8.self)
         }
-        p.environment = env
-        p.arguments = args
         let log = work.appendingPathComponent("serve.log")
-        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        // One descriptor for both: two would each write from offset 0 over the other's lines.
-        let handle = try FileHandle(forWritingTo: log)
-        p.standardOutput = handle
-        p.standardError = handle
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        return Server(process: p, socket: socket, log: log)
+        // stderr follows stdout: one descriptor, or each would write from offset 0 over the other's lines.
+        let command = Command(args, environment: env, stdout: .file(log.path, append: false), stderr: .stdout)
+        return Server(process: try command.spawn(), socket: socket, log: log)
     }
 }

@@ -2,6 +2,7 @@ import BackupImage
 import BlockCore
 import Dispatch
 import Foundation
+import Processes
 
 // Backup-image benchmarks (issue 3), each printed as a ratio against a named baseline measured on
 // the same data in the same run. Usage: bootlab-bench-backup [SIZE] [DIR]   (default 1G, $TMPDIR)
@@ -14,14 +15,10 @@ func time(_ body: () throws -> Void) rethrows -> Double {
     return now() - t
 }
 
-@discardableResult
-func sh(_ command: String) throws -> Int32 {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/bin/sh")
-    p.arguments = ["-c", command]
-    try p.run()
-    p.waitUntilExit()
-    return p.terminationStatus
+/// Runs a baseline tool (argv, no shell); its output is ours unless `stdout` says otherwise. A
+/// failing baseline stops the benchmark: a ratio against a failed run means nothing.
+func tool(_ argv: [String], stdout: Command.Output = .inherit) throws {
+    try Command(argv, stdout: stdout, stderr: .inherit).run()
 }
 
 let args = CommandLine.arguments
@@ -64,7 +61,7 @@ func create(_ out: String, encrypt: Bool) throws -> Double {
 }
 
 // Creation vs zstd -T0.
-let zstdC = try time { try sh("zstd -q -\(level) -T0 -f -o \(dir)/source.zst \(src)") }
+let zstdC = try time { try tool(["zstd", "-q", "-\(level)", "-T0", "-f", "-o", "\(dir)/source.zst", src]) }
 let plainC = try create(dir + "/plain.bli", encrypt: false)
 let encC = try create(dir + "/enc.bli", encrypt: true)
 print(String(format: "create plain:      %.2fs vs zstd -T0 %.2fs  ratio %.2fx (higher is better; baseline/ours)", plainC, zstdC, zstdC / plainC))
@@ -111,7 +108,7 @@ func readAll(_ path: String, threads: Int = BackupImageReader.defaultDecodeThrea
 }
 func zstdToFile() throws -> Double {
     let out = dir + "/zstd-restored.raw"
-    let t = try time { try sh("zstd -q -d -f \(dir)/source.zst -o \(out) && sync \(out)") }
+    let t = try time { try tool(["zstd", "-q", "-d", "-f", "\(dir)/source.zst", "-o", out]); try tool(["sync", out]) }
     unlink(out)
     return t
 }
@@ -119,7 +116,7 @@ var zNull: [Double] = [], zFile: [Double] = []
 var decP: [Double] = [], decE: [Double] = [], fileP: [Double] = [], fileE: [Double] = [], readP: [Double] = [], readE: [Double] = []
 var readP1: [Double] = [], readE1: [Double] = []
 for _ in 0..<runs {
-    zNull.append(try time { try sh("zstd -q -dc \(dir)/source.zst > /dev/null") })
+    zNull.append(try time { try tool(["zstd", "-q", "-dc", "\(dir)/source.zst"], stdout: .null) })
     decP.append(try decodeAll(dir + "/plain.bli"))
     decE.append(try decodeAll(dir + "/enc.bli"))
     zFile.append(try zstdToFile())

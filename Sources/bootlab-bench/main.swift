@@ -2,6 +2,7 @@
 // the same run. Not pass/fail. Usage: bootlab-bench [all|convert|read|crc] [--dir DIR] [--runs N]
 import BlockCore
 import DiskFormats
+import Processes
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,21 +18,9 @@ func now() -> Double {
 /// Runs a program (stdout to /dev/null unless `stdoutPath`) and returns its wall time.
 @discardableResult
 func spawn(_ argv: [String], stdoutPath: String = "/dev/null") throws -> Double {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    let args = argv.map { strdup($0) } + [nil]
-    defer { for a in args { free(a) } }
-    var pid: pid_t = 0
     let t0 = now()
-    let rc = posix_spawnp(&pid, argv[0], &actions, nil, args, environ)
-    guard rc == 0 else { throw BenchError(description: "cannot run \(argv[0]): errno \(rc)") }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    let t = now() - t0
-    guard status == 0 else { throw BenchError(description: "\(argv.joined(separator: " ")) failed (status \(status))") }
-    return t
+    try Command(argv, stdout: .file(stdoutPath, append: false), stderr: .inherit).run()
+    return now() - t0
 }
 
 func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }

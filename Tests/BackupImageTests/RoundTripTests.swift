@@ -1,5 +1,6 @@
 import Testing
 import Foundation
+import Processes
 import BlockCore
 import DiskFormats
 @testable import BackupImage
@@ -23,7 +24,7 @@ import DiskFormats
             return (dir + "/disk.raw", Array(content[(2048 * 512)..<(7048 * 512)]), 1)
         case .gptPartition:
             try writeFile(dir + "/gpt.raw", content)
-            _ = try runToolB("/usr/sbin/sfdisk", ["-q", dir + "/gpt.raw"], stdin: "label: gpt\nstart=2048, size=3000\nstart=6144, size=1000\n")
+            try Command(["/usr/sbin/sfdisk", "-q", dir + "/gpt.raw"], input: .bytes(Array("label: gpt\nstart=2048, size=3000\nstart=6144, size=1000\n".utf8))).run()
             let disk = try readFile(dir + "/gpt.raw")
             return (dir + "/gpt.raw", Array(disk[(6144 * 512)..<(7144 * 512)]), 2)
         }
@@ -115,20 +116,4 @@ import DiskFormats
         }
         #expect(try readFile(dir + "/d.raw") == makeContent(size: 200_000, seed: 1))
     }
-}
-
-func runToolB(_ path: String, _ args: [String], stdin: String) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = args
-    let out = Pipe(), inp = Pipe()
-    p.standardOutput = out
-    p.standardInput = inp
-    try p.run()
-    inp.fileHandleForWriting.write(Data(stdin.utf8))
-    try inp.fileHandleForWriting.close()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else { throw BackupImageError.invalidArgument("\(path) exited \(p.terminationStatus)") }
-    return String(decoding: data, as: UTF8.self)
 }

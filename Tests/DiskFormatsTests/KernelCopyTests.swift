@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import TestSupport
 import Testing
 @testable import DiskFormats
 
@@ -28,7 +29,7 @@ struct KernelCopyTests {
 
     @Test func kernel_copy_output_equals_read_write_output() throws {
         #expect(KernelCopy.isAvailable, "copy_file_range not found in the C library: the fast path is untested")
-        let dir = try SynthTempDir("kcopy")
+        let dir = Scratch("kcopy")
         let src = dir.file("src.raw")
         // Not a multiple of 512: the VHDX view sees a PaddedSource, whose tail is a zero span.
         let size = 21 * Self.MiB + 3 * 512 + 77
@@ -56,7 +57,7 @@ struct KernelCopyTests {
     }
 
     @Test func file_spans_describe_the_read_bytes() throws {
-        let dir = try SynthTempDir("spans")
+        let dir = Scratch("spans")
         let src = dir.file("src.raw")
         let size = 9 * Self.MiB + 512 + 3
         _ = try makeSourceFile(src, size: size, blockSize: Self.MiB, chunkRatio: 4096, pattern: .sparseRandom, seed: 3)
@@ -101,7 +102,7 @@ struct KernelCopyTests {
     @Test(.enabled(if: shmUsable, "platform lacks a capability: no writable tmpfs at /dev/shm"))
     func falls_back_across_file_systems() throws {
         let shm = "/dev/shm"
-        let dir = try SynthTempDir("xfs")
+        let dir = Scratch("xfs")
         let src = shm + "/bootlab-kcopy-\(getpid()).raw"
         defer { unlink(src) }
         _ = try makeSourceFile(src, size: 6 * Self.MiB, blockSize: Self.MiB, chunkRatio: 4096, pattern: .denseRandom, seed: 4)

@@ -1,23 +1,13 @@
 import Testing
 import Foundation
+import Processes
 import BlockCore
 @testable import DiskFormats
 
 /// Runs a tool and returns stdout; fails the test when it exits non-zero.
+@discardableResult
 func runTool(_ path: String, _ args: [String], stdin: String? = nil) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = args
-    let out = Pipe(), inp = Pipe()
-    p.standardOutput = out
-    p.standardInput = inp
-    try p.run()
-    if let stdin { inp.fileHandleForWriting.write(Data(stdin.utf8)) }
-    try inp.fileHandleForWriting.close()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else { throw BlockSourceError.readOnly("\(path) exited \(p.terminationStatus)") }
-    return String(decoding: data, as: UTF8.self)
+    try Command([path] + args, input: stdin.map { .bytes(Array($0.utf8)) } ?? .null).run().stdoutText
 }
 
 func tempFile(_ name: String, size: UInt64) throws -> String {

@@ -1,12 +1,13 @@
 import BlockCore
 import Foundation
+import TestSupport
 import Testing
 @testable import DiskFormats
 
 /// Each test corrupts one thing in a clean file and asserts the named finding at its offset.
 @Suite struct VHDXCheckTests {
     /// A clean 8 MiB dynamic file (1 MiB blocks) with blocks 0 and 2 allocated.
-    func clean(_ d: TempDir) throws -> (path: String, file: VHDXFile) {
+    func clean(_ d: Scratch) throws -> (path: String, file: VHDXFile) {
         let path = d.file("c.vhdx")
         let f = try VHDXFile.createDynamic(path: path, virtualSize: 8 << 20, blockSize: 1 << 20, seed: [3])
         try pattern(4096, seed: 1).withUnsafeBytes { try f.write(at: 0, from: $0) }
@@ -38,7 +39,7 @@ import Testing
 
     @Test(arguments: [(VHDX.header1Offset, "header 1"), (VHDX.header2Offset, "header 2")])
     func damagedHeaderCopyIsCorruptButReadable(offset: UInt64, name: String) throws {
-        let d = TempDir("chk-h")
+        let d = Scratch("chk-h")
         let (path, _) = try clean(d)
         try poke(path, offset + 200, [0x5A])
         try expectFinding(path, name, offset + 4, "checksum")
@@ -47,7 +48,7 @@ import Testing
 
     @Test(arguments: [(VHDX.regionTable1Offset, "region table 1"), (VHDX.regionTable2Offset, "region table 2")])
     func damagedRegionTableCopyIsCorruptButReadable(offset: UInt64, name: String) throws {
-        let d = TempDir("chk-rt")
+        let d = Scratch("chk-rt")
         let (path, _) = try clean(d)
         try poke(path, offset + 1000, [0x5A])
         try expectFinding(path, name, offset + 4, "checksum")
@@ -55,7 +56,7 @@ import Testing
     }
 
     @Test func regionTablesDiffer() throws {
-        let d = TempDir("chk-rtd")
+        let d = Scratch("chk-rtd")
         let (path, f) = try clean(d)
         var t = f.regionTable
         t.entries.append(VHDXRegionEntry(guid: GUID("12345678-1234-1234-1234-123456789abc")!, fileOffset: 40 << 20, length: 1 << 20, required: false))
@@ -64,7 +65,7 @@ import Testing
     }
 
     @Test func regionOverlapAndAlignment() throws {
-        let d = TempDir("chk-ov")
+        let d = Scratch("chk-ov")
         let (path, f) = try clean(d)
         var t = f.regionTable
         t.entries[1].fileOffset = f.batOffset  // metadata on top of the BAT
@@ -84,7 +85,7 @@ import Testing
     }
 
     @Test func invalidStatesAndReservedBits() throws {
-        let d = TempDir("chk-st")
+        let d = Scratch("chk-st")
         let (path, f) = try clean(d)
         try setBAT(path, f, index: 5, 4)
         try expectFinding(path, "BAT entry 5", f.batOffset + 40, "invalid payload block state 4")
@@ -97,7 +98,7 @@ import Testing
     }
 
     @Test func duplicateOverlappingAndPastEOF() throws {
-        let d = TempDir("chk-dup")
+        let d = Scratch("chk-dup")
         let (path, f) = try clean(d)
         let e0 = f.batEntries[0]
         try setBAT(path, f, index: 5, e0)
@@ -118,7 +119,7 @@ import Testing
             ({ $0.virtualSize = 1 << 40 }, "BAT region", 3 * VHDX.mib, "entries need"),  // BAT too small
         ]
         for (change, structure, offset, text) in cases {
-            let d = TempDir("chk-md")
+            let d = Scratch("chk-md")
             let (path, _) = try clean(d)
             try rewriteMetadata(path, change)
             try expectFinding(path, structure, offset, text)
@@ -126,7 +127,7 @@ import Testing
     }
 
     @Test func sectorBitmapEntryInDynamicDisk() throws {
-        let d = TempDir("chk-sb")
+        let d = Scratch("chk-sb")
         let path = d.file("big.vhdx")
         // 1 MiB blocks: chunk ratio 4096, so a 4097-block disk has one SB entry at index 4096.
         let f = try VHDXFile.createDynamic(path: path, virtualSize: 4097 << 20, blockSize: 1 << 20)
@@ -135,7 +136,7 @@ import Testing
     }
 
     @Test func logWithoutValidSequence() throws {
-        let d = TempDir("chk-log")
+        let d = Scratch("chk-log")
         let (path, f) = try clean(d)
         var h = f.header
         h.logGuid = GUID.derived(seed: [], label: "x")
@@ -147,7 +148,7 @@ import Testing
     }
 
     @Test func notAVHDXCannotBeChecked() throws {
-        let d = TempDir("chk-none")
+        let d = Scratch("chk-none")
         try RawFile.create(path: d.file("x"), size: 0).write(at: 0, pattern(4096, seed: 1))
         #expect(throws: VHDXCheck.CannotCheck.self) { _ = try VHDXCheck.run(path: d.file("x")) }
     }
@@ -155,7 +156,7 @@ import Testing
 
 /// Bad input: typed errors, no crash, no allocation beyond what the file justifies.
 @Suite struct VHDXReaderBadInputTests {
-    func build(_ d: TempDir) throws -> String {
+    func build(_ d: Scratch) throws -> String {
         let path = d.file("ok.vhdx")
         let f = try VHDXFile.createDynamic(path: path, virtualSize: 8 << 20, blockSize: 1 << 20)
         try pattern(8192, seed: 1).withUnsafeBytes { try f.write(at: 0, from: $0) }
@@ -164,7 +165,7 @@ import Testing
     }
 
     @Test func truncatedFiles() throws {
-        let d = TempDir("bad-trunc")
+        let d = Scratch("bad-trunc")
         let bytes = try fileBytes(try build(d))
         for n in [0, 7, 8, 600, 0x10000, 0x20100, 0x40000, 0x100000, 0x300000, 0x400000, bytes.count - 4096] {
             #expect(throws: (any Error).self, "\(n)") { _ = try VHDXFile(source: MemorySource(Array(bytes.prefix(n)))) }
@@ -182,7 +183,7 @@ import Testing
     }
 
     @Test func absurdCounts() throws {
-        let d = TempDir("bad-count")
+        let d = Scratch("bad-count")
         var bytes = try fileBytes(try build(d))
         // Region table EntryCount 2^31, checksum fixed up so the count itself is what fails.
         var rt = Array(bytes[0x30000..<0x40000])

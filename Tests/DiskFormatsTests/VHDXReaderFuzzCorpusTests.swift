@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import TestSupport
 import Testing
 @testable import DiskFormats
 
@@ -19,7 +20,7 @@ import Testing
     #endif
 
     static func regenerate() throws {
-        let d = TempDir("corpus")
+        let d = Scratch("corpus")
         var seeds: [(String, String)] = []
         for (size, bs) in [("512", "1M"), ("1M", "8M"), ("3M", "1M"), ("5M", "32M")] {
             let p = d.file("q-\(size)-\(bs).vhdx")

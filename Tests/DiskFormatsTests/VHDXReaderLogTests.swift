@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import TestSupport
 import Testing
 @testable import DiskFormats
 
@@ -13,7 +14,7 @@ import Testing
 
     /// A 16 MiB dynamic file, block 5 written normally; then, only through the log: block 3
     /// becomes a new block (BAT sector update) and 8 KiB of block 5 are zeroed.
-    func makeDirty(_ d: TempDir) throws -> Dirty {
+    func makeDirty(_ d: Scratch) throws -> Dirty {
         let path = d.file("dirty.vhdx")
         let mib = Int(VHDX.mib)
         let f = try VHDXFile.createDynamic(path: path, virtualSize: 16 << 20, blockSize: 1 << 20, seed: [7])
@@ -49,7 +50,7 @@ import Testing
     }
 
     @Test func replaysInMemoryAsQemuDoesOnRepair() throws {
-        let d = TempDir("log")
+        let d = Scratch("log")
         let dirty = try makeDirty(d)
         let before = try sha(dirty.path)
         let f = try VHDXFile.open(path: dirty.path)
@@ -74,7 +75,7 @@ import Testing
     }
 
     @Test func repairWritesBackAndEmptiesLog() throws {
-        let d = TempDir("repair")
+        let d = Scratch("repair")
         let dirty = try makeDirty(d)
         let f = try VHDXFile.open(path: dirty.path, writable: true)
         #expect(throws: FormatError.self) { try [1].withUnsafeBytes { try f.write(at: 0, from: $0) } }
@@ -93,7 +94,7 @@ import Testing
     /// a Tail outside any sequence (QEMU would pick it: it ignores Tail), an older sequence, and a
     /// corrupt entry after the head must all be ignored.
     @Test func activeSequenceFollowsSpec() throws {
-        let d = TempDir("seq")
+        let d = Scratch("seq")
         let path = d.file("s.vhdx")
         let f = try VHDXFile.createDynamic(path: path, virtualSize: 8 << 20, blockSize: 1 << 20, seed: [8])
         let raw = try RawFile(path: path, writable: true)
@@ -147,7 +148,7 @@ import Testing
 
     /// A head whose FlushedFileOffset lies past the end of the file means truncation [SPEC:521].
     @Test func truncatedAfterFlushIsRefused() throws {
-        let d = TempDir("trunc-log")
+        let d = Scratch("trunc-log")
         let dirty = try makeDirty(d)
         let raw = try RawFile(path: dirty.path, writable: true)
         try raw.truncate(to: raw.size - VHDX.mib)

@@ -1,29 +1,14 @@
 import BlockCore
 import Foundation
+import TestSupport
+import Processes
 @testable import DiskFormats
 
-/// Runs a tool; returns (status, stdout+stderr). posix_spawn + waitpid on the child itself, with
-/// output through a file: daemons such as vhdimount keep inherited descriptors open (a pipe never
-/// reaches EOF) and Foundation's Process did not notice vhdimount's exit.
+/// Runs a tool; returns (status, stdout+stderr).
 @discardableResult
 func sh(_ args: [String]) throws -> (status: Int32, output: String) {
-    let out = NSTemporaryDirectory() + "/bootlab-sh-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).out"
-    defer { unlink(out) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    let argv = (["/usr/bin/env"] + args).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, "/usr/bin/env", &actions, nil, argv, environ)
-    guard rc == 0 else { throw ToolFailed(description: "spawn \(args): \(rc)") }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    return (code, String(decoding: (try? fileBytes(out)) ?? [], as: UTF8.self))
+    let r = try Command(args, stderr: .stdout).run(check: false)
+    return (r.termination.status, r.stdoutText)
 }
 
 struct ToolFailed: Error, CustomStringConvertible {
@@ -36,17 +21,6 @@ func run(_ args: String...) throws -> String {
     let r = try sh(args)
     guard r.status == 0 else { throw ToolFailed(description: "\(args.joined(separator: " ")) -> \(r.status): \(r.output)") }
     return r.output
-}
-
-/// A fresh temporary directory, removed by `cleanup()`.
-final class TempDir {
-    let path: String
-    init(_ name: String) {
-        path = NSTemporaryDirectory() + "/bootlab-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func file(_ n: String) -> String { path + "/" + n }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
 func readAll(_ s: any BlockSource) throws -> [UInt8] { try s.read(at: 0, count: Int(s.size)) }
@@ -67,7 +41,7 @@ func pattern(_ n: Int, seed: UInt64) -> [UInt8] {
 func sha(_ path: String) throws -> String { SHA256.hash(try fileBytes(path)).hex }
 
 /// Mounts a VHDX with libvhdi's vhdimount (FUSE) and returns the exposed raw image's bytes.
-func readWithVhdimount(_ image: String, in dir: TempDir) throws -> [UInt8] {
+func readWithVhdimount(_ image: String, in dir: Scratch) throws -> [UInt8] {
     let mnt = dir.file("mnt-\(UInt32.random(in: 0...UInt32.max))")
     try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
     try run("vhdimount", image, mnt)

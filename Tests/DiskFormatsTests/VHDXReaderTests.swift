@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import TestSupport
 import Testing
 @testable import DiskFormats
 
@@ -8,7 +9,7 @@ import Testing
     /// chunk boundaries, read by us exactly as `qemu-img convert -O raw` reads them.
     @Test(arguments: ["1M", "8M", "32M"])
     func readsQemuMadeFiles(blockSize: String) throws {
-        let d = TempDir("qemu-read")
+        let d = Scratch("qemu-read")
         let img = d.file("q.vhdx"), rawOut = d.file("q.raw")
         let size: UInt64 = 72 << 20 + 512  // odd: not a multiple of any block size
         try run("qemu-img", "create", "-q", "-f", "vhdx", "-o", "block_size=\(blockSize)", img, String(size))
@@ -48,7 +49,7 @@ import Testing
 @Suite struct VHDXReaderOwnFilesTests {
     /// 4096-byte logical sectors: QEMU refuses them, so libvhdi is the independent reader.
     @Test func fourKSectorsReadByLibvhdi() throws {
-        let d = TempDir("4k")
+        let d = Scratch("4k")
         let img = d.file("k.vhdx")
         let size: UInt64 = 20 << 20
         let f = try VHDXFile.createDynamic(path: img, virtualSize: size, blockSize: 1 << 20,
@@ -72,7 +73,7 @@ import Testing
 
     /// Writes through the library into a dynamic file are read back identically by QEMU.
     @Test func writesReadByQemu() throws {
-        let d = TempDir("w")
+        let d = Scratch("w")
         let img = d.file("w.vhdx"), rawOut = d.file("w.raw")
         let size: UInt64 = (9 << 20) + 512
         let f = try VHDXFile.createDynamic(path: img, virtualSize: size, blockSize: 2 << 20, seed: [1])
@@ -103,7 +104,7 @@ import Testing
 
     /// Region table copy 1 damaged: we fall back to copy 2 (QEMU refuses).
     @Test func fallsBackToRegionTableCopy2() throws {
-        let d = TempDir("rt2")
+        let d = Scratch("rt2")
         let img = d.file("r.vhdx")
         let f = try VHDXFile.createDynamic(path: img, virtualSize: 4 << 20, blockSize: 1 << 20)
         try pattern(4096, seed: 9).withUnsafeBytes { try f.write(at: 8192, from: $0) }
@@ -117,7 +118,7 @@ import Testing
 
     /// User metadata items are kept; unknown required items are refused.
     @Test func metadataItems() throws {
-        let d = TempDir("md")
+        let d = Scratch("md")
         let img = d.file("m.vhdx")
         _ = try VHDXFile.createDynamic(path: img, virtualSize: 4 << 20, blockSize: 1 << 20)
         let user = VHDXRawMetadataItem(itemID: GUID("11111111-2222-3333-4444-555555555555")!, flags: 1, data: Array("plugin".utf8))

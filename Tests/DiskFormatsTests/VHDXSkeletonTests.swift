@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import TestSupport
 import Testing
 @testable import DiskFormats
 
@@ -16,7 +17,7 @@ struct VHDXSkeletonTests {
         let view = try VHDXView(source: ZeroSource(size: size),
                                 options: .init(blockSize: blockSize, logicalSectorSize: sector, physicalSectorSize: sector,
                                                seed: Array(1...16), creator: "skeleton test"))
-        let dir = try SynthTempDir("skeleton")
+        let dir = Scratch("skeleton")
         let path = dir.file("w.vhdx")
         try VHDXFile.writeNew(path: path, skeleton: view.skeletonStructures)
         let file = try RawFile(path: path)
@@ -29,7 +30,7 @@ struct VHDXSkeletonTests {
 
     /// The same bad parameters give the same typed error through `create` and the synthesizer.
     @Test func createAndSynthesizerShareTheValidation() throws {
-        let dir = try SynthTempDir("skeleton-invalid")
+        let dir = Scratch("skeleton-invalid")
         let cases: [(UInt64, UInt32, UInt32, VHDXSynthesisError)] = [
             (0, 1 << 20, 512, .emptyDisk),
             (Self.MiB + 512, 1 << 20, 4096, .virtualSizeNotSectorMultiple(size: Self.MiB + 512, sectorSize: 4096)),
@@ -52,7 +53,7 @@ struct VHDXSkeletonTests {
     /// The one rule that is the synthesizer's own: physical ≥ logical. `create` keeps accepting
     /// 4096/512 (a child copies its parent's sizes; qemu-img writes 512 physical for any logical).
     @Test func physicalBelowLogicalIsRefusedOnlyBySynthesis() throws {
-        let dir = try SynthTempDir("skeleton-sectors")
+        let dir = Scratch("skeleton-sectors")
         let f = try VHDXFile.createDynamic(path: dir.file("p.vhdx"), virtualSize: 2 * Self.MiB, blockSize: 1 << 20,
                                            logicalSectorSize: 4096, physicalSectorSize: 512)
         #expect(f.metadata.logicalSectorSize == 4096 && f.metadata.physicalSectorSize == 512)

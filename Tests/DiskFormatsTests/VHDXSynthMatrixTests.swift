@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import TestSupport
 import Testing
 @testable import DiskFormats
 
@@ -44,7 +45,7 @@ let synthMatrix: [SynthCase] = [
 struct VHDXSynthMatrixTests {
     @Test(arguments: synthMatrix)
     func convertAndCrossCheck(_ c: SynthCase) throws {
-        let dir = try SynthTempDir("matrix")
+        let dir = Scratch("matrix")
         let src = dir.file("src.raw"), out = dir.file("out.vhdx")
         let cr = VHDX.chunkRatio(blockSize: c.blockSize, logicalSectorSize: c.sectorSize)
         let written = try makeSourceFile(src, size: c.virtualSize, blockSize: UInt64(c.blockSize), chunkRatio: cr,
@@ -101,7 +102,7 @@ struct VHDXSynthMatrixTests {
 
     /// Reads the VHDX through libvhdi's FUSE mount and compares it with the source: in full for
     /// small disks, otherwise every written range plus probes of unwritten blocks.
-    private func compareThroughVhdimount(_ vhdx: String, source: RawFile, written: [Range<UInt64>], dir: SynthTempDir) throws {
+    private func compareThroughVhdimount(_ vhdx: String, source: RawFile, written: [Range<UInt64>], dir: Scratch) throws {
         let mnt = dir.file("mnt")
         try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
         let mount = try runDaemonizingTool(["vhdimount", vhdx, mnt], logPath: dir.file("vhdimount.log"))

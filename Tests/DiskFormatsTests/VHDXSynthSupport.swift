@@ -1,5 +1,7 @@
 import BlockCore
 import Foundation
+import TestSupport
+import Processes
 import Testing
 @testable import DiskFormats
 
@@ -26,17 +28,6 @@ struct SynthRandom {
     }
 }
 
-/// A scratch directory removed when the test ends.
-final class SynthTempDir {
-    let path: String
-    init(_ name: String) throws {
-        path = NSTemporaryDirectory() + "bootlab-vhdxsynth-\(name)-\(getpid())-\(UInt64.random(in: 0..<UInt64.max))"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func file(_ name: String) -> String { path + "/" + name }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
-
 struct ToolResult {
     var status: Int32
     var stdout: String
@@ -45,40 +36,16 @@ struct ToolResult {
 
 /// Runs a real tool (qemu-img, vhdiinfo, …) and captures its output.
 func runTool(_ argv: [String]) throws -> ToolResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = argv
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    // Read before waiting so a chatty tool cannot fill the pipe and block.
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return ToolResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    let r = try Command(argv).run(check: false)
+    return ToolResult(status: r.termination.status, stdout: r.stdoutText, stderr: r.stderrText)
 }
 
-/// Runs a tool that daemonizes (vhdimount) with posix_spawn and waitpid on its first process.
-/// Foundation's Process cannot be used: its exit watcher is a descriptor the daemon inherits
-/// and keeps open, so it would wait until the daemon ends (i.e. forever). Output goes to a file.
+/// Runs a tool that daemonizes (vhdimount) until its first process exits; its output (both
+/// streams) is kept in `logPath` for the failure message and for a look afterwards.
 func runDaemonizingTool(_ argv: [String], logPath: String) throws -> ToolResult {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    let args = (["/usr/bin/env"] + argv).map { strdup($0) } + [nil]
-    defer { for a in args { free(a) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, "/usr/bin/env", &actions, nil, args, environ)
-    guard rc == 0 else { throw IOError("posix_spawn", path: argv[0], errno: rc) }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let r = try Command(argv, stdout: .file(logPath, append: false), stderr: .stdout).run(check: false)
     let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-    let exited = (status & 0x7f) == 0
-    return ToolResult(status: exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), stdout: text, stderr: text)
+    return ToolResult(status: r.termination.status, stdout: text, stderr: text)
 }
 
 func toolExists(_ name: String) -> Bool {

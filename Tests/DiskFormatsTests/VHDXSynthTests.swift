@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import TestSupport
 import Testing
 @testable import DiskFormats
 
@@ -159,7 +160,7 @@ struct VHDXSynthStructureTests {
         #expect(view.layoutDump().contains("user"))
 
         // qemu-img still opens it: user items without IsRequired are ignored by QEMU.
-        let dir = try SynthTempDir("user")
+        let dir = Scratch("user")
         try SparseImageWriter.write(view, toPath: dir.file("u.vhdx"), options: .init(sync: false))
         let check = try runTool(["qemu-img", "check", "-f", "vhdx", dir.file("u.vhdx")])
         #expect(check.status == 0, "\(check.stderr)")
@@ -205,7 +206,7 @@ struct VHDXSynthStructureTests {
 @Suite("VHDX synthesizer determinism and extents")
 struct VHDXSynthDeterminismTests {
     @Test func stream_equals_file_and_is_deterministic() throws {
-        let dir = try SynthTempDir("det")
+        let dir = Scratch("det")
         let src = dir.file("src.raw")
         let size = 37 * MiB + 3 * 512
         try makeSourceFile(src, size: size, blockSize: 2 * MiB, chunkRatio: 2048, pattern: .sparseRandom, seed: 42)
@@ -273,7 +274,7 @@ struct VHDXSynthRawTests {
         #expect(detectFormat(firstBytes: Array("vhdxfile".utf8) + [0, 0]) == .vhdx)
         #expect(detectFormat(firstBytes: Array("vhdxfil".utf8)) == .raw)
         #expect(detectFormat(firstBytes: []) == .raw)
-        let dir = try SynthTempDir("detect")
+        let dir = Scratch("detect")
         // A VHDX named .raw is still VHDX; a raw disk named .vhdx is raw.
         let view = try VHDXView(source: ZeroSource(size: MiB))
         try SparseImageWriter.write(view, toPath: dir.file("disk.raw"), options: .init(sync: false))
@@ -302,7 +303,7 @@ struct VHDXSynthRawTests {
     }
 
     @Test func rawOutputIsSparseAndExact() throws {
-        let dir = try SynthTempDir("rawout")
+        let dir = Scratch("rawout")
         let src = dir.file("src.raw")
         let f = try RawFile.create(path: src, size: 64 * MiB)
         var rng = SynthRandom(seed: 1)

@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import TestSupport
 import Testing
 @testable import DiskFormats
 
@@ -23,7 +24,7 @@ final class FakeParent: BlockSource, VHDXParentIdentity, @unchecked Sendable {
     }
 
     @Test func chainReadByUsAndLibvhdi() throws {
-        let d = TempDir("diff")
+        let d = Scratch("diff")
         try FileManager.default.createDirectory(atPath: d.file("sub"), withIntermediateDirectories: true)
         let base = d.file("base.vhdx")
         let size = 12 << 20
@@ -77,7 +78,7 @@ final class FakeParent: BlockSource, VHDXParentIdentity, @unchecked Sendable {
     }
 
     @Test func missingParentAndBrokenLinkage() throws {
-        let d = TempDir("diff-err")
+        let d = Scratch("diff-err")
         let base = d.file("p.vhdx")
         let p = try VHDXFile.createDynamic(path: base, virtualSize: 4 << 20, blockSize: 1 << 20)
         _ = try VHDXFile.createDifferencing(path: d.file("c.vhdx"), parentPath: base)
@@ -101,7 +102,7 @@ final class FakeParent: BlockSource, VHDXParentIdentity, @unchecked Sendable {
 
     /// The parent can be any block source with a DataWriteGuid.
     @Test func injectedParent() throws {
-        let d = TempDir("diff-inject")
+        let d = Scratch("diff-inject")
         let base = d.file("p.vhdx")
         _ = try VHDXFile.createDynamic(path: base, virtualSize: 4 << 20, blockSize: 1 << 20)
         let child = try VHDXFile.createDifferencing(path: d.file("c.vhdx"), parentPath: base)

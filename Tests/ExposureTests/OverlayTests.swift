@@ -1,29 +1,8 @@
 import Testing
 import Foundation
+import TestSupport
 import BlockCore
 @testable import Exposure
-
-/// A scratch directory removed when the test ends.
-final class Scratch {
-    let path: String
-    init() {
-        path = NSTemporaryDirectory() + "bootlab-overlay-" + UUID().uuidString
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-    func file(_ name: String) -> String { path + "/" + name }
-}
-
-/// Deterministic bytes (xorshift), so failures reproduce.
-struct Bytes {
-    var state: UInt64
-    init(seed: UInt64) { state = seed | 1 }
-    mutating func next() -> UInt64 {
-        state ^= state << 13; state ^= state >> 7; state ^= state << 17
-        return state
-    }
-    mutating func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: next()) } }
-}
 
 func readAll(_ s: any BlockSource) throws -> [UInt8] { try s.read(at: 0, count: Int(s.size)) }
 

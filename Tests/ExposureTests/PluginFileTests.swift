@@ -1,5 +1,7 @@
 import Testing
 import Foundation
+import TestSupport
+import Processes
 @testable import BackupImage
 @testable import BlockCore
 @testable import DiskFormats
@@ -141,12 +143,8 @@ private func exposeOptions(encrypted: Bool = false) -> PluginFile.ExposeOptions 
         // A real FAT32 file system made by mkfs.fat, as if it sat at LBA 63.
         let vol = s.file("vol.raw")
         _ = try RawFile.create(path: vol, size: 40 << 20)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/sbin/mkfs.fat")
-        p.arguments = ["-F", "32", "-h", "63", "-i", "12345678", vol]
-        p.standardOutput = FileHandle.nullDevice
-        try p.run(); p.waitUntilExit()
-        try #require(p.terminationStatus == 0)
+        let mkfs = try Command(["/sbin/mkfs.fat", "-F", "32", "-h", "63", "-i", "12345678", vol], stdout: .null, stderr: .inherit).run(check: false)
+        try #require(mkfs.termination == .exited(0))
         let bli = try backup(s, disk: vol, partition: nil)
         let o = exposeOptionsAt(2048)
         let r = try PluginFile.expose(backupPath: bli, pluginPath: s.file("plug/vm.vhdx"), options: o)

@@ -4,6 +4,7 @@ import Foundation
 @testable import BlockCore
 @testable import DiskFormats
 @testable import Exposure
+import TestSupport
 
 /// The rule of docs/formats/plugin-file.md ("Versions"): the current version round-trips; a
 /// version this release does not read is refused with an error that says how to re-expose.

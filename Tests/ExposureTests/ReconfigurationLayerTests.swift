@@ -1,5 +1,7 @@
 import Testing
 import Foundation
+import TestSupport
+import Processes
 @testable import BackupImage
 @testable import BlockCore
 @testable import DiskFormats
@@ -53,16 +55,8 @@ private func edit(_ layer: ReconfigurationLayerWriter) throws -> [UInt8] {
 }
 
 private func run(_ argv: [String]) throws -> (status: Int32, out: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = argv
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    let r = try Command(argv, stderr: .stdout).run(check: false)
+    return (r.termination.status, r.stdoutText)
 }
 
 @Suite struct ReconfigurationLayerTests {

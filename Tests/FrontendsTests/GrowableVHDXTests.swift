@@ -1,5 +1,6 @@
 import Testing
 import Foundation
+import TestSupport
 import BlockCore
 import BackupImage
 import Exposure

@@ -1,16 +1,10 @@
 import Testing
 import Foundation
+import TestSupport
 import BlockCore
 #if canImport(Glibc)
 import Glibc
 #endif
-
-func nbdUnavailable() -> String? {
-    if !FileManager.default.fileExists(atPath: productsDirectory + "/libbootlab-nbdkit.so") {
-        return nil // not a platform gap: the test fails below with a clear message
-    }
-    return toolsMissing(["nbdkit", "nbdinfo", "nbdcopy", "qemu-img", "qemu-io"])
-}
 
 func uri(_ socket: String) -> String { "nbd+unix:///?socket=" + socket }
 

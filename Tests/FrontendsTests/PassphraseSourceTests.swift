@@ -1,5 +1,6 @@
 import Testing
 import Foundation
+import TestSupport
 import BackupImage
 import BlockCore
 import Exposure
@@ -34,7 +35,7 @@ import Glibc
             _ = try makeDisk(dir.path + "/disk.raw", seed: 91)
             let table = "label: dos\nlabel-id: 0x0c0ffee9\nstart=2048, size=8192, type=83\n"
             try Data(table.utf8).write(to: URL(fileURLWithPath: dir.path + "/table"))
-            let sf = try FrontendsTests.run("/bin/sh", ["-c", "sfdisk -q \"$0\" < \"$1\"", dir.path + "/disk.raw", dir.path + "/table"])
+            let sf = try TestSupport.run("/bin/sh", ["-c", "sfdisk -q \"$0\" < \"$1\"", dir.path + "/disk.raw", dir.path + "/table"])
             guard sf.status == 0 else { throw FixtureError(message: "sfdisk: \(sf.stderr)") }
             let raw = try RawFile(path: dir.path + "/disk.raw")
             disk = try raw.read(at: 0, count: Int(raw.size))
@@ -77,7 +78,7 @@ import Glibc
 
         func run(_ args: [String], _ source: Source) throws -> RunResult {
             let (exe, argv) = command(args, source)
-            return try FrontendsTests.run(exe, argv, timeout: 120, environment: environment(source))
+            return try TestSupport.run(exe, argv, timeout: 120, environment: environment(source))
         }
     }
 

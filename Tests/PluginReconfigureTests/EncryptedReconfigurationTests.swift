@@ -2,6 +2,8 @@ import BackupImage
 import BlockCore
 import Exposure
 import Foundation
+import Processes
+import TestSupport
 import PluginReconfigure
 import Reconfigure
 import Testing
@@ -115,14 +117,9 @@ import Glibc
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let socket = dir.appendingPathComponent("s.sock").path
-        let nbdkit = Process()
-        nbdkit.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        nbdkit.arguments = ["nbdkit", "--foreground", "--unix", socket, "--filter=error", "memory", "32M",
-                            "error=EIO", "error-pread-rate=100%"]
-        nbdkit.standardOutput = FileHandle.nullDevice
-        nbdkit.standardError = FileHandle.nullDevice
-        try nbdkit.run()
-        defer { kill(nbdkit.processIdentifier, SIGKILL); nbdkit.waitUntilExit() }
+        let nbdkit = try Command(["nbdkit", "--foreground", "--unix", socket, "--filter=error", "memory", "32M",
+                                  "error=EIO", "error-pread-rate=100%"], stdout: .null, stderr: .null).spawn()
+        defer { nbdkit.signal(SIGKILL); nbdkit.wait() }
         for _ in 0..<200 where !FileManager.default.fileExists(atPath: socket) { usleep(25_000) }
         let r = try run(bootlab, ["reconfigure", "--disk", "nbd+unix:///?socket=\(socket)", "--layer",
                                   dir.appendingPathComponent("layer.raw").path, "--target", "hyperv-gen1", "--drivers", driversPath],
@@ -196,15 +193,7 @@ let driversPath = repoRoot.appendingPathComponent("Scenarios/drivers.json").path
 let answerPrompt = repoRoot.appendingPathComponent("Tests/Tools/answer-prompt.py").path
 
 /// `bootlab` in the build directory this test binary runs from.
-let bootlab: String = {
-    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    var url = URL(fileURLWithPath: exe).deletingLastPathComponent()
-    for _ in 0..<4 {
-        if FileManager.default.isExecutableFile(atPath: url.appendingPathComponent("bootlab").path) { return url.appendingPathComponent("bootlab").path }
-        url.deleteLastPathComponent()
-    }
-    return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("bootlab").path
-}()
+let bootlab = bootlabPath
 
 /// Our environment without any passphrase, plus `passphrase` as `$BOOTLAB_PASSPHRASE` if given.
 func environment(passphrase: String?) -> [String: String] {
@@ -213,40 +202,9 @@ func environment(passphrase: String?) -> [String: String] {
     return env
 }
 
-struct RunResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-/// Runs `tool` (a path) to completion, bounded by `timeout` seconds.
+/// TestSupport's runner with this suite's habits: the whole environment always given, 120 s.
 func run(_ tool: String, _ args: [String], environment: [String: String], timeout: Double = 120) throws -> RunResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: tool)
-    p.arguments = args
-    p.environment = environment
-    p.standardInput = FileHandle.nullDevice
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    let collected = Locked([Data(), Data()])
-    let group = DispatchGroup()
-    for (i, pipe) in [out, err].enumerated() {
-        group.enter()
-        DispatchQueue.global().async {
-            let d = pipe.fileHandleForReading.readDataToEndOfFile()
-            collected.withLock { $0[i] = d }
-            group.leave()
-        }
-    }
-    let deadline = Date().addingTimeInterval(timeout)
-    while p.isRunning && Date() < deadline { usleep(20_000) }
-    if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-    p.waitUntilExit()
-    group.wait()
-    let d = collected.current
-    return RunResult(status: p.terminationStatus, stdout: String(decoding: d[0], as: UTF8.self), stderr: String(decoding: d[1], as: UTF8.self))
+    try TestSupport.run(tool, args, timeout: timeout, environment: environment)
 }
 
 func sha256(_ path: String) throws -> String { try SHA256.hash(RawFile(path: path)).hex }

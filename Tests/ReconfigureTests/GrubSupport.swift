@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import Processes
 @testable import Reconfigure
 
 /// Fixtures for the GRUB tests: volumes, composed disks (syslinux MBR + volume), and boots whose
@@ -38,7 +39,7 @@ enum GrubFixture {
         let path = dir.appendingPathComponent("mbr-\(startLBA).raw").path
         try? FileManager.default.removeItem(atPath: path)
         try Fixture.sh(["truncate", "-s", "\((startLBA + sectors) * 512)", path])
-        try runFilter(["sfdisk", "-q", path], input: Array("label: dos\nlabel-id: 0x0b00d3b1\nstart=\(startLBA), size=\(sectors), type=83, bootable\n".utf8))
+        try Command(["sfdisk", "-q", path], input: .bytes(Array("label: dos\nlabel-id: 0x0b00d3b1\nstart=\(startLBA), size=\(sectors), type=83, bootable\n".utf8))).run()
         try Fixture.sh(["dd", "if=/usr/lib/syslinux/mbr/mbr.bin", "of=\(path)", "bs=440", "count=1", "conv=notrunc", "status=none"])
         let sector = try RawFile(path: path).read(at: 0, count: 512)
         try FileManager.default.removeItem(atPath: path)
@@ -79,15 +80,9 @@ enum GrubFixture {
                     "-boot", "reboot-timeout=0", "-fw_cfg", "name=etc/sercon-port,file=\(port.path)"]
         args += c.qemu.map { $0.replacingOccurrences(of: "{disk}", with: disk).replacingOccurrences(of: "{format}", with: "raw") + ($0.contains("{disk}") ? ",snapshot=on" : "") }
         let start = Date()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
+        let ended = try Command(args, stdout: .null, stderr: .null).run(check: false).termination
         let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: log))) ?? Data(), as: UTF8.self)
-        return Boot(console: text, status: p.terminationStatus, seconds: Date().timeIntervalSince(start))
+        return Boot(console: text, status: ended.status, seconds: Date().timeIntervalSince(start))
     }
 
     /// The bytes a layer holds, as (offset, bytes) per data extent.

@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import Processes
 @testable import Reconfigure
 
 /// Helpers shared by the reconfiguration tests: fixtures, composition, boots under QEMU TCG.
@@ -17,7 +18,7 @@ enum Fixture {
 
     @discardableResult
     static func sh(_ argv: [String]) throws -> String {
-        try run(argv)
+        try Command(argv).run().stdoutText
     }
 
     /// The tiny Linux disk whose initramfs loads only `modules` (+ dependencies).
@@ -47,6 +48,6 @@ enum Fixture {
                     "-serial", "stdio", "-monitor", "none", "-no-reboot", "-snapshot"]
         if controller == "ahci" { args += ["-machine", "q35"] }
         args += c.qemu.map { $0.replacingOccurrences(of: "{disk}", with: disk).replacingOccurrences(of: "{format}", with: "raw") }
-        return String(decoding: try runFilter(args, allowTrailingGarbage: false), as: UTF8.self)
+        return try Command(args).run().stdoutText
     }
 }

@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import Processes
 import Testing
 @testable import Reconfigure
 
@@ -77,8 +78,8 @@ import Testing
         let part = dir.appendingPathComponent("part.img").path
         try Fixture.sh(["dd", "if=\(disk)", "of=\(part)", "bs=1M", "skip=1", "status=none"])
         let sys2 = dir.appendingPathComponent("SYSTEM.out").path, bcd2 = dir.appendingPathComponent("BCD.out").path
-        try Data(try runFilter(["ntfscat", part, "/Windows/System32/config/SYSTEM"])).write(to: URL(fileURLWithPath: sys2))
-        try Data(try runFilter(["ntfscat", part, "/Boot/BCD"])).write(to: URL(fileURLWithPath: bcd2))
+        try Data(try Command(["ntfscat", part, "/Windows/System32/config/SYSTEM"]).run().stdout).write(to: URL(fileURLWithPath: sys2))
+        try Data(try Command(["ntfscat", part, "/Boot/BCD"]).run().stdout).write(to: URL(fileURLWithPath: bcd2))
         func get(_ hive: String, _ key: String, _ value: String) throws -> String { try Fixture.sh(["hivexget", hive, key, value]) }
         #expect(try get(sys2, "ControlSet001\\Services\\atapi", "Start") == "0\n")
         #expect(try get(sys2, "ControlSet001\\Services\\atapi", "Group") == "SCSI miniport\n")

@@ -1,3 +1,4 @@
+import Archives
 import Reconfigure
 
 @_cdecl("LLVMFuzzerTestOneInput") public func f(_ p: UnsafeRawPointer, _ n: Int) -> CInt {

@@ -1,4 +1,5 @@
 import Foundation
+import Processes
 
 /// A disk QEMU can open: a file with its format, or a block-driver option string for what a
 /// plain file cannot express (an NBD export, a `json:` pseudo-file, a FUSE-exposed VHDX).
@@ -23,6 +24,16 @@ public enum DiskReference: Sendable, Codable, Equatable {
         switch self {
         case .file(let path, let format): return "\(format) \(path)"
         case .driveOptions(let o): return o
+        }
+    }
+}
+
+extension Termination {
+    /// The number reports have always recorded (Foundation's `terminationStatus`): the exit
+    /// status, or the bare signal number for a killed QEMU.
+    var foundationStatus: Int32 {
+        switch self {
+        case .exited(let s), .signaled(let s): return s
         }
     }
 }
@@ -57,28 +68,17 @@ public enum BootRunner {
         try? fm.removeItem(at: consoleLog)
         try fm.createDirectory(at: consoleLog.deletingLastPathComponent(), withIntermediateDirectories: true)
         let args = arguments(disk: disk, target: target) + ["-serial", "file:\(consoleLog.path)"]
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["qemu-system-x86_64"] + args
-        process.standardInput = FileHandle.nullDevice
-        let errPipe = Pipe()
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = errPipe
-        let done = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in done.signal() }
+        // Past the timeout QEMU gets SIGTERM, then SIGKILL 5 s later; a hung boot is a result here.
         let start = Date()
-        do { try process.run() } catch { throw LabError("cannot start qemu-system-x86_64: \(error.localizedDescription)") }
-        var timedOut = false
-        if done.wait(timeout: .now() + timeout) == .timedOut {
-            timedOut = true
-            process.terminate()
-            if done.wait(timeout: .now() + 5) == .timedOut {
-                kill(process.processIdentifier, SIGKILL)
-                done.wait()
-            }
+        let run: Completed
+        do {
+            run = try Command(["qemu-system-x86_64"] + args, stdout: .null, stderr: .capture).run(timeout: timeout, check: false)
+        } catch let e as ProcessError {
+            throw LabError(e.description)
         }
+        let timedOut = run.timedOut
         let seconds = Date().timeIntervalSince(start)
-        let stderr = String(decoding: errPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let stderr = run.stderrText
         let console = (try? String(contentsOf: consoleLog, encoding: .utf8)) ?? String(decoding: (try? Data(contentsOf: consoleLog)) ?? Data(), as: UTF8.self)
         if !stderr.isEmpty {
             // QEMU's own complaints (bad options, missing files) belong with the console output.
@@ -92,7 +92,7 @@ public enum BootRunner {
         let markerSeen = lines.contains { $0.contains(Initramfs.markerPrefix + marker) }
         let failure = lines.last { $0.contains("BOOTLAB: root") || $0.contains("BOOTLAB: marker") || $0.contains("Kernel panic") || $0.contains("failed: ") }
             ?? (stderr.isEmpty ? nil : "qemu: " + stderr.split(separator: "\n").first.map(String.init)!)
-        return BootResult(markerSeen: markerSeen, timedOut: timedOut, exitStatus: process.terminationStatus,
+        return BootResult(markerSeen: markerSeen, timedOut: timedOut, exitStatus: run.termination.foundationStatus,
                           seconds: seconds, consoleLogPath: consoleLog.path, failureLine: markerSeen ? nil : failure,
                           commandLine: ["qemu-system-x86_64"] + args + ["-serial", "file:\(consoleLog.path)"])
     }

@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import Processes
 
 /// A running filter front-end serving a cell's plugin files: one `bootlab mount` (FUSE) for the
 /// whole plugin directory, or one `bootlab serve` (NBD over a Unix socket) per machine. Child
@@ -8,7 +9,7 @@ public final class FrontEndProcess: @unchecked Sendable {
     // @unchecked: fields are set before the value is shared; `copies` is behind a lock.
     public let kind: BackupSpec.FrontEnd
     /// Child processes with the stats file each writes on SIGUSR1.
-    public let children: [(process: Process, statsFile: String)]
+    public let children: [(process: ChildProcess, statsFile: String)]
     /// FUSE: the mountpoint; NBD: nil.
     public let mountpoint: String?
     /// NBD: the socket per machine.
@@ -16,7 +17,7 @@ public final class FrontEndProcess: @unchecked Sendable {
     private let copies = Locked<[String: String]>([:])
     private let scratch: URL
 
-    init(kind: BackupSpec.FrontEnd, children: [(Process, String)], mountpoint: String?, sockets: [String: String], scratch: URL) {
+    init(kind: BackupSpec.FrontEnd, children: [(ChildProcess, String)], mountpoint: String?, sockets: [String: String], scratch: URL) {
         self.kind = kind
         self.children = children.map { (process: $0.0, statsFile: $0.1) }
         self.mountpoint = mountpoint
@@ -31,16 +32,9 @@ public final class FrontEndProcess: @unchecked Sendable {
                              extraArguments: [String], label: String,
                              in context: CellContext) throws -> FrontEndProcess {
         let exe = try BootLabExecutable.path()
-        func launch(_ args: [String], log: URL) throws -> Process {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: exe)
-            p.arguments = args
-            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-            p.standardOutput = try FileHandle(forWritingTo: log)
-            p.standardError = try FileHandle(forWritingTo: log)
-            p.standardInput = FileHandle.nullDevice
-            try p.run()
-            return p
+        func launch(_ args: [String], log: URL) throws -> ChildProcess {
+            // stderr follows stdout: one descriptor, so the two streams append in order to one log.
+            try Command([exe] + args, stdout: .file(log.path, append: false), stderr: .stdout).spawn()
         }
         let dir = context.directory
         switch kind {
@@ -55,7 +49,7 @@ public final class FrontEndProcess: @unchecked Sendable {
             try waitUntil(what: "bootlab mount", process: p, log: log) { isMounted(mnt.path) }
             return fe
         case .nbd:
-            var children: [(Process, String)] = []
+            var children: [(ChildProcess, String)] = []
             var sockets: [String: String] = [:]
             // Socket paths are limited to ~107 bytes: keep them short, under /tmp.
             let sockDir = URL(fileURLWithPath: "/tmp/bootlab-nbd-\(getpid())-\(Digest.string(dir.path).prefix(10))-\(label)")
@@ -68,10 +62,7 @@ public final class FrontEndProcess: @unchecked Sendable {
                 let p = try launch(["serve", plugin, "--socket", sock, "--stats-file", stats] + extraArguments, log: log)
                 children.append((p, stats))
                 sockets[machine] = sock
-                context.addCleanup {
-                    if p.isRunning { p.terminate() }
-                    p.waitUntilExit()
-                }
+                context.addCleanup { p.terminate() }
                 try waitUntil(what: "bootlab serve", process: p, log: log) { FileManager.default.fileExists(atPath: sock) }
             }
             context.addCleanup { try? FileManager.default.removeItem(at: sockDir) }
@@ -81,10 +72,7 @@ public final class FrontEndProcess: @unchecked Sendable {
 
     public func stop() {
         if let mnt = mountpoint { _ = try? Shell.run("fusermount3", ["-u", mnt], check: false) }
-        for c in children {
-            if c.process.isRunning { c.process.terminate() }
-            c.process.waitUntilExit()
-        }
+        for c in children { c.process.terminate() }
     }
 
     /// The exposed disk as QEMU's `-drive` sees it.
@@ -128,8 +116,8 @@ public final class FrontEndProcess: @unchecked Sendable {
         var out: [SourceStatistics] = []
         for c in children {
             try? FileManager.default.removeItem(atPath: c.statsFile)
-            guard c.process.isRunning else { throw LabError("front-end process \(c.process.processIdentifier) is not running") }
-            kill(c.process.processIdentifier, SIGUSR1)
+            guard c.process.isRunning else { throw LabError("front-end process \(c.process.pid) is not running") }
+            c.process.signal(SIGUSR1)
             var waited = 0.0
             while !FileManager.default.fileExists(atPath: c.statsFile) {
                 guard waited < 10 else { throw LabError("no statistics in \(c.statsFile) 10 s after SIGUSR1") }
@@ -142,14 +130,15 @@ public final class FrontEndProcess: @unchecked Sendable {
         return out
     }
 
-    static func waitUntil(what: String, process: Process, log: URL, _ ready: () -> Bool) throws {
+    /// Checks `ready` every 50 ms for up to 20 s; between checks it waits on the child itself,
+    /// so a child that exits is reported at once rather than at the deadline.
+    static func waitUntil(what: String, process: ChildProcess, log: URL, _ ready: () -> Bool) throws {
         var waited = 0.0
         while !ready() {
-            guard process.isRunning, waited < 20 else {
+            guard waited < 20, process.wait(timeout: 0.05) == nil else {
                 let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
                 throw LabError("\(what) did not come up: \(text.suffix(300))")
             }
-            usleep(50_000)
             waited += 0.05
         }
     }

@@ -1,3 +1,4 @@
+import Archives
 import Foundation
 
 /// The tiny guest userland: static busybox and an `/init` that loads the machine's modules,
@@ -60,13 +61,13 @@ enum Initramfs {
     /// Builds the uncompressed archive; returns its bytes.
     static func build(busybox: URL, kernel: KernelTree, modules: ModuleResolver.Resolution,
                       rootSpec: String, fstype: String) throws -> [UInt8] {
-        var cpio = CPIOArchive()
+        var entries: [CpioEntry] = []
         for dir in ["bin", "dev", "etc", "etc/bootlab", "lib", "lib/modules", "mnt", "proc", "sys"] {
-            cpio.add(dir, .directory)
+            entries.append(.directory(dir, nlink: 2))
         }
-        cpio.add("dev/console", .characterDevice(major: 5, minor: 1))
-        cpio.add("bin/busybox", .file(mode: 0o755), contents: Array(try Data(contentsOf: busybox)))
-        cpio.add("init", .file(mode: 0o755), contents: Array(initScript().utf8))
+        entries.append(.characterDevice("dev/console", major: 5, minor: 1))
+        entries.append(.file("bin/busybox", Array(try Data(contentsOf: busybox)), mode: 0o755))
+        entries.append(.file("init", Array(initScript().utf8), mode: 0o755))
         // Modules keep their place in the kernel's tree (lib/modules/<release>/kernel/…), as a
         // real initramfs does; the load list names them by that relative path.
         var dirs = Set(["lib/modules"])
@@ -75,15 +76,16 @@ enum Initramfs {
             var dir = tree
             for part in ([""] + file.split(separator: "/").dropLast().map(String.init)) {
                 if !part.isEmpty { dir += "/" + part }
-                if dirs.insert(dir).inserted { cpio.add(dir, .directory) }
+                if dirs.insert(dir).inserted { entries.append(.directory(dir, nlink: 2)) }
             }
             let data = try Data(contentsOf: kernel.modulesDirectory.appendingPathComponent(file))
-            cpio.add("\(tree)/\(file)", .file(mode: 0o644), contents: Array(data))
+            entries.append(.file("\(tree)/\(file)", Array(data), mode: 0o644))
         }
-        cpio.add("etc/bootlab/modules", .file(mode: 0o644), contents: Array((modules.files.joined(separator: "\n") + "\n").utf8))
-        cpio.add("etc/bootlab/absent", .file(mode: 0o644), contents: Array((modules.absent.joined(separator: "\n") + "\n").utf8))
-        cpio.add("etc/bootlab/root", .file(mode: 0o644), contents: Array((rootSpec + "\n").utf8))
-        cpio.add("etc/bootlab/fstype", .file(mode: 0o644), contents: Array((fstype + "\n").utf8))
-        return cpio.finish()
+        entries.append(.file("etc/bootlab/modules", Array((modules.files.joined(separator: "\n") + "\n").utf8)))
+        entries.append(.file("etc/bootlab/absent", Array((modules.absent.joined(separator: "\n") + "\n").utf8)))
+        entries.append(.file("etc/bootlab/root", Array((rootSpec + "\n").utf8)))
+        entries.append(.file("etc/bootlab/fstype", Array((fstype + "\n").utf8)))
+        // Inode numbers 1, 2, … in this order, owners and times zero: equal inputs, equal bytes.
+        return Cpio.write(entries)
     }
 }

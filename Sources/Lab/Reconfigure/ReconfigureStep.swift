@@ -1,4 +1,5 @@
 import Foundation
+import Processes
 
 /// Reconfigures each exposed machine's OS for the cell's target, between exposure and the mount:
 /// `bootlab reconfigure PLUGIN --target T --json` (a child process, like the mount) injects the
@@ -79,26 +80,16 @@ public struct ReconfigureStep: LabStep {
         }
     }
 
-    /// Runs `bootlab ARGS`, bounded by `timeout` seconds; returns the exit status.
+    /// Runs `bootlab ARGS`, bounded by `timeout` seconds (then SIGTERM, and SIGKILL 10 s later:
+    /// it may be unmounting or shutting an appliance down); returns the exit status.
     static func runChild(_ args: [String], stdout: URL, stderr: URL, timeout: Double) throws -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try BootLabExecutable.path())
-        process.arguments = args
-        for url in [stdout, stderr] { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
-        process.standardOutput = try FileHandle(forWritingTo: stdout)
-        process.standardError = try FileHandle(forWritingTo: stderr)
-        process.standardInput = FileHandle.nullDevice
-        let done = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in done.signal() }
-        try process.run()
-        if done.wait(timeout: .now() + timeout) == .timedOut {
-            process.terminate()
-            if done.wait(timeout: .now() + 10) == .timedOut {
-                kill(process.processIdentifier, SIGKILL)
-                done.wait()
-            }
+        let command = Command([try BootLabExecutable.path()] + args,
+                              stdout: .file(stdout.path, append: false), stderr: .file(stderr.path, append: false))
+        let r: Completed
+        do { r = try command.run(timeout: timeout, grace: 10, check: false) } catch let e as ProcessError { throw LabError(e.description) }
+        if r.timedOut {
             throw LabError("bootlab \(args.prefix(2).joined(separator: " ")) timed out after \(Int(timeout)) s")
         }
-        return process.terminationStatus
+        return r.termination.foundationStatus
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Processes
 
 /// An independent VHDX reader agrees: libvhdi's `vhdiinfo` opens every exposed file and reports
 /// the virtual size, and the disk `vhdimount` (FUSE) shows has the expected disk's SHA-256.
@@ -25,29 +26,20 @@ public struct LibvhdiValidator: Validator {
             if FrontEndProcess.isMounted(mnt.path) { _ = try? Shell.run("umount", [mnt.path], check: false) }
             try? FileManager.default.removeItem(at: mnt)
             try FileManager.default.createDirectory(at: mnt, withIntermediateDirectories: true)
-            // In the foreground (-v) as our own child: a daemonized vhdimount would inherit the
-            // descriptor Foundation watches for its child's exit, and we would wait forever.
+            // In the foreground (-v) as our own child, kept until the digest is read; its exit is
+            // watched through a pidfd, so a mount that fails is reported at once.
             let log = context.directory.appendingPathComponent("vhdimount-\(m.name).log")
-            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = ["vhdimount", "-v", file, mnt.path]
-            p.standardInput = FileHandle.nullDevice
-            p.standardOutput = try FileHandle(forWritingTo: log)
-            p.standardError = try FileHandle(forWritingTo: log)
-            try p.run()
+            let p = try Command(["vhdimount", "-v", file, mnt.path], stdout: .file(log.path, append: false), stderr: .stdout).spawn()
             defer {
                 _ = try? Shell.run("umount", [mnt.path], check: false)
-                if p.isRunning { p.terminate() }
-                p.waitUntilExit()
+                p.terminate()
                 try? FileManager.default.removeItem(at: mnt)
             }
             var waited = 0.0
             while !FrontEndProcess.isMounted(mnt.path) {
-                guard p.isRunning, waited < 20 else {
+                guard waited < 20, p.wait(timeout: 0.05) == nil else {
                     return .fail("\(m.name): vhdimount did not mount: \(((try? String(contentsOf: log, encoding: .utf8)) ?? "").suffix(300))")
                 }
-                usleep(50_000)
                 waited += 0.05
             }
             let disk = mnt.appendingPathComponent("vhdi1")

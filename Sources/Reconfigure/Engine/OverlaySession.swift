@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import Processes
 
 /// A disk image QEMU can open: a path (or a `json:{…}` / `nbd+unix://` spec) and its format.
 public struct DiskImage: Sendable, Equatable {
@@ -38,10 +39,10 @@ final class OverlaySession {
         // qemu-img resolves a relative backing path against the overlay's directory.
         let backing = FileManager.default.fileExists(atPath: image.path) && !image.path.hasPrefix("/")
             ? FileManager.default.currentDirectoryPath + "/" + image.path : image.path
-        try run(["qemu-img", "create", "-q", "-f", "qcow2",
+        try Command(["qemu-img", "create", "-q", "-f", "qcow2",
                  "-o", "data_file=\(dataFile),cluster_size=\(OverlaySession.clusterSize)",
-                 "-b", backing, "-F", image.format, overlay])
-        let info = try JSONSerialization.jsonObject(with: Data(try run(["qemu-img", "info", "--output=json", overlay]).utf8)) as? [String: Any]
+                 "-b", backing, "-F", image.format, overlay]).run()
+        let info = try JSONSerialization.jsonObject(with: Data(try Command(["qemu-img", "info", "--output=json", overlay]).run().stdout)) as? [String: Any]
         guard let vsize = (info?["virtual-size"] as? NSNumber)?.uint64Value else {
             throw ReconfigureError.guest("qemu-img info gave no virtual-size for \(image.path)")
         }
@@ -89,7 +90,7 @@ final class OverlaySession {
         try g.umountAll()
         try g.shutdown()
         guard copyChanges else { return [] }
-        let json = try run(["qemu-img", "map", "--output=json", overlay])
+        let json = try Command(["qemu-img", "map", "--output=json", overlay]).run().stdoutText
         guard let entries = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]] else {
             throw ReconfigureError.layer("qemu-img map gave no entry list")
         }

@@ -1,6 +1,7 @@
 import BlockCore
 import DiskFormats
 import Foundation
+import Processes
 
 /// Bytes to place at one offset of the composed disk (in its reconfiguration layer).
 public struct BootCodePatch: Sendable, Equatable {
@@ -194,8 +195,8 @@ public struct GrubBootCode: Sendable, Equatable {
         try Data(cfg.utf8).write(to: cfgPath)
         let corePath = work.appendingPathComponent("core.img")
         let prefix = "(\(drive))\(moduleParent)"
-        _ = try run(["grub-mkimage", "-O", "i386-pc", "-d", modsDir.path, "-c", cfgPath.path, "-p", prefix,
-                     "-o", corePath.path] + modules)
+        try Command(["grub-mkimage", "-O", "i386-pc", "-d", modsDir.path, "-c", cfgPath.path, "-p", prefix,
+                     "-o", corePath.path] + modules).run()
         var core = [UInt8](try Data(contentsOf: corePath))
         guard core.count > MBR.size else { throw GrubError.unexpectedImage("grub-mkimage wrote \(core.count) bytes") }
         core += [UInt8](repeating: 0, count: (MBR.size - core.count % MBR.size) % MBR.size)

@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import Processes
 
 /// Read-only access to the few things GRUB boot-code regeneration needs from the volume that
 /// holds `/boot/grub`: whether a file exists, a copy of one directory, and the file system's
@@ -24,7 +25,7 @@ struct RawVolumeFiles: GrubVolumeFiles {
 
     func isFile(_ file: String) throws -> Bool {
         // debugfs reports a missing path on stderr and still exits 0; stat's "Type:" line is the answer.
-        let out = try run(["debugfs", "-R", "stat \"\(file)\"", path])
+        let out = try Command(["debugfs", "-R", "stat \"\(file)\"", path]).run().stdoutText
         return out.contains("Type: regular")
     }
 
@@ -35,7 +36,7 @@ struct RawVolumeFiles: GrubVolumeFiles {
         try? FileManager.default.removeItem(at: staging)
         try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: staging) }
-        _ = try run(["debugfs", "-R", "rdump \"\(dir)\" \"\(staging.path)\"", path])
+        try Command(["debugfs", "-R", "rdump \"\(dir)\" \"\(staging.path)\"", path]).run()
         // rdump recreates the directory under its own name inside the target.
         let dumped = staging.appendingPathComponent((dir as NSString).lastPathComponent)
         guard FileManager.default.fileExists(atPath: dumped.path) else {
@@ -46,11 +47,11 @@ struct RawVolumeFiles: GrubVolumeFiles {
     }
 
     func filesystemUUID() throws -> String {
-        try run(["blkid", "-p", "-o", "value", "-s", "UUID", path]).trimmingCharacters(in: .whitespacesAndNewlines)
+        try Command(["blkid", "-p", "-o", "value", "-s", "UUID", path]).run().stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     func filesystemType() throws -> String {
-        try run(["blkid", "-p", "-o", "value", "-s", "TYPE", path]).trimmingCharacters(in: .whitespacesAndNewlines)
+        try Command(["blkid", "-p", "-o", "value", "-s", "TYPE", path]).run().stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
 
@@ -69,7 +70,7 @@ struct GuestfsVolumeFiles: GrubVolumeFiles {
         try FileManager.default.createDirectory(at: destination, withIntermediateDirectories: true)
         try g.tarOut(dir, to: scratch)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        _ = try run(["tar", "-x", "--no-same-owner", "-f", scratch, "-C", destination.path])
+        try Command(["tar", "-x", "--no-same-owner", "-f", scratch, "-C", destination.path]).run()
     }
 
     func filesystemUUID() throws -> String { try g.vfsUUID(device) }

@@ -1,5 +1,6 @@
+import Archives
 import BlockCore
-import Foundation
+import Processes
 
 /// How an initramfs (or one of its segments) is compressed. The kernel accepts each of these
 /// (init/initramfs.c, lib/decompress.c); we compress with the same tool the guest's tooling uses.
@@ -16,6 +17,20 @@ public enum InitramfsCompression: String, Sendable, Codable {
         if p.starts(with: [0x02, 0x21, 0x4C, 0x18]) { return .lz4 }
         if p.starts(with: [0x42, 0x5A, 0x68]) { return .bzip2 }
         return nil
+    }
+
+    /// The archive inside `bytes`. gzip and xz report the zero padding boot loaders append as
+    /// "trailing garbage" with status 2 after writing everything: accepted when output came.
+    func decompress(_ bytes: [UInt8]) throws -> [UInt8] {
+        if self == .none { return bytes }
+        let r = try Command(decompressCommand, input: .bytes(bytes)).run(check: false)
+        if r.termination == .exited(2) && !r.stdout.isEmpty { return r.stdout }
+        return try r.checked().stdout
+    }
+
+    func compress(_ archive: [UInt8]) throws -> [UInt8] {
+        if self == .none { return archive }
+        return try Command(compressCommand, input: .bytes(archive)).run().stdout
     }
 
     var decompressCommand: [String] {
@@ -76,13 +91,12 @@ public struct Initramfs: Sendable {
         guard let kind = InitramfsCompression.detect(bytes[pos...]) else {
             throw FormatError("initramfs", "main archive", at: UInt64(pos), "unknown compression magic \(Array(bytes[pos..<min(pos + 4, bytes.count)]).hex)")
         }
-        let raw = try runFilter(kind.decompressCommand, input: Array(bytes[pos...]), allowTrailingGarbage: true)
-        let (entries, _) = try Cpio.read(raw)
+        let (entries, _) = try Cpio.read(try kind.decompress(Array(bytes[pos...])))
         return Initramfs(prefix: Array(bytes[0..<pos]), compression: kind, entries: entries)
     }
 
     public func encode() throws -> [UInt8] {
-        prefix + (try runFilter(compression.compressCommand, input: Cpio.write(entries), allowTrailingGarbage: false))
+        prefix + (try compression.compress(Cpio.write(entries)))
     }
 
     public func entry(_ name: String) -> CpioEntry? { entries.first { $0.name == Initramfs.normalize(name) } }
@@ -108,45 +122,4 @@ public struct Initramfs: Sendable {
         while n.hasPrefix("/") { n = n.dropFirst() }
         return String(n)
     }
-}
-
-/// A failed helper program (gzip, qemu-img, …).
-public struct ToolError: Error, CustomStringConvertible, Sendable {
-    public var command: [String]
-    public var status: Int32
-    public var stderr: String
-    public var description: String { "\(command.joined(separator: " ")) exited \(status): \(stderr.trimmingCharacters(in: .whitespacesAndNewlines))" }
-}
-
-/// Runs `argv` with `input` on stdin and returns stdout. gzip/xz report trailing zero padding
-/// (which boot loaders append) as "trailing garbage" with status 2; that is accepted on decompress.
-@discardableResult
-func runFilter(_ argv: [String], input: [UInt8] = [], allowTrailingGarbage: Bool = false) throws -> [UInt8] {
-    let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("bootlab-filter-\(getpid())-\(UInt64.random(in: 0...UInt64.max))")
-    let inURL = tmp.appendingPathExtension("in"), errURL = tmp.appendingPathExtension("err")
-    try Data(input).write(to: inURL)
-    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-    defer { try? FileManager.default.removeItem(at: inURL); try? FileManager.default.removeItem(at: errURL) }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = argv
-    let outPipe = Pipe()
-    p.standardInput = try FileHandle(forReadingFrom: inURL)
-    p.standardOutput = outPipe
-    p.standardError = try FileHandle(forWritingTo: errURL)
-    try p.run()
-    let out = outPipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    let status = p.terminationStatus
-    if status != 0, !(allowTrailingGarbage && status == 2 && !out.isEmpty) {
-        let err = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
-        throw ToolError(command: argv, status: status, stderr: err)
-    }
-    return [UInt8](out)
-}
-
-/// Runs a program to completion; returns stdout as text.
-@discardableResult
-func run(_ argv: [String]) throws -> String {
-    String(decoding: try runFilter(argv), as: UTF8.self)
 }

@@ -1,8 +1,10 @@
 import ArgumentParser
 import BlockCore
+import DiskFormats
 import Exposure
 import Foundation
 import PluginReconfigure
+import Processes
 import Reconfigure
 
 /// `bootlab reconfigure`: make the OS on a disk image fit a hypervisor target, writing every
@@ -103,17 +105,21 @@ struct ReconfigureCommand: ParsableCommand {
         }
     }
 
+    /// The virtual size of `--disk`, for creating the layer. A raw or VHDX file is read by
+    /// DiskFormats itself (the same probe as `bootlab info`); only what DiskFormats does not read —
+    /// another QEMU format (qcow2, vmdk, …) or a `json:`/`nbd+unix:` spec, which `--disk` accepts
+    /// because the engine hands it to QEMU — is asked of `qemu-img info`.
     private func diskSize(_ disk: String) throws -> UInt64 {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["qemu-img", "info", "--output=json", "-f", format, disk]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0,
-              let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+        if let known = DiskImageFormat(rawValue: format), known != .backupImage, FileManager.default.fileExists(atPath: disk) {
+            do {
+                return try openDiskImage(path: disk, format: known).size
+            } catch {
+                throw ReconfigureError.guest("cannot open \(disk) as \(format): \(error)")
+            }
+        }
+        let r = try Command(["qemu-img", "info", "--output=json", "-f", format, disk]).run(check: false)
+        guard r.termination.succeeded,
+              let obj = try JSONSerialization.jsonObject(with: Data(r.stdout)) as? [String: Any],
               let size = (obj["virtual-size"] as? NSNumber)?.uint64Value else {
             throw ReconfigureError.guest("qemu-img info cannot open \(disk) as \(format)")
         }

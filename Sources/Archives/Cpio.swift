@@ -21,15 +21,29 @@ public struct CpioEntry: Sendable, Equatable {
         self.mtime = mtime
     }
 
-    public static func directory(_ name: String, mode: UInt32 = 0o755) -> CpioEntry { CpioEntry(name: name, mode: 0o040000 | mode, data: []) }
+    /// `nlink`: the kernel ignores it for directories; the lab's generator writes 2 (a real
+    /// directory's count) and must keep doing so, since its golden digests cover the archive.
+    public static func directory(_ name: String, mode: UInt32 = 0o755, nlink: UInt32 = 1) -> CpioEntry {
+        var e = CpioEntry(name: name, mode: 0o040000 | mode, data: [])
+        e.nlink = nlink
+        return e
+    }
     public static func file(_ name: String, _ data: [UInt8], mode: UInt32 = 0o644) -> CpioEntry { CpioEntry(name: name, mode: 0o100000 | mode, data: data) }
     public static func symlink(_ name: String, to target: String) -> CpioEntry { CpioEntry(name: name, mode: 0o120777, data: Array(target.utf8)) }
+    /// A device node (e.g. /dev/console, 5:1), which the kernel creates while unpacking.
+    public static func characterDevice(_ name: String, major: UInt32, minor: UInt32, mode: UInt32 = 0o600) -> CpioEntry {
+        var e = CpioEntry(name: name, mode: 0o020000 | mode, data: [])
+        e.rdevMajor = major
+        e.rdevMinor = minor
+        return e
+    }
 
     public var isDirectory: Bool { mode & 0o170000 == 0o040000 }
     public var isRegularFile: Bool { mode & 0o170000 == 0o100000 }
 }
 
-/// Reader and writer of "newc" (070701) cpio archives.
+/// Reader and writer of "newc" (070701) cpio archives: the one in BootLab, used by the lab's
+/// initramfs generator and by reconfiguration's initramfs editor (and fuzzed by FuzzCpio).
 ///
 /// The reader treats its input as untrusted: every field is hex-checked, every size bounded by
 /// the bytes that remain, so a corrupt initramfs gives a `FormatError`, never a crash.

@@ -1,0 +1,40 @@
+import Foundation
+import Testing
+
+/// Why FUSE tests cannot run here, or nil.
+func fuseUnavailable() -> String? {
+    if getuid() != 0 { return "not root (/dev/fuse is root-only on this platform)" }
+    if access("/dev/fuse", R_OK | W_OK) != 0 { return "/dev/fuse is not usable" }
+    return toolsMissing(["fusermount3", "qemu-img", "qemu-io"])
+}
+
+/// Why NBD tests cannot run here, or nil.
+func nbdUnavailable() -> String? {
+    if !FileManager.default.fileExists(atPath: productsDirectory + "/libbootlab-nbdkit.so") {
+        return nil // not a platform gap: the test fails below with a clear message
+    }
+    return toolsMissing(["nbdkit", "nbdinfo", "nbdcopy", "qemu-img", "qemu-io"])
+}
+
+/// The first of `tools` not on PATH, as a reason, or nil.
+public func toolsMissing(_ tools: [String]) -> String? {
+    for t in tools where (try? run("which", [t], timeout: 10))?.status != 0 { return "\(t) is not installed (ci/packages/frontends.txt)" }
+    return nil
+}
+
+/// What this machine lacks for the FUSE tests (nil: nothing), checked once per test run.
+public let fuseMissing: String? = fuseUnavailable()
+/// What this machine lacks for the NBD tests (nil: nothing), checked once per test run.
+public let nbdMissing: String? = nbdUnavailable()
+
+extension Trait where Self == ConditionTrait {
+    /// Runs the test only where FUSE works; otherwise Swift Testing reports it as skipped, with the
+    /// missing capability as the reason (and ci/test fails on any skip when CI=true).
+    public static var requiresFUSE: Self {
+        .enabled(if: fuseMissing == nil, Comment(rawValue: "platform lacks a capability: \(fuseMissing ?? "")"))
+    }
+    /// Runs the test only where nbdkit and its tools are installed; otherwise a reported skip.
+    public static var requiresNBD: Self {
+        .enabled(if: nbdMissing == nil, Comment(rawValue: "platform lacks a capability: \(nbdMissing ?? "")"))
+    }
+}
