@@ -26,6 +26,14 @@ struct GeneratorAndBootTests {
         #expect(first.diskDigest == second.diskDigest)
         #expect(first.volumeDigest == second.volumeDigest)
         #expect(try Digest.file(URL(fileURLWithPath: second.diskPath)) == first.diskDigest)
+        // Where the cache lives must not matter: a short cache path once let the kernel record the
+        // loop mount's path (with a pid) in the ext4 superblock.
+        let short = URL(fileURLWithPath: "/tmp/bl-\(getpid() % 1000)")
+        try? FileManager.default.removeItem(at: short)
+        defer { try? FileManager.default.removeItem(at: short) }
+        let third0 = try DiskGenerator.generate(scenario.machines[0], of: scenario, suite: suite, machinesDirectory: short)
+        #expect(third0.diskPath.hasPrefix(short.path))
+        #expect(third0.diskDigest == first.diskDigest, "a short cache path changed the generated disk")
         // The versions manifest names every input tool and the kernel package.
         #expect(first.versions.packages.keys.contains("e2fsprogs"))
         #expect(first.versions.packages.keys.contains { $0.hasPrefix("linux-image-") })

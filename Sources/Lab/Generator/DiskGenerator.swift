@@ -224,7 +224,7 @@ public enum DiskGenerator {
     }
 
     static func buildExt4(volume: URL, tree: URL, work: URL, machine: SourceMachine, seed: UInt64) throws {
-        guard getuid() == 0 else { throw LabError("ext4 + extlinux generation needs root (extlinux installs through a loop mount)") }
+        guard getuid() == 0 else { throw LabError.missing("root", need: "ext4 + extlinux generation installs extlinux through a loop mount") }
         let t = String(fixedTime)
         try Shell.run("find", [tree.path, "-exec", "touch", "-h", "-d", "@\(t)", "{}", "+"])
         let env = ["E2FSPROGS_FAKE_TIME": t]
@@ -234,7 +234,14 @@ public enum DiskGenerator {
                                  "-U", rootUUID(machine, seed: seed),
                                  "-E", "hash_seed=\(Digest.uuid(seed: seed, "\(machine.name):hash-seed")),lazy_itable_init=0,root_owner=0:0",
                                  "-L", "bootlab", "-d", tree.path, volume.path], environment: env)
-        let mnt = work.appendingPathComponent("mnt")
+        // ext4 records the mount point in the superblock's 64-byte s_last_mounted at the first file
+        // open (ext4_sample_last_mounted), unless the path does not fit that buffer. A mount point
+        // of 64 bytes or more keeps the field empty, so the volume's bytes depend neither on where
+        // $BOOTLAB_CACHE is nor on this process's pid (debugfs `ssv last_mounted ""` below clears
+        // only its first byte).
+        var mnt = work.appendingPathComponent("mnt")
+        let shortBy = 64 - mnt.path.utf8.count
+        if shortBy > 0 { mnt = work.appendingPathComponent("mnt" + String(repeating: "_", count: shortBy)) }
         try FileManager.default.createDirectory(at: mnt, withIntermediateDirectories: true)
         try Shell.run("mount", ["-o", "loop,noinit_itable", volume.path, mnt.path])
         do {
@@ -266,7 +273,7 @@ public enum DiskGenerator {
         try Data((commands.joined(separator: "\n") + "\n").utf8).write(to: script)
         let out = try Shell.run("debugfs", ["-w", "-f", script.path, volume.path], environment: env)
         if out.stderr.contains("Couldn't") || out.stdout.contains("Couldn't") {
-            throw LabError("debugfs normalisation failed: \(out.stdout + out.stderr)")
+            throw LabError.tool("debugfs", reason: "normalisation failed: \(out.stdout + out.stderr)")
         }
         try Shell.run("tune2fs", ["-O", "has_journal", volume.path], environment: env)
         try Shell.run("e2fsck", ["-f", "-n", volume.path], environment: env)
@@ -294,7 +301,7 @@ public enum DiskGenerator {
     }
 
     static func createSparse(_ url: URL, size: UInt64) throws {
-        guard FileManager.default.createFile(atPath: url.path, contents: nil) else { throw LabError("cannot create \(url.path)") }
+        guard FileManager.default.createFile(atPath: url.path, contents: nil) else { throw LabError.file(path: url.path, reason: "cannot create it") }
         let handle = try FileHandle(forWritingTo: url)
         try handle.truncate(atOffset: size)
         try handle.close()
