@@ -202,3 +202,21 @@ extension Command {
         seconds == seconds.rounded() ? String(Int(seconds)) : String(seconds)
     }
 }
+
+extension Command {
+    /// Where `tool` resolves on `PATH` (as `posix_spawnp` would find it), symlinks followed; nil
+    /// when it is not there. A name with a "/" is taken as a path.
+    public static func executablePath(of tool: String, path: String? = nil) -> String? {
+        func resolved(_ p: String) -> String? {
+            guard access(p, X_OK) == 0, let r = realpath(p, nil) else { return nil }
+            defer { free(r) }
+            return String(cString: r)
+        }
+        if tool.contains("/") { return resolved(tool) }
+        let search = path ?? getenv("PATH").map { String(cString: $0) } ?? "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+        for dir in search.split(separator: ":") where !dir.isEmpty {
+            if let r = resolved(String(dir) + "/" + tool) { return r }
+        }
+        return nil
+    }
+}

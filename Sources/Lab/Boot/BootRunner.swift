@@ -74,7 +74,7 @@ public enum BootRunner {
         do {
             run = try Command(["qemu-system-x86_64"] + args, stdout: .null, stderr: .capture).run(timeout: timeout, check: false)
         } catch let e as ProcessError {
-            throw LabError(e.description)
+            throw LabError.process(e)
         }
         let timedOut = run.timedOut
         let seconds = Date().timeIntervalSince(start)

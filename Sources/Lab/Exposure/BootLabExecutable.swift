@@ -14,6 +14,6 @@ public enum BootLabExecutable {
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
             dir = dir.deletingLastPathComponent()
         }
-        throw LabError("cannot find the bootlab executable (set BOOTLAB_EXE)")
+        throw LabError.missing("the bootlab executable", need: "build it, or set BOOTLAB_EXE")
     }
 }

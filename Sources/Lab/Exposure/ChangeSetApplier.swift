@@ -63,10 +63,10 @@ public enum ChangeSetApplier {
                 !$0.hasPrefix("debugfs ") && !$0.contains("File not found by ext2_lookup") && !$0.contains("Ext2 directory already exists")
                     && !$0.contains("Ext2 file already exists") && !$0.contains("rm: ") && !$0.contains("mkdir: ")
             }
-            if !bad.isEmpty { throw LabError("debugfs on \(output): \(bad.joined(separator: " | "))") }
+            if !bad.isEmpty { throw LabError.tool("debugfs", reason: "on \(output): \(bad.joined(separator: " | "))") }
             // Prove the file system is still consistent before anyone backs it up.
             let fsck = try Shell.run("e2fsck", ["-fn", "\(output)?offset=\(offset)"], check: false)
-            guard fsck.status == 0 else { throw LabError("e2fsck after change set \(index + 1): \(fsck.stdout.suffix(400))") }
+            guard fsck.status == 0 else { throw LabError.tool("e2fsck", reason: "after change set \(index + 1): \(fsck.stdout.suffix(400))") }
         case .fat32:
             let image = "\(output)@@\(offset)"
             let env = ["SOURCE_DATE_EPOCH": String(DiskGenerator.fixedTime), "MTOOLS_SKIP_CHECK": "1"]

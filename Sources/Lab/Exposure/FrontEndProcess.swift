@@ -116,11 +116,11 @@ public final class FrontEndProcess: @unchecked Sendable {
         var out: [SourceStatistics] = []
         for c in children {
             try? FileManager.default.removeItem(atPath: c.statsFile)
-            guard c.process.isRunning else { throw LabError("front-end process \(c.process.pid) is not running") }
+            guard c.process.isRunning else { throw LabError.tool("front-end (pid \(c.process.pid))", reason: "is not running") }
             c.process.signal(SIGUSR1)
             var waited = 0.0
             while !FileManager.default.fileExists(atPath: c.statsFile) {
-                guard waited < 10 else { throw LabError("no statistics in \(c.statsFile) 10 s after SIGUSR1") }
+                guard waited < 10 else { throw LabError.tool("front-end (pid \(c.process.pid))", reason: "no statistics in \(c.statsFile) 10 s after SIGUSR1") }
                 usleep(20_000)
                 waited += 0.02
             }
@@ -137,7 +137,7 @@ public final class FrontEndProcess: @unchecked Sendable {
         while !ready() {
             guard waited < 20, process.wait(timeout: 0.05) == nil else {
                 let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-                throw LabError("\(what) did not come up: \(text.suffix(300))")
+                throw LabError.tool(what, reason: "did not come up: \(text.suffix(300))")
             }
             waited += 0.05
         }

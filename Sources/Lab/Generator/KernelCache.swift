@@ -41,7 +41,7 @@ public enum LabCache {
             defer { try? fm.removeItem(at: work) }
             try Shell.run("apt-get", ["download", "\(package)=\(version)"], currentDirectory: work)
             guard let deb = try fm.contentsOfDirectory(atPath: work.path).first(where: { $0.hasSuffix(".deb") }) else {
-                throw LabError("apt-get download \(package) produced no .deb")
+                throw LabError.kernel(package, reason: "apt-get download produced no .deb")
             }
             let staging = work.appendingPathComponent("tree")
             try Shell.run("dpkg-deb", ["-x", work.appendingPathComponent(deb).path, staging.path])
@@ -56,7 +56,7 @@ public enum LabCache {
         let candidates = (try? fm.contentsOfDirectory(atPath: kernels.path)) ?? []
         let matching = candidates.filter { $0.hasPrefix("linux-image-") && $0.contains(marker) && (flavour == .cloud || !$0.contains("-cloud-")) }.sorted()
         guard let name = matching.last else {
-            throw LabError("cannot resolve \(flavour.metaPackage) with apt and no cached kernel in \(kernels.path)")
+            throw LabError.kernel(flavour.metaPackage, reason: "apt cannot resolve it and no kernel is cached in \(kernels.path)")
         }
         let parts = name.split(separator: "_", maxSplits: 1).map(String.init)
         return try existingTree(kernels.appendingPathComponent(name), flavour: flavour, package: parts[0], version: parts[1])
@@ -65,13 +65,13 @@ public enum LabCache {
     static func resolvePackage(_ flavour: KernelFlavour) throws -> (String, String) {
         let deps = try Shell.run("apt-cache", ["depends", flavour.metaPackage]).stdout
         guard let line = deps.split(separator: "\n").first(where: { $0.contains("Depends: linux-image-") }) else {
-            throw LabError("apt-cache depends \(flavour.metaPackage): no linux-image dependency")
+            throw LabError.kernel(flavour.metaPackage, reason: "apt-cache depends names no linux-image dependency")
         }
         let package = line.split(separator: " ").last.map(String.init) ?? ""
         let policy = try Shell.run("apt-cache", ["policy", package]).stdout
         guard let cand = policy.split(separator: "\n").first(where: { $0.contains("Candidate:") }),
               let version = cand.split(separator: " ").last.map(String.init), version != "(none)" else {
-            throw LabError("apt-cache policy \(package): no candidate version")
+            throw LabError.kernel(package, reason: "apt-cache policy shows no candidate version")
         }
         return (package, version)
     }
@@ -79,7 +79,7 @@ public enum LabCache {
     static func releaseName(_ tree: URL) throws -> String {
         let modules = tree.appendingPathComponent("lib/modules")
         guard let release = try FileManager.default.contentsOfDirectory(atPath: modules.path).sorted().first else {
-            throw LabError("kernel package has no lib/modules")
+            throw LabError.kernel(tree.lastPathComponent, reason: "the unpacked package has no lib/modules")
         }
         return release
     }
@@ -89,7 +89,7 @@ public enum LabCache {
         let tree = KernelTree(flavour: flavour, package: package, version: version, release: release, root: dir)
         guard FileManager.default.fileExists(atPath: tree.vmlinuz.path),
               FileManager.default.fileExists(atPath: tree.modulesDirectory.appendingPathComponent("modules.dep").path) else {
-            throw LabError("incomplete kernel tree \(dir.path)")
+            throw LabError.kernel(package, reason: "incomplete kernel tree in \(dir.path) (no vmlinuz or modules.dep)")
         }
         return tree
     }

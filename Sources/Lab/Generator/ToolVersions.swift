@@ -27,7 +27,7 @@ public struct ToolVersions: Sendable, Codable, Equatable {
         for package in hostPackages {
             let out = try Shell.run("dpkg-query", ["-W", "-f=${Version}", package], check: false)
             guard out.status == 0, !out.stdout.isEmpty else {
-                throw LabError("generator needs the Debian package \(package) (see ci/packages/lab.txt)")
+                throw LabError.missing("the Debian package \(package)", need: "the generator runs it; ci/setup installs it from ci/packages/lab.txt")
             }
             result[package] = out.stdout
         }

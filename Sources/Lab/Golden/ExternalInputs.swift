@@ -1,4 +1,5 @@
 import Foundation
+import Processes
 
 /// What a lab stage took from outside this repository: Debian package versions and the digests of
 /// the files it actually read from them (the kernel image, the module files, busybox, mbr.bin, the
@@ -44,7 +45,7 @@ public struct ExternalInputs: Sendable, Codable, Equatable {
     /// Records the binary `tool` resolves to on `PATH` (symlinks followed: `mcopy` is `mtools`).
     mutating func addTool(_ tool: String) throws {
         guard let url = Self.resolve(tool) else {
-            throw LabError("the lab needs the tool \(tool) on PATH (ci/setup installs it; see ci/packages/lab.txt)")
+            throw LabError.missing("the tool \(tool) on PATH", need: "ci/setup installs it; see ci/packages/lab.txt")
         }
         files["tool \(tool)"] = try Digest.file(url)
     }
@@ -54,7 +55,7 @@ public struct ExternalInputs: Sendable, Codable, Equatable {
     mutating func addLibraryPackage(_ package: String) throws {
         let version = try Shell.run("dpkg-query", ["-W", "-f=${Version}", package], check: false)
         guard version.status == 0, !version.stdout.isEmpty else {
-            throw LabError("the lab needs the Debian package \(package) (ci/setup installs it)")
+            throw LabError.missing("the Debian package \(package)", need: "ci/setup installs it")
         }
         packages[package] = version.stdout
         let listed = try Shell.run("dpkg-query", ["-L", package]).stdout.split(separator: "\n").map(String.init)
@@ -69,12 +70,7 @@ public struct ExternalInputs: Sendable, Codable, Equatable {
     }
 
     static func resolve(_ tool: String) -> URL? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"
-        for dir in path.split(separator: ":") {
-            let candidate = URL(fileURLWithPath: String(dir)).appendingPathComponent(tool)
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate.resolvingSymlinksInPath() }
-        }
-        return nil
+        Command.executablePath(of: tool).map { URL(fileURLWithPath: $0) }
     }
 
     /// The digest of a list of (name, digest) pairs: one entry for many files (a module set).

@@ -63,7 +63,7 @@ public struct ReconfigureStep: LabStep {
                   let report = top["report"] as? [String: Any],
                   let layer = top["layer"] as? [String: Any],
                   let path = layer["layer"] as? String else {
-                throw LabError("bootlab reconfigure --json gave no report/layer")
+                throw LabError.tool("bootlab reconfigure --json", reason: "gave no report/layer")
             }
             let changes = (report["changes"] as? [[String: Any]]) ?? []
             added = ((report["addedModules"] as? [String]) ?? []).map { URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent }
@@ -86,9 +86,9 @@ public struct ReconfigureStep: LabStep {
         let command = Command([try BootLabExecutable.path()] + args,
                               stdout: .file(stdout.path, append: false), stderr: .file(stderr.path, append: false))
         let r: Completed
-        do { r = try command.run(timeout: timeout, grace: 10, check: false) } catch let e as ProcessError { throw LabError(e.description) }
+        do { r = try command.run(timeout: timeout, grace: 10, check: false) } catch let e as ProcessError { throw LabError.process(e) }
         if r.timedOut {
-            throw LabError("bootlab \(args.prefix(2).joined(separator: " ")) timed out after \(Int(timeout)) s")
+            throw LabError.tool("bootlab \(args.prefix(2).joined(separator: " "))", reason: "timed out after \(Int(timeout)) s")
         }
         return r.termination.foundationStatus
     }

@@ -21,14 +21,14 @@ public struct Shard: Sendable, Equatable, CustomStringConvertible {
     public var count: Int
 
     public init(index: Int, count: Int) throws {
-        guard count >= 1, index >= 1, index <= count else { throw LabError("shard \(index)/\(count): need 1 ≤ K ≤ N") }
+        guard count >= 1, index >= 1, index <= count else { throw LabError.argument("shard \(index)/\(count)", reason: "need 1 ≤ K ≤ N") }
         self.index = index
         self.count = count
     }
 
     public init(parsing text: String) throws {
         let parts = text.split(separator: "/")
-        guard parts.count == 2, let k = Int(parts[0]), let n = Int(parts[1]) else { throw LabError("shard '\(text)': expected K/N, e.g. 1/3") }
+        guard parts.count == 2, let k = Int(parts[0]), let n = Int(parts[1]) else { throw LabError.argument("shard '\(text)'", reason: "expected K/N, e.g. 1/3") }
         try self.init(index: k, count: n)
     }
 

@@ -13,7 +13,7 @@ public struct LabSuite: Sendable {
             let target = try ScenarioLoader.parseTarget(yaml: try read(url), file: relative(url, directory))
             targets[target.name] = target
         }
-        guard !targets.isEmpty else { throw LabError("no target files in \(targetDir.path)") }
+        guard !targets.isEmpty else { throw LabError.file(path: targetDir.path, reason: "holds no target files") }
         var scenarios: [Scenario] = []
         for url in try yamlFiles(in: directory) {
             scenarios.append(try ScenarioLoader.parseScenario(yaml: try read(url), file: relative(url, directory), targets: targets))
@@ -38,7 +38,7 @@ public struct LabSuite: Sendable {
 
     public func scenario(named name: String) throws -> Scenario {
         guard let s = scenarios.first(where: { $0.name == name }) else {
-            throw LabError("unknown scenario '\(name)' (known: \(scenarios.map(\.name).joined(separator: ", ")))")
+            throw LabError.argument("scenario '\(name)'", reason: "unknown (known: \(scenarios.map(\.name).joined(separator: ", ")))")
         }
         return s
     }
@@ -65,7 +65,7 @@ public struct LabSuite: Sendable {
 
     static func read(_ url: URL) throws -> String {
         do { return try String(contentsOf: url, encoding: .utf8) } catch {
-            throw LabError("cannot read \(url.path): \(error.localizedDescription)")
+            throw LabError.file(path: url.path, reason: "cannot read it: \(error.localizedDescription)")
         }
     }
 

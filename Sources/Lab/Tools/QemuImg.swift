@@ -8,7 +8,7 @@ public enum QemuImg {
         let r = try Shell.run("qemu-img", ["info", "--output=json", "--image-opts", imageOptions])
         guard let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
               let size = (obj["virtual-size"] as? NSNumber)?.uint64Value else {
-            throw LabError("qemu-img info: unexpected output \(r.stdout.prefix(200))")
+            throw LabError.tool("qemu-img info", reason: "unexpected output \(r.stdout.prefix(200))")
         }
         return Info(virtualSize: size, format: obj["format"] as? String ?? "?")
     }

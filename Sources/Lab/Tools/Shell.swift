@@ -25,11 +25,7 @@ public enum Shell {
             // Unchecked callers read statuses, not errors: a tool that cannot start is the
             // shell's 127, as it was when this ran through /usr/bin/env.
             if !check, case .cannotStart = e.reason { return Output(status: 127, stdout: "", stderr: e.description) }
-            throw LabError(e.description)
+            throw LabError.process(e)
         }
-    }
-
-    public static func exists(_ tool: String) -> Bool {
-        (try? run("sh", ["-c", "command -v \(tool)"], check: false).status) == 0
     }
 }

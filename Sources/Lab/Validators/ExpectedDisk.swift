@@ -17,7 +17,7 @@ public enum ExpectedDisk {
         if context.scenario.reconfigure {
             // Source + reconfiguration layer: only the reconfiguration defines those bytes, so the
             // expectation is what QEMU's own VHDX reader serves (other readers must agree with it).
-            guard let fe = context.frontEnd else { throw LabError("no front-end to read the exposed disk from") }
+            guard let fe = context.frontEnd else { throw LabError.cell("expected disk", reason: "no front-end to read the exposed disk from") }
             let out = context.directory.appendingPathComponent("qemu-read-\(machine.name).raw").path
             if !FileManager.default.fileExists(atPath: out) {
                 try QemuImg.convertToRaw(imageOptions: fe.imageOptions(machine: machine.name), output: out + ".partial")
@@ -25,20 +25,20 @@ public enum ExpectedDisk {
             }
             return out
         }
-        guard let state = context.finalStates[machine.name] else { throw LabError("\(machine.name): no backed-up state") }
+        guard let state = context.finalStates[machine.name] else { throw LabError.cell(machine.name, reason: "no backed-up state") }
         let spec = context.scenario.backup
         let newStart = spec.exposePartitionStart ?? machine.partitionStart
         if spec.kind == .disk || newStart == machine.partitionStart { return state.disk }
         let out = context.directory.appendingPathComponent("expected-\(machine.name).raw")
         if FileManager.default.fileExists(atPath: out.path) { return out.path }
-        guard let fe = context.frontEnd else { throw LabError("no front-end to read the exposed size from") }
+        guard let fe = context.frontEnd else { throw LabError.cell("expected disk", reason: "no front-end to read the exposed size from") }
         let info = try QemuImg.info(imageOptions: fe.imageOptions(machine: machine.name))
         let exposedSector0 = try QemuImg.readBytes(imageOptions: fe.imageOptions(machine: machine.name), offset: 0, count: 512, scratch: context.directory)
         let source = try RawFile(path: state.disk)
         let volumeOffset = machine.partitionStart * 512
         let newOffset = newStart * 512
         guard newOffset + machine.volumeSize <= info.virtualSize else {
-            throw LabError("exposed disk (\(info.virtualSize) bytes) cannot hold the volume at LBA \(newStart)")
+            throw LabError.cell(machine.name, reason: "the exposed disk (\(info.virtualSize) bytes) cannot hold the volume at LBA \(newStart)")
         }
         let tmp = out.path + ".partial"
         let dst = try RawFile.create(path: tmp, size: info.virtualSize)

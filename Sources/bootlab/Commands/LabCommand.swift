@@ -42,7 +42,7 @@ struct LabRun: ParsableCommand {
         do {
             let suite = try suiteOptions.load()
             let chosen = scenarios.isEmpty ? suite.scenarios : try scenarios.map { try suite.scenario(named: $0) }
-            for t in targets where suite.targets[t] == nil { throw LabError("unknown target '\(t)'") }
+            for t in targets where suite.targets[t] == nil { throw LabError.argument("target '\(t)'", reason: "unknown (known: \(suite.targets.keys.sorted().joined(separator: ", ")))") }
             var cells = Cell.all(chosen, targets: targets)
             let shardValue = try shard.map { try Shard(parsing: $0) }
             if let shardValue { cells = shardValue.select(cells) }
