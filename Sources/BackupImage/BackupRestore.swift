@@ -37,7 +37,7 @@ public enum BackupRestore {
         for e in try image.allExtents() where e.kind == .data { stored += e.length }
         bar.advance(by: image.size - stored)
         try image.forEachStoredBlock(threads: threads) { offset, plain in
-            if !isAllZero(plain) { try pwriteFully(fd, plain, at: offset, path: path) }
+            if !isAllZero(plain) { try RawFile.writeFully(fd, plain, at: offset, path: path) }
             bar.advance(by: UInt64(plain.count))
         }
     }
@@ -52,21 +52,13 @@ public enum BackupRestore {
             while off < e.end {
                 let part = UnsafeMutableRawBufferPointer(rebasing: buf[0..<Int(min(UInt64(chunk), e.end - off))])
                 try reader.read(at: off, into: part)
-                try pwriteFully(fd, UnsafeRawBufferPointer(part), at: off, path: path)
+                try RawFile.writeFully(fd, UnsafeRawBufferPointer(part), at: off, path: path)
                 bar.advance(by: UInt64(part.count))
                 off += UInt64(part.count)
             }
         }
     }
 
-    private static func pwriteFully(_ fd: Int32, _ buf: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws {
-        var done = 0
-        while done < buf.count {
-            let w = pwrite(fd, buf.baseAddress! + done, buf.count - done, off_t(offset) + off_t(done))
-            if w < 0 { if errno == EINTR { continue }; throw IOError("write", path: path, errno: errno) }
-            done += w
-        }
-    }
 
     /// True when every byte is zero; stops at the first non-zero word.
     static func isAllZero(_ p: UnsafeRawBufferPointer) -> Bool { BackupImageWriter.allZero(p) }

@@ -84,6 +84,14 @@ public final class RawFile: WritableBlockSource, @unchecked Sendable {
 
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
         guard isWritable else { throw BlockSourceError.readOnly(path) }
+        try Self.writeFully(fd, buffer, at: offset, path: path)
+        let end = offset + UInt64(buffer.count)
+        sizeLock.withLock { if end > currentSize { currentSize = end } }
+    }
+
+    /// pwrite(2) until every byte of `buffer` is at `offset` of `fd` (short writes continued,
+    /// EINTR retried); `path` names the file in the error. The one write loop of the project.
+    public static func writeFully(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws {
         var done = 0
         while done < buffer.count {
             let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
@@ -93,8 +101,6 @@ public final class RawFile: WritableBlockSource, @unchecked Sendable {
             }
             done += n
         }
-        let end = offset + UInt64(buffer.count)
-        sizeLock.withLock { if end > currentSize { currentSize = end } }
     }
 
     public func write(at offset: UInt64, _ bytes: [UInt8]) throws {

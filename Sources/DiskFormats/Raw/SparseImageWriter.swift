@@ -124,7 +124,7 @@ public enum SparseImageWriter {
                     try source.read(at: r.lowerBound, into: buf)
                     if !(options.skipZeroChunks && isAllZero(UnsafeRawBufferPointer(buf))) {
                         let skip = r.lowerBound < deferred ? Int(min(deferred, r.upperBound) - r.lowerBound) : 0
-                        try pwriteFully(fd, UnsafeRawBufferPointer(rebasing: buf[skip...]), at: r.lowerBound + UInt64(skip), path: path)
+                        try RawFile.writeFully(fd, UnsafeRawBufferPointer(rebasing: buf[skip...]), at: r.lowerBound + UInt64(skip), path: path)
                         written.wrappingAdd(UInt64(r.count), ordering: .relaxed)
                     }
                     options.progress?.advance(by: UInt64(r.count))
@@ -140,7 +140,7 @@ public enum SparseImageWriter {
             let n = Int(min(deferred, source.size))
             let prefix = try source.read(at: 0, count: n)
             if !(options.skipZeroChunks && prefix.allSatisfy { $0 == 0 }) {
-                try prefix.withUnsafeBytes { try pwriteFully(fd, $0, at: 0, path: path) }
+                try prefix.withUnsafeBytes { try RawFile.writeFully(fd, $0, at: 0, path: path) }
             }
         }
         if options.sync { try datasync(fd, path) }
@@ -177,17 +177,6 @@ public enum SparseImageWriter {
         return true
     }
 
-    private static func pwriteFully(_ fd: Int32, _ buf: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws {
-        var done = 0
-        while done < buf.count {
-            let n = pwrite(fd, buf.baseAddress! + done, buf.count - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw IOError("write", path: path, errno: errno)
-            }
-            done += n
-        }
-    }
 
     private static func datasync(_ fd: Int32, _ path: String) throws {
         guard fdatasync(fd) == 0 else { throw IOError("fdatasync", path: path, errno: errno) }

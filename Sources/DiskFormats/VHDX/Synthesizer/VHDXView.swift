@@ -152,20 +152,21 @@ public final class VHDXView: BlockSource {
 
     /// The first run whose end is past block `p` (runs.count if none).
     private func firstRunIndex(endingAfterBlock p: UInt64) -> Int {
-        var lo = 0, hi = runs.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if runs[mid].firstBlock + runs[mid].count <= p { lo = mid + 1 } else { hi = mid }
-        }
-        return lo
+        firstRun { $0.firstBlock + $0.count > p }
     }
 
     /// The run holding payload slot `k` (0 ≤ k < allocatedBlockCount).
     private func runIndex(containingRank k: UInt64) -> Int {
+        firstRun { $0.firstRank + $0.count > k }
+    }
+
+    /// Binary search: the first run for which `isPast` holds (runs are sorted by block and by
+    /// rank alike, so `isPast` is false then true along them); runs.count if none.
+    private func firstRun(where isPast: (VHDXBlockRun) -> Bool) -> Int {
         var lo = 0, hi = runs.count
         while lo < hi {
             let mid = (lo + hi) / 2
-            if runs[mid].firstRank + runs[mid].count <= k { lo = mid + 1 } else { hi = mid }
+            if isPast(runs[mid]) { hi = mid } else { lo = mid + 1 }
         }
         return lo
     }
