@@ -1,4 +1,5 @@
 import Foundation
+import Processes
 import Testing
 
 /// Why FUSE tests cannot run here, or nil.
@@ -18,7 +19,7 @@ func nbdUnavailable() -> String? {
 
 /// The first of `tools` not on PATH, as a reason, or nil.
 public func toolsMissing(_ tools: [String]) -> String? {
-    for t in tools where (try? run("which", [t], timeout: 10))?.status != 0 { return "\(t) is not installed (ci/packages/frontends.txt)" }
+    for t in tools where Command.executablePath(of: t) == nil { return "\(t) is not installed (ci/packages/frontends.txt)" }
     return nil
 }
 
