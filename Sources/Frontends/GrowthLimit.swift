@@ -14,5 +14,12 @@ public enum GrowthLimit {
         return max(full, alignUp(fileSize, mib) + bs) + mib
     }
 
+    /// For the other native formats (VMDK grains, qcow2 clusters, VHD/VDI blocks), whose writers
+    /// also append payload and, for qcow2, new L2 and refcount tables: every virtual byte stored
+    /// once more past the current end, plus 1/64 for metadata and 16 MiB of slack.
+    public static func native(fileSize: UInt64, virtualSize: UInt64) -> UInt64 {
+        fileSize + virtualSize + virtualSize / 64 + (16 << 20)
+    }
+
     private static func alignUp(_ v: UInt64, _ a: UInt64) -> UInt64 { (v + a - 1) / a * a }
 }

@@ -65,11 +65,17 @@ public enum SourceOpener {
                                 cacheHits: s.cacheHits, cacheMisses: s.cacheMisses)
         }
         let size = spec.raw ? plugin.virtualSize : plugin.size
-        // The VHDX file may grow (a VHDX writer allocates payload blocks at the end of the
-        // file); the raw virtual disk may not (a disk does not grow).
-        let limit = spec.raw ? nil : GrowthLimit.vhdx(fileSize: plugin.size, payloadStart: plugin.payloadStart,
-                                                      blockSize: UInt64(plugin.pointer.vhdx.blockSize),
-                                                      virtualSize: plugin.virtualSize)
+        // The native file may grow (a writer allocates payload units at the end of the file);
+        // the raw virtual disk may not (a disk does not grow).
+        let limit: UInt64?
+        if spec.raw {
+            limit = nil
+        } else if let vhdx = plugin.pointer.vhdx {
+            limit = GrowthLimit.vhdx(fileSize: plugin.size, payloadStart: plugin.payloadStart,
+                                     blockSize: UInt64(vhdx.blockSize), virtualSize: plugin.virtualSize)
+        } else {
+            limit = GrowthLimit.native(fileSize: plugin.size, virtualSize: plugin.virtualSize)
+        }
         return deferred(size: size, spec: spec, counters: counters, growthLimit: limit) {
             spec.raw ? ExposedImage.VirtualDisk(plugin) as any BlockSource : plugin
         }

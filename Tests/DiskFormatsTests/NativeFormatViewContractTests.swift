@@ -2,10 +2,11 @@ import BlockCore
 import Testing
 @testable import DiskFormats
 
-/// The contract of `NativeFormatView`, checked on every conforming view (VHDX today; each new
-/// format adds its views to `views(of:)` and inherits these tests): the skeleton is the file's
-/// first `payloadStart` bytes and does not depend on the disk's data, payload carries virtual
-/// ranges unchanged at `fileOffset(ofVirtual:)`, and unallocated units have none.
+/// The contract of `NativeFormatView`, checked on the view of every format in
+/// `DiskFormatRegistry` (a format inherits these tests by registering): the skeleton is the
+/// file's first `payloadStart` bytes and the trailer its last bytes, neither depends on the disk's
+/// data, payload carries virtual ranges unchanged at `fileOffset(ofVirtual:)`, and unallocated
+/// units have none.
 struct NativeFormatViewContractTests {
     static let blockSize: UInt32 = 1 << 20
     static let virtualSize: UInt64 = 6 << 20
@@ -21,7 +22,27 @@ struct NativeFormatViewContractTests {
     }
 
     static func views(of source: any BlockSource) throws -> [any NativeFormatView] {
-        [try VHDXView(source: source, options: VHDXSynthesisOptions(blockSize: blockSize))]
+        try DiskFormatRegistry.drivers.map {
+            try $0.view(of: source, options: NativeFormatOptions(allocationUnit: UInt64(blockSize), seed: Array(repeating: 7, count: 16)))
+        }
+    }
+
+    @Test func everyRegisteredFormatHasAView() throws {
+        let names = try Self.views(of: Self.disk(fill: 1)).map { type(of: $0).formatName }
+        #expect(names == DiskFormatRegistry.names)
+    }
+
+    @Test func trailerIsTheFileTailAndIgnoresData() throws {
+        let a = try Self.views(of: Self.disk(fill: 1)), b = try Self.views(of: Self.disk(fill: 200))
+        for (va, vb) in zip(a, b) {
+            let name = type(of: va).formatName
+            #expect(va.payloadStart <= va.trailerStart && va.trailerStart <= va.size, "\(name)")
+            let trailer = try va.trailer()
+            #expect(UInt64(trailer.count) == va.size - va.trailerStart, "\(name)")
+            #expect(try va.read(at: va.trailerStart, count: trailer.count) == trailer, "\(name)")
+            #expect(try vb.trailer() == trailer, "\(name): the trailer must not depend on data")
+            #expect(try va.allocatedUnitCount() > 0, "\(name)")
+        }
     }
 
     @Test func skeletonIsTheFileHeadAndIgnoresData() throws {

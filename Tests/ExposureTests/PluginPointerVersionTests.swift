@@ -140,7 +140,7 @@ private func exposedPlugin(_ s: Scratch, seed: String = "version") throws -> Str
         try f.flush()
         let disk = try PluginFile.open(pluginPath: plugin)
         #expect { _ = try disk.read(at: disk.payloadStart, count: 4096) } throws: { e in
-            guard case .mismatch(.skeletonBytes(let offset))? = e as? PluginFile.PluginError else { return false }
+            guard case .mismatch(.skeletonBytes(_, let offset))? = e as? PluginFile.PluginError else { return false }
             return offset == at && "\(e)".contains("VHDX skeleton at 0x100064")
         }
     }

@@ -87,14 +87,13 @@ public protocol ImageInfoProbe: Sendable {
 }
 
 public enum ImageInfoProbes {
-    /// The probes of this module, most specific first; raw matches anything and comes last.
-    public static let diskFormats: [any ImageInfoProbe] = [VHDXInfoProbe()]
-
-    /// Describes the file at `path` with the first matching probe, or as raw.
+    /// Describes the file at `path` with the first matching probe (the caller's, e.g. backup
+    /// images and plugin files), else the registered format its content names, else as raw.
     public static func describe(path: String, probes: [any ImageInfoProbe]) throws -> ImageInfo {
         let f = try RawFile(path: path)
         let head = try f.read(at: 0, count: Int(min(4096, f.size)))
         for p in probes where p.matches(head: head) { return try p.info(path: path) }
+        if let driver = try DiskFormatRegistry.detect(path: path) { return try driver.info(path: path) }
         return try RawInfoProbe().info(path: path)
     }
 }

@@ -78,6 +78,24 @@ public protocol DiskFormatDriver: Sendable {
     /// (`SparseImageWriter.Options.deferredPrefix`), so a half-written file is never taken for
     /// a complete one. 0 when the signature is not at the start (fixed VHD: the footer is last).
     var signatureLength: Int { get }
+
+    // Plugin files (docs/formats/plugin-file.md): the exposed form with BootLab's pointer — an
+    // opaque blob of at most `PluginPointerPlacement.maxBlobLength` bytes — kept where the format
+    // has room for it (`NativeFormatView.pointerPlacement`), in a reserved area of fixed size, so
+    // the layout never depends on the blob.
+
+    /// `view(of:options:)` with `pointer` embedded.
+    func pluginView(of source: any BlockSource, options: NativeFormatOptions, pointer: [UInt8]) throws -> any NativeFormatView
+    /// The pointer blob the file at `path` carries, or nil when it carries none (not a plugin).
+    /// Throws only when the file is not of this format at all.
+    func readPluginPointer(path: String) throws -> [UInt8]?
+
+    /// One byte inside each structure the format synthesizes, by name ("header", "BAT entry",
+    /// "grain table entry", "L2 entry", "footer checksum", "block map entry"…), found by parsing
+    /// the file at `path` (its skeleton and trailer only: works on a plugin file without its
+    /// backup). The lab flips these bytes (`structure-byte:NAME`) to prove that a validator
+    /// notices each structure going wrong; a mutation catalog lists them all.
+    func structureSites(path: String) throws -> [String: UInt64]
 }
 
 extension DiskFormatDriver {
@@ -87,6 +105,14 @@ extension DiskFormatDriver {
         w.deferredPrefix = signatureLength
         return try SparseImageWriter.write(try view(of: source, options: options), toPath: path, options: w)
     }
+
+    public func pluginView(of source: any BlockSource, options: NativeFormatOptions, pointer: [UInt8]) throws -> any NativeFormatView {
+        throw NativeFormatOptionError(format: name, reason: "plugin files are not supported for this format yet")
+    }
+
+    public func readPluginPointer(path: String) throws -> [UInt8]? { nil }
+
+    public func structureSites(path: String) throws -> [String: UInt64] { [:] }
 
     public func create(path: String, virtualSize: UInt64, options: NativeFormatOptions) throws {
         _ = try convert(ZeroSource(size: virtualSize), toPath: path, options: options,

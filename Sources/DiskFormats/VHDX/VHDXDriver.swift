@@ -20,6 +20,31 @@ public struct VHDXDriver: DiskFormatDriver {
         try VHDXView(source: source, options: synthesisOptions(options))
     }
 
+    public func pluginView(of source: any BlockSource, options: NativeFormatOptions, pointer: [UInt8]) throws -> any NativeFormatView {
+        var o = try synthesisOptions(options)
+        o.userMetadata = [VHDXUserMetadataItem(id: PluginPointerPlacement.vhdxItemID, bytes: pointer)]
+        return try VHDXView(source: source, options: o)
+    }
+
+    public func readPluginPointer(path: String) throws -> [UInt8]? {
+        try VHDXFile.open(path: path).metadata.userItems.first { $0.itemID == PluginPointerPlacement.vhdxItemID }?.data
+    }
+
+    /// MS-VHDX 2.2: header 1 at 64 KiB, region table 1 at 192 KiB; the metadata table at the
+    /// metadata region's start; the first payload BAT entry that points at data.
+    public func structureSites(path: String) throws -> [String: UInt64] {
+        let f = try VHDXFile.open(path: path)
+        var sites: [String: UInt64] = [
+            "header": 64 << 10 + 8,               // header 1, past signature and checksum: the sequence number
+            "region table": 192 << 10 + 16,       // region table 1, first entry's GUID
+            "metadata table": (f.regionTable.entry(VHDX.metadataRegion)?.fileOffset ?? 0) + 32,
+        ]
+        if let i = f.batEntries.firstIndex(where: { VHDX.batOffset($0) != 0 }) {
+            sites["BAT entry"] = f.batOffset + UInt64(i) * 8 + 3  // a byte of the file offset field
+        }
+        return sites
+    }
+
     public func create(path: String, virtualSize: UInt64, options: NativeFormatOptions) throws {
         let o = try synthesisOptions(options)
         _ = try VHDXFile.createDynamic(path: path, virtualSize: virtualSize, blockSize: o.blockSize,

@@ -36,6 +36,34 @@ public protocol NativeFormatView: BlockSource {
     /// A readable, deterministic description of the structures for golden files (no paths, no
     /// times, nothing not derived from the inputs).
     func layoutDump() -> String
+    /// Where structures at the end of the file begin (a VHD footer), `size` when there are none.
+    /// Like the skeleton, bytes `[trailerStart, size)` depend only on the virtual size and the
+    /// extent map, so a plugin file stores them too.
+    var trailerStart: UInt64 { get }
+    /// Bytes `[trailerStart, size)`.
+    func trailer() throws -> [UInt8]
+    /// Payload units that hold data, for reports.
+    func allocatedUnitCount() throws -> UInt64
+}
+
+extension NativeFormatView {
+    public var trailerStart: UInt64 { size }
+    public func trailer() throws -> [UInt8] { [] }
+
+    /// Payload units that hold data: the units of the virtual disk its `.data` extents touch
+    /// (units whose data is all zeros get no payload, but may be reported as data by a source
+    /// that cannot tell; a format that knows better overrides this).
+    public func allocatedUnitCount() throws -> UInt64 {
+        guard allocationUnit > 0 else { return 0 }
+        var count: UInt64 = 0, last: UInt64? = nil
+        for e in try source.allExtents() where e.kind == .data && e.length > 0 {
+            let first = e.offset / allocationUnit, end = (e.offset + e.length - 1) / allocationUnit
+            let start = last.map { max($0 + 1, first) } ?? first
+            if end >= start { count += end - start + 1 }
+            last = max(last ?? 0, end)
+        }
+        return count
+    }
 }
 
 /// Where a format has room for the plugin pointer. VHDX has the only case today; the formats to
@@ -45,9 +73,16 @@ public enum PluginPointerPlacement: Sendable, Equatable {
     /// A user metadata item of the metadata region (MS-VHDX §3.5.2: `IsUser` items are preserved
     /// and ignored by readers that do not know their GUID).
     case vhdxUserMetadataItem
+
+    /// The largest pointer blob any format must be able to hold (the pointer's JSON document is
+    /// bounded by this minus its 16-byte frame).
+    public static let maxBlobLength = 64 << 10
+    /// The VHDX user metadata item that holds the pointer.
+    public static let vhdxItemID = GUID("6F1C2A9E-3B7D-4E15-9A42-B0071AB0F11E")!
 }
 
 extension VHDXView: NativeFormatView {
+    public func allocatedUnitCount() throws -> UInt64 { allocatedBlockCount }
     public static let formatName = "vhdx"
     public static let pointerPlacement = PluginPointerPlacement.vhdxUserMetadataItem
     public var allocationUnit: UInt64 { UInt64(blockSize) }

@@ -11,6 +11,11 @@ import Foundation
 ///   inverted (as if the synthesizer had rendered it wrong). Bytes are the fault, so it is a
 ///   layer: `FaultInjectionSource`, stacked over the plugin's file bytes by `LayerStack`.
 ///   `vhdx-byte:payload+N` counts from the payload area's start (the first data block).
+/// - `file-byte:OFFSET`, `file-byte:payload+N` — the same for any native format's file.
+/// - `structure-byte:NAME` — the byte `DiskFormatDriver.structureSites` names inside structure
+///   NAME of the exposed file's format ("BAT entry", "grain table entry", "L2 entry", "footer
+///   checksum", "block map entry", …), resolved from the plugin file's skeleton when the layer is
+///   stacked; a name the format does not have is an error listing the ones it has.
 /// - `mbr-byte:OFFSET` — the MBR synthesized for a volume-only backup has byte OFFSET (0–511)
 ///   inverted before it is recorded in the plugin (as if MBR synthesis were wrong). A step is
 ///   the fault, so it is an explicit option of that step: `DiskComposer.Options.faults`.
@@ -26,6 +31,8 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
         case vhdxByte(UInt64)
         /// Relative to the VHDX payload start.
         case vhdxPayloadByte(UInt64)
+        /// A structure of the exposed file's format, by `structureSites` name.
+        case structureByte(String)
         case mbrByte(Int)
     }
 
@@ -39,7 +46,12 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
     public init(parsing text: String) throws {
         var sites: [Site] = []
         for item in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !item.isEmpty {
-            let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
+            var parts = item.split(separator: ":", maxSplits: 1).map(String.init)
+            if parts.count == 2, parts[0] == "structure-byte", !parts[1].isEmpty {
+                sites.append(.structureByte(parts[1]))
+                continue
+            }
+            if parts.first == "file-byte" { parts[0] = "vhdx-byte" }
             if parts.count == 2, parts[0] == "vhdx-byte", parts[1].hasPrefix("payload+"), let n = Self.number(String(parts[1].dropFirst(8))) {
                 sites.append(.vhdxPayloadByte(n))
                 continue
@@ -52,7 +64,7 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
             case "mbr-byte":
                 guard offset < 512 else { throw FaultPlanError(text: item, reason: "an MBR byte offset is 0–511") }
                 sites.append(.mbrByte(Int(offset)))
-            default: throw FaultPlanError(text: item, reason: "unknown fault kind '\(parts[0])' (vhdx-byte, mbr-byte)")
+            default: throw FaultPlanError(text: item, reason: "unknown fault kind '\(parts[0])' (file-byte, vhdx-byte, structure-byte, mbr-byte)")
             }
         }
         self.sites = sites
@@ -63,6 +75,7 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
             switch $0 {
             case .vhdxByte(let o): return "vhdx-byte:\(o)"
             case .vhdxPayloadByte(let o): return "vhdx-byte:payload+\(o)"
+            case .structureByte(let n): return "structure-byte:\(n)"
             case .mbrByte(let o): return "mbr-byte:\(o)"
             }
         }.joined(separator: ",")
@@ -70,12 +83,15 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
 
     /// Inverts the bytes of `buffer` (holding file bytes from `offset`) that a `vhdx-byte` site
     /// names; `payloadStart` resolves `payload+N`.
-    func corruptVHDX(_ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, payloadStart: UInt64) {
+    func corruptVHDX(_ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, payloadStart: UInt64, structures: [String: UInt64]) {
         for site in sites {
             let at: UInt64
             switch site {
             case .vhdxByte(let o): at = o
             case .vhdxPayloadByte(let o): at = payloadStart + o
+            case .structureByte(let name):
+                guard let o = structures[name] else { continue }
+                at = o
             case .mbrByte: continue
             }
             if at >= offset && at - offset < UInt64(buffer.count) { buffer[Int(at - offset)] ^= 0xFF }
@@ -111,18 +127,34 @@ public struct FaultInjectionSource: BlockSource {
     public let plan: FaultPlan
     /// Where `vhdx-byte:payload+N` counts from.
     public let payloadStart: UInt64
+    /// `structure-byte` names resolved to file offsets.
+    public let structures: [String: UInt64]
 
-    public init(_ base: any BlockSource, plan: FaultPlan, payloadStart: UInt64) {
+    public init(_ base: any BlockSource, plan: FaultPlan, payloadStart: UInt64, structures: [String: UInt64] = [:]) {
         self.base = base
         self.plan = plan
         self.payloadStart = payloadStart
+        self.structures = structures
+    }
+
+    /// The `structure-byte` names of `plan` resolved with `sites`; an unknown name is an error.
+    public static func resolve(_ plan: FaultPlan, sites: [String: UInt64], format: String) throws -> [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        for case .structureByte(let name) in plan.sites {
+            guard let o = sites[name] else {
+                throw FaultPlanError(text: "structure-byte:\(name)",
+                                     reason: "\(format) has no structure '\(name)' (it has: \(sites.keys.sorted().joined(separator: ", ")))")
+            }
+            out[name] = o
+        }
+        return out
     }
 
     public var size: UInt64 { base.size }
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         try base.read(at: offset, into: buffer)
-        plan.corruptVHDX(buffer, at: offset, payloadStart: payloadStart)
+        plan.corruptVHDX(buffer, at: offset, payloadStart: payloadStart, structures: structures)
     }
 
     public func extents(in range: Range<UInt64>) throws -> [Extent] { try base.extents(in: range) }

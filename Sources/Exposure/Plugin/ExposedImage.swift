@@ -2,15 +2,17 @@ import BackupImage
 import BlockCore
 import DiskFormats
 
-/// An opened plugin file: the full native VHDX it stands for, as a block source of the VHDX
-/// *file's* bytes. Metadata bytes `[0, payloadStart)` come from the plugin file itself; the backup
-/// is opened (and checked against the pointer) only when a payload byte is first read.
+/// An opened plugin file: the full native disk file it stands for (VHDX, VMDK, …), as a block
+/// source of the *file's* bytes. Metadata bytes — the skeleton `[0, payloadStart)` and the trailer
+/// `[trailerStart, size)` — come from the plugin file itself; the backup is opened (and checked
+/// against the pointer) only when a payload byte is first read.
 public final class ExposedImage: BlockSource, VHDXParentIdentity, @unchecked Sendable {
     // @unchecked: immutable after init apart from `opened`, which is behind its lock.
     public let pluginPath: String
     public let pointer: PluginPointer
-    /// The skeleton as a VHDX (headers, metadata, BAT), parsed from the plugin file.
-    public let skeleton: VHDXFile
+    /// A VHDX plugin's skeleton (headers, metadata, BAT), parsed from the plugin file; nil for
+    /// other formats.
+    public let skeleton: VHDXFile?
     public let options: PluginFile.OpenOptions
     private let plugin: RawFile
     private let opened = Locked<Opened?>(nil)
@@ -21,27 +23,34 @@ public final class ExposedImage: BlockSource, VHDXParentIdentity, @unchecked Sen
     struct Opened: @unchecked Sendable {
         // @unchecked: both are thread-safe block sources, set once.
         let virtualDisk: any BlockSource
-        let view: VHDXView
+        let view: any NativeFormatView
     }
 
-    public var size: UInt64 { pointer.vhdx.fileSize }
-    public var payloadStart: UInt64 { pointer.vhdx.payloadStart }
+    /// The native format served ("vhdx", "vmdk", …).
+    public var formatName: String { pointer.format }
+    public var size: UInt64 { pointer.fileSize }
+    public var payloadStart: UInt64 { pointer.payloadStart }
+    public var trailerStart: UInt64 { pointer.trailerStart }
     /// Size of the virtual disk the VHDX describes.
     public var virtualSize: UInt64 { pointer.composition.diskSize }
-    public var vhdxDataWriteGuid: GUID { skeleton.header.dataWriteGuid }
-    public var vhdxLogicalSectorSize: UInt32? { pointer.vhdx.logicalSectorSize }
+    /// Only VHDX plugins are VHDX parents; another format's plugin has no DataWriteGuid (zero).
+    public var vhdxDataWriteGuid: GUID { skeleton?.header.dataWriteGuid ?? GUID(bytes: [UInt8](repeating: 0, count: 16)) }
+    public var vhdxLogicalSectorSize: UInt32? { pointer.vhdx?.logicalSectorSize ?? pointer.native?.logicalSectorSize }
     /// True once the backup has been opened.
     public var backupOpened: Bool { opened.withLock { $0 != nil } }
 
     /// `pointer` and `skeleton` come from the one parse of the plugin file (`PluginFile.recognize`).
-    init(pluginPath: String, pointer: PluginPointer, skeleton: VHDXFile, options: PluginFile.OpenOptions) throws {
+    init(pluginPath: String, pointer: PluginPointer, skeleton: VHDXFile?, options: PluginFile.OpenOptions) throws {
         self.pluginPath = pluginPath
         self.pointer = pointer
         self.skeleton = skeleton
         self.options = options
         self.plugin = try RawFile(path: pluginPath)
-        guard pointer.vhdx.payloadStart <= pointer.vhdx.fileSize, plugin.size >= pointer.vhdx.payloadStart else {
-            throw FormatError("plugin file", "plugin pointer", at: 0, "payload start \(pointer.vhdx.payloadStart) lies past the skeleton (\(plugin.size) bytes)")
+        guard pointer.payloadStart <= pointer.fileSize, plugin.size >= pointer.payloadStart else {
+            throw FormatError("plugin file", "plugin pointer", at: 0, "payload start \(pointer.payloadStart) lies past the skeleton (\(plugin.size) bytes)")
+        }
+        guard plugin.size >= pointer.fileSize else {
+            throw FormatError("plugin file", "plugin pointer", at: 0, "the plugin file has \(plugin.size) bytes, its pointer records \(pointer.fileSize)")
         }
         // Resolve now so a pointer leading outside the tree is refused before anything is served.
         _ = try backupPath()
@@ -65,8 +74,10 @@ public final class ExposedImage: BlockSource, VHDXParentIdentity, @unchecked Sen
     }
 
     private func openBackup() throws -> Opened {
-        let (disk, view) = try LayerStack.openForServing(pointer: pointer, pluginPath: pluginPath, options: options,
-                                                         skeleton: try plugin.read(at: 0, count: Int(pointer.vhdx.payloadStart)))
+        let (disk, view) = try LayerStack.openForServing(
+            pointer: pointer, pluginPath: pluginPath, options: options,
+            skeleton: try plugin.read(at: 0, count: Int(pointer.payloadStart)),
+            trailer: try plugin.read(at: pointer.trailerStart, count: Int(pointer.fileSize - pointer.trailerStart)))
         return Opened(virtualDisk: disk, view: view)
     }
 
@@ -77,12 +88,17 @@ public final class ExposedImage: BlockSource, VHDXParentIdentity, @unchecked Sen
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         try checkRange(offset, buffer.count)
         let end = offset + UInt64(buffer.count)
-        let split = min(max(offset, payloadStart), end)
-        if split > offset {
-            try plugin.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(split - offset)]))
+        // Three ranges: skeleton and trailer from the plugin file, payload from the view.
+        let a = min(max(offset, payloadStart), end)
+        let b = min(max(a, trailerStart), end)
+        if a > offset {
+            try plugin.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(a - offset)]))
         }
-        if end > split {
-            try open().view.read(at: split, into: UnsafeMutableRawBufferPointer(rebasing: buffer[Int(split - offset)...]))
+        if b > a {
+            try open().view.read(at: a, into: UnsafeMutableRawBufferPointer(rebasing: buffer[Int(a - offset)..<Int(b - offset)]))
+        }
+        if end > b {
+            try plugin.read(at: b, into: UnsafeMutableRawBufferPointer(rebasing: buffer[Int(b - offset)...]))
         }
     }
 
@@ -92,8 +108,10 @@ public final class ExposedImage: BlockSource, VHDXParentIdentity, @unchecked Sen
         var out: [Extent] = []
         let meta = r.clamped(to: 0..<payloadStart)
         if !meta.isEmpty { out.append(Extent(offset: meta.lowerBound, length: UInt64(meta.count), kind: .data)) }
-        let payload = r.clamped(to: payloadStart..<size)
+        let payload = r.clamped(to: payloadStart..<trailerStart)
         if !payload.isEmpty { out += try open().view.extents(in: payload) }
+        let tail = r.clamped(to: trailerStart..<size)
+        if !tail.isEmpty { out.append(Extent(offset: tail.lowerBound, length: UInt64(tail.count), kind: .data)) }
         return coalesce(out)
     }
 }

@@ -8,8 +8,8 @@ import DiskFormats
 ///     backup reader            BackupImageReader, checked against the pointer (`checkIdentity`)
 ///     ▸ composed disk          DiskComposer.compose: synthesized MBR + gap + PatchedSource(volume) + tail
 ///     ▸ reconfiguration layer  a WriteOverlay over the composed disk (read-only when served)
-///     ▸ VHDX view              VHDXView with the pointer's parameters, checked against the skeleton
-///     ▸ plugin file bytes      ExposedImage: [0, payloadStart) from the plugin file, the rest from the view
+///     ▸ native view            the format's view (VHDXView, …) with the pointer's parameters, checked against the skeleton
+///     ▸ plugin file bytes      ExposedImage: skeleton and trailer from the plugin file, the rest from the view
 ///     ▸ byte faults            FaultInjectionSource (lab fault tests only)
 ///     ▸ ReadOnly ▸ CountingSource ▸ write overlay    (`served`, for the front-ends)
 ///
@@ -102,50 +102,79 @@ public enum LayerStack {
 
     // MARK: The view
 
-    /// The VHDX view of `disk` with the pointer's parameters; the pointer rides in the metadata.
-    static func view(over disk: any BlockSource, pointer: PluginPointer, blockSize: UInt32?) throws -> VHDXView {
-        var o = VHDXSynthesisOptions()
-        o.blockSize = blockSize
-        o.logicalSectorSize = pointer.vhdx.logicalSectorSize
-        o.physicalSectorSize = pointer.vhdx.physicalSectorSize
-        o.seed = [UInt8](hex: pointer.vhdx.seedHex) ?? []
-        o.userMetadata = [try pointer.metadataItem()]
-        return try VHDXView(source: disk, options: o)
+    /// The native view of `disk` with the pointer's parameters; the pointer rides where the
+    /// format keeps it (`PluginPointerPlacement`). `allocationUnit` overrides the recorded one
+    /// (nil: the pointer's, or the format's default when the pointer has none yet).
+    static func view(over disk: any BlockSource, pointer: PluginPointer, allocationUnit: UInt64?) throws -> any NativeFormatView {
+        if let vhdx = pointer.vhdx {
+            var o = VHDXSynthesisOptions()
+            if let u = allocationUnit { o.blockSize = UInt32(clamping: u) }
+            o.logicalSectorSize = vhdx.logicalSectorSize
+            o.physicalSectorSize = vhdx.physicalSectorSize
+            o.seed = [UInt8](hex: vhdx.seedHex) ?? []
+            o.userMetadata = [try pointer.metadataItem()]
+            return try VHDXView(source: disk, options: o)
+        }
+        guard let native = pointer.native, let driver = DiskFormatRegistry.driver(named: native.format) else {
+            throw FormatError("plugin file", "plugin pointer", at: 0, "format \(pointer.format) is not one this bootlab renders (\(DiskFormatRegistry.names.joined(separator: ", ")))")
+        }
+        var o = native.options
+        if let u = allocationUnit { o.allocationUnit = u }
+        return try driver.pluginView(of: disk, options: o, pointer: try pointer.encode())
     }
 
-    /// Renders the view of `disk` for a pointer that records the view's own layout (block size,
-    /// file size, payload start). The layout does not depend on the pointer's bytes (the metadata
-    /// region has a fixed size) but does depend on the disk's extents: render once to learn it,
-    /// record it in `pointer`, render again with the final pointer.
-    static func renderRecordingLayout(_ pointer: inout PluginPointer, over disk: any BlockSource, blockSize: UInt32?) throws -> VHDXView {
-        let draft = try view(over: disk, pointer: pointer, blockSize: blockSize)
-        pointer.vhdx.blockSize = draft.blockSize
-        pointer.vhdx.fileSize = draft.size
-        pointer.vhdx.payloadStart = draft.payloadStart
-        let final = try view(over: disk, pointer: pointer, blockSize: draft.blockSize)
-        guard final.size == draft.size, final.payloadStart == draft.payloadStart else {
+    /// Renders the view of `disk` for a pointer that records the view's own layout (allocation
+    /// unit, file size, payload start, trailer start). The layout does not depend on the
+    /// pointer's bytes (every format keeps it in a reserved area of fixed size) but does depend
+    /// on the disk's extents: render once to learn it, record it in `pointer`, render again with
+    /// the final pointer.
+    static func renderRecordingLayout(_ pointer: inout PluginPointer, over disk: any BlockSource,
+                                      allocationUnit: UInt64?) throws -> any NativeFormatView {
+        let draft = try view(over: disk, pointer: pointer, allocationUnit: allocationUnit)
+        if pointer.vhdx != nil {
+            pointer.vhdx!.blockSize = UInt32(draft.allocationUnit)
+            pointer.vhdx!.fileSize = draft.size
+            pointer.vhdx!.payloadStart = draft.payloadStart
+        } else {
+            pointer.native!.allocationUnit = draft.allocationUnit
+            pointer.native!.fileSize = draft.size
+            pointer.native!.payloadStart = draft.payloadStart
+            pointer.native!.trailerStart = draft.trailerStart
+        }
+        let final = try view(over: disk, pointer: pointer, allocationUnit: draft.allocationUnit)
+        guard final.size == draft.size, final.payloadStart == draft.payloadStart, final.trailerStart == draft.trailerStart else {
             throw PluginFile.PluginError.unstableLayout(draftFileSize: draft.size, finalFileSize: final.size,
                                                         draftPayloadStart: draft.payloadStart, finalPayloadStart: final.payloadStart)
         }
         return final
     }
 
+    /// The allocation unit a pointer records.
+    static func recordedUnit(_ pointer: PluginPointer) -> UInt64 {
+        pointer.vhdx.map { UInt64($0.blockSize) } ?? pointer.native?.allocationUnit ?? 0
+    }
+
     /// What a plugin serves: the whole stack below the plugin file's bytes, with the rendered
-    /// view required to equal the skeleton the plugin holds — the bytes served are exactly those
-    /// the plugin promised.
+    /// view required to equal the skeleton (and trailer) the plugin holds — the bytes served are
+    /// exactly those the plugin promised.
     static func openForServing(pointer: PluginPointer, pluginPath: String, options: PluginFile.OpenOptions,
-                               skeleton: [UInt8]) throws -> (disk: any BlockSource, view: VHDXView) {
+                               skeleton: [UInt8], trailer: [UInt8]) throws -> (disk: any BlockSource, view: any NativeFormatView) {
         let lower = try lower(pointer: pointer, pluginPath: pluginPath, options: options, layer: .recorded)
-        let view = try view(over: lower.disk, pointer: pointer, blockSize: pointer.vhdx.blockSize)
-        guard view.size == pointer.vhdx.fileSize, view.payloadStart == pointer.vhdx.payloadStart else {
-            throw PluginFile.PluginError.mismatch(.skeletonLayout(recordedFileSize: pointer.vhdx.fileSize, renderedFileSize: view.size,
-                                                                  recordedPayloadStart: pointer.vhdx.payloadStart,
+        let view = try view(over: lower.disk, pointer: pointer, allocationUnit: recordedUnit(pointer))
+        guard view.size == pointer.fileSize, view.payloadStart == pointer.payloadStart, view.trailerStart == pointer.trailerStart else {
+            throw PluginFile.PluginError.mismatch(.skeletonLayout(format: pointer.format, recordedFileSize: pointer.fileSize, renderedFileSize: view.size,
+                                                                  recordedPayloadStart: pointer.payloadStart,
                                                                   renderedPayloadStart: view.payloadStart))
         }
         let rendered = try view.skeleton()
         if rendered != skeleton {
             let at = rendered.indices.first { $0 >= skeleton.count || rendered[$0] != skeleton[$0] } ?? rendered.count
-            throw PluginFile.PluginError.mismatch(.skeletonBytes(offset: UInt64(at)))
+            throw PluginFile.PluginError.mismatch(.skeletonBytes(format: pointer.format, offset: UInt64(at)))
+        }
+        let renderedTrailer = try view.trailer()
+        if renderedTrailer != trailer {
+            let at = renderedTrailer.indices.first { $0 >= trailer.count || renderedTrailer[$0] != trailer[$0] } ?? renderedTrailer.count
+            throw PluginFile.PluginError.mismatch(.skeletonBytes(format: pointer.format, offset: view.trailerStart + UInt64(at)))
         }
         return (lower.disk, view)
     }
@@ -173,7 +202,9 @@ public enum LayerStack {
                               overlay: OverlayRequest?) throws -> any BlockSource {
         var bottom = base
         if faults.corruptsVHDXBytes, let plugin = base as? ExposedImage {
-            bottom = FaultInjectionSource(plugin, plan: faults, payloadStart: plugin.payloadStart)
+            let sites = try DiskFormatRegistry.driver(named: plugin.formatName)?.structureSites(path: plugin.pluginPath) ?? [:]
+            bottom = FaultInjectionSource(plugin, plan: faults, payloadStart: plugin.payloadStart,
+                                          structures: try FaultInjectionSource.resolve(faults, sites: sites, format: plugin.formatName))
         }
         let counted = CountingSource(ReadOnly(bottom), counters: counters)
         guard let overlay else { return counted }

@@ -61,21 +61,24 @@ extension PluginFile {
                                         unitSize: UInt32(layer.unitSize), targets: targets)
         // The layer's extents may change the BAT and the file size; the payload start and the
         // block size stay.
-        let view = try LayerStack.renderRecordingLayout(&pointer, over: layer, blockSize: old.vhdx.blockSize)
+        let view = try LayerStack.renderRecordingLayout(&pointer, over: layer, allocationUnit: LayerStack.recordedUnit(old))
         let record = LayerRecord(plugin: pluginPath, layer: path, layerDigest: pointer.reconfiguration!.layerDigest,
                                  layerBytes: pointer.reconfiguration!.layerBytes, targets: targets, pluginRewritten: pointer != old,
-                                 vhdxFileSize: view.size, allocatedBlocks: view.allocatedBlockCount)
+                                 vhdxFileSize: view.size, allocatedBlocks: try view.allocatedUnitCount())
         if pointer != old { try writeSkeleton(view, to: pluginAbs) }
         return record
     }
 
-    /// Writes a plugin file atomically: skeleton, sparse up to the full size, fsync, rename.
-    static func writeSkeleton(_ view: VHDXView, to pluginAbs: String) throws {
+    /// Writes a plugin file atomically: skeleton, sparse up to the full size, the trailer (a
+    /// VHD footer), fsync, rename.
+    static func writeSkeleton(_ view: any NativeFormatView, to pluginAbs: String) throws {
         let tmp = pluginAbs + ".partial"
         let out = try RawFile.create(path: tmp, size: 0)
         do {
             try out.write(at: 0, try view.skeleton())
             try out.truncate(to: view.size)
+            let trailer = try view.trailer()
+            if !trailer.isEmpty { try out.write(at: view.trailerStart, trailer) }
             try out.flush()
         } catch {
             unlink(tmp)

@@ -16,8 +16,8 @@ public enum PluginFile {
         case mismatch(Mismatch)
         /// `expose` was asked to write the plugin over the backup itself.
         case pluginIsTheBackup(String)
-        /// Internal invariant: the VHDX layout changed with the pointer's contents (it must not:
-        /// the metadata region has a fixed size).
+        /// Internal invariant: the view's layout changed with the pointer's contents (it must not:
+        /// every format keeps the pointer in a reserved area of fixed size).
         case unstableLayout(draftFileSize: UInt64, finalFileSize: UInt64, draftPayloadStart: UInt64, finalPayloadStart: UInt64)
 
         /// Which structure disagrees, where, and how.
@@ -26,10 +26,10 @@ public enum PluginFile {
             case imageID(recorded: String, found: String)
             /// The backup header's SHA-256 is not the recorded one (the backup changed).
             case headerDigest(recorded: String, found: String)
-            /// The VHDX rendered from the backup has another file size or payload start.
-            case skeletonLayout(recordedFileSize: UInt64, renderedFileSize: UInt64, recordedPayloadStart: UInt64, renderedPayloadStart: UInt64)
+            /// The view rendered from the backup has another file size or payload start.
+            case skeletonLayout(format: String, recordedFileSize: UInt64, renderedFileSize: UInt64, recordedPayloadStart: UInt64, renderedPayloadStart: UInt64)
             /// The VHDX rendered from the backup differs from the plugin's skeleton from this byte on.
-            case skeletonBytes(offset: UInt64)
+            case skeletonBytes(format: String, offset: UInt64)
             /// The recorded reconfiguration layer cannot be opened (missing, or made over another base).
             case layerUnusable(path: String, reason: String)
             case layerUnitSize(path: String, found: UInt64, recorded: UInt32)
@@ -40,10 +40,10 @@ public enum PluginFile {
                 switch self {
                 case let .imageID(recorded, found): return "backup header: image ID \(found) ≠ recorded \(recorded)"
                 case .headerDigest: return "backup header: header digest differs from the one recorded"
-                case let .skeletonLayout(rf, ff, rp, fp):
-                    return "VHDX skeleton: the VHDX rendered from the backup has file size \(ff) and payload start \(fp), the plugin records \(rf) and \(rp)"
-                case let .skeletonBytes(offset):
-                    return "VHDX skeleton at 0x\(String(offset, radix: 16)): the VHDX rendered from the backup differs from the plugin's skeleton"
+                case let .skeletonLayout(format, rf, ff, rp, fp):
+                    return "\(format.uppercased()) skeleton: the file rendered from the backup has size \(ff) and payload start \(fp), the plugin records \(rf) and \(rp)"
+                case let .skeletonBytes(format, offset):
+                    return "\(format.uppercased()) skeleton at 0x\(String(offset, radix: 16)): the file rendered from the backup differs from the plugin's skeleton"
                 case let .layerUnusable(path, reason): return "reconfiguration layer \(path): \(reason)"
                 case let .layerUnitSize(path, found, recorded):
                     return "reconfiguration layer \(path) has \(found)-byte units, the pointer records \(recorded)"
@@ -55,19 +55,24 @@ public enum PluginFile {
 
         public var description: String {
             switch self {
-            case .notAPlugin(let p): return "\(p) is not a BootLab plugin file (no plugin pointer in its VHDX metadata)"
+            case .notAPlugin(let p): return "\(p) is not a BootLab plugin file (no plugin pointer where its format keeps one)"
             case let .outsideTree(plugin, backup):
                 return "the backup \(backup) lies outside the plugin's directory tree (\(plugin)); pass --allow-outside to permit it"
             case .mismatch(let m): return "the backup does not match the plugin file: \(m); nothing is served"
             case .pluginIsTheBackup: return "refusing to write the plugin file over the backup itself"
             case let .unstableLayout(df, ff, dp, fp):
-                return "internal: the VHDX layout changed with the pointer's contents (file size \(df) → \(ff), payload start \(dp) → \(fp))"
+                return "internal: the plugin's layout changed with the pointer's contents (file size \(df) → \(ff), payload start \(dp) → \(fp))"
             }
         }
     }
 
     public struct ExposeOptions: Sendable {
         public var composer = DiskComposer.Options()
+        /// The plugin's native format (a `DiskFormatRegistry` name).
+        public var format = VHDXView.formatName
+        /// Format-specific options (`-o` keys such as VMDK `adapter_type`, VHD `subformat`).
+        public var formatKeys: [String: String] = [:]
+        /// The payload unit (VHDX block size, VMDK grain, qcow2 cluster); nil: the format's default.
         public var blockSize: UInt32?
         public var allowOutside = false
         public var passphrase: PassphraseSource?
@@ -84,6 +89,10 @@ public enum PluginFile {
         public var partitionStartLBA: UInt64?
         public var patchedBytes: Int
         public var virtualSize: UInt64
+        /// The plugin's native format and the size of the full file it stands for.
+        public var format: String
+        public var fileSize: UInt64
+        /// Same as `fileSize` (the name of the first releases, kept for scripts that read it).
         public var vhdxFileSize: UInt64
         public var payloadStart: UInt64
         public var blockSize: UInt32
@@ -106,12 +115,28 @@ public enum PluginFile {
         let composition = try DiskComposer.plan(header: backup.header, volume: backup, options: options.composer)
         let disk = try DiskComposer.compose(volume: backup, composition: composition)
 
-        // The pointer records the view's layout (block size, file size, payload start).
-        var pointer = PluginPointer(backupPath: pointerPath, backupImageID: backup.header.imageID.description,
+        // The pointer records the view's layout (allocation unit, file size, payload start).
+        var pointer: PluginPointer
+        if options.format == VHDXView.formatName {
+            guard options.formatKeys.isEmpty else {
+                throw NativeFormatOptionError(format: options.format, reason: "a VHDX plugin takes no format options (\(options.formatKeys.keys.sorted().joined(separator: ", ")))")
+            }
+            pointer = PluginPointer(backupPath: pointerPath, backupImageID: backup.header.imageID.description,
                                     backupHeaderDigest: backup.headerDigest.hex, composition: composition,
                                     vhdx: .init(blockSize: 0, logicalSectorSize: 512, physicalSectorSize: 512,
                                                 seedHex: seed(for: backup).hex, fileSize: 0, payloadStart: 0))
-        let view = try LayerStack.renderRecordingLayout(&pointer, over: disk, blockSize: options.blockSize)
+        } else {
+            guard DiskFormatRegistry.driver(named: options.format) != nil else {
+                throw NativeFormatOptionError(format: options.format, reason: "not a native format this bootlab writes (\(DiskFormatRegistry.names.joined(separator: ", ")))")
+            }
+            var keys = options.formatKeys
+            let subformat = keys.removeValue(forKey: "subformat")
+            pointer = PluginPointer(backupPath: pointerPath, backupImageID: backup.header.imageID.description,
+                                    backupHeaderDigest: backup.headerDigest.hex, composition: composition,
+                                    native: .init(format: options.format.lowercased(), subformat: subformat, logicalSectorSize: 512,
+                                                  allocationUnit: 0, seedHex: seed(for: backup).hex, keys: keys))
+        }
+        let view = try LayerStack.renderRecordingLayout(&pointer, over: disk, allocationUnit: options.blockSize.map(UInt64.init))
 
         try writeSkeleton(view, to: pluginAbs)
         // A reconfiguration layer beside the plugin belonged to the plugin just replaced, whose
@@ -122,8 +147,9 @@ public enum PluginFile {
         return ExposeReport(plugin: pluginPath, backup: backupPath, backupPathInPlugin: pointerPath,
                             composition: composition.kind, partitionStartLBA: composition.partitionStartLBA,
                             patchedBytes: composition.volumePatches.reduce(0) { $0 + $1.bytes.count },
-                            virtualSize: disk.size, vhdxFileSize: view.size, payloadStart: view.payloadStart,
-                            blockSize: view.blockSize, allocatedBlocks: view.allocatedBlockCount)
+                            virtualSize: disk.size, format: pointer.format, fileSize: view.size, vhdxFileSize: view.size,
+                            payloadStart: view.payloadStart, blockSize: UInt32(clamping: view.allocationUnit),
+                            allocatedBlocks: try view.allocatedUnitCount())
     }
 
     /// GUIDs of the exposed VHDX derive from the backup's identity: same backup, same bytes.
@@ -144,7 +170,7 @@ public enum PluginFile {
     /// this release does not read is refused (see `PluginPointer.readableVersions`), as are
     /// problems found once the pointer is read (a backup outside the tree, a short skeleton).
     public static func recognize(path: String, options: OpenOptions) throws -> ExposedImage? {
-        let found: (PluginPointer, VHDXFile)
+        let found: (PluginPointer, VHDXFile?)
         do {
             found = try PluginPointer.read(pluginPath: path)
         } catch let e as PluginPointer.VersionError {

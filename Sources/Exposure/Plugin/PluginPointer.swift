@@ -2,9 +2,9 @@ import BlockCore
 import DiskFormats
 import Foundation
 
-/// What a plugin file knows about the backup it stands for — carried in a VHDX *user* metadata
-/// item of the plugin's skeleton, so the plugin stays a valid VHDX for tools that never see the
-/// filter, and the filter finds everything it needs to answer metadata reads without opening the
+/// What a plugin file knows about the backup it stands for — carried where the plugin's native
+/// format has room (a VHDX *user* metadata item; see `PluginPointerPlacement` for the others), so
+/// the plugin stays a valid native file for tools that never see the filter, and the filter finds everything it needs to answer metadata reads without opening the
 /// backup (deferred open). Format (docs/formats/plugin-file.md):
 ///
 ///     0   8  magic "BLPTR\0\0\1"
@@ -23,7 +23,7 @@ import Foundation
 /// a field that changes the bytes served, a changed meaning — takes a new version.
 public struct PluginPointer: Codable, Sendable, Equatable {
     /// The user metadata item that holds the pointer.
-    public static let itemID = GUID("6F1C2A9E-3B7D-4E15-9A42-B0071AB0F11E")!
+    public static let itemID = PluginPointerPlacement.vhdxItemID
     public static let magic: [UInt8] = Array("BLPTR".utf8) + [0, 0, 1]
     public static let maxDocumentLength = 64 << 10
     /// The version this release writes.
@@ -40,8 +40,12 @@ public struct PluginPointer: Codable, Sendable, Equatable {
     public var backupHeaderDigest: String
     /// How the disk is composed from the backup.
     public var composition: Composition
-    /// The VHDX synthesis parameters, so the filter renders exactly the bytes of the skeleton.
-    public var vhdx: VHDXParameters
+    /// The VHDX synthesis parameters, so the filter renders exactly the bytes of the skeleton
+    /// (VHDX plugins; their pointer is unchanged since the first release).
+    public var vhdx: VHDXParameters?
+    /// The view's parameters for a plugin in any other native format (exactly one of `vhdx` and
+    /// `native` is present).
+    public var native: NativeParameters?
     /// The reconfiguration layer stacked on the composed disk, if the plugin has one (optional:
     /// absent in plugins that were never reconfigured, which keep their exact bytes).
     public var reconfiguration: Reconfiguration?
@@ -98,6 +102,43 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         public var payloadStart: UInt64
     }
 
+    /// What a non-VHDX plugin's filter needs to render exactly the bytes the plugin holds.
+    public struct NativeParameters: Codable, Sendable, Equatable {
+        /// The driver's name (`DiskFormatRegistry`): vmdk, vhd, qcow2, vdi.
+        public var format: String
+        public var subformat: String?
+        public var logicalSectorSize: UInt32
+        public var allocationUnit: UInt64
+        public var seedHex: String
+        /// Format-specific `-o` keys the view was rendered with (e.g. VMDK adapter_type).
+        public var keys: [String: String]
+        /// Size of the full file the filter serves; where payload begins; where trailing
+        /// structures (a VHD footer) begin (= fileSize when there are none).
+        public var fileSize: UInt64
+        public var payloadStart: UInt64
+        public var trailerStart: UInt64
+
+        public init(format: String, subformat: String?, logicalSectorSize: UInt32, allocationUnit: UInt64, seedHex: String,
+                    keys: [String: String], fileSize: UInt64 = 0, payloadStart: UInt64 = 0, trailerStart: UInt64 = 0) {
+            self.format = format
+            self.subformat = subformat
+            self.logicalSectorSize = logicalSectorSize
+            self.allocationUnit = allocationUnit
+            self.seedHex = seedHex
+            self.keys = keys
+            self.fileSize = fileSize
+            self.payloadStart = payloadStart
+            self.trailerStart = trailerStart
+        }
+
+        /// The options the view is rendered with.
+        public var options: NativeFormatOptions {
+            NativeFormatOptions(subformat: subformat, logicalSectorSize: logicalSectorSize,
+                                allocationUnit: allocationUnit == 0 ? nil : allocationUnit,
+                                seed: [UInt8](hex: seedHex) ?? [], keys: keys)
+        }
+    }
+
     public init(backupPath: String, backupImageID: String, backupHeaderDigest: String,
                 composition: Composition, vhdx: VHDXParameters) {
         self.backupPath = backupPath
@@ -106,6 +147,24 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         self.composition = composition
         self.vhdx = vhdx
     }
+
+    public init(backupPath: String, backupImageID: String, backupHeaderDigest: String,
+                composition: Composition, native: NativeParameters) {
+        self.backupPath = backupPath
+        self.backupImageID = backupImageID
+        self.backupHeaderDigest = backupHeaderDigest
+        self.composition = composition
+        self.native = native
+    }
+
+    /// The plugin's native format ("vhdx", "vmdk", …).
+    public var format: String { native?.format ?? VHDXView.formatName }
+    /// Size of the full native file the filter serves.
+    public var fileSize: UInt64 { native?.fileSize ?? vhdx?.fileSize ?? 0 }
+    /// The first byte not in the skeleton.
+    public var payloadStart: UInt64 { native?.payloadStart ?? vhdx?.payloadStart ?? 0 }
+    /// The first byte of the trailing structures the plugin stores (`fileSize` when none).
+    public var trailerStart: UInt64 { native?.trailerStart ?? fileSize }
 
     public func encode() throws -> [UInt8] {
         let enc = JSONEncoder()
@@ -141,11 +200,19 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         guard readableVersions.contains(probe.version) else {
             throw VersionError(plugin: plugin, found: probe.version, backupPath: probe.backupPath)
         }
+        let pointer: PluginPointer
         do {
-            return try JSONDecoder().decode(PluginPointer.self, from: Data(json))
+            pointer = try JSONDecoder().decode(PluginPointer.self, from: Data(json))
         } catch {
             throw v.error(at: 16, "invalid document: \(error)")
         }
+        guard (pointer.vhdx == nil) != (pointer.native == nil) else {
+            throw v.error(at: 16, "invalid document: exactly one of the view parameters `vhdx` and `native` must be present")
+        }
+        guard pointer.payloadStart <= pointer.trailerStart, pointer.trailerStart <= pointer.fileSize else {
+            throw v.error(at: 16, "invalid document: payload start \(pointer.payloadStart), trailer start \(pointer.trailerStart) and file size \(pointer.fileSize) are out of order")
+        }
+        return pointer
     }
 
     /// The pointer as the skeleton's user metadata item (IsUser, not required).
@@ -153,14 +220,29 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         VHDXUserMetadataItem(id: Self.itemID, bytes: try encode())
     }
 
-    /// Finds and decodes the pointer in a plugin file's VHDX metadata; returns the parsed
-    /// skeleton too, so the plugin is parsed once.
-    public static func read(pluginPath: String) throws -> (PluginPointer, VHDXFile) {
-        let vhdx = try VHDXFile.open(path: pluginPath)
-        guard let item = vhdx.metadata.userItems.first(where: { $0.itemID == itemID }) else {
+    /// Finds and decodes the pointer where the plugin's format keeps it (the format detected by
+    /// content); for a VHDX plugin returns the parsed skeleton too, so the plugin is parsed once.
+    public static func read(pluginPath: String) throws -> (PluginPointer, VHDXFile?) {
+        guard let driver = try DiskFormatRegistry.detect(path: pluginPath) else {
             throw PluginFile.PluginError.notAPlugin(pluginPath)
         }
-        return (try decode(item.data, plugin: pluginPath), vhdx)
+        let pointer: PluginPointer
+        var skeleton: VHDXFile?
+        if driver.name == VHDXView.formatName {
+            let vhdx = try VHDXFile.open(path: pluginPath)
+            guard let item = vhdx.metadata.userItems.first(where: { $0.itemID == itemID }) else {
+                throw PluginFile.PluginError.notAPlugin(pluginPath)
+            }
+            pointer = try decode(item.data, plugin: pluginPath)
+            skeleton = vhdx
+        } else {
+            guard let blob = try driver.readPluginPointer(path: pluginPath) else { throw PluginFile.PluginError.notAPlugin(pluginPath) }
+            pointer = try decode(blob, plugin: pluginPath)
+        }
+        guard pointer.format == driver.name else {
+            throw FormatError("plugin file", "plugin pointer", at: 0, "the pointer describes a \(pointer.format) file, the file is \(driver.name)")
+        }
+        return (pointer, skeleton)
     }
 
     /// A pointer of a version this release does not read (written by a later release, or by

@@ -35,6 +35,8 @@ public struct DriverDatabase: Sendable, Codable, Equatable {
 
     public struct Target: Sendable, Codable, Equatable {
         public var controller: String
+        /// The disk format the hypervisor opens (`expose --target` writes the plugin in it).
+        public var nativeFormat: String?
     }
 
     public var controllers: [String: Controller]

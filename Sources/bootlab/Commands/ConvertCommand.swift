@@ -7,41 +7,49 @@ import Exposure
 import Glibc
 #endif
 
-extension DiskImageFormat: ExpressibleByArgument {}
+extension DiskImageFormat: ExpressibleByArgument {
+    public init?(argument: String) { self.init(rawValue: argument) }
+    public static var allValueStrings: [String] { allNames }
+}
 
-/// `bootlab convert`: qemu-img-like conversion between raw and VHDX. Argument translation only;
-/// the work is `openDiskImage`, `VHDXView` and `SparseImageWriter`.
+/// `bootlab convert`: qemu-img-like conversion between raw and every registered native format.
+/// Argument translation only; the work is `openDiskImage`, the format's `DiskFormatDriver` and
+/// `SparseImageWriter`.
 struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
-        abstract: "Convert a disk image (raw, VHDX, backup image or plugin file → VHDX or sparse raw).",
+        abstract: "Convert a disk image (raw, any native format, backup image or plugin file → any native format or sparse raw).",
         discussion: """
         The input format is detected from the file's content, never its name; -f overrides it.
-        VHDX output is the synthesizer's stream written to disk (holes skipped), so the file is
-        byte-identical to what the exposure layer serves. Raw inputs whose size is not a multiple
-        of the logical sector size are padded with zeros, as qemu-img does.
+        Native output is the format's view written to disk (holes skipped), so the file is
+        byte-identical to what the exposure layer serves; the format's signature is written last.
+        Raw inputs whose size is not a multiple of the logical sector size are padded with zeros,
+        as qemu-img does. Formats: \(DiskImageFormat.allNames.filter { $0 != "bli" }.joined(separator: ", ")).
         """
     )
 
-    @Option(name: .customShort("f"), help: "Input format (raw|vhdx); detected by content when omitted.")
+    @Option(name: .customShort("f"), help: "Input format; detected by content when omitted.")
     var inputFormat: DiskImageFormat?
 
-    @Option(name: .customShort("O"), help: "Output format (raw|vhdx).")
+    @Option(name: .customShort("O"), help: "Output format (raw or a native format: vhdx, vmdk, vhd, qcow2, vdi).")
     var outputFormat: DiskImageFormat
+
+    @Option(name: .customShort("o"), help: "Output options key=value[,key=value…] (qemu-img style): subformat, block_size / cluster_size / grain_size, logical_sector_size, seed, and the format's own keys (e.g. vmdk adapter_type).")
+    var formatOptions: [String] = []
 
     @Argument(help: "Input image.") var input: String
     @Argument(help: "Output file (created or truncated).") var output: String
 
-    @Option(name: .customLong("block-size"), help: "VHDX block size, 1M–256M, power of two (default by size, as qemu-img).")
+    @Option(name: .customLong("block-size"), help: "Payload unit (VHDX block, VMDK grain, qcow2 cluster, VHD/VDI block); default by format and size.")
     var blockSize: String?
 
-    @Option(name: .customLong("sector-size"), help: "VHDX logical sector size: 512 or 4096 (QEMU opens only 512).")
-    var sectorSize: UInt32 = 512
+    @Option(name: .customLong("sector-size"), help: "Logical sector size: 512 or 4096 where the format allows it (QEMU opens VHDX only with 512).")
+    var sectorSize: UInt32?
 
     @Option(name: .customLong("physical-sector-size"), help: "VHDX physical sector size: 512 or 4096.")
-    var physicalSectorSize: UInt32 = 4096
+    var physicalSectorSize: UInt32?
 
-    @Option(name: .customLong("seed"), help: "32 hex digits from which the VHDX GUIDs derive (default: derived from the input's size, extent map and first MiB).")
+    @Option(name: .customLong("seed"), help: "32 hex digits from which the output's identifiers derive (default: derived from the input's size, extent map and first MiB).")
     var seed: String?
 
     @Option(name: .customLong("threads"), help: "Copy threads.") var threads: Int = 2
@@ -64,24 +72,60 @@ struct ConvertCommand: ParsableCommand {
         }
     }
 
+    /// `-o` and the long options as one `NativeFormatOptions`; a key given twice is an error.
+    func nativeOptions() throws -> NativeFormatOptions {
+        var keys: [String: String] = [:]
+        for o in formatOptions.flatMap({ $0.split(separator: ",") }) {
+            let kv = o.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { throw ValidationError("option '\(o)' is not key=value") }
+            guard keys[kv[0]] == nil else { throw ValidationError("option '\(kv[0])' given twice") }
+            keys[kv[0]] = kv[1]
+        }
+        func merge(_ key: String, _ value: String?) throws {
+            guard let value else { return }
+            if let old = keys[key], old != value { throw ValidationError("\(key) given twice (\(old), \(value))") }
+            keys[key] = value
+        }
+        try merge("block_size", blockSize)
+        try merge("logical_sector_size", sectorSize.map(String.init))
+        try merge("physical_sector_size", physicalSectorSize.map(String.init))
+        try merge("seed", seed)
+        var o = NativeFormatOptions(subformat: keys["subformat"], keys: keys)
+        if let s = keys["logical_sector_size"] {
+            guard let v = UInt32(s) else { throw ValidationError("logical_sector_size \(s) is not a number") }
+            o.logicalSectorSize = v
+        }
+        let units = ["block_size", "cluster_size", "grain_size"].compactMap { k in keys[k].map { (k, $0) } }
+        guard units.count <= 1 else { throw ValidationError("give one of block_size, cluster_size, grain_size") }
+        if let (_, u) = units.first { o.allocationUnit = try ByteSize.parse(u) }
+        if let seed = keys["seed"] {
+            guard let bytes = [UInt8](hex: seed), bytes.count == 16 else {
+                throw ValidationError("seed takes exactly 32 hex digits")
+            }
+            o.seed = bytes
+        }
+        return o
+    }
+
     private func convert() throws {
-        guard outputFormat == .raw || outputFormat == .vhdx else {
-            throw ValidationError("output format \(outputFormat.rawValue) is not supported by convert")
+        guard outputFormat != .backupImage else {
+            throw ValidationError("output format bli is not supported by convert (use bootlab backup)")
         }
         guard threads >= 1 && threads <= 64 else { throw ValidationError("--threads must be 1–64") }
         try refuseSameFile(input, output)
+        var options = try nativeOptions()
 
-        // A plugin file converted to VHDX with default options is materialized as is: the
-        // replacement file of the method, byte-identical to the stream the filters serve.
+        // A plugin file converted to its own format with default options is materialized as
+        // is: the replacement file of the method, byte-identical to the stream the filters serve.
         let plugin = PluginFile.isPlugin(path: input) && inputFormat != .raw
             ? try PluginFile.open(pluginPath: input, options: access.openOptions(plugins: [input])) : nil
-        if let plugin, outputFormat == .vhdx, blockSize == nil, seed == nil, sectorSize == 512 {
+        if let plugin, outputFormat.rawValue == plugin.formatName, options.keys.isEmpty {
             var o = SparseImageWriter.Options(threads: threads, sync: sync)
-            o.deferredPrefix = VHDX.fileSignature.count
+            o.deferredPrefix = outputFormat.driver?.signatureLength ?? 0
             if progress { o.progress = ProgressBar(total: try SparseImageWriter.dataBytes(of: plugin), label: "convert", enabled: true) }
             let stats = try SparseImageWriter.write(plugin, toPath: output, options: o)
             if json {
-                print("{\n  \"bytesWritten\": \(stats.writtenBytes),\n  \"input\": \(jsonValue(input)),\n  \"materialized\": true,\n  \"output\": \(jsonValue(output)),\n  \"outputSize\": \(plugin.size)\n}")
+                print("{\n  \"bytesWritten\": \(stats.writtenBytes),\n  \"input\": \(jsonValue(input)),\n  \"materialized\": true,\n  \"output\": \(jsonValue(output)),\n  \"outputFormat\": \(jsonValue(outputFormat.rawValue)),\n  \"outputSize\": \(plugin.size)\n}")
             }
             return
         }
@@ -89,53 +133,46 @@ struct ConvertCommand: ParsableCommand {
         let inputSize = source.size
         var padded: UInt64?
         var summary: [String: String] = ["input": input, "output": output, "outputFormat": outputFormat.rawValue]
-        let toWrite: any BlockSource
         var writerOptions = SparseImageWriter.Options(threads: threads, sync: sync)
+        let stats: SparseImageWriter.Stats
+        var outputSize: UInt64 = source.size
 
-        switch outputFormat {
-        case .vhdx:
-            if inputSize % UInt64(sectorSize) != 0 {
-                source = PaddedSource.roundedUp(source, to: UInt64(sectorSize))
+        if let driver = outputFormat.driver {
+            let sector = UInt64(options.logicalSectorSize)
+            if sector > 0, inputSize % sector != 0 {
+                source = PaddedSource.roundedUp(source, to: sector)
                 padded = source.size
                 if !json {
-                    writeStandardError("bootlab convert: note: input size \(inputSize) is not a multiple of \(sectorSize); padded with zeros to \(source.size), as qemu-img does\n")
+                    writeStandardError("bootlab convert: note: input size \(inputSize) is not a multiple of \(sector); padded with zeros to \(source.size), as qemu-img does\n")
                 }
             }
-            var options = VHDXSynthesisOptions(logicalSectorSize: sectorSize, physicalSectorSize: physicalSectorSize)
-            if let blockSize {
-                let b = try ByteSize.parse(blockSize)
-                guard b <= UInt64(UInt32.max) else { throw VHDXSynthesisError.invalidBlockSize(UInt32.max) }
-                options.blockSize = UInt32(b)
+            if options.keys["seed"] == nil { options.seed = try VHDXSynthesisOptions.contentSeed(for: source) }
+            // What the exposed form would hold, for the summary (a compressed subformat's file differs).
+            if let view = try? driver.view(of: source, options: NativeFormatOptions(logicalSectorSize: options.logicalSectorSize,
+                                                                                    allocationUnit: options.allocationUnit, seed: options.seed,
+                                                                                    keys: options.keys.filter { $0.key != "subformat" })) {
+                summary["allocationUnit"] = "\(view.allocationUnit)"
+                summary["payloadStart"] = "\(view.payloadStart)"
+                if options.subformat == nil || options.subformat == driver.subformats.first { outputSize = view.size }
             }
-            if let seed {
-                guard let bytes = [UInt8](hex: seed), bytes.count == 16 else {
-                    throw ValidationError("--seed takes exactly 32 hex digits")
-                }
-                options.seed = bytes
-            } else {
-                options.seed = try VHDXSynthesisOptions.contentSeed(for: source)
+            if progress {
+                writerOptions.progress = ProgressBar(total: try SparseImageWriter.dataBytes(of: source), label: "convert", enabled: true)
             }
-            let view = try VHDXView(source: source, options: options)
-            toWrite = view
-            writerOptions.deferredPrefix = VHDX.fileSignature.count
-            summary["blockSize"] = "\(view.blockSize)"
-            summary["allocatedBlocks"] = "\(view.allocatedBlockCount)"
-            summary["payloadStart"] = "\(view.payloadStart)"
-            summary["virtualDiskID"] = "\(view.virtualDiskID)"
-        default:
-            toWrite = source
+            stats = try driver.convert(source, toPath: output, options: options, writer: writerOptions)
+            if let s = try? RawFile(path: output).size { outputSize = s }
+        } else {
+            guard options.keys.isEmpty else { throw ValidationError("raw output takes no -o options") }
             writerOptions.skipZeroChunks = true
+            if progress {
+                writerOptions.progress = ProgressBar(total: try SparseImageWriter.dataBytes(of: source), label: "convert", enabled: true)
+            }
+            stats = try SparseImageWriter.write(source, toPath: output, options: writerOptions)
         }
-
-        if progress {
-            writerOptions.progress = ProgressBar(total: try SparseImageWriter.dataBytes(of: toWrite), label: "convert", enabled: true)
-        }
-        let stats = try SparseImageWriter.write(toWrite, toPath: output, options: writerOptions)
         if json {
             summary["virtualSize"] = "\(source.size)"
             summary["inputSize"] = "\(inputSize)"
             if let padded { summary["paddedTo"] = "\(padded)" }
-            summary["outputSize"] = "\(toWrite.size)"
+            summary["outputSize"] = "\(outputSize)"
             summary["bytesWritten"] = "\(stats.writtenBytes)"
             let body = summary.keys.sorted().map { "  \"\($0)\": \(jsonValue(summary[$0]!))" }.joined(separator: ",\n")
             print("{\n\(body)\n}")

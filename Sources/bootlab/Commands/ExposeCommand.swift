@@ -1,6 +1,7 @@
 import ArgumentParser
 import BackupImage
 import BlockCore
+import DiskFormats
 import Exposure
 import Foundation
 import PluginReconfigure
@@ -21,7 +22,9 @@ struct ExposeCommand: ParsableCommand {
     @Option(name: .long, help: "The plugin file to write (e.g. vm.vhdx).") var out: String
     @Option(name: .long, help: "Place the volume at this LBA instead of its original start.") var partitionStart: UInt64?
     @Option(name: .long, help: "MBR boot code: a 440-byte file or a 512-byte MBR (default: syslinux's mbr.bin).") var bootCode: String?
-    @Option(name: .long, help: "VHDX block size (1M–256M; default chosen by size).") var blockSize: String?
+    @Option(name: .long, help: "The plugin's native format: \(DiskFormatRegistry.names.joined(separator: ", ")) (default: the --target's native format, else vhdx).") var format: String?
+    @Option(name: .customShort("o"), help: "Format options key=value[,…] (e.g. subformat=fixed for vhd, adapter_type=lsilogic for vmdk).") var formatOptions: [String] = []
+    @Option(name: .long, help: "Payload unit: VHDX block size (1M–256M), VMDK grain, qcow2 cluster, VHD/VDI block (default: the format's, by size).") var blockSize: String?
     @Option(name: .long, help: "The dedup vault directory, if the backup uses one.") var vault: String?
     @Flag(name: .long, help: "Allow a backup outside the plugin's directory tree.") var allowOutside = false
     @OptionGroup var passphrase: BackupCommand.PassphraseOptions
@@ -36,6 +39,22 @@ struct ExposeCommand: ParsableCommand {
         var reconfigure: PluginReconfiguration.Result
     }
 
+    /// `--format`, else the target's native format (drivers.json), else VHDX.
+    private func pluginFormat() throws -> String {
+        if let format {
+            guard DiskFormatRegistry.driver(named: format) != nil else {
+                throw ValidationError("--format \(format): not a native format (\(DiskFormatRegistry.names.joined(separator: ", ")))")
+            }
+            return format.lowercased()
+        }
+        guard let target, let path = drivers ?? DriverDatabase.defaultPath(),
+              let native = try DriverDatabase.load(path: path).targets[target]?.nativeFormat else { return VHDXView.formatName }
+        guard DiskFormatRegistry.driver(named: native) != nil else {
+            throw ValidationError("target \(target)'s native format \(native) is not one this bootlab writes yet; pass --format")
+        }
+        return native
+    }
+
     func run() throws {
         do {
             var o = PluginFile.ExposeOptions()
@@ -43,6 +62,12 @@ struct ExposeCommand: ParsableCommand {
             o.composer.faults = try faults.plan()
             if let bootCode { o.composer.bootCode = try DiskComposer.loadBootCode(path: bootCode) }
             if let blockSize { o.blockSize = UInt32(try ByteSize.parse(blockSize)) }
+            o.format = try pluginFormat()
+            for kv in formatOptions.flatMap({ $0.split(separator: ",") }) {
+                let parts = kv.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2 else { throw ValidationError("option '\(kv)' is not key=value") }
+                o.formatKeys[parts[0]] = parts[1]
+            }
             o.allowOutside = allowOutside
             o.vault = vault
             let header = try BackupImageReader.readHeader(path: backup).header
@@ -69,7 +94,7 @@ struct ExposeCommand: ParsableCommand {
                 print("exposed \(r.backup) as \(r.plugin): \(r.composition) composition, virtual size \(ByteSize.format(r.virtualSize))"
                       + (r.partitionStartLBA.map { ", partition at LBA \($0)" } ?? "")
                       + (r.patchedBytes > 0 ? ", \(r.patchedBytes) boot-sector bytes patched" : ""))
-                print("VHDX file size \(ByteSize.format(r.vhdxFileSize)), \(r.allocatedBlocks) blocks of \(ByteSize.format(UInt64(r.blockSize))); plugin holds \(ByteSize.format(r.payloadStart)) of metadata")
+                print("\(r.format.uppercased()) file size \(ByteSize.format(r.fileSize)), \(r.allocatedBlocks) blocks of \(ByteSize.format(UInt64(r.blockSize))); plugin holds \(ByteSize.format(r.payloadStart)) of metadata")
             }
         } catch {
             throw BackupCommand.fail(error)

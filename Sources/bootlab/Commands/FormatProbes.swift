@@ -16,19 +16,14 @@ struct BackupImageInfoProbe: ImageInfoProbe {
     }
 }
 
-/// `info` for VHDX files that are plugin files: the VHDX facts plus where the pointer leads.
-struct PluginInfoProbe: ImageInfoProbe {
-    var formatName: String { "vhdx" }
-    func matches(head: [UInt8]) -> Bool { head.starts(with: VHDX.fileSignature) }
-    func info(path: String) throws -> ImageInfo {
-        var info = try VHDXInfoProbe().info(path: path)
-        if PluginFile.isPlugin(path: path) {
-            var o = PluginFile.OpenOptions()
-            o.allowOutside = true  // describing, not serving
-            let plugin = try PluginFile.open(pluginPath: path, options: o)
-            info.fields.append(InfoField("plugin", .object(try infoFields(of: plugin.pointer))))
-        }
-        return info
+/// `info` of a plugin file (in any native format): the format's facts plus where the pointer leads.
+enum PluginInfo {
+    static func append(to info: inout ImageInfo, path: String) throws {
+        guard PluginFile.isPlugin(path: path) else { return }
+        var o = PluginFile.OpenOptions()
+        o.allowOutside = true  // describing, not serving
+        let plugin = try PluginFile.open(pluginPath: path, options: o)
+        info.fields.append(InfoField("plugin", .object(try infoFields(of: plugin.pointer))))
     }
 }
 

@@ -7,15 +7,16 @@ import Foundation
 struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "info", abstract: "Describe a disk image (format detected by content).")
 
-    /// Formats `info` knows, tried in order (raw is the fallback). Add new formats here.
-    static let probes: [any ImageInfoProbe] = [BackupImageInfoProbe(), PluginInfoProbe()] + ImageInfoProbes.diskFormats
+    /// What DiskFormats cannot describe on its own (it knows the registered disk formats and raw).
+    static let probes: [any ImageInfoProbe] = [BackupImageInfoProbe()]
 
     @Argument(help: "The image file.") var file: String
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
         do {
-            let info = try ImageInfoProbes.describe(path: file, probes: Self.probes)
+            var info = try ImageInfoProbes.describe(path: file, probes: Self.probes)
+            try PluginInfo.append(to: &info, path: file)
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .withoutEscapingSlashes]
