@@ -17,6 +17,8 @@ let package = Package(
         // Thin extern "C" shim over Crypto++ (CRC-32C, SHA-256, AES-GCM, scrypt, HKDF).
         .target(name: "CCryptoShim", linkerSettings: [.linkedLibrary("cryptopp")]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd"),
+        // zlib: VMDK streamOptimized grains (deflate) and compressed VMDK/qcow2 clusters (inflate).
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib"),
         // The one way to start another program (posix_spawn + pidfd): run-to-end with captured
         // output and a timeout, or spawn-and-keep. Every module and test target may depend on it.
         .target(name: "CProcessShim"),
@@ -32,7 +34,7 @@ let package = Package(
         .target(name: "Archives", dependencies: ["BlockCore"]),
         .testTarget(name: "ArchivesTests", dependencies: ["Archives", "BlockCore"]),
         // Native disk formats: VHDX (parser, synthesizer, writer, check), MBR/BPB, raw.
-        .target(name: "DiskFormats", dependencies: ["BlockCore"]),
+        .target(name: "DiskFormats", dependencies: ["BlockCore", "CZlib"]),
         // Our documented backup image format (.bli): writer, reader, chains, vault.
         .target(name: "BackupImage", dependencies: ["BlockCore", "DiskFormats", "CCryptoShim", "CZstd"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
