@@ -333,8 +333,13 @@ struct VHDXSynthGoldenTests {
         let golden = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Golden/vhdx-synth/layout-20MiB-1M.txt").path
         if ProcessInfo.processInfo.environment["BOOTLAB_UPDATE_GOLDEN"] == "1" {
+            // Recording is not testing: comparing with what was just written could never fail,
+            // so a recording run fails on purpose and the comparison is the next run's.
+            let old = try? String(contentsOfFile: golden, encoding: .utf8)
             try FileManager.default.createDirectory(atPath: (golden as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try dump.write(toFile: golden, atomically: true, encoding: .utf8)
+            Issue.record("golden \(golden) recorded (\(old == dump ? "unchanged" : "changed")); run again without BOOTLAB_UPDATE_GOLDEN to compare")
+            return
         }
         let expected = try String(contentsOfFile: golden, encoding: .utf8)
         #expect(dump == expected)

@@ -45,6 +45,16 @@ struct GoldenValidatorTests {
             return c
         }
 
+        /// `--update-golden` for this cell as the runner does it: stage, then commit (no other
+        /// validator failed).
+        @discardableResult
+        func record(_ v: GoldenValidator, others: [StepRecord] = []) throws -> StepOutcome {
+            let c = context(update: true)
+            let staged = try v.validate(in: c)
+            guard let pending = c.pendingGolden else { return staged }
+            return GoldenValidator.commit(pending, otherRecords: others)
+        }
+
         /// Flips one byte of the partition entry (partition 1's start LBA 63 → 64).
         func flipStartLBA() throws {
             let handle = try FileHandle(forUpdating: disk)
@@ -57,7 +67,7 @@ struct GoldenValidatorTests {
     @Test func sameInputsOtherOutputsIsARegressionWithALayoutDiff() throws {
         let f = try Fixture()
         let v = GoldenValidator()
-        #expect(try v.validate(in: f.context(update: true)).verdict == .pass)
+        #expect(try f.record(v).verdict == .pass)
         for name in ["digests.txt", "layout.txt", "inputs.json", "versions.json"] {
             #expect(FileManager.default.fileExists(atPath: f.goldenCell.appendingPathComponent(name).path), "\(name) recorded")
         }
@@ -76,7 +86,7 @@ struct GoldenValidatorTests {
     @Test func otherPackageVersionsDoNotExcuseARegression() throws {
         let f = try Fixture()
         let v = GoldenValidator()
-        _ = try v.validate(in: f.context(update: true))
+        try f.record(v)
         f.packages = ["linux-image-x": "6.1.2", "e2fsprogs": "1.47.0-2"]
         let unchanged = try v.validate(in: f.context())
         #expect(unchanged.verdict == .pass)
@@ -93,7 +103,7 @@ struct GoldenValidatorTests {
     @Test func generatedDiskChangedWithSameExternalInputsIsAGeneratorRegression() throws {
         let f = try Fixture()
         let v = GoldenValidator()
-        _ = try v.validate(in: f.context(update: true))
+        try f.record(v)
         try f.flipStartLBA()
         f.diskDigest = "d2"
         let r = try v.validate(in: f.context())
@@ -106,7 +116,7 @@ struct GoldenValidatorTests {
     @Test func changedExternalInputIsDriftNamingIt() throws {
         let f = try Fixture()
         let v = GoldenValidator()
-        _ = try v.validate(in: f.context(update: true))
+        try f.record(v)
         try f.flipStartLBA()
         f.diskDigest = "d2"
         f.kernelImageDigest = "cccc"
@@ -124,7 +134,7 @@ struct GoldenValidatorTests {
     @Test func changedScenarioMakesStaleGoldens() throws {
         let f = try Fixture()
         let v = GoldenValidator()
-        _ = try v.validate(in: f.context(update: true))
+        try f.record(v)
         try f.flipStartLBA()
         var edited = f.scenario
         edited.summary += " (edited)"
@@ -136,7 +146,7 @@ struct GoldenValidatorTests {
     @Test func goldensWithoutInputsAreStale() throws {
         let f = try Fixture()
         let v = GoldenValidator()
-        _ = try v.validate(in: f.context(update: true))
+        try f.record(v)
         try FileManager.default.removeItem(at: f.goldenCell.appendingPathComponent("inputs.json"))
         let r = try v.validate(in: f.context())
         #expect(r.verdict == .fail)
@@ -179,6 +189,30 @@ struct GoldenValidatorTests {
         var onlyVersions = base
         onlyVersions.machines["main"]!.generator.external.packages["e2fsprogs"] = "1.47.0-2"
         #expect(onlyVersions.explain(changeFrom: base) == .sameInputs, "a version string with an unchanged disk explains nothing")
+    }
+
+    /// `--update-golden` stages; nothing is written until the runner commits, a cell whose other
+    /// validators failed is refused, and the record shows the diff it writes.
+    @Test func updateGoldenRefusesFailingCellsAndShowsTheDiff() throws {
+        let f = try GoldenValidatorTests.Fixture()
+        let v = GoldenValidator()
+        let staged = f.context(update: true)
+        _ = try v.validate(in: staged)
+        #expect(staged.pendingGolden != nil)
+        #expect(!FileManager.default.fileExists(atPath: f.goldenCell.appendingPathComponent("digests.txt").path), "staging writes nothing")
+
+        let boot = StepRecord(name: "boot", kind: .validator, outcome: StepOutcome.fail("no marker"), seconds: 0)
+        let refused = try f.record(v, others: [boot])
+        #expect(refused.verdict == .fail && refused.message.hasPrefix("not recorded: boot failed"), "\(refused.message)")
+        #expect(!FileManager.default.fileExists(atPath: f.goldenCell.appendingPathComponent("digests.txt").path))
+
+        #expect(try f.record(v).verdict == .pass)
+        try f.flipStartLBA()
+        let again = try f.record(v)
+        #expect(again.verdict == .pass && again.message.contains("lines changed"), "\(again.message)")
+        #expect(again.details?.contains("+partition 1: status 0x80 type 0x83 start LBA 64") == true, "\(again.details ?? "")")
+        // The layout is now the recorded one: the comparison is with what was written, by a new read.
+        #expect(try v.validate(in: f.context()).verdict == .pass)
     }
 }
 

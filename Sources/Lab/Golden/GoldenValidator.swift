@@ -9,12 +9,13 @@ import Foundation
 /// naming the input; the repository's own inputs changed → stale goldens (a failure: re-record).
 public struct GoldenValidator: Validator {
     public typealias LayoutDumper = @Sendable (URL) throws -> String
-    public let name = "golden"
+    public static let recordName = "golden"
+    public let name = GoldenValidator.recordName
     /// Layout dumpers by disk format; a format without one is recorded by digest only.
     public let dumpers: [String: LayoutDumper]
 
-    public init(dumpers: [String: LayoutDumper] = ["raw": { try RawDiskLayout.dump(disk: $0) },
-                                                   "vhdx": { VHDXLayout.dump(file: $0) }]) {
+    public init(dumpers: [String: LayoutDumper] = NativeLayout.dumpers.merging(
+                    ["raw": { try RawDiskLayout.dump(disk: $0) }, "vhdx": { VHDXLayout.dump(file: $0) }]) { _, b in b }) {
         self.dumpers = dumpers
     }
 
@@ -45,12 +46,18 @@ public struct GoldenValidator: Validator {
 
         let dir = Self.directory(for: context)
         if context.options.updateGolden {
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            try Data(digests.utf8).write(to: dir.appendingPathComponent("digests.txt"))
-            try Data(layout.utf8).write(to: dir.appendingPathComponent("layout.txt"))
-            try (encoder.encode(inputs) + Data("\n".utf8)).write(to: dir.appendingPathComponent("inputs.json"))
-            try (encoder.encode(ToolVersions(packages: packages)) + Data("\n".utf8)).write(to: dir.appendingPathComponent("versions.json"))
-            return .pass("golden files written to \(dir.path)")
+            // Recorded by the runner after every other validator has passed: a failing cell's
+            // outputs are never goldens. The diff against what is recorded now is shown.
+            let old = ((try? String(contentsOf: dir.appendingPathComponent("digests.txt"), encoding: .utf8)) ?? "") + "\n"
+                + ((try? String(contentsOf: dir.appendingPathComponent("layout.txt"), encoding: .utf8)) ?? "")
+            let diff = (try? Self.diff(old: old, new: digests + "\n" + layout)) ?? ""
+            context.pendingGolden = PendingGolden(directory: dir, files: [
+                ("digests.txt", Data(digests.utf8)),
+                ("layout.txt", Data(layout.utf8)),
+                ("inputs.json", try encoder.encode(inputs) + Data("\n".utf8)),
+                ("versions.json", try encoder.encode(ToolVersions(packages: packages)) + Data("\n".utf8)),
+            ], diff: diff)
+            return .pass(diff.isEmpty ? "golden record pending (unchanged)" : "golden record pending (outputs changed)", details: diff)
         }
         guard let oldDigests = try? String(contentsOf: dir.appendingPathComponent("digests.txt"), encoding: .utf8) else {
             return .fail("no golden files in \(dir.path) (record them with --update-golden)")
@@ -85,6 +92,23 @@ public struct GoldenValidator: Validator {
         }
     }
 
+    /// Writes a pending record when every other validator passed; returns the golden record's
+    /// final outcome.
+    static func commit(_ pending: PendingGolden, otherRecords: [StepRecord]) -> StepOutcome {
+        let failed = otherRecords.filter { $0.outcome.verdict == .fail }.map(\.name)
+        guard failed.isEmpty else {
+            return .fail("not recorded: \(failed.joined(separator: ", ")) failed, and a failing cell's outputs are never goldens", details: pending.diff)
+        }
+        do {
+            try FileManager.default.createDirectory(at: pending.directory, withIntermediateDirectories: true)
+            for (name, data) in pending.files { try data.write(to: pending.directory.appendingPathComponent(name)) }
+        } catch {
+            return .fail("not recorded: \(error)", details: pending.diff)
+        }
+        let changed = pending.diff.split(separator: "\n").filter { ($0.hasPrefix("+") || $0.hasPrefix("-")) && !$0.hasPrefix("+++") && !$0.hasPrefix("---") }.count
+        return .pass("golden files written to \(pending.directory.path)" + (changed == 0 ? " (unchanged)" : " (\(changed) lines changed)"), details: pending.diff)
+    }
+
     static func diff(old: String, new: String) throws -> String {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bootlab-diff-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -94,4 +118,13 @@ public struct GoldenValidator: Validator {
         try Data(new.utf8).write(to: b)
         return try Shell.run("diff", ["-u", "--label", "golden", "--label", "actual", a.path, b.path], check: false).stdout
     }
+}
+
+/// A golden record waiting for the cell's other validators (`--update-golden`).
+public struct PendingGolden: @unchecked Sendable {
+    // @unchecked: immutable value of Data and URL.
+    public var directory: URL
+    public var files: [(String, Data)]
+    /// `diff -u` of the recorded digests and layout against the new ones.
+    public var diff: String
 }

@@ -38,6 +38,9 @@ public final class CellContext: @unchecked Sendable {
     public var plugins: [String: String] = [:]
     /// The running front-end serving the exposed disks (set by the expose step).
     public var frontEnd: FrontEndProcess?
+    /// `--update-golden`: what the golden validator would record, written by the runner only
+    /// when every other validator of the cell passed.
+    public var pendingGolden: PendingGolden?
     /// SHA-256 of every backup file (images and vault files) right after the backup step, by path.
     public var backupDigests: [String: String] = [:]
     /// Per machine: the source disk state the last backup holds (the generated disk, or the last

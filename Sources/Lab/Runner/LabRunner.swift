@@ -71,6 +71,9 @@ public struct LabRunner: Sendable {
             let (outcome, seconds) = timed { try validator.validate(in: context) }
             records.append(StepRecord(name: validator.name, kind: .validator, outcome: outcome, seconds: seconds))
         }
+        if let pending = context.pendingGolden, let i = records.firstIndex(where: { $0.name == GoldenValidator.recordName }) {
+            records[i].outcome = GoldenValidator.commit(pending, otherRecords: records.filter { $0.name != GoldenValidator.recordName })
+        }
         context.runCleanups()
         return CellResult(cell: cell, expectation: scenario.expectation(for: target.name).summary,
                           records: records, seconds: Date().timeIntervalSince(start))

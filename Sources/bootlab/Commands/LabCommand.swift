@@ -64,6 +64,14 @@ struct LabRun: ParsableCommand {
             } else {
                 print(TerminalReport.render(labReport), terminator: "")
             }
+            if updateGolden {
+                // What was recorded (or refused), cell by cell: never a silent rewrite.
+                for r in results {
+                    guard let g = r.records.first(where: { $0.name == GoldenValidator.recordName }) else { continue }
+                    writeStandardError("golden \(r.cell.id): \(g.outcome.message)\n")
+                    if let d = g.outcome.details, !d.isEmpty { writeStandardError(d.hasSuffix("\n") ? d : d + "\n") }
+                }
+            }
             if let report {
                 let html = try labReport.write(to: URL(fileURLWithPath: report))
                 writeStandardError("bootlab lab: report in \(html.path)\n")
