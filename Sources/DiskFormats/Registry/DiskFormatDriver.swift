@@ -127,6 +127,7 @@ public enum DiskFormatRegistry {
 
     public static let drivers: [any DiskFormatDriver] = [
         VHDXDriver(),
+        VMDKDriver(),
     ]
 
     public static var names: [String] { drivers.map(\.name) }

@@ -73,6 +73,9 @@ public enum PluginPointerPlacement: Sendable, Equatable {
     /// A user metadata item of the metadata region (MS-VHDX §3.5.2: `IsUser` items are preserved
     /// and ignored by readers that do not know their GUID).
     case vhdxUserMetadataItem
+    /// A `ddb.` key of a VMDK's embedded descriptor, inside its fixed-size descriptor area
+    /// (unknown `ddb.` keys are kept and ignored by VMware, qemu and libvmdk). docs/formats/vmdk.md.
+    case vmdkDescriptorKey
 
     /// The largest pointer blob any format must be able to hold (the pointer's JSON document is
     /// bounded by this minus its 16-byte frame).

@@ -1,0 +1,122 @@
+import BlockCore
+import Foundation
+import TestSupport
+import Testing
+@testable import DiskFormats
+
+/// The monolithicSparse view written with SparseImageWriter (the driver's `convert`), checked by
+/// qemu-img (compare, check, info), libvmdk (vmdkinfo, vmdkmount) and our own reader.
+@Suite struct VMDKSynthTests {
+    static let sizes: [UInt64] = [512, VMDKT.MiB + 512, 64 * VMDKT.KiB + 512, 32 * VMDKT.MiB + 512]
+
+    @Test(.enabled(if: toolsMissing(["qemu-img", "vmdkinfo"]) == nil), arguments: sizes)
+    func qemuAndLibvmdkAgree(size: UInt64) throws {
+        let d = Scratch("vmdk-synth")
+        let rawPath = d.file("disk.raw"), out = d.file("disk.vmdk"), again = d.file("again.vmdk")
+        let raw = try VMDKT.raw(rawPath, size: size, ranges: VMDKT.boundaryRanges(size: size))
+        try VMDKT.convert(raw, out)
+        try VMDKT.convert(raw, again)
+        #expect(try VMDKT.bytes(out) == VMDKT.bytes(again), "deterministic")
+
+        let cmp = try runTool(["qemu-img", "compare", "-f", "raw", "-F", "vmdk", rawPath, out])
+        #expect(cmp.status == 0 && cmp.stdout.contains("Images are identical."), "\(cmp.stdout) \(cmp.stderr)")
+        let check = try runTool(["qemu-img", "check", "-f", "vmdk", out])
+        #expect(check.status == 0 && check.stdout.contains("No errors were found"), "\(check.stdout) \(check.stderr)")
+        let info = try runTool(["qemu-img", "info", "--output=json", out])
+        #expect(info.stdout.contains("\"format\": \"vmdk\"") && info.stdout.contains("\"virtual-size\": \(size)"), "\(info.stdout)")
+        #expect(info.stdout.contains("\"create-type\": \"monolithicSparse\""), "\(info.stdout)")
+        let vi = try runTool(["vmdkinfo", out])
+        #expect(vi.status == 0, "\(vi.stdout) \(vi.stderr)")
+        #expect(vi.stdout.contains("Media size:\t\t\t") && vi.stdout.contains("(\(size) bytes)"), "\(vi.stdout)")
+        #expect(vi.stdout.contains("Monolithic sparse"), "\(vi.stdout)")
+
+        // Our reader and checker.
+        let f = try VMDKFile.open(path: out)
+        #expect(try VMDKT.same(f, raw))
+        #expect(try VMDKCheck.run(path: out).findings == [])
+        #expect(try DiskFormatRegistry.detect(path: out)?.name == "vmdk")
+    }
+
+    @Test(.requiresFUSE, .enabled(if: toolsMissing(["vmdkmount"]) == nil))
+    func vmdkmountServesTheSameBytes() throws {
+        let d = Scratch("vmdk-mount")
+        let size = 3 * VMDKT.MiB + 512
+        let rawPath = d.file("disk.raw"), out = d.file("disk.vmdk")
+        let raw = try VMDKT.raw(rawPath, size: size, ranges: VMDKT.boundaryRanges(size: size) + [VMDKT.MiB..<VMDKT.MiB + 70_000])
+        try VMDKT.convert(raw, out)
+        let mnt = d.dir("mnt")
+        let m = try runDaemonizingTool(["vmdkmount", out, mnt], logPath: d.file("vmdkmount.log"))
+        try #require(m.status == 0, "vmdkmount: \(m.stdout)")
+        defer { _ = try? runTool(["umount", mnt]) }
+        let c = try runTool(["cmp", rawPath, mnt + "/vmdk1"])
+        #expect(c.status == 0, "cmp: \(c.stdout) \(c.stderr)")
+    }
+
+    @Test func viewContract() throws {
+        let src = PatternSource(size: 40 * VMDKT.MiB, dataRanges: [10..<20, 33 * VMDKT.MiB..<33 * VMDKT.MiB + 100_000])
+        let v = try VMDKView(source: src)
+        #expect(v.payloadStart == 128 * 512 && v.allocatedGrainCount == 3)
+        #expect(v.fileOffset(ofVirtual: 15) == v.payloadStart + 15)
+        #expect(v.fileOffset(ofVirtual: 64 * 1024) == nil)
+        #expect(v.fileOffset(ofVirtual: 33 * VMDKT.MiB + 5) == v.payloadStart + 65536 + 5)
+        let sk = try v.skeleton()
+        #expect(Array(sk[0..<4]) == Array("KDMV".utf8))
+        let other = try VMDKView(source: PatternSource(size: src.size, dataRanges: src.dataRanges.map { $0 }), options: .init(seed: Array(repeating: 0, count: 16)))
+        #expect(try other.skeleton() == sk)
+        let dump = v.layoutDump()
+        #expect(dump == (try VMDKView(source: src)).layoutDump())
+        #expect(dump.contains("allocated grains: 3 of 640") && dump.contains("createType=\"monolithicSparse\""), "\(dump)")
+    }
+
+    @Test func descriptorAsVMwareWritesIt() throws {
+        let v = try VMDKView(source: ZeroSource(size: 100 * VMDKT.MiB), options: .init(adapterType: "lsilogic", extentName: "vm.vmdk"))
+        let text = v.layout.descriptor.render()
+        #expect(text.hasPrefix("# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID="))
+        #expect(text.contains("parentCID=ffffffff\ncreateType=\"monolithicSparse\"\n\n# Extent description\nRW 204800 SPARSE \"vm.vmdk\"\n"))
+        #expect(text.contains("ddb.adapterType = \"lsilogic\"\nddb.geometry.cylinders = \"12\"\nddb.geometry.heads = \"255\"\nddb.geometry.sectors = \"63\"\n"))
+        // IDE: 16 heads, like qemu-img (104857600 / (16·63·512) = 203).
+        let ide = try VMDKView(source: ZeroSource(size: 100 * VMDKT.MiB))
+        #expect(ide.layout.descriptor.ddbValue("ddb.geometry.cylinders") == "203")
+        #expect(ide.layout.descriptor.ddbValue("ddb.geometry.heads") == "16")
+        #expect(ide.layout.cid != v.layout.cid || ide.options.seed == v.options.seed)
+        // CID from the seed.
+        let s1 = try VMDKView(source: ZeroSource(size: 512), options: .init(seed: Array(repeating: 1, count: 16)))
+        #expect(s1.layout.cid != ide.layout.cid)
+    }
+
+    @Test func optionsAreChecked() throws {
+        let drv = VMDKDriver()
+        #expect(throws: NativeFormatOptionError.self) { try drv.synthesisOptions(NativeFormatOptions(keys: ["adapter_type": "pvscsi"])) }
+        do {
+            _ = try drv.synthesisOptions(NativeFormatOptions(keys: ["adapter_type": "pvscsi"]))
+        } catch let e as NativeFormatOptionError {
+            #expect(e.reason.contains("VM's configuration"))
+        }
+        #expect(throws: NativeFormatOptionError.self) { try drv.synthesisOptions(NativeFormatOptions(keys: ["bogus": "1"])) }
+        #expect(throws: NativeFormatOptionError.self) { try drv.synthesisOptions(NativeFormatOptions(subformat: "monolithicFlat")) }
+        #expect(try drv.synthesisOptions(NativeFormatOptions(subformat: "streamoptimized", keys: ["adapter_type": "buslogic"])).adapterType == "buslogic")
+        #expect(throws: VMDKSynthesisError.self) { try VMDKView(source: ZeroSource(size: 1000)) }
+        #expect(throws: VMDKSynthesisError.self) { try VMDKView(source: ZeroSource(size: 4 << 40)) }
+    }
+
+    /// A plugin pointer as a ddb key: the layout (payloadStart, tables) does not move, qemu still reads it.
+    @Test(.enabled(if: toolsMissing(["qemu-img"]) == nil))
+    func descriptorExtrasKeepTheLayout() throws {
+        let d = Scratch("vmdk-extras")
+        let rawPath = d.file("disk.raw")
+        let raw = try VMDKT.raw(rawPath, size: 2 * VMDKT.MiB, ranges: [0..<100])
+        let o = VMDKSynthesisOptions(descriptorSectors: 64)
+        let plain = try VMDKView(source: raw, options: o)
+        let ptr = "ddb.bootlab.pointer = \"" + String(repeating: "QUJD", count: 4000) + "\""
+        let with = try VMDKView(source: raw, options: o, descriptorExtras: [ptr])
+        #expect(plain.payloadStart == with.payloadStart && plain.size == with.size)
+        let after = 65 * 512  // header and the 64-sector descriptor area
+        #expect(try plain.read(at: UInt64(after), count: Int(plain.payloadStart) - after) == with.read(at: UInt64(after), count: Int(plain.payloadStart) - after))
+        let out = d.file("p.vmdk")
+        _ = try SparseImageWriter.write(with, toPath: out, options: .init(threads: 1, sync: false))
+        #expect(try VMDKFile.open(path: out).descriptor?.ddbValue("ddb.bootlab.pointer")?.count == 16000)
+        let cmp = try runTool(["qemu-img", "compare", "-f", "raw", "-F", "vmdk", rawPath, out])
+        #expect(cmp.status == 0, "\(cmp.stdout) \(cmp.stderr)")
+        #expect(throws: VMDKSynthesisError.self) { try VMDKView(source: raw, descriptorExtras: [ptr]) }  // 20 sectors: too small
+    }
+}
