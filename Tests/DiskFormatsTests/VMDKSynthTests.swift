@@ -119,4 +119,25 @@ import Testing
         #expect(cmp.status == 0, "\(cmp.stdout) \(cmp.stderr)")
         #expect(throws: VMDKSynthesisError.self) { try VMDKView(source: raw, descriptorExtras: [ptr]) }  // 20 sectors: too small
     }
+
+    /// Our monolithicSparse file and qemu-img's for the same disk are the same bytes outside the
+    /// descriptor text: header, redundant and primary directories and tables, grains, file size.
+    @Test(.enabled(if: toolsMissing(["qemu-img"]) == nil))
+    func sameBytesAsQemuOutsideTheDescriptor() throws {
+        let d = Scratch("vmdk-vs-qemu")
+        let size = 40 * VMDKT.MiB + 512
+        let rawPath = d.file("d.raw"), ours = d.file("ours.vmdk"), theirs = d.file("qemu.vmdk")
+        let mid: UInt64 = 33 * VMDKT.MiB
+        let ranges: [Range<UInt64>] = [0..<5000, mid..<mid + 70_000, size - 512..<size]
+        let raw = try VMDKT.raw(rawPath, size: size, ranges: ranges)
+        try VMDKT.convert(raw, ours)
+        #expect(try runTool(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", rawPath, theirs]).status == 0)
+        let a = try VMDKT.bytes(ours), b = try VMDKT.bytes(theirs)
+        #expect(a.count == b.count)
+        let headerSame: Bool = a.prefix(512).elementsEqual(b.prefix(512))
+        let rest = 21 * 512
+        let restSame: Bool = a.dropFirst(rest).elementsEqual(b.dropFirst(rest))
+        #expect(headerSame, "header")
+        #expect(restSame, "directories, tables and grains")
+    }
 }
