@@ -12,7 +12,7 @@ import Testing
     @Test(.enabled(if: toolsMissing(["qemu-img", "vmdkinfo"]) == nil), arguments: sizes)
     func qemuAndLibvmdkAgree(size: UInt64) throws {
         let d = Scratch("vmdk-synth")
-        let rawPath = d.file("disk.raw"), out = d.file("disk.vmdk"), again = d.file("again.vmdk")
+        let rawPath = d.file("disk.raw"), out = d.file("disk.vmdk"), again = d.dir("again") + "/disk.vmdk"
         let raw = try VMDKT.raw(rawPath, size: size, ranges: VMDKT.boundaryRanges(size: size))
         try VMDKT.convert(raw, out)
         try VMDKT.convert(raw, again)
@@ -41,15 +41,25 @@ import Testing
     func vmdkmountServesTheSameBytes() throws {
         let d = Scratch("vmdk-mount")
         let size = 3 * VMDKT.MiB + 512
-        let rawPath = d.file("disk.raw"), out = d.file("disk.vmdk")
+        // Any file name: convert writes it into the extent line, which libvmdk opens by name.
+        let rawPath = d.file("disk.raw"), out = d.file("some other name.vmdk")
         let raw = try VMDKT.raw(rawPath, size: size, ranges: VMDKT.boundaryRanges(size: size) + [VMDKT.MiB..<VMDKT.MiB + 70_000])
         try VMDKT.convert(raw, out)
+        #expect(try VMDKFile.open(path: out).descriptor?.extents.first?.fileName == "some other name.vmdk")
         let mnt = d.dir("mnt")
         let m = try runDaemonizingTool(["vmdkmount", out, mnt], logPath: d.file("vmdkmount.log"))
         try #require(m.status == 0, "vmdkmount: \(m.stdout)")
         defer { _ = try? runTool(["umount", mnt]) }
         let c = try runTool(["cmp", rawPath, mnt + "/vmdk1"])
         #expect(c.status == 0, "cmp: \(c.stdout) \(c.stderr)")
+        // Our stream-optimized file too.
+        let stream = d.file("stream.vmdk"), mnt2 = d.dir("mnt2")
+        try VMDKT.convert(raw, stream, subformat: "streamOptimized")
+        let m2 = try runDaemonizingTool(["vmdkmount", stream, mnt2], logPath: d.file("vmdkmount2.log"))
+        try #require(m2.status == 0, "vmdkmount: \(m2.stdout)")
+        defer { _ = try? runTool(["umount", mnt2]) }
+        let c2 = try runTool(["cmp", rawPath, mnt2 + "/vmdk1"])
+        #expect(c2.status == 0, "cmp (streamOptimized): \(c2.stdout) \(c2.stderr)")
     }
 
     @Test func viewContract() throws {

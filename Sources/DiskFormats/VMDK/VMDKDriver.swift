@@ -27,7 +27,13 @@ public struct VMDKDriver: DiskFormatDriver {
 
     public func convert(_ source: any BlockSource, toPath path: String, options: NativeFormatOptions,
                         writer: SparseImageWriter.Options) throws -> SparseImageWriter.Stats {
-        let o = try synthesisOptions(options)
+        var o = try synthesisOptions(options)
+        // A monolithic file's extent line names the file itself, and libvmdk opens the extent by
+        // that name beside the descriptor: name the file being written unless told otherwise.
+        if options.keys["extent_name"] == nil {
+            let base = path.split(separator: "/", omittingEmptySubsequences: true).last.map(String.init) ?? path
+            if !base.contains("\""), !base.contains("\n"), !base.isEmpty { o.extentName = base }
+        }
         if o.createType == "streamOptimized" {
             return try VMDKStreamWriter.write(source, toPath: path, options: o, sync: writer.sync)
         }
