@@ -34,7 +34,11 @@ import Testing
     func ourStreamOptimizedIsReadByQemuAndLibvmdk(size: UInt64) throws {
         let d = Scratch("vmdk-stream")
         let rawPath = d.file("disk.raw"), out = d.file("s.vmdk"), again = d.dir("again") + "/s.vmdk"
-        let raw = try VMDKT.raw(rawPath, size: size, ranges: VMDKT.boundaryRanges(size: size))
+        _ = try VMDKT.raw(rawPath, size: size, ranges: VMDKT.boundaryRanges(size: size))
+        // Text in the first grain, so the fixed-Huffman path is what qemu's zlib inflates.
+        let text = (0..<400).map { "record \($0) of the stream test\n" }.joined()
+        try RawFile(path: rawPath, writable: true).write(at: 0, Array(text.utf8.prefix(Int(min(size, 8192)))))
+        let raw = try RawFile(path: rawPath)
         try VMDKT.convert(raw, out, subformat: "streamOptimized")
         try VMDKT.convert(raw, again, subformat: "streamOptimized")
         #expect(try VMDKT.bytes(out) == VMDKT.bytes(again))
@@ -50,6 +54,9 @@ import Testing
         let f = try VMDKFile.open(path: out)
         #expect(try VMDKT.same(f, raw))
         #expect(f.sparse?.header.gdOffset != VMDK.gdAtEnd)  // found through the footer
+        // The first grain really is a fixed-Huffman stream (BTYPE 01), not stored blocks.
+        let firstGrain = try RawFile(path: out).read(at: 128 * 512, count: 16)
+        #expect(firstGrain.le64(0) == 0 && firstGrain[12] == 0x78 && (firstGrain[14] >> 1) & 3 == 1, "\(firstGrain.hex)")
         #expect(try VMDKCheck.run(path: out).findings == [])
         // qemu-img can turn it back into raw, identical.
         let back = d.file("back.raw")
@@ -70,6 +77,23 @@ import Testing
         var bad = z
         bad[bad.count - 1] ^= 1
         #expect(throws: VMDKDeflate.Error.self) { try VMDKDeflate.inflateZlib(bad, limit: 200_000) }
+    }
+
+    /// Our fixed-Huffman compressor: round trips through our inflater, compresses repetitive data,
+    /// falls back to stored blocks for random data.
+    @Test func compressRoundTrips() throws {
+        var b = Bytes(seed: 11)
+        var text = ""
+        for i in 0..<2000 { text += "row \(i) value \(i % 17)\n" }
+        let inputs: [[UInt8]] = [[UInt8](repeating: 0, count: 65536), Array(text.utf8), b.bytes(65536), Array("abcabcabcabcabcabcabc".utf8),
+                                 (0..<65536).map { UInt8(truncatingIfNeeded: $0 / 300) }, b.bytes(10) + [UInt8](repeating: 7, count: 1000)]
+        for x in inputs {
+            let z = x.withUnsafeBytes { VMDKDeflate.zlibCompressed($0) }
+            #expect(try VMDKDeflate.inflateZlib(z, limit: x.count) == x)
+            #expect(z.count <= x.count + x.count / 65535 * 5 + 11)
+        }
+        let zeros = inputs[0].withUnsafeBytes { VMDKDeflate.zlibCompressed($0) }
+        #expect(zeros.count < 1000)
     }
 
     /// qemu's streamOptimized grains are dynamic-Huffman zlib streams: inflated by ours.

@@ -218,3 +218,121 @@ public enum VMDKDeflate {
         }
     }
 }
+
+extension VMDKDeflate {
+    /// A zlib stream of `data` compressed with one fixed-Huffman DEFLATE block (RFC 1951 §3.2.6)
+    /// over greedy LZ77 matches (hash of 3 bytes, chains bounded), or stored blocks when that is
+    /// not smaller. Deterministic: the same bytes always give the same stream.
+    public static func zlibCompressed(_ data: UnsafeRawBufferPointer) -> [UInt8] {
+        let stored = zlibStored(data)
+        guard data.count >= 16 else { return stored }
+        var w = BitWriter()
+        w.out.reserveCapacity(data.count / 2 + 64)
+        w.out += [0x78, 0x01]
+        w.put(1, 1)  // BFINAL
+        w.put(1, 2)  // BTYPE 01: fixed Huffman
+        let n = data.count
+        let hashBits = 15, hashSize = 1 << hashBits, window = 32768, maxChain = 32
+        var head = [Int32](repeating: -1, count: hashSize)
+        var prev = [Int32](repeating: -1, count: min(n, 1 << 22))
+        func hash(_ i: Int) -> Int {
+            let v = UInt32(data[i]) | UInt32(data[i + 1]) << 8 | UInt32(data[i + 2]) << 16
+            return Int((v &* 2_654_435_761) >> UInt32(32 - hashBits))
+        }
+        func insert(_ i: Int) {
+            guard i + 2 < n, i < prev.count else { return }
+            let h = hash(i)
+            prev[i] = head[h]
+            head[h] = Int32(i)
+        }
+        var i = 0
+        while i < n {
+            var bestLen = 0, bestDist = 0
+            if i + 2 < n, i < prev.count {
+                var cand = Int(head[hash(i)])
+                var chain = 0
+                let maxLen = min(258, n - i)
+                while cand >= 0, i - cand <= window, chain < maxChain {
+                    if data[cand + bestLen] == data[i + bestLen] || bestLen == 0 {
+                        var l = 0
+                        while l < maxLen && data[cand + l] == data[i + l] { l += 1 }
+                        if l > bestLen { bestLen = l; bestDist = i - cand; if l == maxLen { break } }
+                    }
+                    cand = Int(prev[cand])
+                    chain += 1
+                }
+            }
+            if bestLen >= 3 {
+                w.putLength(bestLen)
+                w.putDistance(bestDist)
+                for k in i..<i + bestLen { insert(k) }
+                i += bestLen
+            } else {
+                w.putLiteral(Int(data[i]))
+                insert(i)
+                i += 1
+            }
+            if w.out.count >= stored.count { return stored }
+        }
+        w.putLiteral(256)
+        w.flush()
+        let a = adler32(data)
+        w.out += [UInt8(a >> 24), UInt8((a >> 16) & 0xff), UInt8((a >> 8) & 0xff), UInt8(a & 0xff)]
+        return w.out.count < stored.count ? w.out : stored
+    }
+
+    /// DEFLATE's bit order: fields LSB first, Huffman codes MSB first (hence `putCode` reverses).
+    struct BitWriter {
+        var out: [UInt8] = []
+        var acc: UInt64 = 0
+        var count = 0
+
+        mutating func put(_ value: Int, _ bits: Int) {
+            acc |= UInt64(value) << UInt64(count)
+            count += bits
+            while count >= 8 {
+                out.append(UInt8(truncatingIfNeeded: acc))
+                acc >>= 8
+                count -= 8
+            }
+        }
+
+        mutating func flush() {
+            if count > 0 { out.append(UInt8(truncatingIfNeeded: acc)) }
+            acc = 0
+            count = 0
+        }
+
+        mutating func putCode(_ code: Int, _ bits: Int) {
+            var r = 0
+            for k in 0..<bits where code & (1 << k) != 0 { r |= 1 << (bits - 1 - k) }
+            put(r, bits)
+        }
+
+        /// The fixed literal/length code of symbol `s` (0…287).
+        mutating func putLiteral(_ s: Int) {
+            switch s {
+            case 0...143: putCode(0x30 + s, 8)
+            case 144...255: putCode(0x190 + s - 144, 9)
+            case 256...279: putCode(s - 256, 7)
+            default: putCode(0xC0 + s - 280, 8)
+            }
+        }
+
+        mutating func putLength(_ len: Int) {
+            let base = Inflater.lengthBase, extra = Inflater.lengthExtra
+            var k = 28
+            while base[k] > len { k -= 1 }
+            putLiteral(257 + k)
+            if extra[k] > 0 { put(len - base[k], extra[k]) }
+        }
+
+        mutating func putDistance(_ d: Int) {
+            let base = Inflater.distBase, extra = Inflater.distExtra
+            var k = 29
+            while base[k] > d { k -= 1 }
+            putCode(k, 5)
+            if extra[k] > 0 { put(d - base[k], extra[k]) }
+        }
+    }
+}
