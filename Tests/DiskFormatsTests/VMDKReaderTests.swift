@@ -118,6 +118,11 @@ import Testing
             try VMDKT.write(sub + "/x.vmdk", Array(text.utf8))
             #expect(throws: FormatError.self) { try VMDKFile.open(path: sub + "/x.vmdk") }
         }
+        // A plain name that is a symbolic link out of the directory: refused.
+        try FileManager.default.createSymbolicLink(atPath: sub + "/link-flat.vmdk", withDestinationPath: d.file("secret-flat.vmdk"))
+        let viaLink = "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 2 FLAT \"link-flat.vmdk\" 0\n"
+        try VMDKT.write(sub + "/l.vmdk", Array(viaLink.utf8))
+        #expect(throws: FormatError.self) { try VMDKFile.open(path: sub + "/l.vmdk") }
         // A flat extent shorter than its line: refused.
         try VMDKT.write(sub + "/short-flat.vmdk", [UInt8](repeating: 1, count: 512))
         let text = "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 2 FLAT \"short-flat.vmdk\" 0\n"

@@ -150,4 +150,35 @@ import Testing
         #expect(headerSame, "header")
         #expect(restSame, "directories, tables and grains")
     }
+
+    /// Payload carries virtual ranges unchanged at `fileOffset(ofVirtual:)` (the NativeFormatView
+    /// contract, as NativeFormatViewContractTests checks it for VHDX).
+    @Test func payloadCarriesVirtualRangesUnchanged() throws {
+        let src = PatternSource(size: 3 * VMDKT.MiB, dataRanges: [100..<70_000, 2 * VMDKT.MiB + 3..<2 * VMDKT.MiB + 9])
+        let v = try VMDKView(source: src)
+        for off: UInt64 in [100, 4096, 65_535, 65_536, 69_999, 2 * VMDKT.MiB, 2 * VMDKT.MiB + 8, 2 * VMDKT.MiB + 65_535] {
+            let at = try #require(v.fileOffset(ofVirtual: off), "\(off)")
+            #expect(try v.read(at: at, count: 1) == src.read(at: off, count: 1), "\(off)")
+        }
+        #expect(v.fileOffset(ofVirtual: VMDKT.MiB) == nil && v.fileOffset(ofVirtual: 3 * VMDKT.MiB) == nil)
+        #expect(v.size == v.payloadStart + 3 * 65536)
+        // The view's extent map: payload of unallocated parts inside allocated grains is zero.
+        let ex = try v.extents(in: 0..<v.size)
+        #expect(ex.first?.kind == .data && ex.reduce(0) { $0 + $1.length } == v.size)
+    }
+
+    /// `create` (the default: an empty view written) gives a file qemu-img accepts; `info` describes it.
+    @Test(.enabled(if: toolsMissing(["qemu-img"]) == nil))
+    func createAndInfo() throws {
+        let d = Scratch("vmdk-create")
+        let p = d.file("empty.vmdk")
+        try VMDKDriver().create(path: p, virtualSize: 10 * VMDKT.MiB, options: NativeFormatOptions(keys: ["adapter_type": "lsilogic"]))
+        let check = try runTool(["qemu-img", "check", "-f", "vmdk", p])
+        #expect(check.status == 0, "\(check.stdout)")
+        let info = try VMDKDriver().info(path: p)
+        #expect(info["virtual_size"] == .bytes(10 * VMDKT.MiB))
+        #expect(info["create_type"] == .string("monolithicSparse") && info["adapter_type"] == .string("lsilogic"))
+        #expect(info["allocated_grains"] == .integer(0))
+        #expect(try VMDKDriver().open(path: p).extents(in: 0..<10 * VMDKT.MiB).allSatisfy { $0.kind == .absent })
+    }
 }

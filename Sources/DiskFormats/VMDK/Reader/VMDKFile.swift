@@ -77,6 +77,13 @@ public final class VMDKFile: BlockSource {
                     throw err("extent file \"\(name)\" is not a plain name in the descriptor's directory")
                 }
                 let p = dir + "/" + name
+                // A plain name may still be a symbolic link out of the directory: resolve both.
+                guard let realDir = resolved(dir), let real = resolved(p) else {
+                    throw err("extent file \(name) does not exist beside the descriptor")
+                }
+                guard real.hasPrefix(realDir.hasSuffix("/") ? realDir : realDir + "/"), !real.dropFirst(realDir.count + 1).contains("/") else {
+                    throw err("extent file \(name) resolves to \(real), outside the descriptor's directory")
+                }
                 let file = try RawFile(path: p)
                 if e.type == "SPARSE" || e.type == "VMFSSPARSE" {
                     let x = try VMDKSparseExtent(file: file, name: name)
@@ -96,6 +103,13 @@ public final class VMDKFile: BlockSource {
         }
         guard !pieces.isEmpty else { throw FormatError(VMDK.errorName, "descriptor", at: 0, "descriptor names no extent") }
         return VMDKFile(size: pos, descriptor: d, sparse: nil, pieces: pieces, fileSize: f.size)
+    }
+
+    /// realpath(3) as a String, nil when the path does not resolve.
+    static func resolved(_ path: String) -> String? {
+        guard let p = realpath(path, nil) else { return nil }
+        defer { free(p) }
+        return String(cString: p)
     }
 
     private func pieceIndex(at offset: UInt64) -> Int {
