@@ -84,14 +84,14 @@ public enum VMDKCheck {
             let gdStart = h.gdOffset * 512
             // Metadata ranges grains may not touch.
             var meta: [(UInt64, UInt64, String)] = [(0, 512, "the header"), (gdStart, gdStart + UInt64(x.directory.count) * 4, "the grain directory")]
-            if h.descriptorSize > 0 { meta.append((h.descriptorOffset * 512, (h.descriptorOffset + h.descriptorSize) * 512, "the descriptor")) }
+            if x.descriptor != nil { meta.append((x.descriptorRange.lowerBound, x.descriptorRange.upperBound, "the descriptor")) }
             for (i, s) in x.directory.enumerated() where s != 0 { meta.append((UInt64(s) * 512, UInt64(s) * 512 + gtBytes, "grain table \(i)")) }
 
             // Redundant directory and tables: inside the file, equal to the primary ones.
             if h.hasRedundantGrainTable && !h.hasMarkers {
-                let rgdStart = h.rgdOffset * 512
+                let (rgdStart, over) = h.rgdOffset.multipliedReportingOverflow(by: 512)
                 let n = x.directory.count
-                if h.rgdOffset == 0 || rgdStart + UInt64(n) * 4 > size {
+                if h.rgdOffset == 0 || over || rgdStart >= size || UInt64(n) * 4 > size - rgdStart {
                     add("redundant grain directory", 48, "redundant grain directory at sector \(h.rgdOffset) is not inside the file")
                 } else {
                     meta.append((rgdStart, rgdStart + UInt64(n) * 4, "the redundant grain directory"))
@@ -172,7 +172,7 @@ public enum VMDKCheck {
                 if name.isEmpty { add("descriptor", 28, "a monolithic file without an embedded descriptor") }
                 return
             }
-            let at = h.descriptorOffset * 512
+            let at = x.descriptorRange.lowerBound
             let known = ["monolithicSparse", "streamOptimized", "twoGbMaxExtentSparse", "vmfsSparse"]
             if name.isEmpty {
                 if let t = d.createType {

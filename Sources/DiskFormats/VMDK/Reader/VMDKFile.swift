@@ -37,7 +37,7 @@ public final class VMDKFile: BlockSource {
     /// A sparse extent file held by any source (the fuzz harness, tests).
     public convenience init(source: any BlockSource) throws {
         let x = try VMDKSparseExtent(file: source)
-        if let d = x.descriptor { try Self.refuseParent(d, at: x.header.descriptorOffset * 512) }
+        if let d = x.descriptor { try Self.refuseParent(d, at: x.descriptorRange.lowerBound) }
         self.init(size: x.size, descriptor: x.descriptor, sparse: x, pieces: [(0, x.size, .sparse(x))], fileSize: source.size)
     }
 

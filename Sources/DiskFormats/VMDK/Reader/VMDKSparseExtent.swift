@@ -14,6 +14,8 @@ public final class VMDKSparseExtent: BlockSource {
     /// The header in effect (the footer's for a stream-optimized file with GD at the end).
     public let header: VMDKSparseHeader
     public let descriptor: VMDKDescriptor?
+    /// Where the embedded descriptor lies in the file, in bytes (empty when there is none).
+    public let descriptorRange: Range<UInt64>
     public let size: UInt64
     public let grainBytes: UInt64
     /// Grain directory entries: sector of each grain table (0 = none).
@@ -36,6 +38,7 @@ public final class VMDKSparseExtent: BlockSource {
         var h = try VMDKSparseHeader.parse(try file.read(at: 0, count: 512), at: 0)
         // Descriptor (optional in an extent of a multi-extent disk).
         var desc: VMDKDescriptor?
+        var descRange: Range<UInt64> = 0..<0
         if h.descriptorOffset != 0 && h.descriptorSize != 0 {
             let (bytes, o) = h.descriptorSize.multipliedReportingOverflow(by: 512)
             let (dEnd, o2) = (h.descriptorOffset &* 512).addingReportingOverflow(bytes)
@@ -43,6 +46,7 @@ public final class VMDKSparseExtent: BlockSource {
                 throw err("sparse header", 28, "descriptor of \(h.descriptorSize) sectors at sector \(h.descriptorOffset) is not inside the file or larger than 1 MiB")
             }
             desc = try VMDKDescriptor.parse(try file.read(at: h.descriptorOffset * 512, count: Int(bytes)), at: h.descriptorOffset * 512)
+            descRange = h.descriptorOffset * 512..<dEnd
         }
         if h.gdOffset == VMDK.gdAtEnd {
             // Stream-optimized, GD through the footer: marker, footer, end-of-stream (VMDK 1.1 §4.3).
@@ -62,6 +66,7 @@ public final class VMDKSparseExtent: BlockSource {
         }
         header = h
         descriptor = desc
+        descriptorRange = descRange
         size = h.capacity * 512
         grainBytes = h.grainSize * 512
         // Grain directory: inside the file, bounded.
@@ -87,8 +92,8 @@ public final class VMDKSparseExtent: BlockSource {
             guard start + gtBytes <= fileSize else {
                 throw err("grain directory entry \(i)", at, "grain table at sector \(s) runs past the end of the file (\(fileSize) bytes)")
             }
-            let descEnd = h.descriptorOffset + h.descriptorSize
-            if UInt64(s) < max(1, desc == nil ? 1 : descEnd) || (UInt64(s) < gdSectorsEnd && (UInt64(s) * 512 + gtBytes) > gdStart) {
+            let descEnd = desc == nil ? 1 : descRange.upperBound / 512
+            if UInt64(s) < max(1, descEnd) || (UInt64(s) < gdSectorsEnd && (UInt64(s) * 512 + gtBytes) > gdStart) {
                 throw err("grain directory entry \(i)", at, "grain table at sector \(s) overlaps the header, descriptor or grain directory")
             }
             spans.append((start, i))

@@ -83,7 +83,6 @@ public struct VMDKDescriptor: Sendable, Equatable {
         let end = bytes.firstIndex(of: 0) ?? bytes.count
         var header: [(String, String)] = [], extents: [Extent] = [], ddb: [(String, String)] = []
         var lineStart = 0
-        var sawSignature = false
         while lineStart < end {
             let nl = bytes[lineStart..<end].firstIndex(of: 0x0A) ?? end
             var raw = Array(bytes[lineStart..<nl])
@@ -93,10 +92,7 @@ public struct VMDKDescriptor: Sendable, Equatable {
             guard let text = String(validating: raw, as: UTF8.self) else { throw err(at, "line is not UTF-8") }
             let line = text.trimmingSpaces()
             if line.isEmpty { continue }
-            if line.hasPrefix("#") {
-                if line.lowercased().replacingOccurrences(" ", "") == "#diskdescriptorfile" { sawSignature = true }
-                continue
-            }
+            if line.hasPrefix("#") { continue }  // comments, "# Disk DescriptorFile" included
             let words = line.split(separator: " ", maxSplits: 1).map(String.init)
             if ["RW", "RDONLY", "NOACCESS"].contains(words[0]) {
                 guard extents.count < VMDK.maxExtents else { throw err(at, "more than \(VMDK.maxExtents) extents") }
@@ -111,7 +107,6 @@ public struct VMDKDescriptor: Sendable, Equatable {
             guard header.count + ddb.count < 100_000 else { throw err(at, "too many keys") }
             if key.hasPrefix("ddb.") { ddb.append((key, value)) } else { header.append((key, value)) }
         }
-        _ = sawSignature  // VMware writes it; a descriptor without it is still read (qemu does too)
         return VMDKDescriptor(header: header, extents: extents, ddb: ddb)
     }
 
@@ -154,9 +149,4 @@ extension String {  // fileprivate: other formats of the module may have helpers
         return String(s.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
     }
 
-    fileprivate func replacingOccurrences(_ a: Character, _ b: String) -> String {
-        var out = ""
-        for c in self { if c == a { out += b } else { out.append(c) } }
-        return out
-    }
 }
