@@ -203,4 +203,27 @@ import Testing
         for r in ranges { #expect(try f.read(at: r.lowerBound, count: r.count) == raw.read(at: r.lowerBound, count: r.count)) }
         #expect(try VMDKCheck.run(path: out).findings == [])
     }
+
+    /// A plugin file with the largest pointer (64 KiB → an 87 384-character ddb line in a
+    /// 256-sector descriptor area): qemu-img and libvmdk still read the disk; the pointer reads back.
+    @Test(.enabled(if: toolsMissing(["qemu-img", "vmdkinfo"]) == nil))
+    func pluginFileWithTheLargestPointer() throws {
+        let d = Scratch("vmdk-plugin")
+        let rawPath = d.file("d.raw"), out = d.file("plugin.vmdk")
+        let raw = try VMDKT.raw(rawPath, size: 3 * VMDKT.MiB, ranges: [0..<70_000, 2 * VMDKT.MiB..<2 * VMDKT.MiB + 512])
+        var g = Bytes(seed: 5)
+        let blob = g.bytes(PluginPointerPlacement.maxBlobLength)
+        let drv = VMDKDriver()
+        let v = try drv.pluginView(of: raw, options: NativeFormatOptions(keys: ["extent_name": "plugin.vmdk"]), pointer: blob)
+        #expect(v.payloadStart == 384 * 512)  // 1 + 256 descriptor sectors + tables, rounded to a grain
+        _ = try SparseImageWriter.write(v, toPath: out, options: .init(threads: 1, sync: false))
+        #expect(try drv.readPluginPointer(path: out) == blob)
+        let cmp = try runTool(["qemu-img", "compare", "-f", "raw", "-F", "vmdk", rawPath, out])
+        #expect(cmp.status == 0, "\(cmp.stdout) \(cmp.stderr)")
+        #expect(try runTool(["qemu-img", "check", "-f", "vmdk", out]).status == 0)
+        let vi = try runTool(["vmdkinfo", out])
+        #expect(vi.status == 0 && vi.stdout.contains("(\(3 * VMDKT.MiB) bytes)"), "\(vi.stdout) \(vi.stderr)")
+        #expect(VMDKBase64.decode(VMDKBase64.encode([1, 2])) == [1, 2] && VMDKBase64.decode(VMDKBase64.encode([])) == [])
+        #expect(VMDKBase64.decode("a*==") == nil)
+    }
 }

@@ -75,3 +75,119 @@ public struct VMDKDriver: DiskFormatDriver {
         return o
     }
 }
+
+// MARK: Plugin files and structure sites
+
+extension VMDKDriver {
+    /// The descriptor key holding the plugin pointer (base64 of the blob).
+    public static let pointerKey = "ddb.bootlab.pointer"
+    /// The descriptor area of a plugin file: room for base64 of the largest blob
+    /// (`PluginPointerPlacement.maxBlobLength`, 64 KiB → 87 384 characters) plus the descriptor,
+    /// fixed so that the layout never depends on the pointer.
+    public static let pluginDescriptorSectors: UInt64 = 256
+
+    public func pluginView(of source: any BlockSource, options: NativeFormatOptions, pointer: [UInt8]) throws -> any NativeFormatView {
+        guard pointer.count <= PluginPointerPlacement.maxBlobLength else {
+            throw NativeFormatOptionError(format: name, reason: "plugin pointer of \(pointer.count) bytes exceeds \(PluginPointerPlacement.maxBlobLength)")
+        }
+        var o = try synthesisOptions(options)
+        guard o.createType == "monolithicSparse" else {
+            throw NativeFormatOptionError(format: name, reason: "plugin files are monolithicSparse (streamOptimized has no view)")
+        }
+        o.descriptorSectors = Self.pluginDescriptorSectors
+        return try VMDKView(source: source, options: o, descriptorExtras: ["\(Self.pointerKey) = \"\(VMDKBase64.encode(pointer))\""])
+    }
+
+    /// The blob under `ddb.bootlab.pointer` in the embedded descriptor; reads only the header and
+    /// the descriptor (a plugin file's payload is a hole).
+    public func readPluginPointer(path: String) throws -> [UInt8]? {
+        let f = try RawFile(path: path)
+        guard f.size >= 512 else { throw FormatError(VMDK.errorName, "sparse header", at: 0, "file of \(f.size) bytes has no header") }
+        let h = try VMDKSparseHeader.parse(try f.read(at: 0, count: 512), at: 0)
+        guard h.descriptorOffset != 0, h.descriptorSize != 0 else { return nil }
+        let (start, o1) = h.descriptorOffset.multipliedReportingOverflow(by: 512)
+        let (len, o2) = h.descriptorSize.multipliedReportingOverflow(by: 512)
+        guard !o1, !o2, len <= VMDK.maxDescriptorBytes, start < f.size, len <= f.size - start else {
+            throw FormatError(VMDK.errorName, "sparse header", at: 28, "descriptor is not inside the file")
+        }
+        let d = try VMDKDescriptor.parse(try f.read(at: start, count: Int(len)), at: start)
+        guard let text = d.ddbValue(Self.pointerKey) else { return nil }
+        guard let blob = VMDKBase64.decode(text) else {
+            throw FormatError(VMDK.errorName, "descriptor", at: start, "\(Self.pointerKey) is not base64")
+        }
+        return blob
+    }
+
+    /// A byte inside each structure of a sparse extent: the header's grainSize, the descriptor's
+    /// extent size, the first entries of the grain directory and its redundant copy, the first
+    /// allocated grain table entry (its middle byte: the grain moves) — or, for a stream, the
+    /// footer's gdOffset and the first grain marker's LBA.
+    public func structureSites(path: String) throws -> [String: UInt64] {
+        let f = try VMDKFile.open(path: path)
+        guard let x = f.sparse else { return [:] }
+        let h = x.header
+        var sites: [String: UInt64] = ["header": 20]
+        if let d = x.descriptor, x.descriptorRange.count > 0 {
+            let text = try x.file.read(at: x.descriptorRange.lowerBound, count: Int(x.descriptorRange.count))
+            let needle = Array("\n\(d.extents.first?.access ?? "RW") ".utf8)
+            if let i = (0..<max(0, text.count - needle.count)).first(where: { Array(text[$0..<$0 + needle.count]) == needle }) {
+                sites["descriptor"] = x.descriptorRange.lowerBound + UInt64(i + needle.count)
+            }
+        }
+        let gdStart = h.gdOffset * 512
+        sites["grain directory"] = gdStart
+        if h.hasRedundantGrainTable && h.rgdOffset != 0 && !h.hasMarkers { sites["redundant grain directory"] = h.rgdOffset * 512 }
+        outer: for (i, s) in x.directory.enumerated() where s != 0 {
+            guard let t = try x.table(i) else { continue }
+            for (k, e) in t.enumerated() where e > 1 {
+                sites["grain table entry"] = UInt64(s) * 512 + UInt64(k) * 4 + 1
+                if h.hasMarkers { sites["grain marker"] = UInt64(e) * 512 }
+                break outer
+            }
+        }
+        if h.hasMarkers && f.fileSize >= 1024 { sites["footer"] = f.fileSize - 1024 + 56 }
+        return sites
+    }
+}
+
+/// RFC 4648 base64 (standard alphabet, padded) for the pointer blob in the descriptor.
+enum VMDKBase64 {
+    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    static func encode(_ bytes: [UInt8]) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity((bytes.count + 2) / 3 * 4)
+        var i = 0
+        while i < bytes.count {
+            let n = min(3, bytes.count - i)
+            let v = UInt32(bytes[i]) << 16 | (n > 1 ? UInt32(bytes[i + 1]) << 8 : 0) | (n > 2 ? UInt32(bytes[i + 2]) : 0)
+            for k in 0..<4 { out.append(k <= n ? alphabet[Int((v >> (18 - 6 * UInt32(k))) & 63)] : UInt8(ascii: "=")) }
+            i += 3
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func decode(_ text: String) -> [UInt8]? {
+        let chars = Array(text.utf8)
+        guard chars.count % 4 == 0 else { return nil }
+        var map = [Int](repeating: -1, count: 256)
+        for (i, c) in alphabet.enumerated() { map[Int(c)] = i }
+        var out: [UInt8] = []
+        out.reserveCapacity(chars.count / 4 * 3)
+        var i = 0
+        while i < chars.count {
+            var v: UInt32 = 0, pad = 0
+            for k in 0..<4 {
+                let c = chars[i + k]
+                if c == UInt8(ascii: "=") && i + 4 == chars.count && k >= 2 { pad += 1; v <<= 6; continue }
+                guard pad == 0, map[Int(c)] >= 0 else { return nil }
+                v = v << 6 | UInt32(map[Int(c)])
+            }
+            out.append(UInt8(v >> 16))
+            if pad < 2 { out.append(UInt8((v >> 8) & 0xff)) }
+            if pad < 1 { out.append(UInt8(v & 0xff)) }
+            i += 4
+        }
+        return out
+    }
+}

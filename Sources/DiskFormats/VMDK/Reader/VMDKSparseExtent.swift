@@ -152,17 +152,15 @@ public final class VMDKSparseExtent: BlockSource {
             return
         }
         let data = try inflateGrain(g, at: start, gteAt: gteAt)
-        let lo = Int(from), hi = lo + buf.count
-        buf.initializeMemory(as: UInt8.self, repeating: 0)
-        if lo < data.count {
-            data.withUnsafeBytes { src in
-                buf.baseAddress!.copyMemory(from: src.baseAddress! + lo, byteCount: min(hi, data.count) - lo)
-            }
+        let lo = Int(from)
+        data.withUnsafeBytes { src in
+            buf.baseAddress!.copyMemory(from: src.baseAddress! + lo, byteCount: buf.count)
         }
     }
 
-    /// A compressed grain: with markers, `lba` (u64) and `size` (u32) then the zlib stream; without,
-    /// the zlib stream alone (at most a grain and a sector of the file).
+    /// A compressed grain, inflated to a whole grain (a shorter stream is padded with zeros): with
+    /// markers, `lba` (u64) and `size` (u32) then the zlib stream; without, the zlib stream alone
+    /// (at most a grain and a sector of the file).
     func inflateGrain(_ g: UInt64, at start: UInt64, gteAt: UInt64) throws -> [UInt8] {
         let avail = file.size - start
         var dataAt = start, length: UInt64
@@ -182,11 +180,14 @@ public final class VMDKSparseExtent: BlockSource {
             length = min(avail, grainBytes + 4096)
         }
         let bytes = try file.read(at: dataAt, count: Int(length))
-        do {
-            return try VMDKDeflate.inflateZlib(bytes, limit: Int(grainBytes))
-        } catch {
-            throw err("compressed grain \(g)", dataAt, error.reason)
+        var out = [UInt8](repeating: 0, count: Int(grainBytes))
+        let structure = name.isEmpty ? "compressed grain \(g)" : "\(name): compressed grain \(g)"
+        try bytes.withUnsafeBytes { src in
+            try out.withUnsafeMutableBytes { dst in
+                _ = try Deflate.decompress(src, into: dst, framing: .zlib, format: VMDK.errorName, structure: structure, at: dataAt, allowShort: true)
+            }
         }
+        return out
     }
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {

@@ -221,6 +221,7 @@ extension VMDKView: NativeFormatView {
     public static let formatName = VMDK.formatName
     public static let pointerPlacement = PluginPointerPlacement.vmdkDescriptorKey
     public var allocationUnit: UInt64 { grainSize }
+    public func allocatedUnitCount() throws -> UInt64 { allocatedGrainCount }
 
     public func fileOffset(ofVirtual offset: UInt64) -> UInt64? {
         guard offset < virtualSize else { return nil }

@@ -9,9 +9,7 @@ import BlockCore
 /// and the table; then a grain-directory marker and the directory, a footer marker and the
 /// footer (the header with the directory's offset), and the end-of-stream marker.
 ///
-/// Grains are zlib streams compressed by our own fixed-Huffman DEFLATE encoder
-/// (`VMDKDeflate.zlibCompressed`; stored blocks when that is not smaller): DiskFormats links no
-/// zlib, and every inflater reads both. Allocation as the view's: grains touched by `.data`
+/// Grains are zlib streams (`Deflate.compress`, zlib level 6: deterministic for the same bytes). Allocation as the view's: grains touched by `.data`
 /// extents; tables without a grain are not written (directory entry 0). Deterministic. The
 /// header's magic is written last, so a half-written file is never taken for a VMDK.
 public enum VMDKStreamWriter {
@@ -66,7 +64,7 @@ public enum VMDKStreamWriter {
                         if n < buf.count { UnsafeMutableRawBufferPointer(rebasing: buf[n...]).initializeMemory(as: UInt8.self, repeating: 0) }
                     }
                     dataBytes += UInt64(n)
-                    let z = grain.withUnsafeBytes { VMDKDeflate.zlibCompressed($0) }
+                    let z = grain.withUnsafeBytes { Deflate.compress($0, framing: .zlib) }
                     var rec: [UInt8] = []
                     rec.appendLE64(g * gsec)
                     rec.appendLE32(UInt32(z.count))
