@@ -58,6 +58,13 @@ import Testing
         let firstGrain = try RawFile(path: out).read(at: 128 * 512, count: 16)
         #expect(firstGrain.le64(0) == 0 && firstGrain[12] == 0x78 && firstGrain.le32(8) < 16384, "\(firstGrain.hex)")
         #expect(try VMDKCheck.run(path: out).findings == [])
+        // The first grain record (lba, size, zlib stream) is the one qemu-img writes for the same disk.
+        let theirs = d.file("q.vmdk")
+        #expect(try runTool(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", rawPath, theirs]).status == 0)
+        let qg = try RawFile(path: theirs).read(at: 128 * 512, count: 12), og = try RawFile(path: out).read(at: 128 * 512, count: 12)
+        #expect(qg == og, "grain marker: ours \(og.hex), qemu \(qg.hex)")
+        let n = Int(og.le32(8))
+        #expect(try RawFile(path: theirs).read(at: 128 * 512 + 12, count: n) == RawFile(path: out).read(at: 128 * 512 + 12, count: n))
         // qemu-img can turn it back into raw, identical.
         let back = d.file("back.raw")
         let c2 = try runTool(["qemu-img", "convert", "-f", "vmdk", "-O", "raw", out, back])

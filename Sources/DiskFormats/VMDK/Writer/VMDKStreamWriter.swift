@@ -61,10 +61,11 @@ public enum VMDKStreamWriter {
                     let n = Int(min(gs, source.size - v))
                     try grain.withUnsafeMutableBytes { buf in
                         try source.read(at: v, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]))
-                        if n < buf.count { UnsafeMutableRawBufferPointer(rebasing: buf[n...]).initializeMemory(as: UInt8.self, repeating: 0) }
                     }
                     dataBytes += UInt64(n)
-                    let z = grain.withUnsafeBytes { Deflate.compress($0, framing: .zlib) }
+                    // The last grain holds only the bytes inside the disk (as qemu-img writes it;
+                    // readers pad a short grain with zeros).
+                    let z = grain.withUnsafeBytes { Deflate.compress(UnsafeRawBufferPointer(rebasing: $0[0..<n]), framing: .zlib) }
                     var rec: [UInt8] = []
                     rec.appendLE64(g * gsec)
                     rec.appendLE32(UInt32(z.count))
