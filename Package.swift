@@ -56,6 +56,8 @@ let package = Package(
         .executableTarget(name: "FuzzBackupImage", dependencies: ["BackupImage", "DiskFormats", "BlockCore"], path: "Sources/Fuzz/FuzzBackupImage"),
         // libFuzzer harness for the VHDX parser (build with --sanitize fuzzer).
         .executableTarget(name: "FuzzVHDX", dependencies: ["BlockCore", "DiskFormats"], path: "Sources/Fuzz/FuzzVHDX"),
+        // libFuzzer harnesses for the other native formats (ci/test.d/20-fuzz-formats.sh).
+        .executableTarget(name: "FuzzVMDK", dependencies: ["DiskFormats"], path: "Sources/Fuzz/FuzzVMDK"),
         // Backup benchmarks with ratios against zstd (ci/bench-backup).
         .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore", "Processes"]),
         // Exposure: composed disk, plugin file (expose/open), write overlay, replacement file.

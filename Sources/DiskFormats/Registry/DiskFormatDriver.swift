@@ -15,6 +15,9 @@ public struct NativeFormatOptions: Sendable, Equatable {
     public var seed: [UInt8] = Array(repeating: 0, count: 16)
     /// Every `-o key=value` given, for format-specific keys (e.g. VMDK `adapter_type`).
     public var keys: [String: String] = [:]
+    /// The name the file will have (no directory), for formats whose structures name the file
+    /// itself (a monolithic VMDK's extent line); nil when unknown.
+    public var fileName: String?
 
     public init(subformat: String? = nil, logicalSectorSize: UInt32 = 512, allocationUnit: UInt64? = nil,
                 seed: [UInt8] = Array(repeating: 0, count: 16), keys: [String: String] = [:]) {

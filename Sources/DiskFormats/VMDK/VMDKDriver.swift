@@ -70,7 +70,11 @@ public struct VMDKDriver: DiskFormatDriver {
             guard let n = Int(hw), n > 0, n < 1000 else { throw NativeFormatOptionError(format: name, reason: "hwversion \(hw) is not a number") }
             o.hardwareVersion = String(n)
         }
-        if let e = options.keys["extent_name"] { o.extentName = e }
+        if let e = options.keys["extent_name"] {
+            o.extentName = e
+        } else if let n = options.fileName, !n.isEmpty, !n.contains("\""), !n.contains("\n"), !n.contains("/") {
+            o.extentName = n
+        }
         try o.validate(virtualSize: 0)
         return o
     }
@@ -81,10 +85,13 @@ public struct VMDKDriver: DiskFormatDriver {
 extension VMDKDriver {
     /// The descriptor key holding the plugin pointer (base64 of the blob).
     public static let pointerKey = "ddb.bootlab.pointer"
-    /// The descriptor area of a plugin file: room for base64 of the largest blob
-    /// (`PluginPointerPlacement.maxBlobLength`, 64 KiB → 87 384 characters) plus the descriptor,
-    /// fixed so that the layout never depends on the pointer.
-    public static let pluginDescriptorSectors: UInt64 = 256
+    /// The descriptor area of a plugin file: 1 MiB, fixed so that the layout never depends on the
+    /// pointer (base64 of the largest blob, `PluginPointerPlacement.maxBlobLength`, is 87 384
+    /// characters). Why so large: QEMU's vmdk driver reads the embedded descriptor as up to
+    /// 1 MiB − 1 bytes from its offset whatever the header says, so with a smaller area opening
+    /// the plugin (`qemu-img info`) would read payload and open the backup — deferred open would
+    /// not hold. The area is zeros past the text, a hole in the plugin file.
+    public static let pluginDescriptorSectors: UInt64 = 2048
 
     public func pluginView(of source: any BlockSource, options: NativeFormatOptions, pointer: [UInt8]) throws -> any NativeFormatView {
         guard pointer.count <= PluginPointerPlacement.maxBlobLength else {

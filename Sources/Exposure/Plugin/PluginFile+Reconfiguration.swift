@@ -75,8 +75,22 @@ extension PluginFile {
         let tmp = pluginAbs + ".partial"
         let out = try RawFile.create(path: tmp, size: 0)
         do {
-            try out.write(at: 0, try view.skeleton())
+            // Zero 4 KiB runs of the skeleton stay holes (a VMDK plugin's 1 MiB descriptor area).
+            let skeleton = try view.skeleton()
             try out.truncate(to: view.size)
+            var at = 0, run: Int?
+            while at <= skeleton.count {
+                let end = min(at + 4096, skeleton.count)
+                let data = at < end && skeleton[at..<end].contains { $0 != 0 }
+                if data, run == nil { run = at }
+                if !data || end == skeleton.count, let r = run {
+                    let stop = data ? end : at
+                    try out.write(at: UInt64(r), Array(skeleton[r..<stop]))
+                    run = nil
+                }
+                if at == skeleton.count { break }
+                at = end
+            }
             let trailer = try view.trailer()
             if !trailer.isEmpty { try out.write(at: view.trailerStart, trailer) }
             try out.flush()

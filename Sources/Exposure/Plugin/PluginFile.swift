@@ -135,6 +135,7 @@ public enum PluginFile {
                                     backupHeaderDigest: backup.headerDigest.hex, composition: composition,
                                     native: .init(format: options.format.lowercased(), subformat: subformat, logicalSectorSize: 512,
                                                   allocationUnit: 0, seedHex: seed(for: backup).hex, keys: keys))
+            pointer.native!.fileName = String(pluginAbs.split(separator: "/").last ?? "")
         }
         let view = try LayerStack.renderRecordingLayout(&pointer, over: disk, allocationUnit: options.blockSize.map(UInt64.init))
 

@@ -112,6 +112,9 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         public var seedHex: String
         /// Format-specific `-o` keys the view was rendered with (e.g. VMDK adapter_type).
         public var keys: [String: String]
+        /// The plugin file's name at expose time, for formats whose structures name the file (a
+        /// VMDK extent line); the served bytes depend on it.
+        public var fileName: String?
         /// Size of the full file the filter serves; where payload begins; where trailing
         /// structures (a VHD footer) begin (= fileSize when there are none).
         public var fileSize: UInt64
@@ -133,9 +136,11 @@ public struct PluginPointer: Codable, Sendable, Equatable {
 
         /// The options the view is rendered with.
         public var options: NativeFormatOptions {
-            NativeFormatOptions(subformat: subformat, logicalSectorSize: logicalSectorSize,
-                                allocationUnit: allocationUnit == 0 ? nil : allocationUnit,
-                                seed: [UInt8](hex: seedHex) ?? [], keys: keys)
+            var o = NativeFormatOptions(subformat: subformat, logicalSectorSize: logicalSectorSize,
+                                        allocationUnit: allocationUnit == 0 ? nil : allocationUnit,
+                                        seed: [UInt8](hex: seedHex) ?? [], keys: keys)
+            o.fileName = fileName
+            return o
         }
     }
 
