@@ -1,0 +1,47 @@
+import BlockCore
+
+/// qcow2 behind the format seam (`DiskFormatDriver`).
+public struct QCOW2Driver: DiskFormatDriver {
+    public init() {}
+    public var name: String { QCOW2.formatName }
+    /// One form: version 3 (compat 1.1), uncompressed, refcounts of 16 bits.
+    public var subformats: [String] { ["v3"] }
+    public var signatureLength: Int { QCOW2.magic.count }
+
+    public func matches(head: [UInt8], tail: [UInt8]) -> Bool { head.starts(with: QCOW2.magic) }
+
+    public func open(path: String) throws -> any BlockSource { try QCOW2File.open(path: path) }
+    public func check(path: String) throws -> CheckReport { try QCOW2Check.run(path: path) }
+    public func info(path: String) throws -> ImageInfo { try QCOW2InfoProbe().info(path: path) }
+
+    public func view(of source: any BlockSource, options: NativeFormatOptions) throws -> any NativeFormatView {
+        try QCOW2View(source: source, options: viewOptions(options))
+    }
+
+    /// The common options mapped onto qcow2's: `cluster_size` (`allocationUnit`); `compat`
+    /// accepts only 1.1 (v3), what the view writes.
+    public func viewOptions(_ options: NativeFormatOptions, pluginPointer: [UInt8]? = nil) throws -> QCOW2ViewOptions {
+        let unknown = options.unknownKeys(allowed: ["compat"])
+        guard unknown.isEmpty else {
+            throw NativeFormatOptionError(format: name, reason: "unknown option(s) \(unknown.joined(separator: ", "))")
+        }
+        if let s = options.subformat, !subformats.contains(s) {
+            throw NativeFormatOptionError(format: name, reason: "subformat \(s) is not one of \(subformats.joined(separator: ", "))")
+        }
+        if let c = options.keys["compat"], c != "1.1", c != "v3" {
+            throw NativeFormatOptionError(format: name, reason: "compat \(c): only 1.1 (version 3) is written")
+        }
+        guard options.logicalSectorSize == 512 else {
+            throw NativeFormatOptionError(format: name, reason: "qcow2 has no sector size field; logical_sector_size must be 512")
+        }
+        var o = QCOW2ViewOptions(pluginPointer: pluginPointer)
+        if let u = options.allocationUnit ?? options.keys["cluster_size"].flatMap({ try? ByteSize.parse($0) }) {
+            do { o.clusterBits = try QCOW2ViewOptions.clusterBits(forClusterSize: u) } catch {
+                throw NativeFormatOptionError(format: name, reason: "cluster_size \(u) must be a power of two from 512 to 2M")
+            }
+        } else if let s = options.keys["cluster_size"] {
+            throw NativeFormatOptionError(format: name, reason: "cluster_size \(s) is not a size")
+        }
+        return o
+    }
+}

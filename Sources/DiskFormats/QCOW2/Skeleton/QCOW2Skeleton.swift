@@ -1,0 +1,167 @@
+import BlockCore
+
+/// Why a qcow2 file cannot be synthesized with the given disk and options.
+public enum QCOW2ViewError: Error, CustomStringConvertible, Equatable, Sendable {
+    case invalidClusterSize(UInt64)
+    case virtualSizeNotSectorMultiple(UInt64)
+    case virtualSizeTooLarge(UInt64)
+    /// The plugin pointer blob does not fit the fixed reserved area.
+    case pluginPointerTooLarge(count: Int, capacity: Int)
+    /// The reserved pointer area needs the header cluster to be at least this large.
+    case clusterTooSmallForPointer(clusterSize: UInt64, needed: UInt64)
+
+    public var description: String {
+        switch self {
+        case let .invalidClusterSize(c): return "qcow2: cluster size \(c) must be a power of two from 512 B to 2 MiB"
+        case let .virtualSizeNotSectorMultiple(v): return "qcow2: virtual size \(v) is not a multiple of 512 (QEMU would drop the tail); pad the input first"
+        case let .virtualSizeTooLarge(v): return "qcow2: virtual size \(v) needs an L1 table above QEMU's 32 MiB limit"
+        case let .pluginPointerTooLarge(n, cap): return "qcow2: plugin pointer of \(n) bytes exceeds the \(cap)-byte reserved area"
+        case let .clusterTooSmallForPointer(c, n): return "qcow2: the plugin pointer area needs clusters of at least \(n) bytes, not \(c)"
+        }
+    }
+}
+
+/// The plugin pointer's header extension (type `QCOW2.extPluginPointer`, "BLPT"): a fixed-size
+/// area, so the layout never depends on the pointer's content.
+///
+/// Data (61440 bytes, a multiple of 8): u32 BE blob length N, then N blob bytes, then zeros.
+public enum QCOW2PluginPointerArea {
+    public static let dataLength = 61440
+    public static let capacity = dataLength - 4
+
+    public static func encode(_ blob: [UInt8]) throws -> [UInt8] {
+        guard blob.count <= capacity else { throw QCOW2ViewError.pluginPointerTooLarge(count: blob.count, capacity: capacity) }
+        var d = [UInt8](repeating: 0, count: dataLength)
+        QCOW2BE.put32(&d, UInt32(blob.count), at: 0)
+        d.replaceSubrange(4..<4 + blob.count, with: blob)
+        return d
+    }
+
+    /// The blob held in an extension's data, or a typed error.
+    public static func decode(_ data: [UInt8], at offset: UInt64) throws -> [UInt8] {
+        guard data.count >= 4 else { throw FormatError(QCOW2.formatName, "plugin pointer extension", at: offset, "\(data.count) bytes, below 4") }
+        let n = Int(QCOW2BE.u32(data, 0))
+        guard n <= data.count - 4 else {
+            throw FormatError(QCOW2.formatName, "plugin pointer extension", at: offset, "blob length \(n) exceeds the \(data.count - 4)-byte area")
+        }
+        return Array(data[4..<4 + n])
+    }
+
+    /// The pointer blob in the qcow2 file held by `source`, nil when it has none.
+    public static func find(in source: any BlockSource) throws -> [UInt8]? {
+        let head = try source.read(at: 0, count: Int(min(source.size, 1 << 21)))
+        let h = try QCOW2Header.parse(head)
+        guard let e = h.extensions.first(where: { $0.type == QCOW2.extPluginPointer }) else { return nil }
+        return try decode(e.data, at: e.offset)
+    }
+}
+
+/// Where every structure of a synthesized qcow2 goes (docs/formats/qcow2.md). A pure function of
+/// the virtual size, the cluster size, which virtual clusters hold data, and whether a plugin
+/// pointer area is present — never of the data.
+///
+/// Clusters, in file order: 0 header (+ extensions) · refcount table · refcount blocks · L1 table
+/// · one L2 table per L1 entry that covers allocated clusters, in L1 order · data clusters in
+/// virtual order. Every cluster of the file has refcount 1; the file is exactly
+/// `totalClusters` clusters long.
+public struct QCOW2Skeleton: Sendable, Equatable {
+    public let clusterBits: UInt32
+    public let clusterSize: UInt64
+    public let virtualSize: UInt64
+    /// Entries per L2 table (cluster / 8) and per refcount block (cluster·8 / 16).
+    public let l2Entries: UInt64
+    public let refcountsPerBlock: UInt64
+    public let l1Entries: UInt64
+    public let l1Clusters: UInt64
+    public let refcountTableClusters: UInt64
+    public let refcountBlocks: UInt64
+    /// L1 indices that get an L2 table, ascending.
+    public let l2Tables: [UInt64]
+    public let dataClusters: UInt64
+    public let totalClusters: UInt64
+
+    public var refcountTableOffset: UInt64 { clusterSize }
+    public var refcountBlocksOffset: UInt64 { (1 + refcountTableClusters) * clusterSize }
+    public var l1Offset: UInt64 { refcountBlocksOffset + refcountBlocks * clusterSize }
+    public var l2Offset: UInt64 { l1Offset + l1Clusters * clusterSize }
+    /// The first data cluster: everything before it is the skeleton.
+    public var payloadStart: UInt64 { l2Offset + UInt64(l2Tables.count) * clusterSize }
+    public var fileSize: UInt64 { totalClusters * clusterSize }
+
+    public let header: QCOW2Header
+
+    /// - Parameters:
+    ///   - l2Tables: the L1 indices covering at least one allocated cluster, ascending.
+    ///   - pointerArea: the encoded pointer extension data, when the file carries one.
+    public init(virtualSize: UInt64, clusterBits: UInt32, l2Tables: [UInt64], dataClusters: UInt64, pointerArea: [UInt8]?) throws {
+        guard (QCOW2.minClusterBits...QCOW2.maxClusterBits).contains(clusterBits) else {
+            throw QCOW2ViewError.invalidClusterSize(clusterBits < 64 ? 1 << UInt64(clusterBits) : 0)
+        }
+        guard virtualSize % 512 == 0 else { throw QCOW2ViewError.virtualSizeNotSectorMultiple(virtualSize) }
+        let c: UInt64 = 1 << UInt64(clusterBits)
+        self.clusterBits = clusterBits
+        clusterSize = c
+        self.virtualSize = virtualSize
+        l2Entries = c / 8
+        refcountsPerBlock = c * 8 / 16
+        let l1 = QCOW2.divRoundUp(virtualSize, c * l2Entries)
+        guard virtualSize <= QCOW2.maxVirtualSize, l1 * 8 <= QCOW2.maxL1Bytes else { throw QCOW2ViewError.virtualSizeTooLarge(virtualSize) }
+        l1Entries = l1
+        l1Clusters = QCOW2.divRoundUp(l1 * 8, c)
+        self.l2Tables = l2Tables
+        self.dataClusters = dataClusters
+        // Refcount structures count themselves: iterate to the fixed point (it only grows).
+        let base = 1 + l1Clusters + UInt64(l2Tables.count) + dataClusters
+        var rt: UInt64 = 1, rb: UInt64 = 0
+        while true {
+            let nrb = QCOW2.divRoundUp(base + rt + rb, refcountsPerBlock)
+            let nrt = max(1, QCOW2.divRoundUp(nrb * 8, c))
+            if nrb == rb && nrt == rt { break }
+            rb = nrb; rt = nrt
+        }
+        refcountTableClusters = rt
+        refcountBlocks = rb
+        totalClusters = base + rt + rb
+
+        var h = QCOW2Header()
+        h.version = 3
+        h.clusterBits = clusterBits
+        h.size = virtualSize
+        h.l1Size = UInt32(l1)
+        h.l1TableOffset = (1 + rt + rb) * c
+        h.refcountTableOffset = c
+        h.refcountTableClusters = UInt32(rt)
+        h.refcountOrder = QCOW2.refcountOrder
+        h.headerLength = UInt32(QCOW2.v3HeaderLength)
+        if let p = pointerArea {
+            let needed = UInt64(QCOW2.v3HeaderLength + 8 + p.count + 8)
+            guard needed <= c else { throw QCOW2ViewError.clusterTooSmallForPointer(clusterSize: c, needed: QCOW2.roundUp(needed, to: 65536)) }
+            h.extensions = [QCOW2HeaderExtension(type: QCOW2.extPluginPointer, data: p, offset: UInt64(QCOW2.v3HeaderLength + 8))]
+        }
+        header = h
+    }
+
+    /// Rank of L1 index `k` among the L2 tables, or nil when it has none.
+    public func l2Rank(ofL1Index k: UInt64) -> Int? {
+        var lo = 0, hi = l2Tables.count
+        while lo < hi {
+            let m = (lo + hi) / 2
+            if l2Tables[m] < k { lo = m + 1 } else { hi = m }
+        }
+        return lo < l2Tables.count && l2Tables[lo] == k ? lo : nil
+    }
+
+    /// The L1 entry `k`: its L2 table's offset with COPIED set, or 0.
+    public func l1Entry(_ k: UInt64) -> UInt64 {
+        guard let r = l2Rank(ofL1Index: k) else { return 0 }
+        return (l2Offset + UInt64(r) * clusterSize) | QCOW2.copiedFlag
+    }
+
+    /// Refcount table entry `i`: refcount block i's offset, or 0 past the last block.
+    public func refcountTableEntry(_ i: UInt64) -> UInt64 {
+        i < refcountBlocks ? refcountBlocksOffset + i * clusterSize : 0
+    }
+
+    /// The refcount of host cluster `i`: 1 for every cluster of the file.
+    public func refcount(ofCluster i: UInt64) -> UInt16 { i < totalClusters ? 1 : 0 }
+}
