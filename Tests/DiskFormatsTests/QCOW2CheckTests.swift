@@ -31,6 +31,24 @@ import Testing
         #expect(try Q2.qemuCheck(p).status == 0)
     }
 
+    /// Internal snapshots share clusters: refcounts above 1, COPIED cleared; the check walks the
+    /// snapshot table and every snapshot's tables and finds the image clean, as qemu-img does.
+    @Test(.enabled(if: tools == nil)) func snapshotsAreCounted() throws {
+        let d = Scratch("q2snap")
+        let p = try Self.image(d)
+        try Q2.must("qemu-img", "snapshot", "-c", "one", p)
+        try Q2.must("qemu-io", "-f", "qcow2", "-c", "write -P 0x33 64k 4k", "-c", "write -P 0x44 1M 64k", p)
+        try Q2.must("qemu-img", "snapshot", "-c", "two", p)
+        try Q2.must("qemu-io", "-f", "qcow2", "-c", "write -P 0x55 0 512", p)
+        #expect(try Q2.qemuCheck(p).status == 0)
+        let r = try QCOW2Check.run(path: p)
+        #expect(r.findings.isEmpty, "\(r.findings)")
+        try Q2.must("qemu-img", "convert", "-O", "raw", p, d.file("s.raw"))
+        let f = try QCOW2File.open(path: p)
+        #expect(f.header.nbSnapshots == 2)
+        #expect(try f.read(at: 0, count: Int(f.size)) == Q2.bytes(d.file("s.raw")))
+    }
+
     /// An L2 entry redirected to another data cluster: both checkers report corruption, ours names
     /// the doubly used cluster and the leaked one.
     @Test(.enabled(if: tools == nil)) func flippedL2EntryIsCaught() throws {

@@ -38,6 +38,10 @@ public enum QCOW2Check {
         var refs: [UInt16] = []
         /// References other than compressed clusters' (which legitimately share host clusters).
         var plainRefs: [UInt8] = []
+        /// L2 tables named by L1 entries (active and snapshots), with how many entries name each.
+        var l2Uses: [UInt64: Int] = [:]
+        var activeL2: Set<UInt64> = []
+        var l1Budget = 1 << 24
         var fileClusters: UInt64 = 0
         var header = QCOW2Header()
         var c: UInt64 = 0
@@ -50,7 +54,7 @@ public enum QCOW2Check {
         }
 
         /// Counts one reference to each cluster of [offset, offset+length).
-        mutating func ref(_ offset: UInt64, _ length: UInt64, _ what: String, at: UInt64, compressed: Bool = false) {
+        mutating func ref(_ offset: UInt64, _ length: UInt64, _ what: String, at: UInt64, compressed: Bool = false, times: Int = 1) {
             guard length > 0 else { return }
             let (end, o) = offset.addingReportingOverflow(length)
             guard !o else { add(what, at, "range at \(QCOW2.hex(offset)) overflows"); return }
@@ -60,8 +64,8 @@ public enum QCOW2Check {
             }
             guard first < fileClusters else { return }
             for i in first...min(last, fileClusters - 1) {
-                if refs[Int(i)] < UInt16.max { refs[Int(i)] += 1 }
-                if !compressed && plainRefs[Int(i)] < UInt8.max { plainRefs[Int(i)] += 1 }
+                refs[Int(i)] = UInt16(min(Int(refs[Int(i)]) + times, Int(UInt16.max)))
+                if !compressed { plainRefs[Int(i)] = UInt8(min(Int(plainRefs[Int(i)]) + times, Int(UInt8.max))) }
             }
         }
 
@@ -108,8 +112,9 @@ public enum QCOW2Check {
 
             ref(0, c, "header", at: 0)
             ref(h.refcountTableOffset, UInt64(h.refcountTableClusters) * c, "refcount table", at: 48)
-            let active = try walkL1(offset: h.l1TableOffset, count: UInt64(h.l1Size), name: "L1", headerField: 40, active: true)
+            var active = try walkL1(offset: h.l1TableOffset, count: UInt64(h.l1Size), name: "L1", headerField: 40, active: true)
             try walkSnapshots()
+            active += try walkL2Tables()
 
             // Stored refcounts.
             let rtCount = Int(UInt64(h.refcountTableClusters) * c / 8)
@@ -173,8 +178,10 @@ public enum QCOW2Check {
             }
         }
 
-        /// Counts an L1 table, its L2 tables and their clusters. Returns (entry name, entry offset,
-        /// entry, target) for the COPIED check when `active`.
+        /// Counts an L1 table and the references to its L2 tables; the L2 tables themselves are
+        /// walked once each afterwards (`walkL2Tables`), however many L1 entries name them, so a
+        /// hostile file cannot make the check read one table millions of times. Returns (entry
+        /// name, entry offset, entry, target) for the COPIED check when `active`.
         mutating func walkL1(offset: UInt64, count: UInt64, name: String, headerField: UInt64, active: Bool) throws -> [(String, UInt64, UInt64, UInt64)] {
             var copiedChecks: [(String, UInt64, UInt64, UInt64)] = []
             guard count > 0 else { return [] }
@@ -182,9 +189,10 @@ public enum QCOW2Check {
                 add(name, headerField, "table at \(QCOW2.hex(offset)) with \(count) entries is unaligned or outside the file")
                 return []
             }
+            l1Budget -= Int(count)
+            guard l1Budget >= 0 else { throw CannotCheck(reason: "the L1 tables (active and snapshots) hold more than \(1 << 24) entries in all: not checked") }
             ref(offset, count * 8, "\(name) table", at: headerField)
             let l1 = QCOW2BE.u64s(try read(offset, Int(count) * 8), count: Int(count))
-            let cb = UInt64(header.clusterBits)
             for (k, e) in l1.enumerated() where e != 0 {
                 let at = offset + UInt64(k) * 8
                 let l2 = e & QCOW2.offsetMask
@@ -194,11 +202,25 @@ public enum QCOW2Check {
                 guard l2 % c == 0 else { add(en, at, "L2 table offset \(QCOW2.hex(l2)) is not cluster-aligned"); continue }
                 guard l2 / c < fileClusters else { add(en, at, "L2 table at \(QCOW2.hex(l2)) lies past the end of the file"); continue }
                 ref(l2, c, "L2 table", at: at)
-                if active { copiedChecks.append((en, at, e, l2)) }
+                l2Uses[l2, default: 0] += 1
+                if active {
+                    copiedChecks.append((en, at, e, l2))
+                    activeL2.insert(l2)
+                }
+            }
+            return copiedChecks
+        }
+
+        /// Each distinct L2 table once: its clusters are counted once per L1 entry naming it.
+        mutating func walkL2Tables() throws -> [(String, UInt64, UInt64, UInt64)] {
+            var copiedChecks: [(String, UInt64, UInt64, UInt64)] = []
+            let cb = UInt64(header.clusterBits)
+            for (l2, uses) in l2Uses.sorted(by: { $0.key < $1.key }) {
+                let active = activeL2.contains(l2)
                 let t = QCOW2BE.u64s(try read(l2, Int(c)), count: Int(c / 8))
                 for (j, m) in t.enumerated() where m != 0 {
                     let mAt = l2 + UInt64(j) * 8
-                    let mn = "L2 entry \(j) of \(name)[\(k)]"
+                    let mn = "L2 entry \(j) of the table at \(QCOW2.hex(l2))"
                     if m & QCOW2.compressedFlag != 0 {
                         let x = 62 - (cb - 8)
                         let off = m & ((1 << x) - 1)
@@ -206,7 +228,7 @@ public enum QCOW2Check {
                         if m & QCOW2.copiedFlag != 0 { add(mn, mAt, "COPIED set on a compressed cluster") }
                         // QEMU counts the 512-byte sectors the entry spans.
                         let lo = off & ~UInt64(511)
-                        ref(lo, sectors * 512, mn + " (compressed)", at: mAt, compressed: true)
+                        ref(lo, sectors * 512, mn + " (compressed)", at: mAt, compressed: true, times: uses)
                         continue
                     }
                     if m & QCOW2.l2ReservedMask != 0 { add(mn, mAt, "reserved bits set in \(QCOW2.hex(m))") }
@@ -214,7 +236,7 @@ public enum QCOW2Check {
                     let off = m & QCOW2.offsetMask
                     if off == 0 { continue }
                     guard off % c == 0 else { add(mn, mAt, "data cluster offset \(QCOW2.hex(off)) is not cluster-aligned"); continue }
-                    ref(off, c, mn, at: mAt)
+                    ref(off, c, mn, at: mAt, times: uses)
                     if active, off / c < fileClusters { copiedChecks.append((mn, mAt, m, off)) }
                 }
             }

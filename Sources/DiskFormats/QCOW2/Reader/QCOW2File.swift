@@ -82,7 +82,15 @@ public final class QCOW2File: BlockSource, @unchecked Sendable {
         file = source
         path = name
         fileSize = source.size
-        let head = try source.read(at: 0, count: Int(min(fileSize, 1 << QCOW2.maxClusterBits)))
+        // The header and its extensions live in the first cluster: read 4 KiB for cluster_bits,
+        // then the whole cluster when it is larger.
+        var head = try source.read(at: 0, count: Int(min(fileSize, 4096)))
+        if head.count >= 24 {
+            let bits = QCOW2BE.u32(head, 20)
+            if (QCOW2.minClusterBits...QCOW2.maxClusterBits).contains(bits), (1 << UInt64(bits)) > 4096, fileSize > 4096 {
+                head = try source.read(at: 0, count: Int(min(fileSize, 1 << UInt64(bits))))
+            }
+        }
         let h = try QCOW2Header.parse(head)
         header = h
         func err(_ s: String, _ at: UInt64, _ why: String) -> FormatError { FormatError(QCOW2.formatName, s, at: at, why) }
@@ -293,14 +301,27 @@ public final class QCOW2File: BlockSource, @unchecked Sendable {
 
     // MARK: Facts
 
-    /// Clusters this file maps itself (standard and compressed), not its backing files'.
+    /// Clusters this file maps itself (standard and compressed), not its backing files'. Each
+    /// distinct L2 table is read once, however many L1 entries name it.
     public func allocatedClusterCount() throws -> UInt64 {
         var n: UInt64 = 0
-        try forEachCluster(in: 0..<size) { _, m in
-            switch m {
-            case .data, .compressed: n += 1
-            default: break
+        var seen: [UInt64: UInt64] = [:]
+        let total = clusterCount
+        for (k, e) in l1.enumerated() {
+            let l2 = e & QCOW2.offsetMask
+            guard l2 != 0 else { continue }
+            let first = UInt64(k) * l2Entries
+            guard first < total else { break }
+            let limit = min(l2Entries, total - first)
+            if limit == l2Entries, let known = seen[l2] { n += known; continue }
+            let t = try file.read(at: l2, count: Int(limit) * 8)
+            var here: UInt64 = 0
+            for j in 0..<Int(limit) {
+                let m = QCOW2BE.u64(t, 8 * j)
+                if case .data = try mapping(ofL2Entry: m, at: l2 + UInt64(j) * 8) { here += 1 } else if m & QCOW2.compressedFlag != 0 { here += 1 }
             }
+            if limit == l2Entries { seen[l2] = here }
+            n += here
         }
         return n
     }
