@@ -56,6 +56,24 @@ public enum QCOW2PluginPointerArea {
     }
 }
 
+/// The feature name table header extension (qcow2.txt "Feature name table"): 48-byte entries of
+/// type (0 incompatible, 1 compatible, 2 autoclear), bit number and a NUL-padded name, the
+/// features QEMU 7.2 names, in its order.
+public enum QCOW2FeatureNameTable {
+    public static let minimumClusterSize: UInt64 = 8192
+    public static let entries: [(UInt8, UInt8, String)] = [
+        (0, 0, "dirty bit"), (0, 1, "corrupt bit"), (0, 2, "external data file"), (0, 3, "compression type"),
+        (0, 4, "extended L2 entries"), (1, 0, "lazy refcounts"), (2, 0, "bitmaps"), (2, 1, "raw external data"),
+    ]
+    public static let bytes: [UInt8] = entries.flatMap { type, bit, name -> [UInt8] in
+        var e = [UInt8](repeating: 0, count: 48)
+        e[0] = type
+        e[1] = bit
+        e.replaceSubrange(2..<2 + name.utf8.count, with: Array(name.utf8))
+        return e
+    }
+}
+
 /// Where every structure of a synthesized qcow2 goes (docs/formats/qcow2.md). A pure function of
 /// the virtual size, the cluster size, which virtual clusters hold data, and whether a plugin
 /// pointer area is present — never of the data.
@@ -133,10 +151,18 @@ public struct QCOW2Skeleton: Sendable, Equatable {
         h.refcountTableClusters = UInt32(rt)
         h.refcountOrder = QCOW2.refcountOrder
         h.headerLength = UInt32(QCOW2.v3HeaderLength)
+        // The feature name table, as qemu-img writes it for clusters of 8 KiB and more (it leaves
+        // it out of smaller ones), so our file equals qemu-img convert's for the same disk.
+        var at = UInt64(QCOW2.v3HeaderLength)
+        if c >= QCOW2FeatureNameTable.minimumClusterSize {
+            let t = QCOW2FeatureNameTable.bytes
+            h.extensions.append(QCOW2HeaderExtension(type: QCOW2.extFeatureNameTable, data: t, offset: at + 8))
+            at += 8 + UInt64(t.count)
+        }
         if let p = pointerArea {
-            let needed = UInt64(QCOW2.v3HeaderLength + 8 + p.count + 8)
-            guard needed <= c else { throw QCOW2ViewError.clusterTooSmallForPointer(clusterSize: c, needed: QCOW2.roundUp(needed, to: 65536)) }
-            h.extensions = [QCOW2HeaderExtension(type: QCOW2.extPluginPointer, data: p, offset: UInt64(QCOW2.v3HeaderLength + 8))]
+            let needed = at + 8 + UInt64(p.count) + 8
+            guard needed <= c else { throw QCOW2ViewError.clusterTooSmallForPointer(clusterSize: c, needed: 65536) }
+            h.extensions.append(QCOW2HeaderExtension(type: QCOW2.extPluginPointer, data: p, offset: at + 8))
         }
         header = h
     }

@@ -303,7 +303,8 @@ extension QCOW2View: NativeFormatView {
         lines.append("  features: incompatible 0x0, compatible 0x0, autoclear 0x0; snapshots 0; backing file none")
         lines.append("  l1_size \(h.l1Size) @\(hex(h.l1TableOffset)), refcount table \(h.refcountTableClusters) cluster(s) @\(hex(h.refcountTableOffset))")
         for e in h.extensions {
-            let what = e.type == QCOW2.extPluginPointer ? "plugin pointer (BLPT), blob \(options.pluginPointer?.count ?? 0) bytes, sha256 \(SHA256.hash(options.pluginPointer ?? []).hex.prefix(16))" : "?"
+            let what = e.type == QCOW2.extPluginPointer ? "plugin pointer (BLPT), blob \(options.pluginPointer?.count ?? 0) bytes, sha256 \(SHA256.hash(options.pluginPointer ?? []).hex.prefix(16))"
+                : e.type == QCOW2.extFeatureNameTable ? "feature name table, \(e.data.count / 48) names" : "?"
             lines.append("  extension 0x\(String(e.type, radix: 16)) @\(hex(e.offset - 8)), \(e.data.count) bytes: \(what)")
         }
         lines.append("  end of extensions @\(hex(UInt64(headerBytes.count - 8)))")
