@@ -56,6 +56,15 @@ import Testing
         }
         let report = try QCOW2Check.run(path: q)
         #expect(report.findings.isEmpty, "\(name): \(report.findings)")
+        // Concurrent small reads (as FUSE makes them) agree with the model.
+        let ok = Locked<[Bool]>([])
+        DispatchQueue.concurrentPerform(iterations: 16) { i in
+            let off = (UInt64(i) * (size / 16)) / 512 * 512
+            let n = Int(min(12288, size - off))
+            let good = (try? f.read(at: off, count: n)) == Array(model[Int(off)..<Int(off) + n])
+            ok.withLock { $0.append(good) }
+        }
+        #expect(ok.current == Array(repeating: true, count: 16), "\(name)")
     }
 
 

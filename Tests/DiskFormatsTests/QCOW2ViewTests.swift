@@ -118,6 +118,7 @@ import Testing
     }
 
     static let sizeCases: [SizeCase] = [
+        SizeCase("0", 0, []),
         SizeCase("512", 512, [(0, 512, 1)]),
         SizeCase("1M+512", Q2.MiB + 512, [(0, 4096, 2), (Q2.MiB - 100, 612, 3)]),
         SizeCase("cluster+512", 65536 + 512, [(65536, 512, 4)]),
@@ -194,6 +195,27 @@ import Testing
             #expect(try back.read(at: off, count: min(len, Int(size - off))) == src.read(at: off, count: min(len, Int(size - off))))
         }
         #expect(try QCOW2Check.run(path: q).findings.isEmpty)
+    }
+
+    /// `create` through the driver: an empty disk QEMU accepts; `info` and `check` through the driver.
+    @Test(.enabled(if: tools == nil)) func driverCreateInfoCheck() throws {
+        let d = Scratch("q2create")
+        let p = d.file("new.qcow2")
+        let driver = try #require(DiskFormatRegistry.driver(named: "QCOW2"))
+        try driver.create(path: p, virtualSize: 10 * Q2.MiB, options: NativeFormatOptions(keys: ["cluster_size": "16k"]))
+        #expect(try DiskFormatRegistry.detect(path: p)?.name == "qcow2")
+        let check = try Q2.qemuCheck(p)
+        #expect(check.status == 0, "\(check.text)")
+        #expect(try Q2.must("qemu-img", "info", "--output=json", p).contains("\"cluster-size\": 16384"))
+        try Q2.must("qemu-io", "-f", "qcow2", "-c", "write -P 0x61 1M 100k", p)
+        #expect(try Q2.qemuCheck(p).status == 0)
+        let info = try driver.info(path: p)
+        #expect(info["virtual_size"] == .bytes(10 * Q2.MiB))
+        #expect(info["cluster_size"] == .bytes(16384))
+        #expect(info["compat"] == .string("1.1"))
+        #expect(info["allocated_bytes"] == .bytes(7 * 16384))
+        #expect(try driver.check(path: p).findings.isEmpty)
+        #expect(try driver.open(path: p).read(at: Q2.MiB, count: 4) == [0x61, 0x61, 0x61, 0x61])
     }
 
     /// A plugin file's pointer extension: QEMU keeps and ignores it (compare, check, info agree).

@@ -24,6 +24,10 @@ public final class QCOW2File: BlockSource, @unchecked Sendable {
     /// The backing file as resolved on this system, when there is one.
     public let backingPath: String?
     let file: any BlockSource
+    /// The last few inflated clusters, by host offset (small reads of a compressed cluster,
+    /// as FUSE makes them, inflate it once).
+    private let inflated = Locked<[(UInt64, [UInt8])]>([])
+    static let inflatedCacheSize = 4
 
     public var size: UInt64 { header.size }
     public var clusterSize: UInt64 { header.clusterSize }
@@ -256,11 +260,16 @@ public final class QCOW2File: BlockSource, @unchecked Sendable {
 
     /// One compressed cluster, inflated; it must fill the whole cluster (as QEMU requires).
     public func decompress(offset: UInt64, length: UInt64) throws -> [UInt8] {
+        if let hit = inflated.withLock({ c in c.first { $0.0 == offset }?.1 }) { return hit }
         let n = Int(min(length, clusterSize * 2 + 1024))
         let input = try file.read(at: offset, count: n)
         let out = try QCOW2Inflate.inflate(input, capacity: Int(clusterSize), errorOffset: offset)
         guard out.count == Int(clusterSize) else {
             throw FormatError(QCOW2.formatName, "compressed cluster", at: offset, "inflates to \(out.count) bytes, not one cluster (\(clusterSize))")
+        }
+        inflated.withLock { c in
+            c.insert((offset, out), at: 0)
+            if c.count > Self.inflatedCacheSize { c.removeLast() }
         }
         return out
     }
