@@ -204,18 +204,24 @@ public final class QCOW2File: BlockSource, @unchecked Sendable {
     /// The mapping of virtual cluster `v`.
     public func mapping(ofCluster v: UInt64) throws -> Mapping { try mappings(first: v, count: 1)[0] }
 
-    /// Calls `body(cluster, mapping)` for the clusters covering `range`, one L2 read per table.
-    func forEachCluster(in range: Range<UInt64>, _ body: (UInt64, Mapping) throws -> Void) throws {
+    /// Calls `body(firstCluster, count, mapping)` for runs of clusters covering `range`: one call
+    /// per cluster of an L2 table (one L2 read per table), one call for all the clusters of an
+    /// L1 entry without a table — so a huge sparse image costs its L1 size, not its cluster count.
+    func forEachRun(in range: Range<UInt64>, _ body: (UInt64, UInt64, Mapping) throws -> Void) throws {
         guard !range.isEmpty else { return }
         let c = clusterSize
         var v = range.lowerBound / c
         let last = (range.upperBound - 1) / c
         while v <= last {
             let tableEnd = (v / l2Entries + 1) * l2Entries
-            let n = Int(min(last + 1, tableEnd) - v)
-            let ms = try mappings(first: v, count: n)
-            for (i, m) in ms.enumerated() { try body(v + UInt64(i), m) }
-            v += UInt64(n)
+            let n = min(last + 1, tableEnd) - v
+            if l1[Int(v / l2Entries)] & QCOW2.offsetMask == 0 {
+                try body(v, n, .unallocated)
+            } else {
+                let ms = try mappings(first: v, count: Int(n))
+                for (i, m) in ms.enumerated() { try body(v + UInt64(i), 1, m) }
+            }
+            v += n
         }
     }
 
@@ -226,8 +232,8 @@ public final class QCOW2File: BlockSource, @unchecked Sendable {
         guard buffer.count > 0 else { return }
         let c = clusterSize
         let end = offset + UInt64(buffer.count)
-        try forEachCluster(in: offset..<end) { v, m in
-            let lo = max(offset, v * c), hi = min(end, (v + 1) * c)
+        try forEachRun(in: offset..<end) { v, n, m in
+            let lo = max(offset, v * c), hi = min(end, (v + n) * c)
             let out = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(lo - offset)..<Int(hi - offset)])
             let inCluster = lo - v * c
             switch m {
@@ -295,8 +301,8 @@ public final class QCOW2File: BlockSource, @unchecked Sendable {
                 out.append(Extent(offset: p.lowerBound, length: UInt64(p.count), kind: .absent))
             }
         }
-        try forEachCluster(in: r) { v, m in
-            let lo = max(r.lowerBound, v * c), hi = min(r.upperBound, (v + 1) * c)
+        try forEachRun(in: r) { v, n, m in
+            let lo = max(r.lowerBound, v * c), hi = min(r.upperBound, (v + n) * c)
             if case .unallocated = m {
                 if let p = pendingBacking, p.upperBound == lo { pendingBacking = p.lowerBound..<hi } else { try flushBacking(); pendingBacking = lo..<hi }
                 return
