@@ -21,6 +21,10 @@ public enum QCOW2Inflate {
         /// counts[len] = number of codes of that length (1…15); symbols sorted by (length, value).
         var counts = [UInt16](repeating: 0, count: 16)
         var symbols: [UInt16] = []
+        /// Codes of at most `fastBits` bits, indexed by the next `fastBits` input bits (codes are
+        /// stored bit-reversed, as deflate packs them): symbol | length << 12; 0 = longer code.
+        var fast = [UInt16](repeating: 0, count: 1 << Huffman.fastBits)
+        static let fastBits = 9
 
         /// nil when the lengths over-subscribe the code space.
         init?(lengths: [UInt8]) {
@@ -42,6 +46,22 @@ public enum QCOW2Inflate {
                 used += 1
             }
             symbols.removeLast(lengths.count - used)
+            // Canonical codes: consecutive within a length, the next length starts at (end) << 1.
+            var code = 0, index = 0
+            for len in 1...15 {
+                for _ in 0..<Int(counts[len]) {
+                    if len <= Huffman.fastBits {
+                        var rev = 0
+                        for b in 0..<len where code >> b & 1 == 1 { rev |= 1 << (len - 1 - b) }
+                        let entry = symbols[index] | UInt16(len) << 12
+                        var k = rev
+                        while k < 1 << Huffman.fastBits { fast[k] = entry; k += 1 << len }
+                    }
+                    index += 1
+                    code += 1
+                }
+                code <<= 1
+            }
         }
     }
 
@@ -67,7 +87,7 @@ public enum QCOW2Inflate {
         let structure: String
         var out: [UInt8] = []
         var pos = 0
-        var bitBuf: UInt32 = 0
+        var bitBuf: UInt64 = 0
         var bitCount = 0
 
         init(input: [UInt8], capacity: Int, errorOffset: UInt64, structure: String) {
@@ -87,17 +107,32 @@ public enum QCOW2Inflate {
         mutating func bits(_ n: Int) throws -> UInt32 {
             while bitCount < n {
                 guard pos < input.count else { throw fail("input ends inside a block") }
-                bitBuf |= UInt32(input[pos]) << UInt32(bitCount)
+                bitBuf |= UInt64(input[pos]) << UInt64(bitCount)
                 pos += 1
                 bitCount += 8
             }
-            let v = n == 0 ? 0 : bitBuf & ((1 << UInt32(n)) - 1)
-            bitBuf = n >= 32 ? 0 : bitBuf >> UInt32(n)
+            let v = n == 0 ? 0 : UInt32(truncatingIfNeeded: bitBuf & ((1 << UInt64(n)) - 1))
+            bitBuf >>= UInt64(n)
             bitCount -= n
             return v
         }
 
         mutating func decode(_ h: Huffman) throws -> Int {
+            // Fast path: the next bits (zero-padded at the end of the input) index the table.
+            while bitCount < 56 && pos < input.count {
+                bitBuf |= UInt64(input[pos]) << UInt64(bitCount)
+                pos += 1
+                bitCount += 8
+            }
+            let e = h.fast[Int(bitBuf & UInt64((1 << Huffman.fastBits) - 1))]
+            if e != 0 {
+                let len = Int(e >> 12)
+                if len <= bitCount {
+                    bitBuf >>= UInt64(len)
+                    bitCount -= len
+                    return Int(e & 0xFFF)
+                }
+            }
             var code = 0, first = 0, index = 0
             for len in 1...15 {
                 code |= Int(try bits(1))
