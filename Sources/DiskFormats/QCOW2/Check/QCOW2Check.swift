@@ -132,7 +132,10 @@ public enum QCOW2Check {
             let bits = h.refcountBits
             let perBlock = c * 8 / bits
             var stored = [UInt16](repeating: 0, count: Int(fileClusters))
-            for (i, off) in blocks {
+            // Only blocks covering the file's clusters are read (a table whose entries all name
+            // one block would otherwise make the check read it a million times).
+            let covering = QCOW2.divRoundUp(fileClusters, perBlock)
+            for (i, off) in blocks where UInt64(i) < covering {
                 let b = try read(off, Int(c))
                 for j in 0..<perBlock {
                     let cl = UInt64(i) * perBlock + j
