@@ -56,6 +56,11 @@ import Testing
         }
         let report = try QCOW2Check.run(path: q)
         #expect(report.findings.isEmpty, "\(name): \(report.findings)")
+        // qcow2 → qcow2 through our reader and view (what `convert -O qcow2` of a qcow2 does).
+        let again = d.file("again.qcow2")
+        try Q2.writeView(f, to: again)
+        #expect(try Q2.tool(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", raw, again]).status == 0, "\(name)")
+        #expect(try Q2.qemuCheck(again).status == 0, "\(name)")
         // Concurrent small reads (as FUSE makes them) agree with the model.
         let ok = Locked<[Bool]>([])
         DispatchQueue.concurrentPerform(iterations: 16) { i in
