@@ -218,6 +218,28 @@ import Testing
         #expect(try driver.open(path: p).read(at: Q2.MiB, count: 4) == [0x61, 0x61, 0x61, 0x61])
     }
 
+    /// A 104-byte version 3 header (no compression type field), as older QEMUs wrote it:
+    /// QEMU and our reader read the same disk.
+    @Test(.enabled(if: tools == nil)) func header104() throws {
+        let d = Scratch("q2h104")
+        let raw = d.file("h.raw"), q = d.file("h.qcow2")
+        let src = try Q2.rawFile(raw, size: 2 * Q2.MiB, writes: [(70_000, 9000, 5)])
+        try Q2.writeView(src, to: q)
+        let f = try RawFile(path: q, writable: true)
+        var h = try QCOW2Header.parse(try f.read(at: 0, count: 65536))
+        h.headerLength = 104
+        var cluster = h.serialize()
+        #expect(cluster.count < 65536)
+        cluster += [UInt8](repeating: 0, count: 65536 - cluster.count)
+        try f.write(at: 0, cluster)
+        try f.flush()
+        let back = try QCOW2File.open(path: q)
+        #expect(back.header.headerLength == 104 && back.header.extensions.count == 1)
+        #expect(try back.read(at: 0, count: Int(back.size)) == Q2.bytes(raw))
+        #expect(try Q2.tool(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", raw, q]).status == 0)
+        #expect(try Q2.qemuCheck(q).status == 0)
+    }
+
     /// A plugin file's pointer extension: QEMU keeps and ignores it (compare, check, info agree).
     @Test(.enabled(if: tools == nil)) func qemuIgnoresThePointerExtension() throws {
         let d = Scratch("q2ptr")
