@@ -90,6 +90,7 @@ import Testing
         let a = try QCOW2View(source: src, options: QCOW2ViewOptions(pluginPointer: [1, 2, 3]))
         let b = try QCOW2View(source: src, options: QCOW2ViewOptions(pluginPointer: [UInt8](repeating: 9, count: 5000)))
         let n = try QCOW2View(source: src)
+        #expect(try QCOW2View(source: src, pluginPointer: [1, 2, 3]).skeleton() == a.skeleton())
         #expect(a.size == b.size && a.payloadStart == b.payloadStart && a.size == n.size)
         #expect(try QCOW2PluginPointerArea.find(in: a) == [1, 2, 3])
         #expect(try QCOW2PluginPointerArea.find(in: b) == [UInt8](repeating: 9, count: 5000))

@@ -99,6 +99,14 @@ public final class QCOW2View: BlockSource {
         headerBytes = layout.header.serialize()
     }
 
+    /// The view with a plugin pointer blob in its header extension (`options.pluginPointer`
+    /// replaced by `pluginPointer`): what `expose` writes as a qcow2 plugin file.
+    public convenience init(source: any BlockSource, options: QCOW2ViewOptions = QCOW2ViewOptions(), pluginPointer: [UInt8]?) throws {
+        var o = options
+        o.pluginPointer = pluginPointer
+        try self.init(source: source, options: o)
+    }
+
     // MARK: Allocation queries
 
     private func firstRun(where isPast: (QCOW2ClusterRun) -> Bool) -> Int {
