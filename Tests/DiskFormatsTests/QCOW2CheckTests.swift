@@ -49,6 +49,22 @@ import Testing
         #expect(try f.read(at: 0, count: Int(f.size)) == Q2.bytes(d.file("s.raw")))
     }
 
+    /// Persistent dirty bitmaps own clusters too (directory, tables, bitmap data): counted, so
+    /// the image is clean without leaks, as qemu-img says.
+    @Test(.enabled(if: tools == nil)) func bitmapsAreCounted() throws {
+        let d = Scratch("q2bm")
+        let p = d.file("bm.qcow2")
+        try Q2.must("qemu-img", "create", "-q", "-f", "qcow2", p, "64M")
+        try Q2.must("qemu-io", "-f", "qcow2", "-c", "write -P 1 0 1M", p)
+        try Q2.must("qemu-img", "bitmap", "--add", p, "b0")
+        try Q2.must("qemu-img", "bitmap", "--add", "-g", "65536", p, "b1")
+        try Q2.must("qemu-io", "-f", "qcow2", "-c", "write -P 2 2M 1M", p)
+        #expect(try Q2.qemuCheck(p).status == 0)
+        let r = try QCOW2Check.run(path: p)
+        #expect(r.findings.isEmpty, "\(r.findings)")
+        #expect(try QCOW2File.open(path: p).read(at: 2 * Q2.MiB, count: 1) == [2])
+    }
+
     /// An L2 entry redirected to another data cluster: both checkers report corruption, ours names
     /// the doubly used cluster and the leaked one.
     @Test(.enabled(if: tools == nil)) func flippedL2EntryIsCaught() throws {

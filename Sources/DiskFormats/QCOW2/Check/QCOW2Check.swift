@@ -115,6 +115,7 @@ public enum QCOW2Check {
             var active = try walkL1(offset: h.l1TableOffset, count: UInt64(h.l1Size), name: "L1", headerField: 40, active: true)
             try walkSnapshots()
             active += try walkL2Tables()
+            try walkBitmaps()
 
             // Stored refcounts.
             let rtCount = Int(UInt64(h.refcountTableClusters) * c / 8)
@@ -244,6 +245,46 @@ public enum QCOW2Check {
                 }
             }
             return copiedChecks
+        }
+
+        /// Persistent dirty bitmaps (qcow2.txt "Bitmaps extension"): the bitmap directory, each
+        /// bitmap table and the clusters its entries name. Only when the autoclear bit 0 says the
+        /// extension is valid (QEMU ignores it otherwise).
+        mutating func walkBitmaps() throws {
+            guard header.autoclearFeatures & 1 != 0,
+                  let ext = header.extensions.first(where: { $0.type == QCOW2.extBitmaps }) else { return }
+            let x = ext.data
+            guard x.count >= 24 else { add("bitmaps extension", ext.offset, "\(x.count) bytes, below 24"); return }
+            let nb = QCOW2BE.u32(x, 0), dirSize = QCOW2BE.u64(x, 8), dirOffset = QCOW2BE.u64(x, 16)
+            guard nb <= 65535, dirSize <= 64 << 20, dirOffset % c == 0, dirOffset < source.size, dirSize <= source.size - dirOffset else {
+                add("bitmaps extension", ext.offset, "\(nb) bitmaps, directory of \(dirSize) bytes at \(QCOW2.hex(dirOffset)): outside the file or above QEMU's limits")
+                return
+            }
+            ref(dirOffset, dirSize, "bitmap directory", at: ext.offset + 16)
+            let dir = try read(dirOffset, Int(dirSize))
+            var at = 0
+            for i in 0..<Int(nb) {
+                let en = "bitmap directory entry \(i)"
+                guard at + 24 <= dir.count else { add(en, dirOffset + UInt64(at), "runs past the directory"); return }
+                let tableOffset = QCOW2BE.u64(dir, at), tableSize = UInt64(QCOW2BE.u32(dir, at + 8))
+                let nameSize = Int(QCOW2BE.u16(dir, at + 18)), extra = Int(QCOW2BE.u32(dir, at + 20))
+                guard extra <= 1024, nameSize <= 1023 else { add(en, dirOffset + UInt64(at), "name or extra data too long"); return }
+                let tAt = dirOffset + UInt64(at)
+                at += Int(QCOW2.roundUp(UInt64(24 + extra + nameSize), to: 8))
+                guard tableOffset % c == 0, tableSize * 8 <= 64 << 20, tableOffset < source.size, tableSize * 8 <= source.size - tableOffset else {
+                    add(en, tAt, "bitmap table at \(QCOW2.hex(tableOffset)) (\(tableSize) entries) unaligned or outside the file")
+                    continue
+                }
+                ref(tableOffset, tableSize * 8, "bitmap table \(i)", at: tAt)
+                let t = QCOW2BE.u64s(try read(tableOffset, Int(tableSize) * 8), count: Int(tableSize))
+                for (j, e) in t.enumerated() {
+                    let off = e & QCOW2.offsetMask
+                    guard off != 0 else { continue }
+                    let eAt = tableOffset + UInt64(j) * 8
+                    guard off % c == 0 else { add("bitmap table \(i) entry \(j)", eAt, "data offset \(QCOW2.hex(off)) is not cluster-aligned"); continue }
+                    ref(off, c, "bitmap table \(i) entry \(j)", at: eAt)
+                }
+            }
         }
 
         /// The snapshot table (qcow2.txt "Snapshot table") and each snapshot's L1 and L2 tables.
