@@ -275,6 +275,8 @@ public enum QCOW2Check {
                     add(en, tAt, "bitmap table at \(QCOW2.hex(tableOffset)) (\(tableSize) entries) unaligned or outside the file")
                     continue
                 }
+                l1Budget -= Int(tableSize)
+                guard l1Budget >= 0 else { throw CannotCheck(reason: "the L1 and bitmap tables hold more than \(1 << 24) entries in all: not checked") }
                 ref(tableOffset, tableSize * 8, "bitmap table \(i)", at: tAt)
                 let t = QCOW2BE.u64s(try read(tableOffset, Int(tableSize) * 8), count: Int(tableSize))
                 for (j, e) in t.enumerated() {
