@@ -73,9 +73,7 @@ import Testing
     @Test func badOptionsAreTypedErrors() throws {
         #expect(throws: QCOW2ViewError.virtualSizeNotSectorMultiple(1000)) { try QCOW2View(source: ZeroSource(size: 1000)) }
         #expect(throws: QCOW2ViewError.self) { try QCOW2View(source: ZeroSource(size: 512), options: QCOW2ViewOptions(clusterBits: 22)) }
-        #expect(throws: QCOW2ViewError.self) {
-            try QCOW2View(source: ZeroSource(size: 512), options: QCOW2ViewOptions(clusterBits: 12, pluginPointer: [1]))
-        }
+        #expect(try QCOW2View(source: ZeroSource(size: 512), options: QCOW2ViewOptions(clusterBits: 9, pluginPointer: [1])).layout.pointerAreaClusters == 129)
         #expect(throws: QCOW2ViewError.self) {
             try QCOW2View(source: ZeroSource(size: 512), options: QCOW2ViewOptions(pluginPointer: [UInt8](repeating: 1, count: 70000)))
         }
@@ -84,19 +82,29 @@ import Testing
         #expect(try QCOW2Driver().viewOptions(NativeFormatOptions(keys: ["cluster_size": "4k"])).clusterBits == 12)
     }
 
-    /// The pointer area has a fixed size: the layout is the same for any pointer content.
+    /// The pointer area has a fixed size: the layout is the same for any pointer content, up to
+    /// `PluginPointerPlacement.maxBlobLength` bytes.
     @Test func pluginPointerAreaIsFixed() throws {
         let src = Self.disk(fill: 3)
         let a = try QCOW2View(source: src, options: QCOW2ViewOptions(pluginPointer: [1, 2, 3]))
-        let b = try QCOW2View(source: src, options: QCOW2ViewOptions(pluginPointer: [UInt8](repeating: 9, count: 5000)))
+        let big = [UInt8](repeating: 9, count: PluginPointerPlacement.maxBlobLength)
+        let b = try QCOW2View(source: src, options: QCOW2ViewOptions(pluginPointer: big))
         let n = try QCOW2View(source: src)
         #expect(try QCOW2View(source: src, pluginPointer: [1, 2, 3]).skeleton() == a.skeleton())
-        #expect(a.size == b.size && a.payloadStart == b.payloadStart && a.size == n.size)
+        #expect(a.size == b.size && a.payloadStart == b.payloadStart)
+        #expect(a.size == n.size + 2 * 65536, "two 64 KiB clusters of pointer area")
         #expect(try QCOW2PluginPointerArea.find(in: a) == [1, 2, 3])
-        #expect(try QCOW2PluginPointerArea.find(in: b) == [UInt8](repeating: 9, count: 5000))
+        #expect(try QCOW2PluginPointerArea.find(in: b) == big)
         #expect(try QCOW2PluginPointerArea.find(in: n) == nil)
-        // Only cluster 0 differs.
-        #expect(try a.read(at: 65536, count: Int(a.size - 65536)) == b.read(at: 65536, count: Int(b.size - 65536)))
+        // Only the pointer area differs; its clusters have refcount 0.
+        let rt = a.layout.refcountTableOffset
+        #expect(try a.read(at: 0, count: 65536) == b.read(at: 0, count: 65536))
+        #expect(try a.read(at: rt, count: Int(a.size - rt)) == b.read(at: rt, count: Int(b.size - rt)))
+        #expect(a.layout.refcount(ofCluster: 0) == 1 && a.layout.refcount(ofCluster: 1) == 0 && a.layout.refcount(ofCluster: 2) == 0)
+        #expect(a.layout.refcount(ofCluster: 3) == 1)
+        #expect(throws: QCOW2ViewError.self) { try QCOW2View(source: src, options: QCOW2ViewOptions(pluginPointer: big + [0])) }
+        let r = try QCOW2Check.run(source: b)
+        #expect(r.findings.isEmpty, "\(r.findings)")
     }
 }
 

@@ -18,6 +18,38 @@ public struct QCOW2Driver: DiskFormatDriver {
         try QCOW2View(source: source, options: viewOptions(options))
     }
 
+    /// The exposed form with the plugin pointer in BootLab's header extension and its area.
+    public func pluginView(of source: any BlockSource, options: NativeFormatOptions, pointer: [UInt8]) throws -> any NativeFormatView {
+        try QCOW2View(source: source, options: viewOptions(options, pluginPointer: pointer))
+    }
+
+    public func readPluginPointer(path: String) throws -> [UInt8]? {
+        try QCOW2PluginPointerArea.find(in: RawFile(path: path))
+    }
+
+    /// A byte inside each structure the view synthesizes, found by parsing the file (skeleton
+    /// only: works on a plugin file without its backup).
+    public func structureSites(path: String) throws -> [String: UInt64] {
+        let raw = try RawFile(path: path)
+        let f = try QCOW2File(source: raw, name: path) { _, _ in ZeroSource(size: 0) }
+        let h = f.header
+        var sites: [String: UInt64] = [
+            "header": 4 + 3,                                   // version: 3 becomes an unknown version
+            "refcount table": h.refcountTableOffset + 6,       // first refcount block's offset
+            "L1 table": h.l1TableOffset + 6,                    // first L1 entry's offset field
+        ]
+        let rt0 = QCOW2BE.u64(try raw.read(at: h.refcountTableOffset, count: 8), 0) & QCOW2.offsetMask
+        if rt0 != 0 { sites["refcount block"] = rt0 + 1 }    // the header cluster's refcount
+        if let k = f.l1.firstIndex(where: { $0 & QCOW2.offsetMask != 0 }) {
+            let l2 = f.l1[k] & QCOW2.offsetMask
+            let t = try raw.read(at: l2, count: Int(h.clusterSize))
+            if let j = (0..<Int(h.l2Entries)).first(where: { QCOW2BE.u64(t, 8 * $0) != 0 }) {
+                sites["L2 entry"] = l2 + UInt64(j) * 8 + 6       // a byte of the data offset
+            }
+        }
+        return sites
+    }
+
     /// The common options mapped onto qcow2's: `cluster_size` (`allocationUnit`); `compat`
     /// accepts only 1.1 (v3), what the view writes.
     public func viewOptions(_ options: NativeFormatOptions, pluginPointer: [UInt8]? = nil) throws -> QCOW2ViewOptions {

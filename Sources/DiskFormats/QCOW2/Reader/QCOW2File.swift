@@ -8,7 +8,8 @@ public typealias QCOW2BackingOpener = (String, String?) throws -> any BlockSourc
 
 /// A qcow2 file (version 2 or 3) as a read-only block source: L1/L2 mapping, the v3 zero flag,
 /// deflate-compressed clusters, and backing files (qcow2 or raw, or any format the registry
-/// opens), resolved relative to the image's directory, loops and depth checked.
+/// opens), resolved relative to the image's directory, loops and depth checked. Compressed
+/// clusters inflate through the product's one zlib binding (`Deflate`).
 ///
 /// Refused with `QCOW2OpenError`: external data files, encryption, extended L2 entries, zstd
 /// compression, unknown incompatible features. Every structural problem is a `FormatError`
@@ -269,9 +270,13 @@ public final class QCOW2File: BlockSource, @unchecked Sendable {
         if let hit = inflated.withLock({ c in c.first { $0.0 == offset }?.1 }) { return hit }
         let n = Int(min(length, clusterSize * 2 + 1024))
         let input = try file.read(at: offset, count: n)
-        let out = try QCOW2Inflate.inflate(input, capacity: Int(clusterSize), errorOffset: offset)
-        guard out.count == Int(clusterSize) else {
-            throw FormatError(QCOW2.formatName, "compressed cluster", at: offset, "inflates to \(out.count) bytes, not one cluster (\(clusterSize))")
+        // Raw deflate (zlib, window bits -15 accept QEMU's -12 streams) that must fill exactly
+        // one cluster, as QEMU requires; padding after the stream's end is ignored.
+        var out = [UInt8](repeating: 0, count: Int(clusterSize))
+        try input.withUnsafeBytes { i in
+            try out.withUnsafeMutableBytes { o in
+                _ = try Deflate.decompress(i, into: o, framing: .raw, format: QCOW2.formatName, structure: "compressed cluster", at: offset)
+            }
         }
         inflated.withLock { c in
             c.insert((offset, out), at: 0)

@@ -33,8 +33,8 @@ extension QCOW2File {
             fields.append(InfoField("backing_format", h.backingFormat.map { .string($0) } ?? .null))
             fields.append(InfoField("backing_chain_depth", .integer(UInt64(backingChain.count))))
         }
-        if let e = h.extensions.first(where: { $0.type == QCOW2.extPluginPointer }) {
-            fields.append(InfoField("plugin_pointer_bytes", .bytes(UInt64((try? QCOW2PluginPointerArea.decode(e.data, at: e.offset).count) ?? 0))))
+        if h.extensions.contains(where: { $0.type == QCOW2.extPluginPointer }) {
+            fields.append(InfoField("plugin_pointer_bytes", .bytes(UInt64((try? QCOW2PluginPointerArea.find(in: file)?.count) ?? 0))))
         }
         return ImageInfo(format: QCOW2.formatName, path: path, fields: fields)
     }

@@ -7,8 +7,6 @@ public enum QCOW2ViewError: Error, CustomStringConvertible, Equatable, Sendable 
     case virtualSizeTooLarge(UInt64)
     /// The plugin pointer blob does not fit the fixed reserved area.
     case pluginPointerTooLarge(count: Int, capacity: Int)
-    /// The reserved pointer area needs the header cluster to be at least this large.
-    case clusterTooSmallForPointer(clusterSize: UInt64, needed: UInt64)
 
     public var description: String {
         switch self {
@@ -16,43 +14,59 @@ public enum QCOW2ViewError: Error, CustomStringConvertible, Equatable, Sendable 
         case let .virtualSizeNotSectorMultiple(v): return "qcow2: virtual size \(v) is not a multiple of 512 (QEMU would drop the tail); pad the input first"
         case let .virtualSizeTooLarge(v): return "qcow2: virtual size \(v) needs an L1 table above QEMU's 32 MiB limit"
         case let .pluginPointerTooLarge(n, cap): return "qcow2: plugin pointer of \(n) bytes exceeds the \(cap)-byte reserved area"
-        case let .clusterTooSmallForPointer(c, n): return "qcow2: the plugin pointer area needs clusters of at least \(n) bytes, not \(c)"
         }
     }
 }
 
-/// The plugin pointer's header extension (type `QCOW2.extPluginPointer`, "BLPT"): a fixed-size
-/// area, so the layout never depends on the pointer's content.
-///
-/// Data (61440 bytes, a multiple of 8): u32 BE blob length N, then N blob bytes, then zeros.
+/// The plugin pointer: BootLab's header extension (type `QCOW2.extPluginPointer`, "BLPT", 16
+/// bytes: u64 BE offset and u64 BE length of the pointer area) names a fixed-size area of whole
+/// clusters right after the header cluster. The area holds u32 BE N, the N blob bytes, zeros; it
+/// is `PluginPointerPlacement.maxBlobLength` + 4 bytes rounded up to clusters, whatever the blob,
+/// so the layout never depends on the pointer. Its clusters have refcount 0 and nothing
+/// references them: for QEMU they are free clusters inside the file (`qemu-img check` is clean).
 public enum QCOW2PluginPointerArea {
-    public static let dataLength = 61440
-    public static let capacity = dataLength - 4
+    /// The largest blob the area holds.
+    public static let capacity = PluginPointerPlacement.maxBlobLength
+    public static let extensionLength = 16
 
+    /// Clusters of the area for a cluster size.
+    public static func clusters(clusterSize c: UInt64) -> UInt64 { QCOW2.divRoundUp(UInt64(capacity) + 4, c) }
+
+    /// The area's leading bytes (length + blob; the rest of the area is zeros).
     public static func encode(_ blob: [UInt8]) throws -> [UInt8] {
         guard blob.count <= capacity else { throw QCOW2ViewError.pluginPointerTooLarge(count: blob.count, capacity: capacity) }
-        var d = [UInt8](repeating: 0, count: dataLength)
+        var d = [UInt8](repeating: 0, count: 4)
         QCOW2BE.put32(&d, UInt32(blob.count), at: 0)
-        d.replaceSubrange(4..<4 + blob.count, with: blob)
+        return d + blob
+    }
+
+    public static func extensionData(areaOffset: UInt64, areaLength: UInt64) -> [UInt8] {
+        var d = [UInt8](repeating: 0, count: extensionLength)
+        QCOW2BE.put64(&d, areaOffset, at: 0)
+        QCOW2BE.put64(&d, areaLength, at: 8)
         return d
     }
 
-    /// The blob held in an extension's data, or a typed error.
-    public static func decode(_ data: [UInt8], at offset: UInt64) throws -> [UInt8] {
-        guard data.count >= 4 else { throw FormatError(QCOW2.formatName, "plugin pointer extension", at: offset, "\(data.count) bytes, below 4") }
-        let n = Int(QCOW2BE.u32(data, 0))
-        guard n <= data.count - 4 else {
-            throw FormatError(QCOW2.formatName, "plugin pointer extension", at: offset, "blob length \(n) exceeds the \(data.count - 4)-byte area")
-        }
-        return Array(data[4..<4 + n])
-    }
-
-    /// The pointer blob in the qcow2 file held by `source`, nil when it has none.
+    /// The pointer blob in the qcow2 file held by `source`, nil when it has none; typed errors
+    /// for an extension or area that does not fit the file.
     public static func find(in source: any BlockSource) throws -> [UInt8]? {
-        let head = try source.read(at: 0, count: Int(min(source.size, 1 << 21)))
-        let h = try QCOW2Header.parse(head)
+        let head = try source.read(at: 0, count: Int(min(source.size, 4096)))
+        var h = try QCOW2Header.parse(head)
+        if h.clusterSize > 4096 && source.size > 4096 {
+            h = try QCOW2Header.parse(try source.read(at: 0, count: Int(min(source.size, h.clusterSize))))
+        }
         guard let e = h.extensions.first(where: { $0.type == QCOW2.extPluginPointer }) else { return nil }
-        return try decode(e.data, at: e.offset)
+        func err(_ why: String) -> FormatError { FormatError(QCOW2.formatName, "plugin pointer extension", at: e.offset, why) }
+        guard e.data.count == extensionLength else { throw err("\(e.data.count) bytes, not \(extensionLength)") }
+        let off = QCOW2BE.u64(e.data, 0), len = QCOW2BE.u64(e.data, 8)
+        guard len >= 4, len <= 64 << 20, off < source.size, len <= source.size - off else {
+            throw err("pointer area of \(len) bytes at \(QCOW2.hex(off)) lies outside the file (\(QCOW2.hex(source.size)))")
+        }
+        let n = UInt64(QCOW2BE.u32(try source.read(at: off, count: 4), 0))
+        guard n <= len - 4 else {
+            throw FormatError(QCOW2.formatName, "plugin pointer area", at: off, "blob length \(n) exceeds the \(len - 4)-byte area")
+        }
+        return try source.read(at: off + 4, count: Int(n))
     }
 }
 
@@ -96,10 +110,14 @@ public struct QCOW2Skeleton: Sendable, Equatable {
     /// L1 indices that get an L2 table, ascending.
     public let l2Tables: [UInt64]
     public let dataClusters: UInt64
+    /// Clusters of the file, the plugin pointer area included.
     public let totalClusters: UInt64
+    /// Clusters of the plugin pointer area (from cluster 1), 0 without a pointer.
+    public let pointerAreaClusters: UInt64
 
-    public var refcountTableOffset: UInt64 { clusterSize }
-    public var refcountBlocksOffset: UInt64 { (1 + refcountTableClusters) * clusterSize }
+    public var pointerAreaOffset: UInt64 { clusterSize }
+    public var refcountTableOffset: UInt64 { (1 + pointerAreaClusters) * clusterSize }
+    public var refcountBlocksOffset: UInt64 { refcountTableOffset + refcountTableClusters * clusterSize }
     public var l1Offset: UInt64 { refcountBlocksOffset + refcountBlocks * clusterSize }
     public var l2Offset: UInt64 { l1Offset + l1Clusters * clusterSize }
     /// The first data cluster: everything before it is the skeleton.
@@ -110,8 +128,8 @@ public struct QCOW2Skeleton: Sendable, Equatable {
 
     /// - Parameters:
     ///   - l2Tables: the L1 indices covering at least one allocated cluster, ascending.
-    ///   - pointerArea: the encoded pointer extension data, when the file carries one.
-    public init(virtualSize: UInt64, clusterBits: UInt32, l2Tables: [UInt64], dataClusters: UInt64, pointerArea: [UInt8]?) throws {
+    ///   - withPointerArea: whether the file carries a plugin pointer area.
+    public init(virtualSize: UInt64, clusterBits: UInt32, l2Tables: [UInt64], dataClusters: UInt64, withPointerArea: Bool) throws {
         guard (QCOW2.minClusterBits...QCOW2.maxClusterBits).contains(clusterBits) else {
             throw QCOW2ViewError.invalidClusterSize(clusterBits < 64 ? 1 << UInt64(clusterBits) : 0)
         }
@@ -128,8 +146,11 @@ public struct QCOW2Skeleton: Sendable, Equatable {
         l1Clusters = QCOW2.divRoundUp(l1 * 8, c)
         self.l2Tables = l2Tables
         self.dataClusters = dataClusters
-        // Refcount structures count themselves: iterate to the fixed point (it only grows).
-        let base = 1 + l1Clusters + UInt64(l2Tables.count) + dataClusters
+        let k = withPointerArea ? QCOW2PluginPointerArea.clusters(clusterSize: c) : 0
+        pointerAreaClusters = k
+        // Refcount structures count themselves: iterate to the fixed point (it only grows). The
+        // refcount blocks cover every cluster of the file, the pointer area's (refcount 0) too.
+        let base = 1 + k + l1Clusters + UInt64(l2Tables.count) + dataClusters
         var rt: UInt64 = 1, rb: UInt64 = 0
         while true {
             let nrb = QCOW2.divRoundUp(base + rt + rb, refcountsPerBlock)
@@ -146,8 +167,8 @@ public struct QCOW2Skeleton: Sendable, Equatable {
         h.clusterBits = clusterBits
         h.size = virtualSize
         h.l1Size = UInt32(l1)
-        h.l1TableOffset = (1 + rt + rb) * c
-        h.refcountTableOffset = c
+        h.l1TableOffset = (1 + k + rt + rb) * c
+        h.refcountTableOffset = (1 + k) * c
         h.refcountTableClusters = UInt32(rt)
         h.refcountOrder = QCOW2.refcountOrder
         h.headerLength = UInt32(QCOW2.v3HeaderLength)
@@ -159,10 +180,10 @@ public struct QCOW2Skeleton: Sendable, Equatable {
             h.extensions.append(QCOW2HeaderExtension(type: QCOW2.extFeatureNameTable, data: t, offset: at + 8))
             at += 8 + UInt64(t.count)
         }
-        if let p = pointerArea {
-            let needed = at + 8 + UInt64(p.count) + 8
-            guard needed <= c else { throw QCOW2ViewError.clusterTooSmallForPointer(clusterSize: c, needed: 65536) }
-            h.extensions.append(QCOW2HeaderExtension(type: QCOW2.extPluginPointer, data: p, offset: at + 8))
+        if withPointerArea {
+            h.extensions.append(QCOW2HeaderExtension(type: QCOW2.extPluginPointer,
+                                                     data: QCOW2PluginPointerArea.extensionData(areaOffset: c, areaLength: k * c),
+                                                     offset: at + 8))
         }
         header = h
     }
@@ -188,6 +209,8 @@ public struct QCOW2Skeleton: Sendable, Equatable {
         i < refcountBlocks ? refcountBlocksOffset + i * clusterSize : 0
     }
 
-    /// The refcount of host cluster `i`: 1 for every cluster of the file.
-    public func refcount(ofCluster i: UInt64) -> UInt16 { i < totalClusters ? 1 : 0 }
+    /// The refcount of host cluster `i`: 1 for every cluster of the file but the pointer area's.
+    public func refcount(ofCluster i: UInt64) -> UInt16 {
+        i < totalClusters && !(i >= 1 && i < 1 + pointerAreaClusters) ? 1 : 0
+    }
 }

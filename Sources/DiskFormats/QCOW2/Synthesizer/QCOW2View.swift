@@ -48,6 +48,8 @@ public final class QCOW2View: BlockSource {
     public let runs: [QCOW2ClusterRun]
     /// Header fields and extensions (the start of cluster 0).
     public let headerBytes: [UInt8]
+    /// The start of the plugin pointer area (length + blob), empty without a pointer.
+    public let pointerAreaBytes: [UInt8]
 
     public var payloadStart: UInt64 { layout.payloadStart }
     public var allocatedClusters: UInt64 { layout.dataClusters }
@@ -88,8 +90,9 @@ public final class QCOW2View: BlockSource {
             var k = max(a, (tables.last ?? 0) + (tables.isEmpty ? 0 : 1))
             while k <= b { tables.append(k); k += 1 }
         }
-        let area = try options.pluginPointer.map { try QCOW2PluginPointerArea.encode($0) }
-        layout = try QCOW2Skeleton(virtualSize: v, clusterBits: options.clusterBits, l2Tables: tables, dataClusters: rank, pointerArea: area)
+        pointerAreaBytes = try options.pluginPointer.map { try QCOW2PluginPointerArea.encode($0) } ?? []
+        layout = try QCOW2Skeleton(virtualSize: v, clusterBits: options.clusterBits, l2Tables: tables, dataClusters: rank,
+                                   withPointerArea: options.pluginPointer != nil)
         self.source = source
         self.options = options
         self.runs = runs
@@ -176,6 +179,15 @@ public final class QCOW2View: BlockSource {
                 (base).copyMemory(from: src.baseAddress! + Int(pos), byteCount: Int(hi - pos))
             }
         }
+        if !pointerAreaBytes.isEmpty {
+            let aStart = layout.pointerAreaOffset, aEnd = aStart + UInt64(pointerAreaBytes.count)
+            let lo = max(pos, aStart), hi = min(end, aEnd)
+            if lo < hi {
+                pointerAreaBytes.withUnsafeBytes { src in
+                    (base + Int(lo - pos)).copyMemory(from: src.baseAddress! + Int(lo - aStart), byteCount: Int(hi - lo))
+                }
+            }
+        }
         let l = layout
         /// Writes big-endian entries of `width` bytes for indices of a table at `start` with
         /// `count` entries that overlap the buffer.
@@ -199,7 +211,7 @@ public final class QCOW2View: BlockSource {
             }
         }
         entries(start: l.refcountTableOffset, count: l.refcountBlocks, width: 8) { l.refcountTableEntry($0) }
-        entries(start: l.refcountBlocksOffset, count: l.totalClusters, width: 2) { _ in 1 }
+        entries(start: l.refcountBlocksOffset, count: l.totalClusters, width: 2) { UInt64(l.refcount(ofCluster: $0)) }
         entries(start: l.l1Offset, count: l.l1Entries, width: 8) { l.l1Entry($0) }
         let perL2 = l.l2Entries
         let l2End = min(end, payloadStart)
@@ -291,6 +303,7 @@ extension QCOW2View: NativeFormatView {
     public static let formatName = QCOW2.formatName
     public static let pointerPlacement = PluginPointerPlacement.qcow2HeaderExtension
     public var allocationUnit: UInt64 { clusterSize }
+    public func allocatedUnitCount() throws -> UInt64 { allocatedClusters }
 
     public func fileOffset(ofVirtual offset: UInt64) -> UInt64? {
         guard offset < virtualSize else { return nil }
@@ -311,13 +324,14 @@ extension QCOW2View: NativeFormatView {
         lines.append("  features: incompatible 0x0, compatible 0x0, autoclear 0x0; snapshots 0; backing file none")
         lines.append("  l1_size \(h.l1Size) @\(hex(h.l1TableOffset)), refcount table \(h.refcountTableClusters) cluster(s) @\(hex(h.refcountTableOffset))")
         for e in h.extensions {
-            let what = e.type == QCOW2.extPluginPointer ? "plugin pointer (BLPT), blob \(options.pluginPointer?.count ?? 0) bytes, sha256 \(SHA256.hash(options.pluginPointer ?? []).hex.prefix(16))"
+            let what = e.type == QCOW2.extPluginPointer ? "plugin pointer (BLPT): area \(hex(l.pointerAreaOffset)), \(l.pointerAreaClusters) cluster(s) with refcount 0, blob \(options.pluginPointer?.count ?? 0) bytes, sha256 \(SHA256.hash(options.pluginPointer ?? []).hex.prefix(16))"
                 : e.type == QCOW2.extFeatureNameTable ? "feature name table, \(e.data.count / 48) names" : "?"
             lines.append("  extension 0x\(String(e.type, radix: 16)) @\(hex(e.offset - 8)), \(e.data.count) bytes: \(what)")
         }
         lines.append("  end of extensions @\(hex(UInt64(headerBytes.count - 8)))")
         lines.append("refcount table @\(hex(l.refcountTableOffset)): \(l.refcountBlocks) block(s) from \(hex(l.refcountBlocksOffset)), \(l.refcountsPerBlock) 16-bit refcounts each")
-        lines.append("refcounts: clusters 0..<\(l.totalClusters) = 1, none beyond")
+        lines.append(l.pointerAreaClusters == 0 ? "refcounts: clusters 0..<\(l.totalClusters) = 1, none beyond"
+                     : "refcounts: clusters 0..<\(l.totalClusters) = 1 except the pointer area 1..<\(1 + l.pointerAreaClusters) = 0, none beyond")
         lines.append("L1 table @\(hex(l.l1Offset)): \(l.l1Entries) entries in \(l.l1Clusters) cluster(s), \(l.l2Tables.count) L2 table(s) from \(hex(l.l2Offset))")
         for (t, k) in l.l2Tables.enumerated() {
             lines.append("  L1[\(k)] -> L2 @\(hex(l.l2Offset + UInt64(t) * clusterSize)) | COPIED")
