@@ -120,6 +120,29 @@ import Testing
         #expect(try QCOW2Check.run(path: t).isCorrupt)
     }
 
+    /// Each structure site the driver names (the lab's `structure-byte:NAME` faults invert it)
+    /// is noticed by qemu-img check and by ours.
+    @Test(.enabled(if: tools == nil)) func structureSitesAreNoticed() throws {
+        let d = Scratch("q2sites")
+        let raw = d.file("s.raw"), q = d.file("s.qcow2")
+        try Q2.rawFile(raw, size: 3 * Q2.MiB, writes: [(65536, 4096, 1)])
+        try Q2.writeView(try RawFile(path: raw), to: q)
+        let sites = try QCOW2Driver().structureSites(path: q)
+        #expect(Set(sites.keys) == ["header", "refcount table", "refcount block", "L1 entry", "L2 entry"])
+        for (name, at) in sites {
+            let copy = d.file("\(name).qcow2")
+            try Data(try Q2.bytes(q)).write(to: URL(fileURLWithPath: copy))
+            try Q2.flip(copy, at: at)
+            #expect(try Q2.qemuCheck(copy).status != 0, "\(name): qemu-img check")
+            if name == "header" {
+                #expect(throws: (any Error).self) { try QCOW2File.open(path: copy) }
+                continue
+            }
+            let r = try QCOW2Check.run(path: copy)
+            #expect(name == "refcount block" ? !r.findings.isEmpty : r.isCorrupt, "\(name): \(r.findings)")
+        }
+    }
+
     /// Header fields that would make a reader allocate or loop without bound.
     @Test(.enabled(if: tools == nil)) func hostileHeaderFields() throws {
         let d = Scratch("q2hdr")

@@ -28,7 +28,10 @@ public struct QCOW2Driver: DiskFormatDriver {
     }
 
     /// A byte inside each structure the view synthesizes, found by parsing the file (skeleton
-    /// only: works on a plugin file without its backup).
+    /// only: works on a plugin file without its backup). Inverted, each is noticed: the header's
+    /// version becomes unknown; a refcount table, L1 or L2 entry gets a reserved bit and an
+    /// unaligned offset (corruption for qemu-img check and ours); the header cluster's refcount
+    /// becomes 254 (a leak: qemu-img check exits 3, ours warns).
     public func structureSites(path: String) throws -> [String: UInt64] {
         let raw = try RawFile(path: path)
         let f = try QCOW2File(source: raw, name: path) { _, _ in ZeroSource(size: 0) }
@@ -36,7 +39,7 @@ public struct QCOW2Driver: DiskFormatDriver {
         var sites: [String: UInt64] = [
             "header": 4 + 3,                                   // version: 3 becomes an unknown version
             "refcount table": h.refcountTableOffset + 6,       // first refcount block's offset
-            "L1 table": h.l1TableOffset + 6,                    // first L1 entry's offset field
+            "L1 entry": h.l1TableOffset + 6,                    // first L1 entry's offset field
         ]
         let rt0 = QCOW2BE.u64(try raw.read(at: h.refcountTableOffset, count: 8), 0) & QCOW2.offsetMask
         if rt0 != 0 { sites["refcount block"] = rt0 + 1 }    // the header cluster's refcount
