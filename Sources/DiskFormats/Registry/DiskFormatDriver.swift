@@ -131,6 +131,7 @@ public enum DiskFormatRegistry {
     public static let drivers: [any DiskFormatDriver] = [
         VHDXDriver(),
         VMDKDriver(),
+        QCOW2Driver(),
     ]
 
     public static var names: [String] { drivers.map(\.name) }

@@ -76,6 +76,10 @@ public enum PluginPointerPlacement: Sendable, Equatable {
     /// A `ddb.` key of a VMDK's embedded descriptor, inside its fixed-size descriptor area
     /// (unknown `ddb.` keys are kept and ignored by VMware, qemu and libvmdk). docs/formats/vmdk.md.
     case vmdkDescriptorKey
+    /// A qcow2 header extension of BootLab's own type naming a fixed-size area of clusters
+    /// without refcounts (docs/formats/qcow2.md); QEMU keeps unknown extensions and otherwise
+    /// ignores them.
+    case qcow2HeaderExtension
 
     /// The largest pointer blob any format must be able to hold (the pointer's JSON document is
     /// bounded by this minus its 16-byte frame).
