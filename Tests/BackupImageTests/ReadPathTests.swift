@@ -96,6 +96,22 @@ import BlockCore
         #expect(r.cachedBlocks <= 8)
     }
 
+    /// Sequential requests spanning two blocks per decode worker keep the workers busy by
+    /// themselves and are not read ahead of (no block copied out of the cache); smaller sequential
+    /// requests are. The bytes are the source's either way.
+    @Test func onlyRequestsTooSmallToOccupyTheWorkersReadAhead() throws {
+        let dir = try scratchDirectory()
+        let (path, bytes) = try Self.image(encrypt: false, dir: dir, size: 4 << 20)
+        for (chunk, readsAhead) in [(8 * 65_536, false), (4 * 65_536, false), (3 * 65_536, true), (65_536, true), (4096, true)] {
+            let stats = BackupStats()
+            let r = try Self.reader(path, threads: 2, readAhead: 4, stats: stats)
+            var got: [UInt8] = []
+            for off in stride(from: 0, to: bytes.count, by: chunk) { got += try r.read(at: UInt64(off), count: min(chunk, bytes.count - off)) }
+            #expect(got == bytes, "chunk \(chunk)")
+            #expect((stats.readAheadBlocks > 0) == readsAhead, "chunk \(chunk): \(stats.readAheadBlocks) blocks read ahead")
+        }
+    }
+
     /// Many threads streaming different parts of the image at once, with a cache too small for
     /// them all (eviction, claims and waits under contention): every byte right.
     @Test func concurrentSequentialReaders() throws {
