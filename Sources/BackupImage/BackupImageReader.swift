@@ -327,8 +327,14 @@ public final class BackupImageReader: BlockSource, @unchecked Sendable {
             if !crcAfterFailureOnly, let e = crcError() { throw e }
             // `out` may be `stored` itself (a plain block read straight into place): decoding such
             // a block only verifies it, so `stored` still holds the stored bytes on failure.
-            let failure = try coder.decode(stored, codec: codec, aad: aad, nonceContext: nonceCtx, expectedDigest: expected,
+            let failure: String?
+            do {
+                failure = try coder.decode(stored, codec: codec, aad: aad, nonceContext: nonceCtx, expectedDigest: expected,
                                            digestKey: keys?.digestKey, checkDigest: fullCheck, into: out, scratch: opened)
+            } catch {
+                if crcAfterFailureOnly, let e = crcError() { throw e }
+                throw error
+            }
             if failure != nil, crcAfterFailureOnly, let e = crcError() { throw e }
             return failure
         }
