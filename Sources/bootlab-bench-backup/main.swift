@@ -6,6 +6,8 @@ import Processes
 
 // Backup-image benchmarks (issue 3), each printed as a ratio against a named baseline measured on
 // the same data in the same run. Usage: bootlab-bench-backup [SIZE] [DIR]   (default 1G, $TMPDIR)
+// Also: `make DIR SIZE` (a seeded source and its images) and `read IMAGE ...` (the read loop
+// alone, for perf and ci/bench-callgrind), both described where they are handled below.
 
 func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
