@@ -302,6 +302,14 @@ public final class BackupImageReader: BlockSource, @unchecked Sendable {
 
     /// A block stored in this image: read, CRC-32C of the stored bytes (spec §5), then decrypt,
     /// decompress and digest via the coder.
+    ///
+    /// Where a cryptographic check already covers every stored byte — the GCM tag of an encrypted
+    /// block, the SHA-256 of a plain block stored as is (its stored bytes are its plaintext) — the
+    /// CRC-32C cannot reject anything that check accepts, so the read path computes it only when
+    /// that check fails, to name the damage exactly as before (a CRC mismatch is reported first).
+    /// It was a fifth of the cycles of a plain sequential read (perf; docs/benchmarks.md). Compressed
+    /// plain blocks, whose digest covers the plaintext and not the stored bytes, and full checks
+    /// (`verify`) compute it first, always.
     private func decodeLocalBlock(_ i: Int, into out: UnsafeMutableRawBufferPointer, scratch: BlockScratch?, fullCheck: Bool) throws {
         let plain = out.count
         let codec = BlockCodec(rawValue: codecs[i])!
@@ -310,11 +318,25 @@ public final class BackupImageReader: BlockSource, @unchecked Sendable {
         let expected = digest(i)
         let aad = header.imageID.bytes + [UInt8].le64(UInt64(i)) + [UInt8].le32(UInt32(plain))
         let nonceCtx = Array("L".utf8) + [UInt8].le64(UInt64(i)) + expected
+        let crcAfterFailureOnly = !fullCheck && (keys != nil || codec == .none)
         func check(_ stored: UnsafeRawBufferPointer, _ opened: UnsafeMutableRawBufferPointer?) throws -> String? {
             stats.addBytesRead(stored.count)
-            guard CRC32C.checksum(stored) == payloadCRCs[i] else { throw blockError(i, "CRC-32C of the stored bytes does not match the index") }
-            return try coder.decode(stored, codec: codec, aad: aad, nonceContext: nonceCtx, expectedDigest: expected,
-                                    digestKey: keys?.digestKey, checkDigest: fullCheck, into: out, scratch: opened)
+            func crcError() -> FormatError? {
+                CRC32C.checksum(stored) == payloadCRCs[i] ? nil : blockError(i, "CRC-32C of the stored bytes does not match the index")
+            }
+            if !crcAfterFailureOnly, let e = crcError() { throw e }
+            // `out` may be `stored` itself (a plain block read straight into place): decoding such
+            // a block only verifies it, so `stored` still holds the stored bytes on failure.
+            let failure: String?
+            do {
+                failure = try coder.decode(stored, codec: codec, aad: aad, nonceContext: nonceCtx, expectedDigest: expected,
+                                           digestKey: keys?.digestKey, checkDigest: fullCheck, into: out, scratch: opened)
+            } catch {
+                if crcAfterFailureOnly, let e = crcError() { throw e }
+                throw error
+            }
+            if failure != nil, crcAfterFailureOnly, let e = crcError() { throw e }
+            return failure
         }
         if keys == nil && codec == .none && n == plain {
             // Stored as is: the stored bytes are the plaintext, read straight into place.
@@ -423,14 +445,15 @@ public final class BackupImageReader: BlockSource, @unchecked Sendable {
     /// claim the next blocks in the cache and decode them in the background. The window is
     /// `readAheadBlocks`, or twice the request when that is larger, at most half the cache; blocks
     /// already cached or being decoded are skipped, and no more than one window is in flight.
-    private func noteAccess(first: Int, last: Int) {
+    /// `readAhead` false (a request large enough to occupy the workers) only tracks the pattern.
+    private func noteAccess(first: Int, last: Int, readAhead wanted: Bool) {
         guard readAhead > 0 else { return }
         let sequential = streak.withLock { s -> Bool in
             if first == s.last || first == s.last + 1 { s.run += 1 } else { s.run = 0 }
             s.last = last
             return s.run >= 1
         }
-        guard sequential else { return }
+        guard sequential, wanted else { return }
         let window = min(max(readAhead, 2 * (last - first + 1)), max(1, cacheCapacity / 2))
         var j = last + 1
         while j < min(blockCount, last + 1 + window) {
@@ -489,7 +512,11 @@ public final class BackupImageReader: BlockSource, @unchecked Sendable {
                 jobs.append(Job(block: i, owner: owner, within: within, dst: dst, direct: whole))
             }
         }
-        noteAccess(first: first, last: last)
+        // Requests spanning two blocks per worker keep the workers busy by themselves (the next
+        // one brings as many): reading ahead of them would only add a copy out of the cache per
+        // block (13% more CPU on 4 MiB sequential reads, docs/benchmarks.md). The pattern is
+        // still tracked.
+        noteAccess(first: first, last: last, readAhead: last - first + 1 < 2 * decodeThreads)
         try run(jobs)
     }
 

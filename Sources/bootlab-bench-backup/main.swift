@@ -6,6 +6,8 @@ import Processes
 
 // Backup-image benchmarks (issue 3), each printed as a ratio against a named baseline measured on
 // the same data in the same run. Usage: bootlab-bench-backup [SIZE] [DIR]   (default 1G, $TMPDIR)
+// Also: `make DIR SIZE` (a seeded source and its images) and `read IMAGE ...` (the read loop
+// alone, for perf and ci/bench-callgrind), both described where they are handled below.
 
 func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
@@ -22,17 +24,33 @@ func tool(_ argv: [String], stdout: Command.Output = .inherit) throws {
 }
 
 let args = CommandLine.arguments
-let size = args.count > 1 ? try ByteSize.parse(args[1]) : 1 << 30
-let dir = (args.count > 2 ? args[2] : (ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp")) + "/bootlab-bench-backup-\(getpid())"
-try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-defer { try? FileManager.default.removeItem(atPath: dir) }
-let src = dir + "/source.raw"
-let level: Int32 = 3
 
-// Half random, half zero, interleaved in 8 MiB runs (so both paths of every block matter).
-do {
-    let f = try RawFile.create(path: src, size: size)
-    var rng = SystemRandomNumberGenerator()
+/// Sequential `read(at:into:)` of the whole image in `chunk`-byte requests: the loop every
+/// front-end runs, and the one ci/bench-callgrind counts instructions of (`--toggle-collect`
+/// names this function, so opening the image is not counted).
+@inline(never) func sequentialReadLoop(_ r: BackupImageReader, chunk: Int, into buf: UnsafeMutableRawBufferPointer) throws {
+    var off: UInt64 = 0
+    while off < r.size {
+        let n = Int(min(UInt64(chunk), r.size - off))
+        try r.read(at: off, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]))
+        off += UInt64(n)
+    }
+}
+
+/// The benchmark's source: half random, half zero, interleaved in 8 MiB runs (so both paths of
+/// every block matter). `seed` makes it reproducible (the instruction counts need the same data).
+func writeSource(_ path: String, size: UInt64, seed: UInt64?) throws {
+    let f = try RawFile.create(path: path, size: size)
+    var system = SystemRandomNumberGenerator()
+    var state = seed ?? 0
+    func next() -> UInt64 {
+        guard seed != nil else { return system.next() }
+        state &+= 0x9E37_79B9_7F4A_7C15  // SplitMix64
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
     var chunk = [UInt8](repeating: 0, count: 8 << 20)
     var off: UInt64 = 0
     var k = 0
@@ -40,7 +58,7 @@ do {
         let n = Int(min(UInt64(chunk.count), size - off))
         if k % 2 == 0 {
             chunk.withUnsafeMutableBytes { b in
-                for i in stride(from: 0, to: n - 7, by: 8) { b.storeBytes(of: rng.next() as UInt64, toByteOffset: i, as: UInt64.self) }
+                for i in stride(from: 0, to: n - 7, by: 8) { b.storeBytes(of: next(), toByteOffset: i, as: UInt64.self) }
             }
             try f.write(at: off, Array(chunk[0..<n]))
         }
@@ -49,15 +67,62 @@ do {
     }
     try f.flush()
 }
+
+let benchPassphrase = PassphraseSource.bytes(Array("benchmark".utf8))
+
+func createImage(source: String, _ out: String, encrypt: Bool, scrypt: ScryptParameters = .default) throws {
+    var o = BackupCreateOptions()
+    o.compressionLevel = 3
+    o.encrypt = encrypt
+    o.passphrase = benchPassphrase
+    o.scrypt = scrypt
+    o.imageID = BackupCreateOptions.imageID(seed: out.split(separator: "/").last.map(String.init) ?? out)
+    _ = try BackupImageWriter.create(sourcePath: source, outputPath: out, options: o)
+}
+
+// `bootlab-bench-backup make DIR SIZE`: a reproducible source (seeded) and its plain.bli and
+// enc.bli (cheap scrypt: the key derivation is not what is measured) for `read` runs.
+if args.count > 3, args[1] == "make" {
+    let d = args[2]
+    try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+    try writeSource(d + "/source.raw", size: UInt64(try ByteSize.parse(args[3])), seed: 18)
+    for (name, enc) in [("plain.bli", false), ("enc.bli", true)] {
+        unlink(d + "/" + name)
+        try createImage(source: d + "/source.raw", d + "/" + name, encrypt: enc, scrypt: .testing)
+    }
+    exit(0)
+}
+
+// `bootlab-bench-backup read IMAGE [THREADS] [CHUNK] [PASSES] [READ_AHEAD_BLOCKS]`: only the
+// sequential read() loop over an existing image (for perf and callgrind); seconds per pass.
+if args.count > 2, args[1] == "read" {
+    var o = BackupImageReader.Options()
+    if args.count > 3, let t = Int(args[3]) { o.decodeThreads = t }
+    let chunk = args.count > 4 ? Int(try ByteSize.parse(args[4])) : 4 << 20
+    let passes = args.count > 5 ? Int(args[5]) ?? 1 : 1
+    if args.count > 6, let ra = Int(args[6]) { o.readAheadBlocks = ra }
+    let r = try BackupImageReader.open(path: args[2], passphrase: benchPassphrase, options: o)
+    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+    defer { buf.deallocate() }
+    for _ in 0..<passes {
+        let t = try time { try sequentialReadLoop(r, chunk: chunk, into: buf) }
+        print(String(format: "read %@: %.3f s", args[2], t))
+    }
+    exit(0)
+}
+let size = args.count > 1 ? try ByteSize.parse(args[1]) : 1 << 30
+let dir = (args.count > 2 ? args[2] : (ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp")) + "/bootlab-bench-backup-\(getpid())"
+try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+// BENCH_KEEP=1 keeps the images (source.raw, plain.bli, enc.bli) for `read` runs afterwards.
+defer { if ProcessInfo.processInfo.environment["BENCH_KEEP"] != "1" { try? FileManager.default.removeItem(atPath: dir) } }
+let src = dir + "/source.raw"
+let level: Int32 = 3
+
+try writeSource(src, size: UInt64(size), seed: nil)
 print("source: \(ByteSize.format(size)) (half random, half zero), zstd level \(level), \(ProcessInfo.processInfo.activeProcessorCount) cores")
 
 func create(_ out: String, encrypt: Bool) throws -> Double {
-    var o = BackupCreateOptions()
-    o.compressionLevel = level
-    o.encrypt = encrypt
-    o.passphrase = .bytes(Array("benchmark".utf8))
-    o.imageID = BackupCreateOptions.imageID(seed: out)
-    return try time { _ = try BackupImageWriter.create(sourcePath: src, outputPath: out, options: o) }
+    try time { try createImage(source: src, out, encrypt: encrypt) }
 }
 
 // Creation vs zstd -T0.
@@ -79,7 +144,7 @@ func loadAverage() -> String {
     ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?").split(separator: " ").prefix(3).joined(separator: " ")
 }
 func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
-let pass = PassphraseSource.bytes(Array("benchmark".utf8))
+let pass = benchPassphrase
 func decodeAll(_ path: String) throws -> Double {
     let r = try BackupImageReader.open(path: path, passphrase: pass)
     return try time { try r.forEachStoredBlock { _, _ in } }
@@ -92,19 +157,16 @@ func restoreFile(_ path: String) throws -> Double {
     unlink(out)
     return t
 }
-func readAll(_ path: String, threads: Int = BackupImageReader.defaultDecodeThreads) throws -> Double {
+/// Sequential 4 MiB reads. `oneThread`: every block decoded on the calling thread (one decode
+/// worker, no read-ahead, which would decode on other threads): the row to set beside
+/// single-threaded `zstd -dc`.
+func readAll(_ path: String, oneThread: Bool = false) throws -> Double {
     var o = BackupImageReader.Options()
-    o.decodeThreads = threads
+    if oneThread { o.decodeThreads = 1; o.readAheadBlocks = 0 }
     let r = try BackupImageReader.open(path: path, passphrase: pass, options: o)
-    var buf = [UInt8](repeating: 0, count: 4 << 20)
-    return try time {
-        var off: UInt64 = 0
-        while off < r.size {
-            let n = Int(min(UInt64(buf.count), r.size - off))
-            try buf.withUnsafeMutableBytes { try r.read(at: off, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n])) }
-            off += UInt64(n)
-        }
-    }
+    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+    defer { buf.deallocate() }
+    return try time { try sequentialReadLoop(r, chunk: buf.count, into: buf) }
 }
 func zstdToFile() throws -> Double {
     let out = dir + "/zstd-restored.raw"
@@ -124,24 +186,32 @@ for _ in 0..<runs {
     fileE.append(try restoreFile(dir + "/enc.bli"))
     readP.append(try readAll(dir + "/plain.bli"))
     readE.append(try readAll(dir + "/enc.bli"))
-    readP1.append(try readAll(dir + "/plain.bli", threads: 1))
-    readE1.append(try readAll(dir + "/enc.bli", threads: 1))
+    readP1.append(try readAll(dir + "/plain.bli", oneThread: true))
+    readE1.append(try readAll(dir + "/enc.bli", oneThread: true))
 }
 let zn = median(zNull), zf = median(zFile)
-func line(_ label: String, _ xs: [Double], _ base: Double, _ baseName: String) {
+/// One result row; with $BENCH_TABLE set (ci/bench-all) it is also appended there as
+/// "name<TAB>ratio<TAB>goal<TAB>detail" for the table of every ratio.
+func line(_ label: String, _ xs: [Double], _ base: Double, _ baseName: String, goal: String) {
     let t = median(xs)
     func f(_ x: Double) -> String { String(format: "%.2f", x) }
-    print("\(label) \(f(t))s vs \(baseName) \(f(base))s  ratio \(f(base / t))x (goal >= 0.8; baseline/ours)")
+    print("\(label) \(f(t))s vs \(baseName) \(f(base))s  ratio \(f(base / t))x (goal \(goal); baseline/ours)")
+    if let table = ProcessInfo.processInfo.environment["BENCH_TABLE"], let h = FileHandle(forWritingAtPath: table) {
+        let name = label.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: ":"))
+        h.seekToEndOfFile()
+        h.write(Data("backup \(name) vs \(baseName)\t\(f(base / t))\t\(goal)\tours \(f(t)) s, baseline \(f(base)) s, median of \(xs.count), \(ByteSize.format(size))\n".utf8))
+        h.closeFile()
+    }
 }
 print("restore, median of \(runs) (ratios > 1: bootlab faster; zstd -dc is single-threaded, bootlab decodes on \(BackupImageReader.defaultDecodeThreads) threads unless the row says 1 thread; load \(loadAverage())):")
-line("  decode+verify plain:     ", decP, zn, "zstd -dc >/dev/null")
-line("  decode+verify encrypted: ", decE, zn, "zstd -dc >/dev/null")
-line("  restore to file plain:   ", fileP, zf, "zstd -d -o F; sync F")
-line("  restore to file encrypted:", fileE, zf, "zstd -d -o F; sync F")
-line("  read() sequential plain: ", readP, zn, "zstd -dc >/dev/null")
-line("  read() sequential enc.:  ", readE, zn, "zstd -dc >/dev/null")
-line("  read() seq. plain 1 thread:", readP1, zn, "zstd -dc >/dev/null")
-line("  read() seq. enc. 1 thread: ", readE1, zn, "zstd -dc >/dev/null")
+line("  decode+verify plain:     ", decP, zn, "zstd -dc >/dev/null", goal: "none")
+line("  decode+verify encrypted: ", decE, zn, "zstd -dc >/dev/null", goal: "none")
+line("  restore to file plain:   ", fileP, zf, "zstd -d -o F; sync F", goal: "none")
+line("  restore to file encrypted:", fileE, zf, "zstd -d -o F; sync F", goal: "none")
+line("  read() sequential plain: ", readP, zn, "zstd -dc >/dev/null", goal: ">= 0.8")
+line("  read() sequential enc.:  ", readE, zn, "zstd -dc >/dev/null", goal: ">= 0.7")
+line("  read() seq. plain 1 thread:", readP1, zn, "zstd -dc >/dev/null", goal: "none (one thread each)")
+line("  read() seq. enc. 1 thread: ", readE1, zn, "zstd -dc >/dev/null", goal: "none (one thread each)")
 print(String(format: "encrypted vs plain decode overhead: %.2fx", median(decE) / median(decP)))
 
 // Random 4 KiB reads: cold (fresh reader, every read a different block) and warm (cached).

@@ -2,6 +2,8 @@ import Testing
 import Foundation
 import TestSupport
 import BlockCore
+import BackupImage
+import Exposure
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -97,5 +99,51 @@ import Glibc
             #expect(server.stop(SIGTERM) == 0)
         }
         #expect(try sha256(ofFile: dir.file("base.raw")) == baseDigest)
+    }
+
+    /// `mount --page-cache` (keep_cache for read-only exposures): the first read after mounting
+    /// (it fills the page cache) and the second (from it) return the bytes a direct_io mount
+    /// serves, for a backup's VHDX and for a raw file; a writable exposure on such a mount stays
+    /// direct_io, so a write reads back at once.
+    @Test(.requiresFUSE) func pageCacheMountsServeTheSameBytesColdAndWarm() throws {
+        let dir = Scratch()
+        let disk = try makeDisk(dir.file("base.raw"), seed: 5)
+        let back = dir.dir("back"), mnt = dir.dir("mnt")
+        var o = BackupCreateOptions()
+        o.compression = .zstd
+        o.imageID = BackupCreateOptions.imageID(seed: "page-cache")
+        _ = try BackupImageWriter.create(sourcePath: dir.file("base.raw"), outputPath: back + "/vm.bli", options: o)
+        _ = try PluginFile.expose(backupPath: back + "/vm.bli", pluginPath: back + "/vm.vhdx", options: PluginFile.ExposeOptions())
+        let expose = ["--expose", "disk.raw=" + dir.file("base.raw")]
+
+        func mounted<T>(_ extra: [String], _ log: String, _ body: () throws -> T) throws -> T {
+            let server = try Server(["mount", back, mnt] + expose + extra, log: dir.file(log))
+            defer { server.stop(); unmount(mnt) }
+            try #require(waitFor { isMounted(mnt) }, "mount did not appear: \(server.log)")
+            return try body()
+        }
+        let reference = try mounted([], "direct.log") { try sha256(ofFile: mnt + "/vm.vhdx") }
+        for round in 1...2 {  // a fresh mount each round: the first read is cold
+            try mounted(["--page-cache"], "page-cache-\(round).log") {
+                #expect(try sha256(ofFile: mnt + "/vm.vhdx") == reference, "round \(round), cold")
+                #expect(try sha256(ofFile: mnt + "/vm.vhdx") == reference, "round \(round), warm")
+                #expect(try sha256(ofFile: mnt + "/disk.raw") == SHA256.hash(disk).hex, "round \(round), raw cold")
+                // Unaligned reads across the cached and the uncached, and the odd tail.
+                let f = try RawFile(path: mnt + "/disk.raw")
+                for (at, n) in [(4095, 70_001), (1 << 20, 3 << 20), (disk.count - 1500, 1500)] {
+                    let got = try f.read(at: UInt64(at), count: n)
+                    #expect(firstDifference(got, Array(disk[at..<at + n])) == nil, "round \(round), \(n) bytes at \(at)")
+                }
+                #expect(try sha256(ofFile: mnt + "/disk.raw") == SHA256.hash(disk).hex, "round \(round), raw warm")
+            }
+        }
+        try mounted(["--page-cache", "--writable", "--overlay-dir", dir.dir("overlays")], "writable.log") {
+            #expect(try sha256(ofFile: mnt + "/disk.raw") == SHA256.hash(disk).hex)
+            let w = try run("qemu-io", ["-f", "raw", "-c", "write -P 0x3c 8192 4096", mnt + "/disk.raw"])
+            #expect(w.status == 0, "\(w.stdout)\(w.stderr)")
+            let got = try RawFile(path: mnt + "/disk.raw").read(at: 8192, count: 4096)
+            #expect(got == [UInt8](repeating: 0x3C, count: 4096), "a write to a writable exposure did not read back")
+        }
+        #expect(try sha256(ofFile: dir.file("base.raw")) == SHA256.hash(disk).hex, "the base was written")
     }
 }
