@@ -132,6 +132,8 @@ public enum DiskFormatRegistry {
         VHDXDriver(),
         VMDKDriver(),
         QCOW2Driver(),
+        VDIDriver(),
+        VHDDriver(),
     ]
 
     public static var names: [String] { drivers.map(\.name) }

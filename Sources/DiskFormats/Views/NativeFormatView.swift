@@ -81,6 +81,12 @@ public enum PluginPointerPlacement: Sendable, Equatable {
     /// ignores them.
     case qcow2HeaderExtension
 
+    /// A dynamic VHD's reserved pointer area between the dynamic disk header and the BAT
+    /// (docs/formats/vhd.md): referenced by no structure, so every VHD reader skips it.
+    case vhdPointerArea
+    /// A VDI's reserved pointer area between the header and the block map (docs/formats/vdi.md).
+    case vdiPointerArea
+
     /// The largest pointer blob any format must be able to hold (the pointer's JSON document is
     /// bounded by this minus its 16-byte frame).
     public static let maxBlobLength = 64 << 10

@@ -1,0 +1,366 @@
+import BlockCore
+
+/// What a synthesized VHD looks like, besides its content.
+public struct VHDSynthesisOptions: Sendable, Hashable {
+    public var subformat: VHDSubformat
+    /// Dynamic disks' block size (a power of two, 512 KiB – 256 MiB; Hyper-V and qemu-img: 2 MiB).
+    public var blockSize: UInt32
+    /// 16 bytes from which the footer's unique id derives.
+    public var seed: [UInt8]
+    /// Opaque bytes stored in the dynamic layout's pointer area (docs/formats/vhd.md); empty: none.
+    public var pointer: [UInt8]
+
+    public init(subformat: VHDSubformat = .dynamic, blockSize: UInt32 = VHD.defaultBlockSize,
+                seed: [UInt8] = [UInt8](repeating: 0, count: 16), pointer: [UInt8] = []) {
+        self.subformat = subformat
+        self.blockSize = blockSize
+        self.seed = seed
+        self.pointer = pointer
+    }
+}
+
+/// The footer identity BootLab writes. The creator application is "win " (Hyper-V's): it is
+/// the value every reader takes to mean "the size is the footer's current size" — QEMU uses the
+/// CHS geometry's (smaller) capacity for any creator it does not list ("vpc ", "qemu", or ours),
+/// while Hyper-V, Azure, VirtualBox and libvhdi always use the current size. See vhd.md.
+public enum VHDIdentity {
+    public static let creatorApp: [UInt8] = Array("win ".utf8)
+    public static let creatorVersion: UInt32 = 0x000A_0000
+    public static let creatorHostOS: [UInt8] = Array("Wi2k".utf8)
+}
+
+/// A run of allocated blocks: virtual blocks `firstBlock ..< firstBlock+count` stored in
+/// consecutive slots from `firstRank`.
+public struct VHDBlockRun: Sendable, Hashable {
+    public let firstBlock: UInt64
+    public let count: UInt64
+    public let firstRank: UInt64
+}
+
+/// A VHD synthesized on demand from any block source: dynamic (the default and the exposed
+/// form) or fixed. Every byte is a pure function of (source extents, source bytes, options).
+///
+/// Dynamic: a block is allocated iff some part of it is `.data` in the source's extent map
+/// (data is never read to decide); allocated blocks are stored in virtual order, each with an
+/// all-ones sector bitmap. The skeleton (footer copy, dynamic header, pointer area, BAT) depends
+/// on the virtual size and the extent map only. The trailing footer follows the payload.
+///
+/// Fixed: the payload starts at 0 and maps every virtual byte to the same file offset, zero
+/// ranges included (a fixed disk stores all of them); the skeleton is empty and the footer is
+/// the 512 bytes after the data. Such a file cannot carry a plugin pointer.
+public final class VHDView: BlockSource {
+    public let source: any BlockSource
+    public let options: VHDSynthesisOptions
+    public let layout: VHDLayout
+    public let virtualSize: UInt64
+    public let size: UInt64
+    public let footer: VHDFooter
+    public let dynamicHeader: VHDDynamicHeader?
+    public let runs: [VHDBlockRun]
+    public let allocatedBlockCount: UInt64
+    /// Offset of the trailing footer.
+    public let footerOffset: UInt64
+
+    private let footerBytes: [UInt8]
+    private let headerBytes: [UInt8]
+
+    public var subformat: VHDSubformat { layout.subformat }
+    public var blockSize: UInt32 { layout.blockSize }
+    public var payloadStart: UInt64 { layout.payloadStart }
+    public var pointerArea: Range<UInt64>? {
+        subformat == .dynamic ? VHDLayout.pointerAreaOffset..<VHDLayout.pointerAreaOffset + UInt64(VHDLayout.pointerAreaLength) : nil
+    }
+
+    /// Builds the view. Reads the source's extent map once (dynamic only); reads no data.
+    public init(source: any BlockSource, options: VHDSynthesisOptions = VHDSynthesisOptions()) throws {
+        guard options.seed.count == 16 else { throw VHDSynthesisError.invalidSeed(count: options.seed.count) }
+        let layout = try VHDLayout(subformat: options.subformat, virtualSize: source.size, blockSize: options.blockSize)
+        if options.subformat == .fixed && !options.pointer.isEmpty { throw VHDSynthesisError.pointerInFixedDisk }
+        guard options.pointer.count <= VHDLayout.pointerAreaLength else {
+            throw VHDSynthesisError.pointerTooLarge(count: options.pointer.count, capacity: VHDLayout.pointerAreaLength)
+        }
+        self.source = source
+        self.options = options
+        self.layout = layout
+        let v = source.size
+        virtualSize = v
+
+        var runs: [VHDBlockRun] = []
+        var rank: UInt64 = 0
+        if options.subformat == .dynamic {
+            let bs = UInt64(layout.blockSize)
+            var pending: (first: UInt64, end: UInt64)?
+            for e in try source.extents(in: 0..<v) where e.kind == .data && e.length > 0 {
+                let end = min(e.end, v)
+                guard e.offset < end else { continue }
+                let first = e.offset / bs, last = (end - 1) / bs
+                if let p = pending, first <= p.end {
+                    pending = (p.first, max(p.end, last + 1))
+                } else {
+                    if let p = pending {
+                        runs.append(VHDBlockRun(firstBlock: p.first, count: p.end - p.first, firstRank: rank))
+                        rank += p.end - p.first
+                    }
+                    pending = (first, last + 1)
+                }
+            }
+            if let p = pending {
+                runs.append(VHDBlockRun(firstBlock: p.first, count: p.end - p.first, firstRank: rank))
+                rank += p.end - p.first
+            }
+        }
+        self.runs = runs
+        allocatedBlockCount = rank
+        size = layout.fileSize(allocated: rank)
+        footerOffset = size - UInt64(VHD.footerSize)
+
+        let f = VHDFooter(dataOffset: options.subformat == .dynamic ? VHDLayout.dynamicHeaderOffset : .max,
+                          creatorApp: VHDIdentity.creatorApp, creatorVersion: VHDIdentity.creatorVersion,
+                          creatorHostOS: VHDIdentity.creatorHostOS, size: v, geometry: VHDGeometry.forSize(v),
+                          diskType: options.subformat == .dynamic ? .dynamic : .fixed,
+                          uniqueID: GUID.derived(seed: options.seed, label: "vhd-unique-id").bytes)
+        footerBytes = f.serialize()
+        footer = try VHDFooter.parse(footerBytes, at: footerOffset)
+        if options.subformat == .dynamic {
+            let h = VHDDynamicHeader(tableOffset: VHDLayout.batOffset, maxTableEntries: UInt32(layout.blockCount),
+                                     blockSize: layout.blockSize)
+            headerBytes = h.serialize()
+            dynamicHeader = try VHDDynamicHeader.parse(headerBytes, at: VHDLayout.dynamicHeaderOffset)
+        } else {
+            headerBytes = []
+            dynamicHeader = nil
+        }
+        if options.subformat == .fixed { try Self.azureCheck(footer, fileSize: size) }
+    }
+
+    /// Azure's checks on an uploaded fixed VHD, applied to what we are about to write: cookie,
+    /// checksum, fixed type, size a whole number of MiB, the file exactly size + 512, geometry
+    /// from the spec's algorithm.
+    static func azureCheck(_ f: VHDFooter, fileSize: UInt64) throws {
+        if f.diskType != .fixed { throw VHDSynthesisError.fixedFooterInvalid("disk type \(f.diskTypeRaw) is not fixed (2)") }
+        if !f.checksumIsValid { throw VHDSynthesisError.fixedFooterInvalid("checksum \(VHD.hex32(f.checksum)) is not \(VHD.hex32(f.computedChecksum))") }
+        if f.currentSize % VHD.mib != 0 {
+            throw VHDSynthesisError.fixedSizeNotMiBMultiple(size: f.currentSize, next: (f.currentSize / VHD.mib + 1) * VHD.mib)
+        }
+        if fileSize != f.currentSize + 512 { throw VHDSynthesisError.fixedFooterInvalid("file size \(fileSize) is not current size + 512") }
+        if f.geometry != VHDGeometry.forSize(f.currentSize) {
+            throw VHDSynthesisError.fixedFooterInvalid("geometry \(f.geometry) is not the spec's \(VHDGeometry.forSize(f.currentSize))")
+        }
+    }
+
+    // MARK: Allocation
+
+    private func firstRun(where isPast: (VHDBlockRun) -> Bool) -> Int {
+        var lo = 0, hi = runs.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if isPast(runs[mid]) { hi = mid } else { lo = mid + 1 }
+        }
+        return lo
+    }
+
+    /// The slot rank of virtual block `p`, or nil when it is not allocated.
+    public func rank(ofBlock p: UInt64) -> UInt64? {
+        let i = firstRun { $0.firstBlock + $0.count > p }
+        guard i < runs.count, runs[i].firstBlock <= p else { return nil }
+        return runs[i].firstRank + p - runs[i].firstBlock
+    }
+
+    /// The virtual block stored in slot `k` (k < allocatedBlockCount).
+    public func block(ofRank k: UInt64) -> UInt64 {
+        let r = runs[firstRun { $0.firstRank + $0.count > k }]
+        return r.firstBlock + k - r.firstRank
+    }
+
+    /// The BAT entry of virtual block `p`.
+    public func batEntry(_ p: UInt64) -> UInt32 {
+        rank(ofBlock: p).map { layout.batEntry(rank: $0) } ?? VHD.unallocated
+    }
+
+    // MARK: BlockSource
+
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try checkRange(offset, buffer.count)
+        guard buffer.count > 0 else { return }
+        let base = buffer.baseAddress!
+        var done = 0
+        while done < buffer.count {
+            let pos = offset + UInt64(done)
+            let remaining = UInt64(buffer.count - done)
+            let out = base + done
+            if pos >= footerOffset {
+                let n = Int(min(remaining, size - pos))
+                footerBytes.withUnsafeBytes { out.copyMemory(from: $0.baseAddress! + Int(pos - footerOffset), byteCount: n) }
+                done += n
+                continue
+            }
+            if subformat == .fixed {
+                let n = Int(min(remaining, virtualSize - pos))
+                try source.read(at: pos, into: UnsafeMutableRawBufferPointer(start: out, count: n))
+                done += n
+                continue
+            }
+            if pos < payloadStart {
+                let n = Int(min(remaining, payloadStart - pos))
+                fillSkeleton(at: pos, into: UnsafeMutableRawBufferPointer(start: out, count: n))
+                done += n
+                continue
+            }
+            // A slot: zero pad, bitmap (all ones), data.
+            let k = (pos - payloadStart) / layout.slotSize
+            let inSlot = pos - layout.slotOffset(rank: k)
+            let bitmapStart = layout.slotPad - layout.bitmapLength
+            if inSlot < bitmapStart {
+                let n = Int(min(remaining, bitmapStart - inSlot))
+                out.initializeMemory(as: UInt8.self, repeating: 0, count: n)
+                done += n
+            } else if inSlot < layout.slotPad {
+                let n = Int(min(remaining, layout.slotPad - inSlot))
+                out.initializeMemory(as: UInt8.self, repeating: 0xFF, count: n)
+                done += n
+            } else {
+                let bs = UInt64(blockSize)
+                let inBlock = inSlot - layout.slotPad
+                let n = Int(min(remaining, bs - inBlock))
+                let v = block(ofRank: k) * bs + inBlock
+                let dataCount = v < virtualSize ? Int(min(UInt64(n), virtualSize - v)) : 0
+                if dataCount > 0 { try source.read(at: v, into: UnsafeMutableRawBufferPointer(start: out, count: dataCount)) }
+                if dataCount < n { (out + dataCount).initializeMemory(as: UInt8.self, repeating: 0, count: n - dataCount) }
+                done += n
+            }
+        }
+    }
+
+    /// Skeleton bytes [pos, pos+buf.count) ⊂ [0, payloadStart) of a dynamic disk.
+    private func fillSkeleton(at pos: UInt64, into buf: UnsafeMutableRawBufferPointer) {
+        let base = buf.baseAddress!
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: buf.count)
+        let end = pos + UInt64(buf.count)
+        func overlay(_ bytes: [UInt8], at start: UInt64) {
+            let lo = max(pos, start), hi = min(end, start + UInt64(bytes.count))
+            guard lo < hi else { return }
+            bytes.withUnsafeBytes { src in
+                (base + Int(lo - pos)).copyMemory(from: src.baseAddress! + Int(lo - start), byteCount: Int(hi - lo))
+            }
+        }
+        overlay(footerBytes, at: 0)
+        overlay(headerBytes, at: VHDLayout.dynamicHeaderOffset)
+        overlay(options.pointer, at: VHDLayout.pointerAreaOffset)
+        let bat = VHDLayout.batOffset
+        let lo = max(pos, bat), hi = min(end, bat + layout.batLength)
+        guard lo < hi else { return }
+        // Entries past the last block (sector padding) are 0xFFFFFFFF, as qemu-img writes them.
+        let first = (lo - bat) / 4, last = (hi - bat - 1) / 4
+        var bytes = [UInt8](repeating: 0, count: Int(last - first + 1) * 4)
+        var p = first
+        var ri = firstRun { $0.firstBlock + $0.count > first }
+        while p <= last {
+            var e = VHD.unallocated
+            if p < layout.blockCount {
+                while ri < runs.count && runs[ri].firstBlock + runs[ri].count <= p { ri += 1 }
+                if ri < runs.count && runs[ri].firstBlock <= p { e = layout.batEntry(rank: runs[ri].firstRank + p - runs[ri].firstBlock) }
+            }
+            VHD.put32(&bytes, e, Int(p - first) * 4)
+            p += 1
+        }
+        let skip = Int(lo - bat - first * 4)
+        bytes.withUnsafeBytes { (base + Int(lo - pos)).copyMemory(from: $0.baseAddress! + skip, byteCount: Int(hi - lo)) }
+    }
+
+    /// Bytes [0, payloadStart): empty for a fixed disk.
+    public func skeleton() throws -> [UInt8] { try read(at: 0, count: Int(payloadStart)) }
+
+    /// Structures and payload data are `.data`; pads, unused areas and source zero/absent ranges
+    /// are `.zero` (a fixed disk's zero ranges included: they are holes in the written file).
+    public func extents(in range: Range<UInt64>) throws -> [Extent] {
+        let r = range.clamped(to: 0..<size)
+        guard !r.isEmpty else { return [] }
+        var out: [Extent] = []
+        func add(_ lo: UInt64, _ hi: UInt64, _ kind: ExtentKind) {
+            let a = max(lo, r.lowerBound), b = min(hi, r.upperBound)
+            if a < b { out.append(Extent(offset: a, length: b - a, kind: kind)) }
+        }
+        func addSource(_ fileLo: UInt64, _ vLo: UInt64, _ vHi: UInt64) throws {
+            // Source range [vLo, vHi) stored from file offset fileLo, clipped to r.
+            let a = max(r.lowerBound, fileLo), b = min(r.upperBound, fileLo + (vHi - vLo))
+            guard a < b else { return }
+            for e in try source.extents(in: vLo + (a - fileLo)..<vLo + (b - fileLo)) {
+                add(fileLo + (e.offset - vLo), fileLo + (e.end - vLo), e.kind == .data ? .data : .zero)
+            }
+        }
+        if subformat == .fixed {
+            try addSource(0, 0, virtualSize)
+        } else {
+            if r.lowerBound < payloadStart {
+                let batUsed = VHDLayout.batOffset + layout.batLength
+                add(0, UInt64(VHD.footerSize), .data)
+                add(UInt64(VHD.footerSize), VHDLayout.dynamicHeaderOffset, .zero)
+                add(VHDLayout.dynamicHeaderOffset, VHDLayout.dynamicHeaderOffset + UInt64(VHD.dynamicHeaderSize), .data)
+                add(VHDLayout.dynamicHeaderOffset + UInt64(VHD.dynamicHeaderSize), VHDLayout.pointerAreaOffset, .zero)
+                let ptrEnd = VHDLayout.pointerAreaOffset + UInt64(options.pointer.count)
+                add(VHDLayout.pointerAreaOffset, ptrEnd, .data)
+                add(ptrEnd, VHDLayout.batOffset, .zero)
+                add(VHDLayout.batOffset, batUsed, .data)
+                add(batUsed, payloadStart, .zero)
+            }
+            if r.upperBound > payloadStart && allocatedBlockCount > 0 {
+                let bs = UInt64(blockSize)
+                let firstK = r.lowerBound > payloadStart ? (r.lowerBound - payloadStart) / layout.slotSize : 0
+                var k = firstK
+                while k < allocatedBlockCount {
+                    let slot = layout.slotOffset(rank: k)
+                    if slot >= r.upperBound { break }
+                    let bm = layout.bitmapOffset(rank: k), d = layout.dataOffset(rank: k)
+                    add(slot, bm, .zero)
+                    add(bm, d, .data)
+                    let v = block(ofRank: k) * bs
+                    let vEnd = min(v + bs, virtualSize)
+                    try addSource(d, v, vEnd)
+                    add(d + (vEnd - v), d + bs, .zero)
+                    k += 1
+                }
+            }
+        }
+        add(footerOffset, size, .data)
+        return coalesce(out)
+    }
+}
+
+extension VHDView: NativeFormatView {
+    public static let formatName = VHD.formatName
+    public static let pointerPlacement = PluginPointerPlacement.vhdPointerArea
+    /// The dynamic block size; a fixed disk's unit is the sector.
+    public var allocationUnit: UInt64 { subformat == .dynamic ? UInt64(blockSize) : VHD.sector }
+
+    /// Dynamic: inside the block's slot, nil for unallocated blocks. Fixed: the identity.
+    public func fileOffset(ofVirtual offset: UInt64) -> UInt64? {
+        guard offset < virtualSize else { return nil }
+        if subformat == .fixed { return offset }
+        let bs = UInt64(blockSize)
+        return rank(ofBlock: offset / bs).map { layout.dataOffset(rank: $0) + offset % bs }
+    }
+}
+
+extension VHDView: FileBackedSource {
+    /// A fixed disk's payload is the source's bytes at the same offsets; a dynamic disk's only
+    /// within one block's data (the bitmaps between blocks are synthesized).
+    public func fileSpans(in range: Range<UInt64>) -> [FileSpan]? {
+        guard range.upperBound <= footerOffset, range.lowerBound >= payloadStart,
+              let fb = source as? any FileBackedSource else { return nil }
+        if range.isEmpty { return [] }
+        if subformat == .fixed { return fb.fileSpans(in: range) }
+        let k = (range.lowerBound - payloadStart) / layout.slotSize
+        let d = layout.dataOffset(rank: k), bs = UInt64(blockSize)
+        guard range.lowerBound >= d, range.upperBound <= d + bs else { return nil }
+        let v = block(ofRank: k) * bs + (range.lowerBound - d)
+        let n = UInt64(range.count)
+        let dataCount = v < virtualSize ? min(n, virtualSize - v) : 0
+        var out: [FileSpan] = []
+        if dataCount > 0 {
+            guard let s = fb.fileSpans(in: v..<v + dataCount) else { return nil }
+            out = s
+        }
+        if dataCount < n { out.append(.zeros(length: n - dataCount)) }
+        return out
+    }
+}

@@ -1,0 +1,56 @@
+import BlockCore
+
+/// VHD behind the format seam (`DiskFormatDriver`): dynamic (default, the exposed form) and
+/// fixed. Registered after every format recognised by its head, because a fixed VHD is known
+/// only by the footer in its last 512 bytes.
+public struct VHDDriver: DiskFormatDriver {
+    public init() {}
+    public var name: String { VHD.formatName }
+    public var subformats: [String] { VHDSubformat.allCases.map(\.rawValue) }
+    /// The footer copy at 0 of a dynamic disk. A fixed disk's footer is last anyway: its data
+    /// is written first, the footer with it in the final chunk.
+    public var signatureLength: Int { VHD.cookie.count }
+
+    public func matches(head: [UInt8], tail: [UInt8]) -> Bool {
+        // Dynamic/differencing: the footer copy at 0. Fixed: the footer in the last 512 bytes,
+        // with a valid checksum (raw data ending in "conectix" by chance is not enough).
+        if head.starts(with: VHD.cookie) { return true }
+        guard tail.count == VHD.footerSize, tail.starts(with: VHD.cookie),
+              let f = try? VHDFooter.parse(tail, at: 0) else { return false }
+        return f.checksumIsValid
+    }
+
+    public func open(path: String) throws -> any BlockSource { try VHDFile.open(path: path) }
+    public func check(path: String) throws -> CheckReport { try VHDCheck.run(path: path) }
+    public func info(path: String) throws -> ImageInfo { try VHDFile.open(path: path).info(path: path) }
+
+    public func view(of source: any BlockSource, options: NativeFormatOptions) throws -> any NativeFormatView {
+        try VHDView(source: source, options: synthesisOptions(options))
+    }
+
+    /// The common options mapped onto VHD's: `subformat=dynamic|fixed`, `block_size` (dynamic).
+    public func synthesisOptions(_ options: NativeFormatOptions) throws -> VHDSynthesisOptions {
+        let unknown = options.unknownKeys(allowed: [])
+        guard unknown.isEmpty else {
+            throw NativeFormatOptionError(format: name, reason: "unknown option(s) \(unknown.joined(separator: ", "))")
+        }
+        var o = VHDSynthesisOptions(seed: options.seed)
+        if let s = options.subformat {
+            guard let sf = VHDSubformat(rawValue: s) else {
+                throw NativeFormatOptionError(format: name, reason: "subformat \(s) is not one of \(subformats.joined(separator: ", "))")
+            }
+            o.subformat = sf
+        }
+        guard options.logicalSectorSize == 512 else {
+            throw NativeFormatOptionError(format: name, reason: "VHD has 512-byte sectors only, not \(options.logicalSectorSize)")
+        }
+        if let u = options.allocationUnit {
+            guard o.subformat == .dynamic else {
+                throw NativeFormatOptionError(format: name, reason: "a fixed VHD has no block size")
+            }
+            guard let b = UInt32(exactly: u) else { throw VHDSynthesisError.invalidBlockSize(UInt32.max) }
+            o.blockSize = b
+        }
+        return o
+    }
+}
