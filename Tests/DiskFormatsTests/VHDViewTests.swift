@@ -268,4 +268,32 @@ struct VHDViewStructureTests {
         let f = try VHDView(source: src, options: .init(subformat: .fixed)).layoutDump()
         #expect(f.contains("fixed") && f.contains("data @0x0"))
     }
+
+    /// NativeFormatViewContractTests' two checks, run here on VHD dynamic (1 MiB blocks) and VDI
+    /// over the same disk, until the lead adds them to that test's `views(of:)`.
+    @Test func nativeFormatViewContract() throws {
+        func views(_ s: any BlockSource) throws -> [any NativeFormatView] {
+            [try VHDView(source: s, options: .init(blockSize: 1 << 20)), try VDIView(source: s)]
+        }
+        let a = try views(NativeFormatViewContractTests.disk(fill: 1)), b = try views(NativeFormatViewContractTests.disk(fill: 200))
+        for (va, vb) in zip(a, b) {
+            let sk = try va.skeleton()
+            #expect(UInt64(sk.count) == va.payloadStart)
+            #expect(try vb.skeleton() == sk)
+        }
+        let disk = NativeFormatViewContractTests.disk(fill: 7)
+        let bs = MiB
+        for view in try views(disk) {
+            let name = type(of: view).formatName
+            #expect(view.virtualSize == 6 * MiB)
+            for offset: UInt64 in [bs, bs + 4095, 4 * bs + 12345, 5 * bs - 1] {
+                let at = try #require(view.fileOffset(ofVirtual: offset), "\(name)")
+                #expect(at >= view.payloadStart)
+                #expect(try view.read(at: at, count: 1) == disk.read(at: offset, count: 1), "\(name)")
+            }
+            for offset: UInt64 in [0, 2 * bs + 7, 3 * bs, 5 * bs, 6 * MiB, 6 * MiB + 1] {
+                #expect(view.fileOffset(ofVirtual: offset) == nil, "\(name): \(offset)")
+            }
+        }
+    }
 }

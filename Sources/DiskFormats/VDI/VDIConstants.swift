@@ -19,6 +19,9 @@ public enum VDI {
     /// Block map entry of a block known to be zeros (VirtualBox: ZERO).
     public static let blockZero: UInt32 = 0xFFFF_FFFE
     public static let sector: UInt64 = 512
+    /// Most block map entries a reader or checker loads (1 GiB of map: 256 TiB in 1 MiB blocks).
+    /// A fixed bound, so a damaged header cannot make us allocate up to the file's size.
+    public static let maxBlocks: UInt64 = 1 << 28
     public static let mib: UInt64 = 1 << 20
     /// VirtualBox aligns the block map and the data area to 1 MiB (VDI_DATA_ALIGN).
     public static let dataAlign: UInt64 = 1 << 20

@@ -24,6 +24,9 @@ public enum VHD {
     public static let maxDynamicSize: UInt64 = 0xFF00_0000 * 512
     /// Largest fixed disk we write (no format limit; a bound for sanity and Azure's 32 TiB).
     public static let maxFixedSize: UInt64 = 64 << 40
+    /// Most BAT entries a reader or checker loads (64 MiB of table): 2040 GiB in 128 KiB
+    /// blocks. A fixed bound, so a damaged header cannot make us allocate up to the file's size.
+    public static let maxTableEntries: UInt64 = 1 << 24
     /// The CHS geometry qemu treats as "use the current size" (65535 × 16 × 255).
     public static let maxGeometrySectors: UInt64 = 65535 * 16 * 255
 

@@ -77,6 +77,10 @@ public enum VDICheck {
             if h.blocksAllocated > h.blocksInImage {
                 add("header", 0x184, "\(h.blocksAllocated) blocks allocated of \(h.blocksInImage)")
             }
+            guard UInt64(h.blocksInImage) <= VDI.maxBlocks else {
+                add("header", 0x180, "\(h.blocksInImage) blocks exceed the \(VDI.maxBlocks) BootLab reads")
+                return
+            }
             let map = try source.read(at: mapAt, count: Int(mapBytes))
             var owner: [UInt32: Int] = [:]
             var allocated: UInt32 = 0

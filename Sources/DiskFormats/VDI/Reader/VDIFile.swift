@@ -71,6 +71,9 @@ public final class VDIFile: BlockSource, @unchecked Sendable {
         }
         size = h.diskSize
         let needed = (h.diskSize + bs - 1) / bs
+        guard needed <= VDI.maxBlocks else {
+            throw FormatError(fmt, "header", at: 0x170, "disk size \(h.diskSize) needs \(needed) blocks; at most \(VDI.maxBlocks) are read")
+        }
         let raw = try source.read(at: mapAt, count: Int(needed * 4))
         var map = [UInt32](repeating: 0, count: Int(needed))
         let dataAt = UInt64(h.dataOffset)

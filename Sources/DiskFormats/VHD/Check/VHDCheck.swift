@@ -131,10 +131,16 @@ public enum VHDCheck {
             for (a, b) in zip(fixed, fixed.dropFirst()) where b.start < a.end {
                 add(b.name == "the footer" ? "footer" : "dynamic disk header", b.start, "\(b.name) overlaps \(a.name)")
             }
-            let bat = try source.read(at: h.tableOffset, count: Int(batBytes))
+            // Entries past the last block are looked at too (they must be unallocated), up to a
+            // fixed bound: a damaged max table entries never makes us load the whole file.
+            let examined = min(UInt64(h.maxTableEntries), VHD.maxTableEntries)
+            if examined < UInt64(h.maxTableEntries) {
+                add("dynamic disk header", ho + 28, "max table entries \(h.maxTableEntries) exceeds the \(VHD.maxTableEntries) BootLab reads")
+            }
+            let bat = try source.read(at: h.tableOffset, count: Int(examined * 4))
             let bm = (bs / VHD.sector / 8 + 511) / 512 * 512
             var blocks: [(start: UInt64, end: UInt64, index: Int)] = []
-            for p in 0..<Int(h.maxTableEntries) {
+            for p in 0..<Int(examined) {
                 let e = VHD.be32(bat, p * 4)
                 guard e != VHD.unallocated else { continue }
                 let at = h.tableOffset + UInt64(p) * 4

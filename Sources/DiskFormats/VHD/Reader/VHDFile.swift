@@ -109,6 +109,9 @@ public final class VHDFile: BlockSource, @unchecked Sendable {
             guard needed <= UInt64(h.maxTableEntries) else {
                 throw FormatError(fmt, "dynamic disk header", at: ho + 28, "max table entries \(h.maxTableEntries) cannot map \(v) bytes in blocks of \(bs) (\(needed) needed)")
             }
+            guard needed <= VHD.maxTableEntries else {
+                throw FormatError(fmt, "footer", at: at + 48, "current size \(v) needs \(needed) blocks of \(bs) bytes; at most \(VHD.maxTableEntries) are read")
+            }
             let batBytes = UInt64(h.maxTableEntries) * 4
             guard h.tableOffset <= fs, batBytes <= fs - h.tableOffset else {
                 throw FormatError(fmt, "dynamic disk header", at: ho + 16, "BAT of \(h.maxTableEntries) entries at \(VHD.hex(h.tableOffset)) extends past the end of the file (\(VHD.hex(fs)))")
