@@ -62,6 +62,27 @@ struct VDIViewToolTests {
         #expect(try sha(out) == sha(out2))
     }
 
+    /// A pointer and a large sparse disk (more than 262 144 blocks: data moves past 2 MiB).
+    @Test func pointerAndLargeDisk() throws {
+        let d = Scratch("vdi-ptr")
+        let src = d.file("src.raw"), out = d.file("p.vdi")
+        try makeSourceFile(src, size: 5 * MiB, blockSize: MiB, chunkRatio: 1, pattern: .blockBoundaries, seed: 6)
+        try writeVDI(try RawFile(path: src), out, .init(pointer: [UInt8](repeating: 0xCD, count: 70_000)))
+        #expect(try runTool(["qemu-img", "compare", "-f", "raw", "-F", "vdi", src, out]).status == 0)
+        #expect(try runTool(["qemu-img", "check", "-f", "vdi", out]).status == 0)
+        let size: UInt64 = 300 << 30
+        let bigSrc = PatternSource(size: size, dataRanges: [0..<512, size - 4096..<size])
+        let big = d.file("big.vdi")
+        let v = try writeVDI(bigSrc, big)
+        #expect(v.payloadStart == 3 * MiB && v.allocatedBlockCount == 2)
+        #expect((try qemuInfo(big)["virtual-size"] as? NSNumber)?.uint64Value == size)
+        #expect(try runTool(["qemu-img", "check", "-f", "vdi", big]).status == 0)
+        let io = try runTool(["qemu-io", "-f", "vdi", "-c", "read -P 0 4096 4096", "-c", "read -v \(size - 512) 16", big])
+        #expect(io.status == 0 && !io.stdout.contains("Pattern verification failed"), "\(io.stdout)")
+        #expect(try VDIFile.open(path: big).read(at: size - 4096, count: 4096) == bigSrc.read(at: size - 4096, count: 4096))
+        #expect(try VDICheck.run(path: big).findings.isEmpty)
+    }
+
     /// qemu-img's VDI outputs (dynamic and static) read byte for byte as qemu-img reads them.
     @Test(arguments: ["static=off", "static=on"])
     func readsQemuOutputs(_ opts: String) throws {

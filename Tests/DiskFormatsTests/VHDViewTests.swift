@@ -93,6 +93,37 @@ struct VHDViewToolTests {
         #expect(try sha(out) == sha(out2))
     }
 
+    /// A dynamic VHD carrying a plugin pointer is still a valid VHD for QEMU and libvhdi, and so
+    /// is a sparse disk past the CHS range (current size, not geometry).
+    @Test func pointerAndLargeDisksReadByTools() throws {
+        let d = Scratch("vhd-ptr")
+        let src = d.file("src.raw"), out = d.file("p.vhd")
+        try makeSourceFile(src, size: 5 * MiB, blockSize: 2 * MiB, chunkRatio: 1, pattern: .blockBoundaries, seed: 5)
+        let ptr = [UInt8](repeating: 0xAB, count: 70_000)
+        try writeVHD(try RawFile(path: src), out, .init(pointer: ptr))
+        #expect(try runTool(["qemu-img", "compare", "-f", "raw", "-F", "vpc", src, out]).status == 0)
+        #expect(try runTool(["vhdiinfo", out]).status == 0)
+        #expect(try readWithVhdimount(out, in: d) == fileBytes(src))
+        #expect(try VHDCheck.run(path: out).findings.isEmpty)
+        #expect(try RawFile(path: out).read(at: VHDLayout.pointerAreaOffset, count: ptr.count) == ptr)
+
+        for (sf, size) in [(VHDSubformat.dynamic, UInt64(300) << 30), (.fixed, UInt64(200) << 30)] {
+            let big = d.file("big-\(sf.rawValue).vhd")
+            let bigSrc = PatternSource(size: size, dataRanges: [0..<512, size - 4096..<size])
+            let v = try writeVHD(bigSrc, big, .init(subformat: sf))
+            #expect(v.footer.geometry == VHDGeometry(cylinders: 65535, heads: 16, sectorsPerTrack: 255))
+            let info = try qemuInfo(big, format: "vpc")
+            #expect((info["virtual-size"] as? NSNumber)?.uint64Value == size, "\(sf)")
+            let vi = try runTool(["vhdiinfo", big])
+            #expect(vi.stdout.contains("(\(size) bytes)"), "\(vi.stdout)")
+            let f = try VHDFile.open(path: big)
+            #expect(try f.read(at: size - 4096, count: 4096) == bigSrc.read(at: size - 4096, count: 4096))
+            let io = try runTool(["qemu-io", "-f", "vpc", "-c", "read -P 0 4096 4096", "-c", "read -v \(size - 512) 16", big])
+            #expect(io.status == 0 && !io.stdout.contains("Pattern verification failed"), "\(io.stdout)")
+            #expect(!(try VHDCheck.run(path: big)).isCorrupt)
+        }
+    }
+
     /// qemu-img's own vpc outputs (dynamic and fixed, with and without force_size) are read by
     /// our reader exactly as qemu-img converts them back to raw.
     @Test(arguments: ["subformat=dynamic", "subformat=fixed", "subformat=dynamic,force_size=on", "subformat=fixed,force_size=on"])
