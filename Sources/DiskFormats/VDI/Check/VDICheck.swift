@@ -20,6 +20,9 @@ public enum VDICheck {
     }
 
     struct Checker {
+        static let maxListed = 100
+        /// Problems after which a table is not examined further (a table this damaged is garbage).
+        static let stopAfter = 10_000
         let source: any BlockSource
         var findings: [CheckFinding] = []
 
@@ -82,27 +85,38 @@ public enum VDICheck {
                 return
             }
             let map = try source.read(at: mapAt, count: Int(mapBytes))
+            // A damaged map can be wrong everywhere: the first 100 problems are listed, the rest
+            // counted.
+            var listed = 0
+            func entry(_ structure: String, _ offset: UInt64, _ message: @autoclosure () -> String) {
+                listed += 1
+                if listed <= Self.maxListed { add(structure, offset, message()) }
+            }
             var owner: [UInt32: Int] = [:]
             var allocated: UInt32 = 0
             let slot = bs + extra
             for p in 0..<Int(h.blocksInImage) {
+                if listed >= Self.stopAfter { break }
                 let e = map.le32(p * 4)
                 guard VDI.isAllocated(e) else { continue }
                 let at = mapAt + UInt64(p) * 4
                 allocated &+= 1
                 if e >= h.blocksInImage {
-                    add("block map entry \(p)", at, "slot \(e) is not below the \(h.blocksInImage) blocks in the image")
+                    entry("block map entry \(p)", at, "slot \(e) is not below the \(h.blocksInImage) blocks in the image")
                     continue
                 }
                 if let first = owner[e] {
-                    add("block map entry \(p)", at, "slot \(e) is also used by block \(first)")
+                    entry("block map entry \(p)", at, "slot \(e) is also used by block \(first)")
                     continue
                 }
                 owner[e] = p
                 let off = dataAt + UInt64(e) * slot
                 if off + slot > fs {
-                    add("block map entry \(p)", at, "slot \(e) at \(VDI.hex(off))-\(VDI.hex(off + slot)) extends past the end of the file (\(VDI.hex(fs)))")
+                    entry("block map entry \(p)", at, "slot \(e) at \(VDI.hex(off))-\(VDI.hex(off + slot)) extends past the end of the file (\(VDI.hex(fs)))")
                 }
+            }
+            if listed > Self.maxListed {
+                add("block map", mapAt, "\(listed - Self.maxListed) more block map entry problems not listed" + (listed >= Self.stopAfter ? "; the map was not examined past \(Self.stopAfter) problems" : ""))
             }
             if allocated != h.blocksAllocated {
                 add("header", 0x184, "header says \(h.blocksAllocated) blocks allocated, the block map has \(allocated)")

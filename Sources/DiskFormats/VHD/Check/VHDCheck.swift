@@ -21,6 +21,9 @@ public enum VHDCheck {
     }
 
     struct Checker {
+        static let maxListed = 100
+        /// Problems after which a table is not examined further (a table this damaged is garbage).
+        static let stopAfter = 10_000
         let source: any BlockSource
         var findings: [CheckFinding] = []
 
@@ -140,28 +143,39 @@ public enum VHDCheck {
             let bat = try source.read(at: h.tableOffset, count: Int(examined * 4))
             let bm = (bs / VHD.sector / 8 + 511) / 512 * 512
             var blocks: [(start: UInt64, end: UInt64, index: Int)] = []
+            // A damaged table can be wrong everywhere: the first 100 problems are listed, the
+            // rest counted (a million findings would cost more than the check).
+            var listed = 0
+            func entry(_ structure: String, _ offset: UInt64, _ message: @autoclosure () -> String) {
+                listed += 1
+                if listed <= Self.maxListed { add(structure, offset, message()) }
+            }
             for p in 0..<Int(examined) {
+                if listed >= Self.stopAfter { break }
                 let e = VHD.be32(bat, p * 4)
                 guard e != VHD.unallocated else { continue }
                 let at = h.tableOffset + UInt64(p) * 4
                 if UInt64(p) >= needed {
-                    add("BAT entry \(p)", at, "entry past the last block (\(needed)) is allocated (\(VHD.hex32(e)))")
+                    entry("BAT entry \(p)", at, "entry past the last block (\(needed)) is allocated (\(VHD.hex32(e)))")
                     continue
                 }
                 let off = UInt64(e) * VHD.sector, end = off + bm + bs
                 if end > tailStart {
-                    add("BAT entry \(p)", at, "block at \(VHD.hex(off))-\(VHD.hex(end)) extends past the footer at \(VHD.hex(tailStart))")
+                    entry("BAT entry \(p)", at, "block at \(VHD.hex(off))-\(VHD.hex(end)) extends past the footer at \(VHD.hex(tailStart))")
                     continue
                 }
                 for s in fixed where off < s.end && s.start < end {
-                    add("BAT entry \(p)", at, "block at \(VHD.hex(off))-\(VHD.hex(end)) overlaps \(s.name)")
+                    entry("BAT entry \(p)", at, "block at \(VHD.hex(off))-\(VHD.hex(end)) overlaps \(s.name)")
                 }
                 blocks.append((off, end, p))
             }
             blocks.sort { $0.start < $1.start }
             for k in blocks.indices.dropFirst() where blocks[k].start < blocks[k - 1].end {
-                add("BAT entry \(blocks[k].index)", h.tableOffset + UInt64(blocks[k].index) * 4,
+                entry("BAT entry \(blocks[k].index)", h.tableOffset + UInt64(blocks[k].index) * 4,
                     "block at \(VHD.hex(blocks[k].start)) overlaps the block of BAT entry \(blocks[k - 1].index)")
+            }
+            if listed > Self.maxListed {
+                add("BAT", h.tableOffset, "\(listed - Self.maxListed) more BAT entry problems not listed" + (listed >= Self.stopAfter ? "; the BAT was not examined past \(Self.stopAfter) problems" : ""))
             }
         }
     }
