@@ -164,9 +164,9 @@ struct VDIViewStructureTests {
         for (x, y) in zip(ext, ext.dropFirst()) { #expect(x.end == y.offset && x.kind != y.kind) }
         for e in ext where e.kind != .data { #expect(try view.read(at: e.offset, count: Int(e.length)).allSatisfy { $0 == 0 }) }
         let dataBytes = ext.filter { $0.kind == .data }.reduce(0) { $0 + $1.length }
-        #expect(dataBytes == 512 + UInt64(ptr.count) + 20 * 4 + 4900 + 20 + 512)
+        #expect(dataBytes == 512 + 16 + UInt64(ptr.count) + 20 * 4 + 4900 + 20 + 512)
         let sk = try view.skeleton()
-        #expect(Array(sk[0x1000..<0x1000 + ptr.count]) == ptr)
+        #expect(Array(sk[0x1010..<0x1010 + ptr.count]) == ptr)
         #expect(VDIView.pointerPlacement == .vdiPointerArea)
         // The skeleton ignores data.
         let other = PatternSource(size: v, dataRanges: [100..<5000, 3 * MiB - 10..<3 * MiB + 10, v - 512..<v])

@@ -105,7 +105,8 @@ struct VHDViewToolTests {
         #expect(try runTool(["vhdiinfo", out]).status == 0)
         #expect(try readWithVhdimount(out, in: d) == fileBytes(src))
         #expect(try VHDCheck.run(path: out).findings.isEmpty)
-        #expect(try RawFile(path: out).read(at: VHDLayout.pointerAreaOffset, count: ptr.count) == ptr)
+        #expect(try RawFile(path: out).read(at: VHDLayout.pointerAreaOffset + 16, count: ptr.count) == ptr)
+        #expect(try VHDDriver().readPluginPointer(path: out) == ptr)
 
         for (sf, size) in [(VHDSubformat.dynamic, UInt64(300) << 30), (.fixed, UInt64(200) << 30)] {
             let big = d.file("big-\(sf.rawValue).vhd")
@@ -219,7 +220,7 @@ struct VHDViewStructureTests {
         let dataBytes = ext.filter { $0.kind == .data }.reduce(0) { $0 + $1.length }
         let payload: UInt64 = 4900 + 20 + 512
         if sf == .dynamic {
-            #expect(dataBytes == 512 + 1024 + 3 + view.layout.batLength + view.allocatedBlockCount * 512 + payload + 512)
+            #expect(dataBytes == 512 + 1024 + 16 + 3 + view.layout.batLength + view.allocatedBlockCount * 512 + payload + 512)
         } else {
             #expect(dataBytes == payload + 512)
         }
@@ -248,8 +249,9 @@ struct VHDViewStructureTests {
         let p = try VHDView(source: disk(1), options: .init(pointer: ptr))
         #expect(p.payloadStart == a.payloadStart && p.size == a.size)
         let sk = try p.skeleton()
-        #expect(Array(sk[0x1000..<0x1000 + ptr.count]) == ptr)
-        #expect(sk[0x1000 + ptr.count..<0x20000].allSatisfy { $0 == 0 })
+        #expect(Array(sk[0x1000..<0x1008]) == Array("BLPOINTR".utf8) && sk.le32(0x1008) == UInt32(ptr.count))
+        #expect(Array(sk[0x1010..<0x1010 + ptr.count]) == ptr)
+        #expect(sk[0x1010 + ptr.count..<0x20000].allSatisfy { $0 == 0 })
         #expect(Array(sk[0..<0x1000]) == Array(try a.skeleton()[0..<0x1000]))
         #expect(Array(sk[0x20000...]) == Array(try a.skeleton()[0x20000...]))
         #expect(p.layoutDump().contains("\(ptr.count) bytes, sha256"))
@@ -261,8 +263,8 @@ struct VHDViewStructureTests {
         #expect(f.payloadStart == 0 && fsk.isEmpty && f.size == 6 * MiB + 512)
         #expect(f.fileOffset(ofVirtual: 0) == 0 && f.fileOffset(ofVirtual: 2 * MiB + 7) == 2 * MiB + 7 && f.fileOffset(ofVirtual: 6 * MiB) == nil)
         #expect(throws: VHDSynthesisError.pointerInFixedDisk) { _ = try VHDView(source: disk(1), options: .init(subformat: .fixed, pointer: ptr)) }
-        let big = [UInt8](repeating: 1, count: VHDLayout.pointerAreaLength + 1)
-        #expect(throws: VHDSynthesisError.pointerTooLarge(count: big.count, capacity: VHDLayout.pointerAreaLength)) {
+        let big = [UInt8](repeating: 1, count: VHDLayout.pointerAreaLength - 15)
+        #expect(throws: VHDSynthesisError.pointerTooLarge(count: big.count, capacity: VHDLayout.pointerAreaLength - 16)) {
             _ = try VHDView(source: disk(1), options: .init(pointer: big))
         }
     }

@@ -20,6 +20,32 @@ public struct VDIDriver: DiskFormatDriver {
         try VDIView(source: source, options: synthesisOptions(options))
     }
 
+    public func pluginView(of source: any BlockSource, options: NativeFormatOptions, pointer: [UInt8]) throws -> any NativeFormatView {
+        var o = try synthesisOptions(options)
+        o.pointer = pointer
+        return try VDIView(source: source, options: o)
+    }
+
+    /// The blob in a VDI laid out by BootLab (block map at or past the area's end), nil for any
+    /// other VDI or an empty area. Reads the header and the area only.
+    public func readPluginPointer(path: String) throws -> [UInt8]? {
+        let f = try VDIFile.open(path: path)
+        guard UInt64(f.header.blockMapOffset) >= VDILayout.pointerAreaOffset + UInt64(VDILayout.pointerAreaLength) else { return nil }
+        let area = try RawFile(path: path).read(at: VDILayout.pointerAreaOffset, count: VDILayout.pointerAreaLength)
+        return try PointerAreaFrame.parse(area, at: VDILayout.pointerAreaOffset, format: name)
+    }
+
+    /// A byte inside each structure: the header's block size (QEMU refuses any other than
+    /// 1 MiB) and the first allocated block map entry (its second byte: a slot past the image).
+    public func structureSites(path: String) throws -> [String: UInt64] {
+        let f = try VDIFile.open(path: path)
+        var sites: [String: UInt64] = ["header": 0x178 + 2]
+        if let i = f.blockMap.firstIndex(where: VDI.isAllocated) {
+            sites["block map entry"] = UInt64(f.header.blockMapOffset) + UInt64(i) * 4 + 1
+        }
+        return sites
+    }
+
     public func synthesisOptions(_ options: NativeFormatOptions) throws -> VDISynthesisOptions {
         let unknown = options.unknownKeys(allowed: [])
         guard unknown.isEmpty else {

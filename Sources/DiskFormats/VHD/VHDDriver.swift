@@ -28,6 +28,39 @@ public struct VHDDriver: DiskFormatDriver {
         try VHDView(source: source, options: synthesisOptions(options))
     }
 
+    /// The dynamic view with `pointer` in its pointer area (a fixed VHD has no room: refused).
+    public func pluginView(of source: any BlockSource, options: NativeFormatOptions, pointer: [UInt8]) throws -> any NativeFormatView {
+        var o = try synthesisOptions(options)
+        o.pointer = pointer
+        return try VHDView(source: source, options: o)
+    }
+
+    /// The blob in a dynamic VHD laid out by BootLab (header at 0x200, BAT at or past the area's
+    /// end), nil for any other VHD or an empty area. Reads footer, header and area only.
+    public func readPluginPointer(path: String) throws -> [UInt8]? {
+        let f = try VHDFile.open(path: path)
+        guard let h = f.dynamicHeader, f.footer.dataOffset == VHDLayout.dynamicHeaderOffset,
+              h.tableOffset >= VHDLayout.pointerAreaOffset + UInt64(VHDLayout.pointerAreaLength) else { return nil }
+        let area = try RawFile(path: path).read(at: VHDLayout.pointerAreaOffset, count: VHDLayout.pointerAreaLength)
+        return try PointerAreaFrame.parse(area, at: VHDLayout.pointerAreaOffset, format: name)
+    }
+
+    /// A byte inside each structure: the current size of the footer (and of its copy), the
+    /// dynamic header's table offset, the first allocated BAT entry. Every footer/header byte is
+    /// covered by its checksum. (No sector bitmap site: QEMU ignores bitmaps, and reading every
+    /// one would make `check` read 512 bytes per block.)
+    public func structureSites(path: String) throws -> [String: UInt64] {
+        let f = try VHDFile.open(path: path)
+        var sites: [String: UInt64] = ["footer": f.fileSize - UInt64(VHD.footerSize) + 55]
+        guard let h = f.dynamicHeader else { return sites }
+        sites["footer copy"] = 55
+        sites["dynamic disk header"] = f.footer.dataOffset + 23
+        if let i = f.bat.firstIndex(where: { $0 != VHD.unallocated }) {
+            sites["BAT entry"] = h.tableOffset + UInt64(i) * 4 + 1
+        }
+        return sites
+    }
+
     /// The common options mapped onto VHD's: `subformat=dynamic|fixed`, `block_size` (dynamic).
     public func synthesisOptions(_ options: NativeFormatOptions) throws -> VHDSynthesisOptions {
         let unknown = options.unknownKeys(allowed: [])

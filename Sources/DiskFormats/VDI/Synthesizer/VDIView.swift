@@ -4,7 +4,8 @@ import BlockCore
 public struct VDISynthesisOptions: Sendable, Hashable {
     /// 16 bytes from which the image and modification UUIDs derive.
     public var seed: [UInt8]
-    /// Opaque bytes stored in the pointer area (docs/formats/vdi.md); empty: none.
+    /// Opaque bytes stored, framed (`PointerAreaFrame`), in the pointer area (docs/formats/vdi.md);
+    /// empty: none.
     public var pointer: [UInt8]
 
     public init(seed: [UInt8] = [UInt8](repeating: 0, count: 16), pointer: [UInt8] = []) {
@@ -39,6 +40,8 @@ public final class VDIView: BlockSource {
     public let zeroBlocks: [Range<UInt64>]
     public let allocatedBlockCount: UInt64
     private let headerBytes: [UInt8]
+    /// The pointer as stored: frame + blob.
+    private let pointerBytes: [UInt8]
 
     public var blockSize: UInt32 { layout.blockSize }
     public var payloadStart: UInt64 { layout.dataOffset }
@@ -46,9 +49,10 @@ public final class VDIView: BlockSource {
 
     public init(source: any BlockSource, options: VDISynthesisOptions = VDISynthesisOptions()) throws {
         guard options.seed.count == 16 else { throw VDISynthesisError.invalidSeed(count: options.seed.count) }
-        guard options.pointer.count <= VDILayout.pointerAreaLength else {
-            throw VDISynthesisError.pointerTooLarge(count: options.pointer.count, capacity: VDILayout.pointerAreaLength)
+        guard options.pointer.count <= VDILayout.pointerAreaLength - PointerAreaFrame.headerSize else {
+            throw VDISynthesisError.pointerTooLarge(count: options.pointer.count, capacity: VDILayout.pointerAreaLength - PointerAreaFrame.headerSize)
         }
+        pointerBytes = PointerAreaFrame.frame(options.pointer)
         let layout = try VDILayout(virtualSize: source.size)
         self.source = source
         self.options = options
@@ -176,7 +180,7 @@ public final class VDIView: BlockSource {
             }
         }
         overlay(headerBytes, at: 0)
-        overlay(options.pointer, at: VDILayout.pointerAreaOffset)
+        overlay(pointerBytes, at: VDILayout.pointerAreaOffset)
         let map = VDILayout.blockMapOffset
         let lo = max(pos, map), hi = min(end, map + layout.blockMapLength)
         guard lo < hi else { return }
@@ -208,7 +212,7 @@ public final class VDIView: BlockSource {
             if a < b { out.append(Extent(offset: a, length: b - a, kind: kind)) }
         }
         if r.lowerBound < payloadStart {
-            let ptrEnd = VDILayout.pointerAreaOffset + UInt64(options.pointer.count)
+            let ptrEnd = VDILayout.pointerAreaOffset + UInt64(pointerBytes.count)
             let mapEnd = VDILayout.blockMapOffset + layout.blockMapLength
             add(0, UInt64(VDI.headerAreaSize), .data)
             add(UInt64(VDI.headerAreaSize), VDILayout.pointerAreaOffset, .zero)
@@ -245,6 +249,7 @@ public final class VDIView: BlockSource {
 extension VDIView: NativeFormatView {
     public static let formatName = VDI.formatName
     public static let pointerPlacement = PluginPointerPlacement.vdiPointerArea
+    public func allocatedUnitCount() throws -> UInt64 { allocatedBlockCount }
     public var allocationUnit: UInt64 { UInt64(blockSize) }
 
     public func fileOffset(ofVirtual offset: UInt64) -> UInt64? {

@@ -7,7 +7,8 @@ public struct VHDSynthesisOptions: Sendable, Hashable {
     public var blockSize: UInt32
     /// 16 bytes from which the footer's unique id derives.
     public var seed: [UInt8]
-    /// Opaque bytes stored in the dynamic layout's pointer area (docs/formats/vhd.md); empty: none.
+    /// Opaque bytes stored, framed (`PointerAreaFrame`), in the dynamic layout's pointer area
+    /// (docs/formats/vhd.md); empty: none.
     public var pointer: [UInt8]
 
     public init(subformat: VHDSubformat = .dynamic, blockSize: UInt32 = VHD.defaultBlockSize,
@@ -63,6 +64,8 @@ public final class VHDView: BlockSource {
 
     private let footerBytes: [UInt8]
     private let headerBytes: [UInt8]
+    /// The pointer as stored: frame + blob.
+    private let pointerBytes: [UInt8]
 
     public var subformat: VHDSubformat { layout.subformat }
     public var blockSize: UInt32 { layout.blockSize }
@@ -76,9 +79,10 @@ public final class VHDView: BlockSource {
         guard options.seed.count == 16 else { throw VHDSynthesisError.invalidSeed(count: options.seed.count) }
         let layout = try VHDLayout(subformat: options.subformat, virtualSize: source.size, blockSize: options.blockSize)
         if options.subformat == .fixed && !options.pointer.isEmpty { throw VHDSynthesisError.pointerInFixedDisk }
-        guard options.pointer.count <= VHDLayout.pointerAreaLength else {
-            throw VHDSynthesisError.pointerTooLarge(count: options.pointer.count, capacity: VHDLayout.pointerAreaLength)
+        guard options.pointer.count <= VHDLayout.pointerAreaLength - PointerAreaFrame.headerSize else {
+            throw VHDSynthesisError.pointerTooLarge(count: options.pointer.count, capacity: VHDLayout.pointerAreaLength - PointerAreaFrame.headerSize)
         }
+        pointerBytes = PointerAreaFrame.frame(options.pointer)
         self.source = source
         self.options = options
         self.layout = layout
@@ -245,7 +249,7 @@ public final class VHDView: BlockSource {
         }
         overlay(footerBytes, at: 0)
         overlay(headerBytes, at: VHDLayout.dynamicHeaderOffset)
-        overlay(options.pointer, at: VHDLayout.pointerAreaOffset)
+        overlay(pointerBytes, at: VHDLayout.pointerAreaOffset)
         let bat = VHDLayout.batOffset
         let lo = max(pos, bat), hi = min(end, bat + layout.batLength)
         guard lo < hi else { return }
@@ -297,7 +301,7 @@ public final class VHDView: BlockSource {
                 add(UInt64(VHD.footerSize), VHDLayout.dynamicHeaderOffset, .zero)
                 add(VHDLayout.dynamicHeaderOffset, VHDLayout.dynamicHeaderOffset + UInt64(VHD.dynamicHeaderSize), .data)
                 add(VHDLayout.dynamicHeaderOffset + UInt64(VHD.dynamicHeaderSize), VHDLayout.pointerAreaOffset, .zero)
-                let ptrEnd = VHDLayout.pointerAreaOffset + UInt64(options.pointer.count)
+                let ptrEnd = VHDLayout.pointerAreaOffset + UInt64(pointerBytes.count)
                 add(VHDLayout.pointerAreaOffset, ptrEnd, .data)
                 add(ptrEnd, VHDLayout.batOffset, .zero)
                 add(VHDLayout.batOffset, batUsed, .data)
@@ -329,6 +333,20 @@ public final class VHDView: BlockSource {
 extension VHDView: NativeFormatView {
     public static let formatName = VHD.formatName
     public static let pointerPlacement = PluginPointerPlacement.vhdPointerArea
+    /// The footer after the payload: constant for a given size and seed, so a plugin file keeps it.
+    public var trailerStart: UInt64 { footerOffset }
+    public func trailer() throws -> [UInt8] { footerBytes }
+    /// Dynamic: allocated blocks. Fixed: 512-byte sectors the source's data extents touch.
+    public func allocatedUnitCount() throws -> UInt64 {
+        if subformat == .dynamic { return allocatedBlockCount }
+        var count: UInt64 = 0, next: UInt64 = 0
+        for e in try source.allExtents() where e.kind == .data && e.length > 0 {
+            let first = max(e.offset / VHD.sector, next), end = (e.end + VHD.sector - 1) / VHD.sector
+            if end > first { count += end - first }
+            next = max(next, end)
+        }
+        return count
+    }
     /// The dynamic block size; a fixed disk's unit is the sector.
     public var allocationUnit: UInt64 { subformat == .dynamic ? UInt64(blockSize) : VHD.sector }
 
