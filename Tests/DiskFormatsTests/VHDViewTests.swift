@@ -318,8 +318,9 @@ struct VHDViewStructureTests {
         #expect(f.contains("fixed") && f.contains("data @0x0"))
     }
 
-    /// NativeFormatViewContractTests' two checks, run here on VHD dynamic (1 MiB blocks) and VDI
-    /// over the same disk, until the lead adds them to that test's `views(of:)`.
+    /// NativeFormatViewContractTests' checks (which cover every registered driver with its
+    /// default options) on VHD with 1 MiB blocks, so a block boundary falls at every MiB of the
+    /// contract's disk as it does for VDI.
     @Test func nativeFormatViewContract() throws {
         func views(_ s: any BlockSource) throws -> [any NativeFormatView] {
             [try VHDView(source: s, options: .init(blockSize: 1 << 20)), try VDIView(source: s)]
