@@ -105,6 +105,7 @@ public final class PosixDurableFile: DurableFile, @unchecked Sendable {
 
     /// Takes an exclusive advisory lock without waiting; false when another process holds it.
     func tryLockExclusive() -> Bool { flock(fd, LOCK_EX | LOCK_NB) == 0 }
+    func unlock() { _ = flock(fd, LOCK_UN) }
 }
 
 /// fsyncs the directory holding `path` (a rename or link in it becomes durable).

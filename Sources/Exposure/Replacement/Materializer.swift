@@ -91,6 +91,12 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         public var faults: MaterializeFaults = .none
         /// Write `<plugin>.fill.status` about once a second while filling.
         public var writeStatusFile = true
+        /// Release the materialization lock once the replacement is complete (a read-only
+        /// front-end: `bootlab finalize` may then switch the files while it serves).
+        public var releaseLockWhenComplete = false
+        /// Stop (as if asked to) once this run has copied at least this many bytes: an
+        /// interruption at a deterministic point, for tests and lab validators.
+        public var stopAfterBytes: UInt64?
         public init() {}
     }
 
@@ -327,6 +333,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
     private func fillLoop(progress: (@Sendable (UInt64) -> Void)? = nil) throws {
         runtime.withLock { $0.startedAt = monotonicSeconds(); $0.bytesThisRun = 0 }
         writeStatusFile(force: true)
+        if state.withLock({ $0.switched }), options.releaseLockWhenComplete { (journal as? PosixDurableFile)?.unlock() }
         var verifications = 0
         while !stopRequested {
             if state.withLock({ $0.switched }) { break }
@@ -340,6 +347,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
                     try append([FillJournal.Record(kind: .switched)])
                     state.withLock { $0.verified = true; $0.switched = true }
                     writeStatusFile(force: true)
+                    if options.releaseLockWhenComplete { (journal as? PosixDurableFile)?.unlock() }
                     onComplete.current?()
                     break
                 }
@@ -352,13 +360,18 @@ public final class Materializer: BlockSource, @unchecked Sendable {
             progress?(bytes)
             writeStatusFile()
             throttle()
+            if let limit = options.stopAfterBytes, runtime.withLock({ $0.bytesThisRun }) >= limit { break }
         }
     }
 
     /// The next chunks to copy: those guests asked for first, then onward from the cursor.
     private func nextBatch() -> [Int] {
         let digests = state.withLock { $0.digests }
-        let perBatch = max(1, Int(options.batchBytes / chunkSize))
+        // Throttled, a batch is about a quarter second of the rate, so progress stays smooth.
+        var batchBytes = options.batchBytes
+        if let rate = options.rateLimit { batchBytes = min(batchBytes, rate / 4) }
+        if let limit = options.stopAfterBytes { batchBytes = min(batchBytes, limit) }
+        let perBatch = max(1, Int(batchBytes / chunkSize))
         return runtime.withLock { r in
             var out: [Int] = []
             while let c = r.priority.first, out.count < perBatch {
@@ -474,6 +487,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
             let due = Double(bytes) / Double(rate) - (monotonicSeconds() - start)
             if due <= 0 { return }
             usleep(UInt32(min(due, 0.05) * 1_000_000))
+            writeStatusFile()
         }
     }
 }

@@ -22,6 +22,8 @@ struct MaterializeCommand: ParsableCommand {
     @Option(help: "Throttle the fill to this many bytes per second (e.g. 20M).") var rate: String?
     @Option(help: "Chunk size of a new fill (e.g. 1M; a resumed fill keeps its own).") var chunkSize: String = "1M"
     @Flag(help: "Discard an earlier, unfinished fill and start over.") var restart = false
+    @Option(help: "Stop once this run has copied this many bytes (e.g. 8M): a deliberate interruption; run again to resume.")
+    var stopAfter: String?
     @Flag(help: "Finalize once complete (as `bootlab finalize`).") var finalize = false
     @Flag(name: .customShort("p"), help: "Show a progress bar (default on a terminal).") var progress = false
     @Flag(help: "Print the final status as JSON.") var json = false
@@ -38,6 +40,7 @@ struct MaterializeCommand: ParsableCommand {
                 throw ValidationError("--chunk-size must be a power of two, at least 4K")
             }
             if let rate { o.rateLimit = try ByteSize.parse(rate) }
+            if let stopAfter { o.stopAfterBytes = try ByteSize.parse(stopAfter) }
             if let fault { o.faults = try MaterializeFaults(parsing: fault) }
             guard let image = try PluginFile.recognize(path: plugin, options: try access.openOptions(plugins: [plugin])) else {
                 throw ReplacementError.notAPlugin(plugin)
@@ -50,12 +53,16 @@ struct MaterializeCommand: ParsableCommand {
             bar.finish()
             var status = m.status
             status.running = false
-            if finalize {
+            if finalize && m.isComplete {
                 let report = try Replacement.finalize(pluginPath: plugin, options: image.options, faults: o.faults)
                 status = try Replacement.status(pluginPath: plugin)
                 if !json { print("finalized: \(report.plugin) is the native file; the plugin is kept as \(report.oldPlugin)") }
             }
-            if json { print(try jsonText(status)) } else if !finalize {
+            if json {
+                print(try jsonText(status))
+            } else if !m.isComplete {
+                print("stopped: \(status.doneBytes) of \(status.totalBytes) bytes filled (\(status.copiedChunks ?? 0) chunks copied by this run); run again to resume")
+            } else if !finalize {
                 print("complete: \(status.doneBytes) bytes in \(status.replacement) (\(status.copiedChunks ?? 0) of \(status.chunks) chunks copied by this run)")
             }
         } catch let e as ExitCode {
