@@ -108,7 +108,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
     public let chunkSize: UInt64
     public let chunkCount: Int
     let signatureLength: Int
-    private let state: Locked<FillJournal.State>
+    let state: Locked<FillJournal.State>
     private let journalLength: Locked<UInt64>
 
     private struct Runtime: Sendable {
@@ -433,6 +433,8 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         options.faults.check(.fillChunk(filled))
         return bytes
     }
+
+    func nextBatchForTesting() -> [Int] { nextBatch() }
 
     /// Appends records to the journal and syncs it.
     private func append(_ records: [FillJournal.Record]) throws {
