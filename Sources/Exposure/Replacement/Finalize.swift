@@ -190,3 +190,31 @@ public enum Replacement {
         return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
     }
 }
+
+extension Replacement {
+    /// Marks the plugin pointer of a materialized native file (e.g. `bootlab convert -O vhdx
+    /// PLUGIN OUT`, which copies the pointer with the plugin's bytes) as materialized, the way
+    /// finalize does: afterwards `OUT` is cmp-identical to a finalized replacement of the same
+    /// plugin without writes, and BootLab no longer takes it for a plugin. Returns how many
+    /// pointers were marked (0: none found).
+    @discardableResult
+    public static func markMaterialized(path: String) throws -> Int {
+        guard try DiskFormatRegistry.detect(path: path)?.name == VHDXView.formatName else {
+            throw ReplacementError.unsupportedFormat(path)
+        }
+        let file = try PosixDurableFile(path: path)
+        // BootLab's VHDX skeleton keeps the metadata region (and the pointer) at 2 MiB, before
+        // any payload: the search never reaches guest data.
+        let head = try file.read(at: 0, count: Int(min(try file.size(), 3 << 20)))
+        var marked = 0, i = 0
+        while let hit = find(PluginPointer.magic, in: head, from: i) {
+            if (try? PluginPointer.decode(Array(head[hit...]))) != nil {
+                try file.write(at: UInt64(hit), materializedMagic)
+                marked += 1
+            }
+            i = hit + 1
+        }
+        try file.sync()
+        return marked
+    }
+}

@@ -45,22 +45,16 @@ struct MaterializeCommand: ParsableCommand {
             guard let image = try PluginFile.recognize(path: plugin, options: try access.openOptions(plugins: [plugin])) else {
                 throw ReplacementError.notAPlugin(plugin)
             }
-            let m = try Materializer.open(plugin: image, options: o)
-            let s0 = m.status
-            let bar = ProgressBar(total: s0.totalBytes, label: "materialize", enabled: progress || isatty(2) != 0, force: progress)
-            bar.advance(by: s0.doneBytes)
-            try m.run { bar.advance(by: $0) }
-            bar.finish()
-            var status = m.status
-            status.running = false
-            if finalize && m.isComplete {
+            var status = try fill(image, options: o)
+            let complete = status.phase == "complete"
+            if finalize && complete {
                 let report = try Replacement.finalize(pluginPath: plugin, options: image.options, faults: o.faults)
                 status = try Replacement.status(pluginPath: plugin)
                 if !json { print("finalized: \(report.plugin) is the native file; the plugin is kept as \(report.oldPlugin)") }
             }
             if json {
                 print(try jsonText(status))
-            } else if !m.isComplete {
+            } else if !complete {
                 print("stopped: \(status.doneBytes) of \(status.totalBytes) bytes filled (\(status.copiedChunks ?? 0) chunks copied by this run); run again to resume")
             } else if !finalize {
                 print("complete: \(status.doneBytes) bytes in \(status.replacement) (\(status.copiedChunks ?? 0) of \(status.chunks) chunks copied by this run)")
@@ -73,6 +67,22 @@ struct MaterializeCommand: ParsableCommand {
             writeStandardError("bootlab materialize: \(error)\n")
             throw ExitCode(1)
         }
+    }
+}
+
+extension MaterializeCommand {
+    /// Fills until complete or stopped; the fill (and its lock) is released on return, so
+    /// --finalize can take the lock next.
+    func fill(_ image: ExposedImage, options o: Materializer.Options) throws -> MaterializeStatus {
+        let m = try Materializer.open(plugin: image, options: o)
+        let s0 = m.status
+        let bar = ProgressBar(total: s0.totalBytes, label: "materialize", enabled: progress || isatty(2) != 0, force: progress)
+        bar.advance(by: s0.doneBytes)
+        try m.run { bar.advance(by: $0) }
+        bar.finish()
+        var status = m.status
+        status.running = false
+        return status
     }
 }
 
