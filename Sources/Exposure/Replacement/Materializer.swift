@@ -452,19 +452,35 @@ public final class Materializer: BlockSource, @unchecked Sendable {
     private func verify() throws -> Int {
         runtime.withLock { $0.verifying = true }
         defer { runtime.withLock { $0.verifying = false } }
+        // In groups read and hashed in parallel (as the fill reads), then checked in order.
         var bad: [Int] = []
         var checked = 0
-        var buf = [UInt8](repeating: 0, count: Int(chunkSize))
-        for c in 0..<chunkCount {
+        let group = max(1, Int(options.batchBytes / chunkSize))
+        var first = 0
+        while first < chunkCount {
             if stopRequested { return 0 }
-            let r = chunkRange(c)
-            let n = r.count
-            try buf.withUnsafeMutableBytes { try data.read(at: r.lowerBound, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n])) }
-            let d = buf.withUnsafeBytes { SHA256.hash(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-            if state.withLock({ $0.digests[c] }) != d { bad.append(c) }
-            checked += 1
-            runtime.withLock { $0.verifiedChunks = checked }
-            options.faults.check(.verify(checked))
+            let chunks = Array(first..<min(first + group, chunkCount))
+            let found = Locked([[UInt8]?](repeating: nil, count: chunks.count))
+            let failure = Locked<(any Error)?>(nil)
+            DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
+                do {
+                    let r = chunkRange(chunks[i])
+                    let buf = try data.read(at: r.lowerBound, count: r.count)
+                    let d = SHA256.hash(buf)
+                    found.withLock { $0[i] = d }
+                } catch {
+                    failure.withLock { $0 = error }
+                }
+            }
+            if let e = failure.current { throw e }
+            let digests = found.current
+            for (i, c) in chunks.enumerated() {
+                if state.withLock({ $0.digests[c] }) != digests[i] { bad.append(c) }
+                checked += 1
+                runtime.withLock { $0.verifiedChunks = checked }
+                options.faults.check(.verify(checked))
+            }
+            first += group
         }
         if !bad.isEmpty {
             try append(bad.map { FillJournal.Record(kind: .invalidated, chunk: UInt64($0)) })
