@@ -91,6 +91,23 @@ struct ReplacementFixture {
         #expect(try DiskFormatRegistry.detect(path: ReplacementPaths(plugin: f.plugin).replacement) == nil)
         let status = try Replacement.status(pluginPath: f.plugin)
         #expect(status.phase == "complete" && status.doneBytes == status.totalBytes)
+        _ = consume second
+        // Switched over: a new start serves everything without opening the backup.
+        let fresh = try f.image()
+        let third = try Materializer.open(plugin: fresh, options: ReplacementFixture.options())
+        #expect(third.isComplete)
+        #expect(firstDifference(try third.read(at: 0, count: stream.count), stream) == nil)
+        #expect(!fresh.backupOpened, "after the switch-over the backup is never opened")
+        #expect(third.servedFromBackup == 0)
+    }
+
+    @Test func aJournalWithoutItsReplacementStartsOver() throws {
+        let f = try ReplacementFixture()
+        try Materializer.open(plugin: f.image(), options: ReplacementFixture.options(stopAfter: 512 << 10)).run()
+        unlink(ReplacementPaths(plugin: f.plugin).replacement)
+        let m = try Materializer.open(plugin: f.image(), options: ReplacementFixture.options())
+        #expect(m.filledChunks == 0)
+        #expect(firstDifference(try m.read(at: 0, count: Int(m.size)), try f.stream()) == nil)
     }
 
     @Test func servedBytesAreTheStreamWhicheverPathServesThem() throws {

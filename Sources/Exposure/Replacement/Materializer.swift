@@ -141,8 +141,11 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         let paths = ReplacementPaths(plugin: plugin.pluginPath)
         let journal = try PosixDurableFile(path: paths.journal, create: true)
         guard journal.tryLockExclusive() else { throw ReplacementError.busy(journal: paths.journal) }
+        // A journal without its replacement (deleted by hand) names chunks nobody holds: start over.
+        var o = options
+        if access(paths.replacement, F_OK) != 0 { o.restart = true }
         let data = try PosixDurableFile(path: paths.replacement, create: true)
-        return try Materializer(plugin: plugin, data: data, journal: journal, options: options)
+        return try Materializer(plugin: plugin, data: data, journal: journal, options: o)
     }
 
     /// Over given files (tests pass files that drop unsynced writes).
