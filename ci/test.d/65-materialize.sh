@@ -182,5 +182,17 @@ kill "$MOUNT_PID"; wait "$MOUNT_PID" || true; MOUNT_PID=; wait_unmounted
 cmp <(dd if=p4/vm.vhdx bs=4096 skip=$((PS / 4096)) count=74 status=none | head -c 300000) w1.bin || fail "the write is not in the finalized file"
 step "kill -9 of a writable mount at fill-chunk:14 ($k chunks kept) with acknowledged writes: none lost, in the final file"
 
+# --- 5. A VM keeps running across the switch: read-only mount --materialize --finalize.
+fresh p5
+"$B" mount p5 mnt --materialize --finalize --rate 4M --passphrase-file pass > mount.log 2>&1 & MOUNT_PID=$!
+wait_mount
+boot "file=mnt/vm.vhdx,format=vhdx,snapshot=on" boot5.log
+grep -aq "BOOTLAB-MARKER booted" boot5.log && grep -aq "BOOTLAB-GUEST-WROTE" boot5.log || fail "the VM did not run across the switch: $(tail -5 boot5.log)"
+"$B" status p5/vm.vhdx --json > st.json
+[ "$(jget st.json phase)" = finalized ] || fail "the mount did not finalize on completion: $(cat st.json) $(cat mount.log)"
+kill "$MOUNT_PID"; wait "$MOUNT_PID" || fail "mount exited non-zero: $(cat mount.log)"; MOUNT_PID=; wait_unmounted
+cmp -s p5/vm.vhdx p2/vm.vhdx || fail "finalized on completion differs from materialize --finalize"
+step "a VM booted through mount --materialize --finalize kept running across the switch (finalized mid-boot)"
+
 [ "$(sha256sum base/vm.bli | cut -d' ' -f1)" = "$BLI_SHA" ] || fail "the backup was written"
 step "ok (the backup was never written)"

@@ -339,7 +339,11 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         if state.withLock({ $0.switched }), options.releaseLockWhenComplete { (journal as? PosixDurableFile)?.unlock() }
         var verifications = 0
         while !stopRequested {
-            if state.withLock({ $0.switched }) { break }
+            if state.withLock({ $0.switched }) {
+                // Complete before this start (a restart after the switch-over).
+                onComplete.current?()
+                break
+            }
             let batch = nextBatch()
             if batch.isEmpty {
                 let bad = try verify()

@@ -34,6 +34,8 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Fill each served plugin's replacement file in the background (PLUGIN.replacement; see bootlab status, bootlab finalize).")
     var materialize = false
     @Option(help: "With --materialize: throttle each fill to this many bytes per second (e.g. 20M).") var rate: String?
+    @Flag(help: "With --materialize (read-only): finalize each replacement as soon as it is complete, while serving.")
+    var finalize = false
     @Option(help: ArgumentHelp("With --materialize: kill this process at a point (crash tests): kill:POINT.", visibility: .hidden))
     var materializeFault: String?
     @OptionGroup var access: PluginAccessOptions
@@ -58,9 +60,12 @@ struct MountCommand: ParsableCommand {
                 var o = Materializer.Options()
                 if let rate { o.rateLimit = try ByteSize.parse(rate) }
                 if let materializeFault { o.faults = try MaterializeFaults(parsing: materializeFault) }
-                materializers = MaterializerSet(options: o, writable: writable)
-            } else if rate != nil || materializeFault != nil {
-                throw ValidationError("--rate needs --materialize")
+                guard !(finalize && writable) else {
+                    throw ValidationError("--finalize needs a read-only mount (with --writable, stop the mount, then bootlab finalize)")
+                }
+                materializers = MaterializerSet(options: o, writable: writable, finalizeOnCompletion: finalize)
+            } else if rate != nil || materializeFault != nil || finalize {
+                throw ValidationError("--rate and --finalize need --materialize")
             }
             let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
             openOptions = try access.openOptions(plugins: names.map { directory + "/" + $0 } + Array(explicit.values))
