@@ -17,11 +17,13 @@ public struct MountCatalog: Sendable {
     /// Deliberate corruption of served VHDX bytes (`--inject-fault`, lab fault tests only).
     public var faults: FaultPlan
     public let reporter: StatsReporter
+    /// With `--materialize`: the replacement fills, and plugins are served through them.
+    public var materializers: MaterializerSet?
     private let counters = Locked([String: SourceCounters]())
 
     public init(backingDirectory: String, explicit: [String: String] = [:], writable: Bool = false,
                 overlayDirectory: String? = nil, raw: Bool = false, access: PluginFile.OpenOptions = .init(),
-                faults: FaultPlan = .none, reporter: StatsReporter) {
+                faults: FaultPlan = .none, reporter: StatsReporter, materializers: MaterializerSet? = nil) {
         self.backingDirectory = absolutePath(backingDirectory)
         self.explicit = explicit.mapValues(absolutePath)
         self.writable = writable
@@ -30,6 +32,7 @@ public struct MountCatalog: Sendable {
         self.access = access
         self.faults = faults
         self.reporter = reporter
+        self.materializers = materializers
     }
 
     /// Names to list although no backing file has them.
@@ -54,13 +57,14 @@ public struct MountCatalog: Sendable {
             SourceSpec(path: path, raw: raw, overlayPath: writable ? overlayDirectory + "/" + overlayName : nil, faults: faults)
         }
         if let e = explicit[name] {
-            return try SourceOpener.prepare(spec(e), access: access, counters: counters(for: name))
+            return try SourceOpener.prepare(spec(e), access: access, counters: counters(for: name), materializers: materializers)
         }
         // Only plugin files (a VHDX carrying BootLab's pointer; only the plugin's own metadata is
         // read) are served without being named explicitly.
         let backing = backingDirectory + "/" + name
         guard let plugin = try PluginFile.recognize(path: backing, options: access) else { return nil }
-        return SourceOpener.prepare(plugin: plugin, spec: spec(backing), counters: counters(for: name))
+        return SourceOpener.prepare(plugin: plugin, spec: spec(backing), counters: counters(for: name),
+                                    materializer: try materializers.map { try $0.materializer(for: plugin) })
     }
 
     public var provider: @Sendable (String) throws -> ExposedFile? {

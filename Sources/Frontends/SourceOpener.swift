@@ -38,9 +38,11 @@ public enum SourceOpener {
     /// alone, and the backup opens inside `open` (then the VHDX view unless `spec.raw`).
     /// `access` says how plugin files are opened (passphrase, vault, --allow-outside); the command
     /// or the nbdkit plugin's configuration passes it.
-    public static func prepare(_ spec: SourceSpec, access: PluginFile.OpenOptions, counters: SourceCounters) throws -> ExposedFile {
+    public static func prepare(_ spec: SourceSpec, access: PluginFile.OpenOptions, counters: SourceCounters,
+                               materializers: MaterializerSet? = nil) throws -> ExposedFile {
         if let plugin = try PluginFile.recognize(path: spec.path, options: access) {
-            return prepare(plugin: plugin, spec: spec, counters: counters)
+            return prepare(plugin: plugin, spec: spec, counters: counters,
+                           materializer: spec.raw ? nil : try materializers.map { try $0.materializer(for: plugin) })
         }
         // Anything else is served as a raw image (identical for --raw and native).
         var st = stat()
@@ -57,7 +59,12 @@ public enum SourceOpener {
     /// A plugin file already recognized (parsed once, by `PluginFile.recognize`): sizes come from
     /// the plugin alone; the backup opens on the first payload read (deferred open), and its
     /// counters join the source's.
-    public static func prepare(plugin: ExposedImage, spec: SourceSpec, counters: SourceCounters) -> ExposedFile {
+    ///
+    /// With a `materializer` (`--materialize`), the native file's bytes come through it: filled
+    /// ranges from the replacement, the rest from the plugin (`--raw` serves the virtual disk
+    /// and takes none).
+    public static func prepare(plugin: ExposedImage, spec: SourceSpec, counters: SourceCounters,
+                               materializer: Materializer? = nil) -> ExposedFile {
         let stats = plugin.options.stats
         counters.attachBackup {
             let s = stats.snapshot
@@ -77,7 +84,8 @@ public enum SourceOpener {
             limit = GrowthLimit.native(fileSize: plugin.size, virtualSize: plugin.virtualSize)
         }
         return deferred(size: size, spec: spec, counters: counters, growthLimit: limit) {
-            spec.raw ? ExposedImage.VirtualDisk(plugin) as any BlockSource : plugin
+            if spec.raw { return ExposedImage.VirtualDisk(plugin) as any BlockSource }
+            return materializer ?? plugin
         }
     }
 

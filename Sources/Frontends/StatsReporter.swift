@@ -1,5 +1,6 @@
 import BlockCore
 import CFuse3
+import Exposure
 import Foundation
 
 /// Writes the counters of the served sources as JSON: at exit, and whenever SIGUSR1 arrives
@@ -8,6 +9,7 @@ import Foundation
 public final class StatsReporter: Sendable {
     public let path: String?
     private let counters: Locked<[SourceCounters]>
+    private let materializations = Locked<(@Sendable () -> [MaterializeStatus])?>(nil)
 
     public init(path: String?, counters: [SourceCounters] = []) {
         self.path = path.map(absolutePath)
@@ -16,11 +18,20 @@ public final class StatsReporter: Sendable {
 
     public func add(_ c: SourceCounters) { counters.withLock { $0.append(c) } }
 
-    public struct Document: Codable, Sendable, Equatable {
-        public var sources: [SourceStatistics]
+    /// Reports the replacement fills too (`--materialize`): done/total bytes, rate, ETA.
+    public func reportMaterializations(_ provider: @escaping @Sendable () -> [MaterializeStatus]) {
+        materializations.withLock { $0 = provider }
     }
 
-    public var document: Document { Document(sources: counters.current.map(\.snapshot)) }
+    public struct Document: Codable, Sendable, Equatable {
+        public var sources: [SourceStatistics]
+        /// Present only with `--materialize`.
+        public var materializations: [MaterializeStatus]?
+    }
+
+    public var document: Document {
+        Document(sources: counters.current.map(\.snapshot), materializations: materializations.current?())
+    }
 
     public func write() {
         let enc = JSONEncoder()

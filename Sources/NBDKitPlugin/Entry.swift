@@ -20,6 +20,9 @@ private struct Config: Sendable {
     var vault: String?
     var allowOutside = false
     var faults = FaultPlan.none
+    /// `bootlab serve --materialize [--rate R]`: fill the replacement while serving through it.
+    var materialize = false
+    var materializeRate: UInt64?
 }
 
 private let config = Locked(Config())
@@ -55,6 +58,10 @@ public func bl_swift_config(_ key: UnsafePointer<CChar>?, _ value: UnsafePointer
     case "passphrase-file": config.withLock { $0.passphraseFile = v }
     case "vault": config.withLock { $0.vault = v }
     case "allow-outside": config.withLock { $0.allowOutside = ["1", "true", "yes", "on"].contains(v.lowercased()) }
+    case "materialize": config.withLock { $0.materialize = ["1", "true", "yes", "on"].contains(v.lowercased()) }
+    case "materialize-rate":
+        guard let r = UInt64(v) else { bl_nbdkit_error("bootlab: materialize-rate wants bytes per second", 22); return -1 }
+        config.withLock { $0.materializeRate = r }
     // Lab fault tests only (`bootlab serve --inject-fault`): a malformed plan stops nbdkit here.
     case FaultPlan.optionName:
         do {
@@ -85,10 +92,18 @@ public func bl_swift_config_complete() -> Int32 {
         access.allowOutside = c.allowOutside
         // Size only: the source itself opens at the first connection.
         let spec = SourceSpec(path: file, raw: c.raw, overlayPath: c.overlay, faults: c.faults)
-        let p = try SourceOpener.prepare(spec, access: access, counters: counters)
+        var materializers: MaterializerSet?
+        if c.materialize {
+            var o = Materializer.Options()
+            o.rateLimit = c.materializeRate
+            materializers = MaterializerSet(options: o, writable: c.overlay != nil)
+        }
+        let p = try SourceOpener.prepare(spec, access: access, counters: counters, materializers: materializers)
         prepared.withLock { $0 = p }
         if let s = c.stats {
-            reporter.withLock { $0 = StatsReporter(path: s == "-" ? nil : s, counters: [counters]) }
+            let r = StatsReporter(path: s == "-" ? nil : s, counters: [counters])
+            if let materializers { r.reportMaterializations { materializers.statuses } }
+            reporter.withLock { $0 = r }
         }
         return 0
     } catch {

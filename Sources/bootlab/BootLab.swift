@@ -20,6 +20,9 @@ struct BootLab: ParsableCommand {
             MountCommand.self,
             ServeCommand.self,
             ExposeCommand.self,
+            MaterializeCommand.self,
+            StatusCommand.self,
+            FinalizeCommand.self,
         ]
     )
 }

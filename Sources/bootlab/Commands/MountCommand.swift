@@ -31,6 +31,13 @@ struct MountCommand: ParsableCommand {
     var pageCache = false
     @Flag(help: "Write source statistics as JSON to stderr at exit and on SIGUSR1.") var stats = false
     @Option(help: "Write the statistics to this file instead.") var statsFile: String?
+    @Flag(help: "Fill each served plugin's replacement file in the background (PLUGIN.replacement; see bootlab status, bootlab finalize).")
+    var materialize = false
+    @Option(help: "With --materialize: throttle each fill to this many bytes per second (e.g. 20M).") var rate: String?
+    @Flag(help: "With --materialize (read-only): finalize each replacement as soon as it is complete, while serving.")
+    var finalize = false
+    @Option(help: ArgumentHelp("With --materialize: kill this process at a point (crash tests): kill:POINT.", visibility: .hidden))
+    var materializeFault: String?
     @OptionGroup var access: PluginAccessOptions
     @OptionGroup var faults: FaultInjectionOptions
 
@@ -45,7 +52,21 @@ struct MountCommand: ParsableCommand {
         }
         let openOptions: PluginFile.OpenOptions
         let plan: FaultPlan
+        var materializers: MaterializerSet?
         do {
+            if materialize {
+                // The fill threads start before FUSE would fork into the background.
+                guard !daemon else { throw ValidationError("--materialize runs in the foreground (no --daemon)") }
+                var o = Materializer.Options()
+                if let rate { o.rateLimit = try ByteSize.parse(rate) }
+                if let materializeFault { o.faults = try MaterializeFaults(parsing: materializeFault) }
+                guard !(finalize && writable) else {
+                    throw ValidationError("--finalize needs a read-only mount (with --writable, stop the mount, then bootlab finalize)")
+                }
+                materializers = MaterializerSet(options: o, writable: writable, finalizeOnCompletion: finalize)
+            } else if rate != nil || materializeFault != nil || finalize {
+                throw ValidationError("--rate and --finalize need --materialize")
+            }
             let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
             openOptions = try access.openOptions(plugins: names.map { directory + "/" + $0 } + Array(explicit.values))
             plan = try faults.plan()
@@ -55,7 +76,20 @@ struct MountCommand: ParsableCommand {
         }
         let reporter = StatsReporter(path: statsFile)
         let catalog = MountCatalog(backingDirectory: directory, explicit: explicit, writable: writable,
-                                   overlayDirectory: overlayDir, raw: raw, access: openOptions, faults: plan, reporter: reporter)
+                                   overlayDirectory: overlayDir, raw: raw, access: openOptions, faults: plan, reporter: reporter,
+                                   materializers: materializers)
+        if let materializers {
+            reporter.reportMaterializations { materializers.statuses }
+            // Every plugin of the directory starts filling now, not at its first read.
+            let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted()
+            do {
+                for name in names where PluginFile.isPlugin(path: directory + "/" + name) { _ = try catalog.exposedFile(named: name) }
+                for name in explicit.keys.sorted() { _ = try catalog.exposedFile(named: name) }
+            } catch {
+                writeStandardError("bootlab mount: \(error)\n")
+                throw ExitCode(1)
+            }
+        }
         var options = FuseMount.Options()
         options.foreground = !daemon
         options.allowOther = allowOther
@@ -71,9 +105,11 @@ struct MountCommand: ParsableCommand {
         do {
             try mount.run()
         } catch {
+            materializers?.stopAll()
             writeStandardError("bootlab mount: \(error)\n")
             throw ExitCode(1)
         }
+        materializers?.stopAll()
         if reporting { reporter.write() }
     }
 }

@@ -24,6 +24,9 @@ struct ServeCommand: ParsableCommand {
     @Flag(help: "Print the nbdkit command line instead of running it.") var printCommand = false
     @Option(name: .customLong("nbdkit-arg"), help: "Extra argument for nbdkit (repeatable), e.g. --nbdkit-arg=--tls=require.")
     var nbdkitArguments: [String] = []
+    @Flag(help: "Fill the plugin's replacement file in the background (PLUGIN.replacement; see bootlab status, bootlab finalize).")
+    var materialize = false
+    @Option(help: "With --materialize: throttle the fill to this many bytes per second (e.g. 20M).") var rate: String?
     @OptionGroup var access: PluginAccessOptions
     @OptionGroup var faults: FaultInjectionOptions
 
@@ -44,6 +47,14 @@ struct ServeCommand: ParsableCommand {
             }
             if let v = access.vault { serve.pluginParameters.append("vault=" + absolutePath(v)) }
             if access.allowOutside { serve.pluginParameters.append("allow-outside=true") }
+            if materialize {
+                // The fill runs inside nbdkit (this process after exec): NBDKitPlugin's materialize=.
+                guard !raw else { throw ValidationError("--materialize fills the native file; it does not combine with --raw") }
+                serve.pluginParameters.append("materialize=true")
+                if let rate { serve.pluginParameters.append("materialize-rate=\(try ByteSize.parse(rate))") }
+            } else if rate != nil {
+                throw ValidationError("--rate needs --materialize")
+            }
             // Fail here, with a clear message, rather than inside nbdkit.
             _ = try SourceOpener.prepare(serve.spec, access: o, counters: SourceCounters(name: "check"))
             if printCommand {

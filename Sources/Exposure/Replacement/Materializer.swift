@@ -1,0 +1,535 @@
+import BlockCore
+import DiskFormats
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a plugin's replacement lives: files beside the plugin `P` (docs/replacement-file.md).
+public struct ReplacementPaths: Sendable, Equatable {
+    public let plugin: String
+    public init(plugin: String) { self.plugin = PluginFile.absolutePath(plugin) }
+    /// The native file being filled; becomes `P` at finalize.
+    public var replacement: String { plugin + ".replacement" }
+    /// The progress journal (`FillJournal`).
+    public var journal: String { plugin + ".fill" }
+    /// Rate and ETA of a running fill (JSON, replaced atomically).
+    public var status: String { plugin + ".fill.status" }
+    /// The old plugin after finalize.
+    public var oldPlugin: String { plugin + ".plugin" }
+    /// The write overlay `bootlab mount --writable` keeps beside the plugin by default.
+    public var defaultOverlay: String { plugin + ".overlay" }
+}
+
+public enum ReplacementError: Error, CustomStringConvertible, Equatable {
+    /// The journal belongs to another plugin (re-exposed or reconfigured since the fill began).
+    case otherPlugin(journal: String)
+    /// Another process (a mount, another materialize) is filling this replacement.
+    case busy(journal: String)
+    case notComplete(plugin: String, done: UInt64, total: UInt64)
+    case notAPlugin(String)
+    case unsupportedFormat(String)
+    case oldPluginInTheWay(String)
+    /// Verification found chunks that differ from what the stream delivered, again and again.
+    case verificationFailed(chunks: Int)
+
+    public var description: String {
+        switch self {
+        case .otherPlugin(let j):
+            return "\(j) records the fill of another plugin (re-exposed or reconfigured since); run bootlab materialize --restart to start over"
+        case .busy(let j): return "another process is filling this replacement (\(j) is locked); stop it first"
+        case let .notComplete(p, done, total):
+            return "the replacement of \(p) is not complete (\(done) of \(total) bytes filled and verified); run bootlab materialize \(p) first"
+        case .notAPlugin(let p): return "\(p) is not a BootLab plugin file"
+        case .unsupportedFormat(let f): return "finalize supports VHDX plugins; this plugin is \(f)"
+        case .oldPluginInTheWay(let p): return "\(p) exists and is not the plugin being finalized; move it away first"
+        case .verificationFailed(let n): return "\(n) chunks of the replacement still differ from the stream after refilling"
+        }
+    }
+}
+
+/// How far a replacement is, for `--stats`, `bootlab status` and the progress bar.
+public struct MaterializeStatus: Codable, Sendable, Equatable {
+    public var plugin: String
+    public var replacement: String
+    /// not-started, filling, verifying, complete (switched over), finalized
+    public var phase: String
+    public var totalBytes: UInt64
+    public var doneBytes: UInt64
+    public var chunkSize: UInt64
+    public var chunks: Int
+    public var filledChunks: Int
+    /// Whether a process is filling it now.
+    public var running: Bool
+    /// Of the running fill (bytes per second since it started, and the estimate of what is left).
+    public var rateBytesPerSecond: UInt64?
+    public var etaSeconds: UInt64?
+    /// Of the running fill: chunks copied by it, payload bytes served from the replacement and
+    /// from the backup.
+    public var copiedChunks: Int?
+    public var servedFromReplacement: UInt64?
+    public var servedFromBackup: UInt64?
+}
+
+/// Fills a plugin's replacement file in the background while the plugin is served, and serves
+/// the plugin's bytes from both: ranges already filled from the replacement (no decrypt, no
+/// decompress), the rest through the plugin (backup). A read of a range not yet filled moves it
+/// to the front of the fill queue. See docs/replacement-file.md for the design and its reasons.
+///
+/// As a `BlockSource` it stands where the `ExposedImage` stood (below the front-end's read-only
+/// guard and write overlay): it never takes writes.
+public final class Materializer: BlockSource, @unchecked Sendable {
+    // @unchecked: mutable state behind `state` / `runtime` locks; files are thread-safe.
+    public struct Options: Sendable {
+        public var chunkSize: UInt64 = 1 << 20
+        /// Bytes per fill batch (one data sync and one journal sync per batch).
+        public var batchBytes: UInt64 = 16 << 20
+        /// Bytes per second; nil: as fast as the backup delivers.
+        public var rateLimit: UInt64?
+        /// Discard an existing fill and start over.
+        public var restart = false
+        public var faults: MaterializeFaults = .none
+        /// Write `<plugin>.fill.status` about once a second while filling.
+        public var writeStatusFile = true
+        /// Release the materialization lock once the replacement is complete (a read-only
+        /// front-end: `bootlab finalize` may then switch the files while it serves).
+        public var releaseLockWhenComplete = false
+        /// Stop (as if asked to) once this run has copied at least this many bytes: an
+        /// interruption at a deterministic point, for tests and lab validators.
+        public var stopAfterBytes: UInt64?
+        public init() {}
+    }
+
+    public let plugin: ExposedImage
+    public let paths: ReplacementPaths
+    public let options: Options
+    let data: any DurableFile
+    let journal: any DurableFile
+    public let chunkSize: UInt64
+    public let chunkCount: Int
+    let signatureLength: Int
+    let state: Locked<FillJournal.State>
+    private let journalLength: Locked<UInt64>
+
+    private struct Runtime: Sendable {
+        var priority: [Int] = []
+        var cursor = 0
+        var stopRequested = false
+        var running = false
+        var startedAt: Double = 0
+        var bytesThisRun: UInt64 = 0
+        var copiedChunks = 0
+        var lastGuestRead: Double = 0
+        var batches = 0
+        var verifiedChunks = 0
+        var verifying = false
+        var error: String?
+        var lastStatusWrite: Double = 0
+    }
+    private let runtime = Locked(Runtime())
+    private let servedReplacement = Locked<UInt64>(0)
+    private let servedBackup = Locked<UInt64>(0)
+    private let done = DispatchSemaphore(value: 0)
+    /// Called once the replacement is complete (switched over).
+    public let onComplete = Locked<(@Sendable () -> Void)?>(nil)
+
+    // MARK: Opening
+
+    /// Opens (or starts) the fill of `plugin`'s replacement with the files beside it, taking the
+    /// materialization lock (another process filling it: `ReplacementError.busy`).
+    public static func open(plugin: ExposedImage, options: Options = Options()) throws -> Materializer {
+        let paths = ReplacementPaths(plugin: plugin.pluginPath)
+        let journal = try PosixDurableFile(path: paths.journal, create: true)
+        guard journal.tryLockExclusive() else { throw ReplacementError.busy(journal: paths.journal) }
+        // A journal without its replacement (deleted by hand) names chunks nobody holds: start over.
+        var o = options
+        if access(paths.replacement, F_OK) != 0 { o.restart = true }
+        let data = try PosixDurableFile(path: paths.replacement, create: true)
+        return try Materializer(plugin: plugin, data: data, journal: journal, options: o)
+    }
+
+    /// Over given files (tests pass files that drop unsynced writes).
+    public init(plugin: ExposedImage, data: any DurableFile, journal: any DurableFile, options: Options) throws {
+        self.plugin = plugin
+        self.paths = ReplacementPaths(plugin: plugin.pluginPath)
+        self.options = options
+        self.data = data
+        self.journal = journal
+        self.signatureLength = DiskFormatRegistry.driver(named: plugin.formatName)?.signatureLength ?? 0
+        let identity = try Materializer.identity(of: plugin)
+        let fileSize = plugin.size
+        var st: FillJournal.State?
+        let jsize = try journal.size()
+        if !options.restart, jsize >= UInt64(FillJournal.headerLength) {
+            let s = try FillJournal.replay(try journal.read(at: 0, count: Int(jsize)), path: journal.path)
+            guard s.header.identity == identity, s.header.fileSize == fileSize else {
+                throw ReplacementError.otherPlugin(journal: journal.path)
+            }
+            if s.tornBytes > 0 {
+                try journal.truncate(to: s.validLength)
+                try journal.sync()
+            }
+            // The replacement may be shorter than the file if a crash came before its size was set.
+            if try data.size() < fileSize { try data.truncate(to: fileSize) }
+            st = s
+        }
+        if st == nil {
+            // A new fill: the journal is reset first (no chunk named), then the replacement emptied.
+            try journal.truncate(to: 0)
+            let header = FillJournal.Header(chunkSize: options.chunkSize, fileSize: fileSize, identity: identity)
+            try journal.write(at: 0, FillJournal.encode(header))
+            try journal.sync()
+            try data.truncate(to: 0)
+            try data.truncate(to: fileSize)
+            try data.sync()
+            syncParentDirectory(of: journal.path)
+            st = FillJournal.State(header: header, digests: Array(repeating: nil, count: header.chunkCount),
+                                   validLength: UInt64(FillJournal.headerLength), tornBytes: 0)
+        }
+        self.chunkSize = st!.header.chunkSize
+        self.chunkCount = st!.header.chunkCount
+        self.journalLength = Locked(st!.validLength)
+        self.state = Locked(st!)
+    }
+
+    /// SHA-256 of the plugin's own bytes (skeleton and trailer): a journal is never replayed
+    /// for another plugin.
+    static func identity(of plugin: ExposedImage) throws -> [UInt8] {
+        let f = try RawFile(path: plugin.pluginPath)
+        var h = SHA256()
+        h.update(Array("bootlab replacement v1".utf8))
+        h.update(try f.read(at: 0, count: Int(plugin.payloadStart)))
+        h.update(try f.read(at: plugin.trailerStart, count: Int(plugin.size - plugin.trailerStart)))
+        return h.finalize()
+    }
+
+    // MARK: State
+
+    public var isComplete: Bool { state.withLock { $0.switched } }
+    public var filledChunks: Int { state.withLock { $0.filledCount } }
+    /// Chunks copied by this process (a resumed fill does not copy the ones recorded before).
+    public var copiedChunks: Int { runtime.withLock { $0.copiedChunks } }
+    public var lastError: String? { runtime.withLock { $0.error } }
+    public var servedFromReplacement: UInt64 { servedReplacement.current }
+    public var servedFromBackup: UInt64 { servedBackup.current }
+
+    func chunkRange(_ c: Int) -> Range<UInt64> {
+        let lo = UInt64(c) * chunkSize
+        return lo..<min(lo + chunkSize, plugin.size)
+    }
+
+    public var status: MaterializeStatus {
+        let s = state.current, r = runtime.current
+        let doneBytes = s.digests.indices.reduce(UInt64(0)) { $0 + (s.digests[$1] == nil ? 0 : UInt64(chunkRange($1).count)) }
+        let phase = s.switched ? "complete" : (r.verifying || s.filledCount == chunkCount ? "verifying" : "filling")
+        var rate: UInt64?, eta: UInt64?
+        if r.running, r.startedAt > 0 {
+            let elapsed = max(monotonicSeconds() - r.startedAt, 0.001)
+            rate = UInt64(Double(r.bytesThisRun) / elapsed)
+            if let rate, rate > 0 { eta = (plugin.size - doneBytes) / rate }
+        }
+        return MaterializeStatus(plugin: paths.plugin, replacement: paths.replacement, phase: phase, totalBytes: plugin.size,
+                                 doneBytes: doneBytes, chunkSize: chunkSize, chunks: chunkCount, filledChunks: s.filledCount,
+                                 running: r.running, rateBytesPerSecond: rate, etaSeconds: s.switched ? 0 : eta,
+                                 copiedChunks: r.copiedChunks, servedFromReplacement: servedReplacement.current,
+                                 servedFromBackup: servedBackup.current)
+    }
+
+    func writeStatusFile(force: Bool = false) {
+        guard options.writeStatusFile else { return }
+        let now = monotonicSeconds()
+        let due = runtime.withLock { r -> Bool in
+            if !force && now - r.lastStatusWrite < 1 { return false }
+            r.lastStatusWrite = now
+            return true
+        }
+        guard due else { return }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        guard let d = try? enc.encode(status) else { return }
+        let tmp = paths.status + ".tmp"
+        if FileManager.default.createFile(atPath: tmp, contents: d + Data("\n".utf8)) { _ = rename(tmp, paths.status) }
+    }
+
+    // MARK: Serving
+
+    public var size: UInt64 { plugin.size }
+
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try checkRange(offset, buffer.count)
+        let end = offset + UInt64(buffer.count)
+        var at = offset
+        var fromBackup: [Int] = []
+        while at < end {
+            // Pieces: the plugin's own bytes (skeleton, trailer), or one chunk of payload.
+            let c = Int(at / chunkSize)
+            var pieceEnd = min(end, chunkRange(c).upperBound)
+            let inPayload = at >= plugin.payloadStart && at < plugin.trailerStart
+            if at < plugin.payloadStart { pieceEnd = min(pieceEnd, plugin.payloadStart) }
+            if inPayload { pieceEnd = min(pieceEnd, plugin.trailerStart) }
+            let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(at - offset)..<Int(pieceEnd - offset)])
+            if !inPayload {
+                try plugin.read(at: at, into: piece)
+            } else if state.withLock({ $0.digests[c] != nil }) {
+                try data.read(at: at, into: piece)
+                servedReplacement.withLock { $0 += UInt64(piece.count) }
+            } else {
+                try plugin.read(at: at, into: piece)
+                servedBackup.withLock { $0 += UInt64(piece.count) }
+                fromBackup.append(c)
+            }
+            at = pieceEnd
+        }
+        let now = monotonicSeconds()
+        runtime.withLock { r in
+            r.lastGuestRead = now
+            for c in fromBackup where !r.priority.contains(c) { r.priority.append(c) }
+        }
+    }
+
+    /// Reported as data throughout: asking the view would open the backup, which after the
+    /// switch-over must never happen.
+    public func extents(in range: Range<UInt64>) throws -> [Extent] {
+        let r = range.clamped(to: 0..<size)
+        return r.isEmpty ? [] : [Extent(offset: r.lowerBound, length: UInt64(r.count), kind: .data)]
+    }
+
+    // MARK: Filling
+
+    /// Starts filling on a background thread (returns at once).
+    public func start() {
+        let alreadyRunning = runtime.withLock { r -> Bool in
+            if r.running { return true }
+            r.running = true
+            return false
+        }
+        guard !alreadyRunning else { return }
+        let t = Thread { [self] in
+            do { try self.fillLoop() } catch { self.runtime.withLock { $0.error = "\(error)" } }
+            self.runtime.withLock { $0.running = false }
+            self.writeStatusFile(force: true)
+            self.done.signal()
+        }
+        t.name = "bootlab-materialize"
+        t.start()
+    }
+
+    /// Asks the background fill to stop after its current batch and waits for it.
+    public func stop() {
+        let wasRunning = runtime.withLock { r -> Bool in r.stopRequested = true; return r.running }
+        if wasRunning { done.wait() }
+    }
+
+    /// Waits for the background fill to end (complete, stopped or failed).
+    public func wait() { done.wait(); done.signal() }
+
+    /// Fills and verifies on the calling thread until complete (or stopped); `progress` is told
+    /// of each batch's bytes.
+    public func run(progress: (@Sendable (UInt64) -> Void)? = nil) throws {
+        runtime.withLock { $0.running = true }
+        defer { runtime.withLock { $0.running = false }; writeStatusFile(force: true) }
+        try fillLoop(progress: progress)
+    }
+
+    private var stopRequested: Bool { runtime.withLock { $0.stopRequested } }
+
+    private func fillLoop(progress: (@Sendable (UInt64) -> Void)? = nil) throws {
+        runtime.withLock { $0.startedAt = monotonicSeconds(); $0.bytesThisRun = 0 }
+        writeStatusFile(force: true)
+        if state.withLock({ $0.switched }), options.releaseLockWhenComplete { (journal as? PosixDurableFile)?.unlock() }
+        var verifications = 0
+        while !stopRequested {
+            if state.withLock({ $0.switched }) {
+                // Complete before this start (a restart after the switch-over).
+                onComplete.current?()
+                break
+            }
+            let batch = nextBatch()
+            if batch.isEmpty {
+                let bad = try verify()
+                if stopRequested { break }
+                if bad == 0 {
+                    try append([FillJournal.Record(kind: .verified)])
+                    options.faults.check(.switchOver)
+                    try append([FillJournal.Record(kind: .switched)])
+                    state.withLock { $0.verified = true; $0.switched = true }
+                    writeStatusFile(force: true)
+                    if options.releaseLockWhenComplete { (journal as? PosixDurableFile)?.unlock() }
+                    onComplete.current?()
+                    break
+                }
+                verifications += 1
+                if verifications > 3 { throw ReplacementError.verificationFailed(chunks: bad) }
+                continue
+            }
+            yieldToGuest()
+            let bytes = try fill(batch)
+            progress?(bytes)
+            writeStatusFile()
+            throttle()
+            if let limit = options.stopAfterBytes, runtime.withLock({ $0.bytesThisRun }) >= limit { break }
+        }
+    }
+
+    /// The next chunks to copy: those guests asked for first, then onward from the cursor.
+    private func nextBatch() -> [Int] {
+        let digests = state.withLock { $0.digests }
+        // Throttled, a batch is about a quarter second of the rate, so progress stays smooth.
+        var batchBytes = options.batchBytes
+        if let rate = options.rateLimit { batchBytes = min(batchBytes, rate / 4) }
+        if let limit = options.stopAfterBytes { batchBytes = min(batchBytes, limit) }
+        let perBatch = max(1, Int(batchBytes / chunkSize))
+        return runtime.withLock { r in
+            var out: [Int] = []
+            while let c = r.priority.first, out.count < perBatch {
+                r.priority.removeFirst()
+                if digests[c] == nil && !out.contains(c) { out.append(c) }
+            }
+            var wrapped = false
+            while out.count < perBatch {
+                if r.cursor >= chunkCount {
+                    if wrapped || out.count > 0 { break }
+                    r.cursor = 0
+                    wrapped = true
+                }
+                let c = r.cursor
+                r.cursor += 1
+                if digests[c] == nil && !out.contains(c) { out.append(c) }
+            }
+            return out
+        }
+    }
+
+    /// Copies `chunks` from the stream: bytes written, synced, then recorded (and synced).
+    private func fill(_ chunks: [Int]) throws -> UInt64 {
+        let digests = Locked([[UInt8]?](repeating: nil, count: chunks.count))
+        let failure = Locked<(any Error)?>(nil)
+        DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
+            do {
+                let r = chunkRange(chunks[i])
+                var buf = [UInt8](repeating: 0, count: r.count)
+                try buf.withUnsafeMutableBytes { try plugin.read(at: r.lowerBound, into: $0) }
+                // The format's signature is written last, at finalize: a half-filled replacement
+                // is never taken for a complete native file.
+                if r.lowerBound < UInt64(signatureLength) {
+                    for k in 0..<min(signatureLength - Int(r.lowerBound), buf.count) { buf[k] = 0 }
+                }
+                let d = SHA256.hash(buf)
+                if buf.withUnsafeBytes({ isAllZero($0) }) {
+                    try data.zero(at: r.lowerBound, count: UInt64(r.count))
+                } else {
+                    try data.write(at: r.lowerBound, buf)
+                }
+                digests.withLock { $0[i] = d }
+            } catch {
+                failure.withLock { $0 = error }
+            }
+        }
+        if let e = failure.current { throw e }
+        try data.sync()
+        let batchNumber = runtime.withLock { r -> Int in r.batches += 1; return r.batches }
+        options.faults.check(.fillWritten(batchNumber))
+        let ds = digests.current
+        try append(chunks.indices.map { FillJournal.Record(kind: .filled, chunk: UInt64(chunks[$0]), digest: ds[$0]!) })
+        let bytes = chunks.reduce(UInt64(0)) { $0 + UInt64(chunkRange($1).count) }
+        let filled = state.withLock { s -> Int in
+            for (i, c) in chunks.enumerated() { s.digests[c] = ds[i] }
+            return s.filledCount
+        }
+        runtime.withLock { $0.copiedChunks += chunks.count; $0.bytesThisRun += bytes }
+        options.faults.check(.fillChunk(filled))
+        return bytes
+    }
+
+    func nextBatchForTesting() -> [Int] { nextBatch() }
+
+    /// Appends records to the journal and syncs it.
+    private func append(_ records: [FillJournal.Record]) throws {
+        let bytes = records.flatMap(FillJournal.encode)
+        try journalLength.withLock { len in
+            try journal.write(at: len, bytes)
+            try journal.sync()
+            len += UInt64(bytes.count)
+        }
+    }
+
+    /// Re-reads every chunk from the replacement and compares it with the digest recorded from
+    /// the stream; a chunk that differs is invalidated (recorded) and will be copied again.
+    /// Returns how many differed.
+    private func verify() throws -> Int {
+        runtime.withLock { $0.verifying = true }
+        defer { runtime.withLock { $0.verifying = false } }
+        // In groups read and hashed in parallel (as the fill reads), then checked in order.
+        var bad: [Int] = []
+        var checked = 0
+        let group = max(1, Int(options.batchBytes / chunkSize))
+        var first = 0
+        while first < chunkCount {
+            if stopRequested { return 0 }
+            let chunks = Array(first..<min(first + group, chunkCount))
+            let found = Locked([[UInt8]?](repeating: nil, count: chunks.count))
+            let failure = Locked<(any Error)?>(nil)
+            DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
+                do {
+                    let r = chunkRange(chunks[i])
+                    let buf = try data.read(at: r.lowerBound, count: r.count)
+                    let d = SHA256.hash(buf)
+                    found.withLock { $0[i] = d }
+                } catch {
+                    failure.withLock { $0 = error }
+                }
+            }
+            if let e = failure.current { throw e }
+            let digests = found.current
+            for (i, c) in chunks.enumerated() {
+                if state.withLock({ $0.digests[c] }) != digests[i] { bad.append(c) }
+                checked += 1
+                runtime.withLock { $0.verifiedChunks = checked }
+                options.faults.check(.verify(checked))
+            }
+            first += group
+        }
+        if !bad.isEmpty {
+            try append(bad.map { FillJournal.Record(kind: .invalidated, chunk: UInt64($0)) })
+            state.withLock { s in for c in bad { s.digests[c] = nil } }
+        }
+        return bad.count
+    }
+
+    private func yieldToGuest() {
+        // A guest read in the last 10 ms: give it the backup for a while (at most 200 ms).
+        var waited = 0.0
+        while waited < 0.2, monotonicSeconds() - runtime.withLock({ $0.lastGuestRead }) < 0.01, !stopRequested {
+            usleep(5000)
+            waited += 0.005
+        }
+    }
+
+    private func throttle() {
+        guard let rate = options.rateLimit, rate > 0 else { return }
+        while !stopRequested {
+            let (start, bytes) = runtime.withLock { ($0.startedAt, $0.bytesThisRun) }
+            let due = Double(bytes) / Double(rate) - (monotonicSeconds() - start)
+            if due <= 0 { return }
+            usleep(UInt32(min(due, 0.05) * 1_000_000))
+            writeStatusFile()
+        }
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+func isAllZero(_ b: UnsafeRawBufferPointer) -> Bool {
+    var i = 0
+    let n = b.count
+    while i + 8 <= n {
+        if b.loadUnaligned(fromByteOffset: i, as: UInt64.self) != 0 { return false }
+        i += 8
+    }
+    while i < n { if b[i] != 0 { return false }; i += 1 }
+    return true
+}
