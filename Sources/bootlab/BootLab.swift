@@ -20,6 +20,7 @@ struct BootLab: ParsableCommand {
             MountCommand.self,
             ServeCommand.self,
             ExposeCommand.self,
+            FuzzCommand.self,
         ]
     )
 }
