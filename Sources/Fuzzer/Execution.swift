@@ -119,6 +119,11 @@ public final class Executor: @unchecked Sendable {
     }
 
     func spawn(_ argv: [String], bytes: [UInt8], coverage: Bool) throws(FuzzError) -> Spawned {
+        var argv = argv
+        // Runs happen in the worker's directory: a relative program path is the caller's.
+        if argv[0].contains("/"), !argv[0].hasPrefix("/") {
+            argv[0] = FileManager.default.currentDirectoryPath + "/" + argv[0]
+        }
         let args = Self.substitute(argv, path: inputPath)
         var env: [String: String] = ["SWIFT_BACKTRACE": "enable=no"]
         if ProcessInfo.processInfo.environment["ASAN_OPTIONS"] == nil { env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0" }
