@@ -39,6 +39,8 @@ public struct Finding: Sendable, Codable {
     public var trace: [String]
     public var originalSize: Int
     public var minimizedSize: Int
+    /// Non-zero bytes left after minimization (a format with a trailer keeps its length).
+    public var minimizedNonZeroBytes: Int
     public var minimizationRuns: Int
     public var directory: String?
     public var repro: String
@@ -233,12 +235,13 @@ public final class Campaign: @unchecked Sendable {
             dir = d
         }
         let f = Finding(verdict: e.verdict, signature: e.signature, run: run, outcome: e.outcome, parent: parent, trace: m.trace,
-                        originalSize: m.bytes.count, minimizedSize: minimized.count, minimizationRuns: minRuns, directory: dir,
+                        originalSize: m.bytes.count, minimizedSize: minimized.count,
+                        minimizedNonZeroBytes: minimized.reduce(0) { $0 + ($1 == 0 ? 0 : 1) }, minimizationRuns: minRuns, directory: dir,
                         repro: repro, stderrTail: e.stderrTail, duplicates: 0)
         if let dir { try Reports.writeJSON(f, to: "\(dir)/finding.json") }
         findings[e.signature] = f
         findingOrder.append(e.signature)
-        log("[fuzz \(o.format.name)] finding after \(run + 1) runs: \(e.verdict.rawValue) \(e.signature) (minimized \(m.bytes.count) -> \(minimized.count) bytes in \(minRuns) runs)")
+        log("[fuzz \(o.format.name)] finding after \(run + 1) runs: \(e.verdict.rawValue) \(e.signature) (minimized \(m.bytes.count) -> \(minimized.count) bytes, \(minimized.reduce(0) { $0 + ($1 == 0 ? 0 : 1) }) non-zero, in \(minRuns) runs)")
     }
 
     /// Minimization keeps the verdict's cause: the same signal/sanitizer line; frames may move.

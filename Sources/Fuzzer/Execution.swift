@@ -125,7 +125,8 @@ public final class Executor: @unchecked Sendable {
             argv[0] = FileManager.default.currentDirectoryPath + "/" + argv[0]
         }
         let args = Self.substitute(argv, path: inputPath)
-        var env: [String: String] = ["SWIFT_BACKTRACE": "enable=no"]
+        // Swift programs print their backtrace (frames for deduplication), not interactively.
+        var env: [String: String] = ["SWIFT_BACKTRACE": "enable=yes,interactive=no,color=no,threads=crashed,registers=none,images=none"]
         if ProcessInfo.processInfo.environment["ASAN_OPTIONS"] == nil { env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0" }
         if coverage { env["BOOTLAB_COV_FILE"] = coveragePath; FileSystem.remove(coveragePath) }
         let cmd = Command(args ?? argv, environment: env, workingDirectory: directory,
@@ -182,6 +183,18 @@ public final class Executor: @unchecked Sendable {
             if fn.hasPrefix("__asan") || fn.hasPrefix("__sanitizer") || fn.hasPrefix("__interceptor") { continue }
             frames.append(fn)
             if frames.count == 3 { break }
+        }
+        if frames.isEmpty {
+            // Swift's backtracer: "  1 [ra] 0x… static Reader.open(path:) + 21 in bootlab at /src/Reader.swift:137:48".
+            for line in text.split(separator: "\n") {
+                let t = line.trimmingCharacters(in: .whitespaces)
+                guard let first = t.split(separator: " ").first, Int(first) != nil, let a = t.range(of: " 0x") else { continue }
+                var fn = t[a.upperBound...].drop { $0 != " " }.dropFirst()
+                if let plus = fn.range(of: " + ") { fn = fn[..<plus.lowerBound] } else if let inn = fn.range(of: " in ") { fn = fn[..<inn.lowerBound] }
+                if fn.contains("<compiler-generated>") || fn.hasPrefix("thunk") || fn.isEmpty { continue }
+                frames.append(String(fn.prefix(120)))
+                if frames.count == 3 { break }
+            }
         }
         if frames.isEmpty, let f = text.split(separator: "\n").first(where: { $0.contains("Fatal error") }) { frames.append(normalize(String(f))) }
         return frames
