@@ -89,11 +89,41 @@ public struct VHDXFuzzFormat: FuzzFormat {
                 var name = "vhdx-\(size)-bs\(block >> 20)M-lss\(lss)"
                 if i % 3 == 2 { addLog(&bytes, random: &random); name += "-log" }
                 out.append(Seed(name: name, bytes: bytes))
+                if i % 6 == 4, let child = try? selfParentChild(of: bytes) { out.append(Seed(name: name + "-diff-loop", bytes: child)) }
             } catch {
                 throw .seed("VHDX view of \(size) bytes, block \(block): \(error)")
             }
         }
         return out
+    }
+
+    /// A differencing child whose parent chain loops: its parent locator's relative_path names
+    /// `input.vhdx` (the name every run's input has) and its DataWriteGuid equals the
+    /// parent_linkage it records, so a reader that follows the chain opens the child itself again.
+    func selfParentChild(of parent: [UInt8]) throws -> [UInt8] {
+        let dir = FileSystem.temporaryDirectory(prefix: "bootlab-fuzz-diff")
+        defer { FileSystem.removeTree(dir) }
+        try FileSystem.write(parent, to: dir + "/input.\(fileExtension)")
+        let childPath = dir + "/child.\(fileExtension)"
+        _ = try VHDXFile.createDifferencing(path: childPath, parentPath: dir + "/input.\(fileExtension)", seed: Array("fuzz".utf8))
+        var b = try FileSystem.read(childPath)
+        // absolute_win32_path names the random temporary directory: same-length fixed name, so
+        // the seed is a function of the campaign seed alone.
+        let name = String(dir.split(separator: "/").last ?? "")
+        let fixed = String(name.dropLast(6)) + "000000"
+        let from = name.utf16.flatMap { [UInt8($0 & 0xff), UInt8($0 >> 8)] }, to = fixed.utf16.flatMap { [UInt8($0 & 0xff), UInt8($0 >> 8)] }
+        if !from.isEmpty, from.count == to.count {
+            var at = 0
+            while at + from.count <= b.count {
+                if b[at] == from[0], Array(b[at..<at + from.count]) == from { b.replaceSubrange(at..<at + from.count, with: to); at += from.count } else { at += 1 }
+            }
+        }
+        let linkage = Array(parent[0x20000 + 32..<0x20000 + 48])   // the parent's current DataWriteGuid
+        for h in [0x10000, 0x20000] {
+            b.replaceSubrange(h + 32..<h + 48, with: linkage)
+            ChecksumFixer.fix(&b, [ChecksumSpec("header", .crc32c, covered: h..<h + 4096, field: h + 4)])
+        }
+        return b
     }
 
     /// A log to replay: one entry at the log's start rewriting a 4 KiB sector of the metadata

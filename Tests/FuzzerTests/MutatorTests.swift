@@ -22,13 +22,20 @@ struct MutatorTests {
         let format = try FuzzFormats.named(name)
         var r = FuzzRandom(seed: 1)
         let seeds = try format.seeds(count: 6, random: &r)
-        #expect(seeds.count == 6)
+        #expect(seeds.count >= 6, "vhdx adds children whose parent chain loops")
         let scratch = Scratch("fuzz-seeds")
         for s in seeds {
             let m = format.map(s.bytes)
             #expect(!m.fields.isEmpty, "\(s.name): fields")
             let holds = ChecksumFixer.holds(s.bytes, m.checksums)
             #expect(holds, "\(s.name): checksums as written")
+            if s.name.hasSuffix("-diff-loop") {
+                // Named as every run's input, the child is its own parent: a reader must refuse it.
+                let p = scratch.dir(s.name) + "/input.vhdx"
+                try Data(s.bytes).write(to: URL(fileURLWithPath: p))
+                #expect(throws: (any Error).self) { try format.readInProcess(path: p) }
+                continue
+            }
             let p = scratch.file("\(s.name).\(format.fileExtension)")
             try Data(s.bytes).write(to: URL(fileURLWithPath: p))
             try format.readInProcess(path: p)
