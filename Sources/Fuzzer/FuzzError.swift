@@ -16,7 +16,7 @@ public enum FuzzError: Error, CustomStringConvertible, Sendable, Equatable {
     public var description: String {
         switch self {
         case let .unknownFormat(f, known): return "unknown format '\(f)' (known: \(known.joined(separator: ", ")))"
-        case let .driverMissing(f): return "format '\(f)': its DiskFormats driver is not in this build (DiskFormatRegistry has no '\(f)'), so no seeds can be rendered; give seeds with --seeds DIR or build with the driver"
+        case let .driverMissing(f): return "format '\(f)': its DiskFormats driver is not in this build (DiskFormatRegistry has no '\(f)'), so no seeds can be rendered; give seeds with --seeds DIR --generated-seeds 0, or build with the driver"
         case let .seed(r): return "seeds: \(r)"
         case let .file(p, r): return "\(p): \(r)"
         case let .usage(r): return r
