@@ -68,7 +68,13 @@ public struct CampaignResult: Sendable, Codable {
 }
 
 public final class Campaign: @unchecked Sendable {
-    struct Entry { var name: String; var bytes: [UInt8]; var extra: [Field] }
+    struct Entry {
+        var name: String; var bytes: [UInt8]; var extra: [Field]; var map: StructureMap?
+        init(name: String, bytes: [UInt8], extra: [Field], format: any FuzzFormat, mode: MutationMode) {
+            self.name = name; self.bytes = bytes; self.extra = extra
+            map = mode == .dumb ? nil : format.map(bytes)
+        }
+    }
 
     let o: CampaignOptions
     var corpus: [Entry] = []
@@ -124,7 +130,7 @@ public final class Campaign: @unchecked Sendable {
                 try FileSystem.write(s.bytes, to: p)
                 extra = d.sites(path: p)
             }
-            corpus.append(Entry(name: s.name, bytes: s.bytes, extra: extra))
+            corpus.append(Entry(name: s.name, bytes: s.bytes, extra: extra, format: o.format, mode: o.mode))
         }
         if case .inProcess = o.target {
             InProcess.prepare(note: "bootlab fuzz: BootLab's \(o.format.name) reader died in-process; the input is \(work)/job-*/input.\(o.format.fileExtension) (kept: the fuzzer did not get to clean up); rerun it with bootlab check", timeout: o.timeout)
@@ -146,7 +152,8 @@ public final class Campaign: @unchecked Sendable {
                 var pr = FuzzRandom(seed: o.seed, stream: 1 << 62 | UInt64(index / 16))
                 let parent = corpus[pr.below(corpus.count)]
                 var r = FuzzRandom(seed: o.seed, stream: UInt64(index))
-                return (Mutator.mutate(parent.bytes, format: o.format, extraFields: parent.extra, mode: o.mode, random: &r), parent.name)
+                return (Mutator.mutate(parent.bytes, format: o.format, extraFields: parent.extra, parentMap: parent.map, mode: o.mode, random: &r),
+                        parent.name)
             }
             if let dir = o.saveMutants {
                 for (k, m) in mutants.enumerated() {
@@ -175,7 +182,8 @@ public final class Campaign: @unchecked Sendable {
                 for kind in m.kinds { kinds[kind.rawValue, default: 0] += 1 }
                 outcomes[e.verdict == .pass ? e.outcome.components(separatedBy: ":").first ?? e.outcome : e.verdict.rawValue, default: 0] += 1
                 if absorb(e.coverage) {
-                    corpus.append(Entry(name: "run-\(index)", bytes: m.bytes, extra: corpus.first { $0.name == parent }?.extra ?? []))
+                    corpus.append(Entry(name: "run-\(index)", bytes: m.bytes, extra: corpus.first { $0.name == parent }?.extra ?? [],
+                                        format: o.format, mode: o.mode))
                 }
                 if e.verdict.isFinding {
                     try record(e, mutant: m, parent: parent, run: index)

@@ -68,7 +68,7 @@ public final class Executor: @unchecked Sendable {
     var written: [UInt8]?
 
     func store(_ bytes: [UInt8]) throws(FuzzError) {
-        guard let old = written, old.count == bytes.count, FileSystem.isRegularFile(inputPath) else {
+        guard let old = written, FileSystem.isRegularFile(inputPath) else {
             try FileSystem.write(bytes, to: inputPath)
             written = bytes
             return
@@ -76,14 +76,20 @@ public final class Executor: @unchecked Sendable {
         let fd = open(inputPath, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .file(inputPath, reason: "cannot open: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
+        // A truncated (or regrown) mutant of the same parent: cut or extend, then rewrite only
+        // the pieces of the common prefix that differ, and what lies past the old end.
+        if old.count != bytes.count, ftruncate(fd, off_t(bytes.count)) != 0 {
+            throw .file(inputPath, reason: "truncate failed: \(String(cString: strerror(errno)))")
+        }
         let piece = 1 << 16
+        let common = min(old.count, bytes.count)
         let failed: Bool = bytes.withUnsafeBytes { new in
             old.withUnsafeBytes { was in
                 var at = 0
                 while at < new.count {
                     let n = min(piece, new.count - at)
-                    if memcmp(new.baseAddress! + at, was.baseAddress! + at, n) != 0,
-                       pwrite(fd, new.baseAddress! + at, n, off_t(at)) != n { return true }
+                    let same = at + n <= common && memcmp(new.baseAddress! + at, was.baseAddress! + at, n) == 0
+                    if !same, pwrite(fd, new.baseAddress! + at, n, off_t(at)) != n { return true }
                     at += n
                 }
                 return false

@@ -47,11 +47,13 @@ public enum MutationMode: String, Sendable, Codable {
 
 public enum Mutator {
     /// A mutant of `seed`, deterministic in `random`.
-    public static func mutate(_ seed: [UInt8], format: any FuzzFormat, extraFields: [Field] = [], mode: MutationMode,
-                              random: inout FuzzRandom) -> Mutant {
+    /// `parentMap` is `format.map(seed)` when the caller keeps it (the campaign maps each corpus
+    /// entry once).
+    public static func mutate(_ seed: [UInt8], format: any FuzzFormat, extraFields: [Field] = [], parentMap: StructureMap? = nil,
+                              mode: MutationMode, random: inout FuzzRandom) -> Mutant {
         if mode == .dumb { return dumb(seed, random: &random) }
         var b = seed
-        var m = format.map(b)
+        var m = parentMap ?? format.map(b)
         m.fields += extraFields
         var trace: [String] = [], kinds: [MutationKind] = []
         let steps = 1 + random.below(4)

@@ -100,6 +100,27 @@ struct CampaignTests {
         #expect(r.outcomes["rejected", default: 0] > 0)
     }
 
+    @Test func inputFileAlwaysHoldsTheMutant() throws {
+        let scratch = Scratch("fuzz-store")
+        let e = try Executor(target: .command(["true", "@@"]), oracle: nil, timeout: 5, format: try FuzzFormats.named("mbr"),
+                             collectCoverage: false, directory: scratch.dir("job"))
+        var g = FuzzRandom(seed: 8)
+        var base = g.bytes(300_000)
+        for step in 0..<12 {
+            var b = base
+            switch step % 4 {
+            case 0: b[g.below(b.count)] ^= 0xff
+            case 1: b.removeSubrange(g.below(b.count)...)
+            case 2: b += g.bytes(70_000)
+            default: base = g.bytes(200_000 + g.below(200_000)); b = base
+            }
+            _ = try e.run(b)
+            let onDisk = [UInt8](try Data(contentsOf: URL(fileURLWithPath: e.inputPath)))
+            let same = onDisk == b
+            #expect(same, "step \(step)")
+        }
+    }
+
     @Test func placeholderSubstitution() {
         #expect(Executor.substitute(["qemu-img", "info", "@@"], path: "/x") == ["qemu-img", "info", "/x"])
         #expect(Executor.substitute(["tool", "file=@@,ro"], path: "/x") == ["tool", "file=/x,ro"])
