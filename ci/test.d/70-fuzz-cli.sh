@@ -54,7 +54,7 @@ harness=.build-fuzz/debug/FuzzBackupImage
 # prints the edges the whole set reaches.
 cov() {
   rm -rf "$work/merge" && mkdir -p "$work/merge"
-  { SWIFT_BACKTRACE=enable=no "$harness" -merge=1 -rss_limit_mb=2048 -timeout=20 "$work/merge" "$1" 2>&1 || true; } \
+  { SWIFT_BACKTRACE=enable=no "$harness" -merge=1 -rss_limit_mb=2048 -timeout=20 -artifact_prefix="$work/" "$work/merge" "$1" 2>&1 || true; } \
     | sed -n 's/^MERGE-OUTER: .* \([0-9][0-9]*\) new coverage edges.*/\1/p' | tail -1
 }
 for f in bli gpt; do
