@@ -294,6 +294,7 @@ public struct DriverFuzzFormat: FuzzFormat {
             let size = [1, 3, 4, 8, 2][i % 5] << 20
             let src = FuzzFormats.disk(size: size, pieces: 1 + random.below(4), random: &random)
             var o = NativeFormatOptions(seed: random.bytes(16))
+            o.fileName = "input.\(fileExtension)"   // every run's input is named so (a VMDK's extent line names it)
             if driver.subformats.count > 1, i % 2 == 1 { o.subformat = driver.subformats[1] }
             do {
                 let bytes = try FuzzFormats.render(try driver.view(of: src, options: o))

@@ -8,8 +8,9 @@
 #   3. The buggy example reader (a size field behind a CRC-32C): structure-aware finds and
 #      minimizes the crash within the budget, --dumb does not in the same budget.
 #   4. No false positives: time-bounded runs against qemu-img info, qemu-img check, vhdiinfo and
-#      bootlab check (clean rejections are exit codes, not findings), and in-process runs of our
-#      readers (vhdx, mbr, gpt, bli).
+#      bootlab check (clean rejections are exit codes, not findings), in-process runs of our
+#      readers (vhdx, mbr, gpt), vmdk/vhd/qcow2/vdi against qemu-img info and in-process, and our
+#      .bli reader through bootlab check.
 #   5. Reproducibility: the same --seed gives the same mutants byte for byte (also with --jobs 2).
 #   6. Benchmark (printed): execs/s against qemu-img info, structure-aware vs the --dumb flipper.
 # Tier: CI (< 3 min on a busy 2-core machine). Long tier: BOOTLAB_FUZZ_LONG=1 multiplies every
@@ -108,6 +109,15 @@ for f in vhdx mbr gpt; do
   printf '   in-process %-5s %s runs, findings %s, outcomes %s\n' $f "$(field "$work/ip.json" runs)" "$(field "$work/ip.json" findings.count)" \
     "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["outcomes"])' "$work/ip.json")"
   [ "$s" = 0 ] || fail "in-process $f: exit $s"
+done
+# The formats whose drivers render seeds (vmdk, vhd, qcow2, vdi): QEMU and our readers.
+for f in vmdk:vmdk vhd:vpc qcow2:qcow2 vdi:vdi; do
+  n=${f%%:*}; q=${f##*:}
+  s=$(fuzz "$work/nf.json" --format $n --seed 16 --time $((3 * k))s --jobs 2 -- qemu-img info -f $q @@)
+  s2=$(fuzz "$work/nf2.json" --format $n --seed 16 --runs $((60 * k)) --in-process)
+  printf '   %-6s qemu-img info: %s runs, findings %s; in-process: %s runs, findings %s\n' $n "$(field "$work/nf.json" runs)" \
+    "$(field "$work/nf.json" findings.count)" "$(field "$work/nf2.json" runs)" "$(field "$work/nf2.json" findings.count)"
+  [ "$s" = 0 ] && [ "$s2" = 0 ] || fail "$n: findings or failure (exit $s, $s2)"
 done
 # Our .bli reader through `bootlab check` (spawned: a crash becomes a minimized finding instead of
 # ending the fuzzer). Checked after the other must-shows; a finding here is a real bug, fatal.
