@@ -86,10 +86,15 @@ let package = Package(
         .executableTarget(
             name: "bootlab",
             dependencies: [
-                "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Frontends", "Lab", "Processes", "Reconfigure", "PluginReconfigure",
+                "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Frontends", "Fuzzer", "Lab", "Processes", "Reconfigure", "PluginReconfigure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // `bootlab fuzz` (issue 17): structure-aware mutation of disk images (field maps, checksums
+        // recomputed), runs of other programs or of our readers in-process, findings minimized.
+        // Coverage/ holds the C edge counter linked into instrumented readers (ci/setup.d/fuzz.sh).
+        .target(name: "Fuzzer", dependencies: ["BlockCore", "DiskFormats", "BackupImage", "Processes"], exclude: ["Coverage"]),
+        .testTarget(name: "FuzzerTests", dependencies: ["Fuzzer", "BlockCore", "DiskFormats", "Processes", "TestSupport"]),
         // Benchmarks with ratios against named baselines (qemu-img, cat) on the same data.
         .executableTarget(name: "bootlab-bench", dependencies: ["BlockCore", "DiskFormats", "Processes"]),
     ],

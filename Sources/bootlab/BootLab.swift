@@ -23,6 +23,7 @@ struct BootLab: ParsableCommand {
             MaterializeCommand.self,
             StatusCommand.self,
             FinalizeCommand.self,
+            FuzzCommand.self,
         ]
     )
 }
