@@ -58,6 +58,9 @@ let package = Package(
         .executableTarget(name: "FuzzVHDX", dependencies: ["BlockCore", "DiskFormats"], path: "Sources/Fuzz/FuzzVHDX"),
         // libFuzzer harnesses for the other native formats (ci/test.d/20-fuzz-formats.sh).
         .executableTarget(name: "FuzzVMDK", dependencies: ["DiskFormats"], path: "Sources/Fuzz/FuzzVMDK"),
+        .executableTarget(name: "FuzzQCOW2", dependencies: ["DiskFormats"], path: "Sources/Fuzz/FuzzQCOW2"),
+        .executableTarget(name: "FuzzVHD", dependencies: ["DiskFormats"], path: "Sources/Fuzz/FuzzVHD"),
+        .executableTarget(name: "FuzzVDI", dependencies: ["DiskFormats"], path: "Sources/Fuzz/FuzzVDI"),
         // Backup benchmarks with ratios against zstd (ci/bench-backup).
         .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore", "Processes"]),
         // Exposure: composed disk, plugin file (expose/open), write overlay, replacement file.

@@ -134,7 +134,8 @@ public final class BackupImageReader: BlockSource, @unchecked Sendable {
                 guard e.storedLength > 0, Int(e.storedLength) <= BlockCoder.maxStoredLength(plainLength: plain, codec: e.codec, encrypted: header.isEncrypted) else {
                     throw bad(4, "stored length \(e.storedLength) out of range for a \(plain)-byte block")
                 }
-                guard e.offset >= hs, e.offset + UInt64(e.storedLength) <= header.indexOffset else {
+                // Subtraction, not addition: an offset near 2^64 must be refused, not overflow.
+                guard e.offset >= hs, e.offset <= header.indexOffset, UInt64(e.storedLength) <= header.indexOffset - e.offset else {
                     throw bad(8, "data at 0x\(String(e.offset, radix: 16))+\(e.storedLength) outside the data area")
                 }
             case .vault:

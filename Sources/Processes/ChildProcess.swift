@@ -19,6 +19,7 @@ public final class ChildProcess: Sendable {
         self.pid = pid
         self.pidfd = pidfd
         self.argv = argv
+        LiveChildren.shared.add(self)
     }
 
     deinit { close(pidfd) }
@@ -77,6 +78,7 @@ public final class ChildProcess: Sendable {
             // Linux (the pidfd turns readable at the zombie stage). Treat as still running.
             guard r == pid else { return nil }
             t = Termination(waitStatus: status)
+            LiveChildren.shared.remove(pid)
             return t
         }
     }
@@ -96,5 +98,30 @@ enum Clock {
         let left = deadline - now
         if left <= 0 { return 0 }
         return Int32(min((left * 1000).rounded(.up), Double(Int32.max)))
+    }
+}
+
+/// The children this process started and has not reaped yet — the one process-wide table a
+/// program needs to stop everything it started when it is interrupted (`bootlab lab run` on
+/// SIGINT/SIGTERM): QEMU, front-ends, mounters. Children that were reaped are gone from it.
+public final class LiveChildren: Sendable {
+    public static let shared = LiveChildren()
+    private let children = Mutex<[pid_t: ChildProcess]>([:])
+
+    func add(_ c: ChildProcess) { children.withLock { $0[c.pid] = c } }
+    func remove(_ pid: pid_t) { _ = children.withLock { $0.removeValue(forKey: pid) } }
+
+    /// Children still running, by pid.
+    public var running: [ChildProcess] { children.withLock { Array($0.values) }.filter(\.isRunning) }
+
+    /// SIGTERM to every live child, SIGKILL to those still running after `grace` seconds; waits
+    /// until all have been reaped.
+    public func terminateAll(grace: Double = 5) {
+        let all = running
+        for c in all { c.signal(SIGTERM) }
+        let deadline = Clock.now + grace
+        for c in all { _ = c.wait(timeout: max(0, deadline - Clock.now)) }
+        for c in all where c.isRunning { c.signal(SIGKILL) }
+        for c in all { _ = c.wait() }
     }
 }

@@ -83,15 +83,43 @@ struct VHDPluginTests {
         #expect(try drv.structureSites(path: plugin) == sites)
     }
 
-    @Test func fixedVHDHasNoPluginForm() throws {
-        #expect(throws: VHDSynthesisError.pointerInFixedDisk) {
-            _ = try VHDDriver().pluginView(of: ZeroSource(size: MiB), options: NativeFormatOptions(subformat: "fixed"), pointer: [1])
+    /// A fixed VHD (Azure) has no byte to spare before its footer: the plugin keeps the pointer in
+    /// `<plugin>.pointer`, named by a tag + SHA-256 in the footer's reserved area. The plugin is
+    /// still a fixed VHD for QEMU and libvhdi, our check is clean, the pointer reads back, and a
+    /// sidecar that is missing or not the one the footer names is an error, never a silent "not a
+    /// plugin".
+    @Test func fixedVHDKeepsItsPointerBeside() throws {
+        let d = Scratch("vhd-fixed-plugin")
+        let drv = VHDDriver()
+        let src = PatternSource(size: 4 * MiB, dataRanges: [0..<4096])
+        let v = try drv.pluginView(of: src, options: NativeFormatOptions(subformat: "fixed"), pointer: Self.blob)
+        #expect(v.sidecarPointer == Self.blob && v.payloadStart == 0 && v.trailerStart == 4 * MiB)
+        let plugin = d.file("az.vhd")
+        try writePluginFile(v, plugin)
+        try Data(Self.blob).write(to: URL(fileURLWithPath: plugin + VHDSidecarTag.suffix))
+        #expect(try drv.readPluginPointer(path: plugin) == Self.blob)
+        #expect(try VHDCheck.run(path: plugin).findings.isEmpty)
+        if toolsMissing(["qemu-img", "vhdiinfo"]) == nil {
+            let info = try run("qemu-img", ["info", "-f", "vpc", "--output=json", plugin])
+            #expect(info.stdout.contains("\"virtual-size\": \(4 * MiB)"), "\(info.stdout)")
+            #expect(try run("vhdiinfo", [plugin]).stdout.contains("Fixed"))
+        } else {
+            Issue.record("skipped: \(toolsMissing(["qemu-img", "vhdiinfo"])!)")
         }
-        let v = try VHDView(source: ZeroSource(size: MiB), options: .init(subformat: .fixed))
-        let trailer = try v.trailer(), last = try v.read(at: MiB, count: 512)
-        #expect(v.trailerStart == MiB)
+        // A plain fixed VHD carries no tag: not a plugin.
+        let plain = d.file("plain.vhd")
+        try writePluginFile(try drv.view(of: src, options: NativeFormatOptions(subformat: "fixed")), plain)
+        #expect(try drv.readPluginPointer(path: plain) == nil)
+        // The sidecar must be the one the footer names.
+        try Data(Self.blob.dropLast() + [0x43]).write(to: URL(fileURLWithPath: plugin + VHDSidecarTag.suffix))
+        #expect(throws: FormatError.self) { _ = try drv.readPluginPointer(path: plugin) }
+        try FileManager.default.removeItem(atPath: plugin + VHDSidecarTag.suffix)
+        #expect(throws: FormatError.self) { _ = try drv.readPluginPointer(path: plugin) }
+        let z = try VHDView(source: ZeroSource(size: MiB), options: .init(subformat: .fixed))
+        let trailer = try z.trailer(), last = try z.read(at: MiB, count: 512)
+        #expect(z.trailerStart == MiB)
         #expect(trailer == last)
-        #expect(try v.allocatedUnitCount() == 0)
+        #expect(try z.allocatedUnitCount() == 0)
         let dyn = try VHDView(source: PatternSource(size: 9 * MiB, dataRanges: [0..<1, 5 * MiB..<5 * MiB + 1]))
         #expect(try dyn.allocatedUnitCount() == 2)
         #expect(dyn.trailerStart == dyn.size - 512)

@@ -262,7 +262,10 @@ struct VHDViewStructureTests {
         let fsk = try f.skeleton()
         #expect(f.payloadStart == 0 && fsk.isEmpty && f.size == 6 * MiB + 512)
         #expect(f.fileOffset(ofVirtual: 0) == 0 && f.fileOffset(ofVirtual: 2 * MiB + 7) == 2 * MiB + 7 && f.fileOffset(ofVirtual: 6 * MiB) == nil)
-        #expect(throws: VHDSynthesisError.pointerInFixedDisk) { _ = try VHDView(source: disk(1), options: .init(subformat: .fixed, pointer: ptr)) }
+        // A fixed disk keeps its pointer beside the file; only the footer's tag names it.
+        let fp = try VHDView(source: disk(1), options: .init(subformat: .fixed, pointer: ptr))
+        #expect(fp.sidecarPointer == ptr && fp.size == f.size && fp.payloadStart == 0)
+        #expect(VHDSidecarTag.digest(in: Array(try fp.trailer()[85...])) == SHA256.hash(ptr))
         let big = [UInt8](repeating: 1, count: VHDLayout.pointerAreaLength - 15)
         #expect(throws: VHDSynthesisError.pointerTooLarge(count: big.count, capacity: VHDLayout.pointerAreaLength - 16)) {
             _ = try VHDView(source: disk(1), options: .init(pointer: big))

@@ -55,6 +55,8 @@ struct FaultInjectionTests {
     @Test func faultPlanParsing() throws {
         #expect(try FaultPlan(parsing: "vhdx-byte:0x10,mbr-byte:454").sites == [.vhdxByte(16), .mbrByte(454)])
         #expect(try FaultPlan(parsing: "vhdx-byte:payload+17").sites == [.vhdxPayloadByte(17)])
+        #expect(try FaultPlan(parsing: "file-byte:0x10,structure-byte:L2 entry").sites == [.vhdxByte(16), .structureByte("L2 entry")])
+        #expect(throws: FaultPlanError.self) { try FaultPlan(parsing: "structure-byte:") }
         #expect(throws: FaultPlanError.self) { try FaultPlan(parsing: "mbr-byte:512") }
         #expect(throws: FaultPlanError.self) { try FaultPlan(parsing: "disk-byte:1") }
         #expect(throws: FaultPlanError.self) { try FaultPlan(parsing: "vhdx-byte") }
@@ -77,7 +79,7 @@ struct FaultInjectionTests {
         // qemu-img compare reports the first differing sector: byte 17 lies in sector 0.
         #expect(message(r, "qemu-img-compare").contains("Content mismatch at offset 0!"), "\(message(r, "qemu-img-compare"))")
         // Other readers see the same wrong bytes: libvhdi's content digest differs too.
-        #expect(verdict(r, "libvhdi") == .fail, "\(summary(r))")
+        #expect(verdict(r, "independent-reader") == .fail, "\(summary(r))")
         // The backup was never touched.
         #expect(verdict(r, "backup-immutable") == .pass, "\(summary(r))")
     }
@@ -111,5 +113,38 @@ struct FaultInjectionTests {
         // Everything about the exposed disk itself is still right.
         #expect(verdict(r, "qemu-img-compare") == .pass, "\(summary(r))")
         #expect(verdict(r, "deferred-open") == .pass, "\(summary(r))")
+    }
+
+    /// One byte inside one structure of a target's native format, named by the format's driver
+    /// (`structure-byte:NAME`), is wrong in the served file: the validators that read that
+    /// structure must notice (our check, QEMU's check or compare, the golden digest), and the
+    /// backup is untouched.
+    func flippedStructure(_ scenarioName: String, _ target: String, _ structure: String, mustFail: [String]) throws {
+        let scenario = try ScenarioParsingTests.suite().scenario(named: scenarioName)
+        let label = structure.replacingOccurrences(of: " ", with: "-")
+        let r = try run(scenario, target, faults: "structure-byte:\(structure)", label: label)
+        #expect(r.verdict == .fail, "\(summary(r))")
+        for v in mustFail { #expect(verdict(r, v) == .fail, "\(target) \(structure): \(v) should fail\n\(summary(r))") }
+        #expect(verdict(r, "backup-immutable") == .pass, "\(summary(r))")
+    }
+
+    /// VMDK (vmware-pvscsi): a grain-table entry no longer matches its redundant copy.
+    @Test func flippedVMDKGrainTableEntryIsCaught() throws {
+        try flippedStructure("mbrless-ext4", "vmware-pvscsi", "grain table entry", mustFail: ["bootlab-check", "qemu-img-check", "golden"])
+    }
+
+    /// qcow2 (kvm-virtio): an L2 entry points at another cluster (refcounts no longer add up).
+    @Test func flippedQCOW2L2EntryIsCaught() throws {
+        try flippedStructure("mbrless-ext4", "kvm-virtio", "L2 entry", mustFail: ["bootlab-check", "qemu-img-check", "golden"])
+    }
+
+    /// Fixed VHD (azure-gen1): the footer's checksum no longer matches its bytes.
+    @Test func flippedVHDFooterIsCaught() throws {
+        try flippedStructure("mbrless-ext4", "azure-gen1", "footer", mustFail: ["bootlab-check", "golden"])
+    }
+
+    /// VDI (virtualbox-ahci): a block-map entry points past the blocks (QEMU's check says so too).
+    @Test func flippedVDIBlockMapEntryIsCaught() throws {
+        try flippedStructure("foreign-drivers-unreconfigured", "virtualbox-ahci", "block map entry", mustFail: ["bootlab-check", "qemu-img-check"])
     }
 }

@@ -80,7 +80,11 @@ import json, sys
 s = json.load(open(sys.argv[1]))["sources"][0]
 assert s["backup"]["opens"] == 0, s
 PY
-cmp mnt/vm.vhdx replacement.vhdx || fail "FUSE stream differs from the materialized replacement file"
+# The materialized file is the stream byte for byte except the pointer's 3-byte mark
+# (BLPTR -> BLMAT, as finalize does): BootLab no longer takes it for a plugin.
+diffs=$( (cmp -l mnt/vm.vhdx replacement.vhdx || true) | wc -l)
+[ "$diffs" = 3 ] || fail "FUSE stream differs from the materialized replacement file in $diffs bytes (only the 3-byte mark may differ)"
+if "$B" info replacement.vhdx | grep -q "^plugin:"; then fail "the materialized replacement file is still taken for a plugin"; fi
 qemu-img compare -f raw -F vhdx disk.raw mnt/vm.vhdx >/dev/null || fail "FUSE disk differs from the original"
 qemu-img check -f vhdx mnt/vm.vhdx >/dev/null || fail "qemu-img check of the FUSE file"
 "$B" check mnt/vm.vhdx >/dev/null || fail "bootlab check of the FUSE file"

@@ -39,6 +39,23 @@ public struct VHDDriver: DiskFormatDriver {
     /// end), nil for any other VHD or an empty area. Reads footer, header and area only.
     public func readPluginPointer(path: String) throws -> [UInt8]? {
         let f = try VHDFile.open(path: path)
+        if f.dynamicHeader == nil {
+            // Fixed: the tag in the footer names the sidecar's digest (`VHDSidecarTag`).
+            guard let digest = VHDSidecarTag.digest(in: f.footer.reserved) else { return nil }
+            let side = path + VHDSidecarTag.suffix
+            let file: RawFile
+            do { file = try RawFile(path: side) } catch {
+                throw FormatError(name, "sidecar pointer", at: 0, "the footer names a sidecar pointer, but \(side) cannot be opened (\(error))")
+            }
+            guard file.size <= UInt64(PluginPointerPlacement.maxBlobLength) else {
+                throw FormatError(name, "sidecar pointer", at: 0, "\(side) has \(file.size) bytes, more than \(PluginPointerPlacement.maxBlobLength)")
+            }
+            let blob = try file.read(at: 0, count: Int(file.size))
+            guard SHA256.hash(blob) == digest else {
+                throw FormatError(name, "sidecar pointer", at: 0, "\(side) is not the pointer the footer's tag names (SHA-256 differs)")
+            }
+            return blob
+        }
         guard let h = f.dynamicHeader, f.footer.dataOffset == VHDLayout.dynamicHeaderOffset,
               h.tableOffset >= VHDLayout.pointerAreaOffset + UInt64(VHDLayout.pointerAreaLength) else { return nil }
         let area = try RawFile(path: path).read(at: VHDLayout.pointerAreaOffset, count: VHDLayout.pointerAreaLength)
@@ -77,7 +94,8 @@ public struct VHDDriver: DiskFormatDriver {
         guard options.logicalSectorSize == 512 else {
             throw NativeFormatOptionError(format: name, reason: "VHD has 512-byte sectors only, not \(options.logicalSectorSize)")
         }
-        if let u = options.allocationUnit {
+        // A fixed VHD's unit is the sector (what its view reports and a plugin pointer records).
+        if let u = options.allocationUnit, !(o.subformat == .fixed && u == VHD.sector) {
             guard o.subformat == .dynamic else {
                 throw NativeFormatOptionError(format: name, reason: "a fixed VHD has no block size")
             }

@@ -44,9 +44,13 @@ public protocol NativeFormatView: BlockSource {
     func trailer() throws -> [UInt8]
     /// Payload units that hold data, for reports.
     func allocatedUnitCount() throws -> UInt64
+    /// A pointer the format cannot hold inside the file (a fixed VHD), which the plugin writer
+    /// stores beside it as `<plugin>.pointer`; nil when the pointer is inside.
+    var sidecarPointer: [UInt8]? { get }
 }
 
 extension NativeFormatView {
+    public var sidecarPointer: [UInt8]? { nil }
     public var trailerStart: UInt64 { size }
     public func trailer() throws -> [UInt8] { [] }
 

@@ -72,6 +72,14 @@ extension PluginFile {
     /// Writes a plugin file atomically: skeleton, sparse up to the full size, the trailer (a
     /// VHD footer), fsync, rename.
     static func writeSkeleton(_ view: any NativeFormatView, to pluginAbs: String) throws {
+        // A pointer kept beside the file (fixed VHD) is in place before the file that names it.
+        if let blob = view.sidecarPointer {
+            let side = pluginAbs + ".pointer", sideTmp = side + ".partial"
+            let f = try RawFile.create(path: sideTmp, size: 0)
+            try f.write(at: 0, blob)
+            try f.flush()
+            guard rename(sideTmp, side) == 0 else { throw IOError("rename", path: side, errno: errno) }
+        }
         let tmp = pluginAbs + ".partial"
         let out = try RawFile.create(path: tmp, size: 0)
         do {

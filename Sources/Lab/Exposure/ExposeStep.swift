@@ -3,8 +3,8 @@ import BlockCore
 import Exposure
 import Foundation
 
-/// Exposes every machine's backup as a plugin file (`<machine>.vhdx` in the cell's plugin
-/// directory). `MountStep` then serves them; a reconfiguration step may run in between.
+/// Exposes every machine's backup as a plugin file in the target's native format
+/// (`<machine>.vhdx`, `.vmdk`, `.qcow2`, `.vhd`, `.vdi` in the cell's plugin directory). `MountStep` then serves them; a reconfiguration step may run in between.
 public struct ExposeStep: LabStep {
     public let name = "expose"
     public init() {}
@@ -13,7 +13,10 @@ public struct ExposeStep: LabStep {
 
     public func run(in context: CellContext) throws -> StepOutcome {
         let plug = Self.pluginDirectory(context)
+        let format = try LabDiskFormat.of(context.target)
         var opts = PluginFile.ExposeOptions()
+        opts.format = format.name
+        opts.formatKeys = context.target.formatOptions
         opts.composer.partitionStartLBA = context.scenario.backup.exposePartitionStart
         opts.composer.faults = try context.options.faults.map { try FaultPlan(parsing: $0) } ?? .none
         if context.scenario.backup.encryption != .none { opts.passphrase = .file(try BackupStep.passphraseFile(in: context)) }
@@ -21,11 +24,11 @@ public struct ExposeStep: LabStep {
         var notes: [String] = []
         for machine in context.scenario.machines {
             guard let backup = context.backups[machine.name] else { return .fail("\(machine.name): no backup") }
-            let plugin = plug.appendingPathComponent("\(machine.name).vhdx").path
+            let plugin = plug.appendingPathComponent(format.fileName(machine: machine.name)).path
             let r = try PluginFile.expose(backupPath: backup, pluginPath: plugin, options: opts)
             context.plugins[machine.name] = plugin
-            context.put(Artefact(role: ArtefactRole.plugin, machine: machine.name, disk: .file(path: plugin, format: "vhdx"), files: [plugin]))
-            notes.append("\(machine.name): \(r.composition)" + (r.partitionStartLBA.map { " at LBA \($0)" } ?? "") + (r.patchedBytes > 0 ? ", BPB patched" : ""))
+            context.put(Artefact(role: ArtefactRole.plugin, machine: machine.name, disk: .file(path: plugin, format: format.qemuDriver), files: [plugin]))
+            notes.append("\(machine.name): \(r.format) \(r.composition)" + (r.partitionStartLBA.map { " at LBA \($0)" } ?? "") + (r.patchedBytes > 0 ? ", BPB patched" : ""))
         }
         return .pass(notes.joined(separator: "; "))
     }

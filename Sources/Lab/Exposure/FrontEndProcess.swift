@@ -14,11 +14,15 @@ public final class FrontEndProcess: @unchecked Sendable {
     public let mountpoint: String?
     /// NBD: the socket per machine.
     public let sockets: [String: String]
+    /// The native format of the exposed files (the target's).
+    public let format: LabDiskFormat
     private let copies = Locked<[String: String]>([:])
     private let scratch: URL
 
-    init(kind: BackupSpec.FrontEnd, children: [(ChildProcess, String)], mountpoint: String?, sockets: [String: String], scratch: URL) {
+    init(kind: BackupSpec.FrontEnd, children: [(ChildProcess, String)], mountpoint: String?, sockets: [String: String],
+         format: LabDiskFormat, scratch: URL) {
         self.kind = kind
+        self.format = format
         self.children = children.map { (process: $0.0, statsFile: $0.1) }
         self.mountpoint = mountpoint
         self.sockets = sockets
@@ -29,7 +33,7 @@ public final class FrontEndProcess: @unchecked Sendable {
     /// registers its shutdown with the context. `extraArguments` go to every child (passphrase,
     /// vault, `--writable`, `--inject-fault`).
     public static func start(_ kind: BackupSpec.FrontEnd, plugins: [String: String], pluginDirectory: URL,
-                             extraArguments: [String], label: String,
+                             extraArguments: [String], format: LabDiskFormat, label: String,
                              in context: CellContext) throws -> FrontEndProcess {
         let exe = try BootLabExecutable.path()
         func launch(_ args: [String], log: URL) throws -> ChildProcess {
@@ -44,7 +48,7 @@ public final class FrontEndProcess: @unchecked Sendable {
             let stats = dir.appendingPathComponent("\(label)-stats.json").path
             let log = dir.appendingPathComponent("\(label).log")
             let p = try launch(["mount", pluginDirectory.path, mnt.path, "--stats-file", stats] + extraArguments, log: log)
-            let fe = FrontEndProcess(kind: kind, children: [(p, stats)], mountpoint: mnt.path, sockets: [:], scratch: dir.appendingPathComponent(label + "-copies"))
+            let fe = FrontEndProcess(kind: kind, children: [(p, stats)], mountpoint: mnt.path, sockets: [:], format: format, scratch: dir.appendingPathComponent(label + "-copies"))
             context.addCleanup { fe.stop() }
             try waitUntil(what: "bootlab mount", process: p, log: log) { isMounted(mnt.path) }
             return fe
@@ -66,7 +70,7 @@ public final class FrontEndProcess: @unchecked Sendable {
                 try waitUntil(what: "bootlab serve", process: p, log: log) { FileManager.default.fileExists(atPath: sock) }
             }
             context.addCleanup { try? FileManager.default.removeItem(at: sockDir) }
-            return FrontEndProcess(kind: kind, children: children, mountpoint: nil, sockets: sockets, scratch: dir.appendingPathComponent(label + "-copies"))
+            return FrontEndProcess(kind: kind, children: children, mountpoint: nil, sockets: sockets, format: format, scratch: dir.appendingPathComponent(label + "-copies"))
         }
     }
 
@@ -78,22 +82,30 @@ public final class FrontEndProcess: @unchecked Sendable {
     /// The exposed disk as QEMU's `-drive` sees it.
     public func diskReference(machine: String) -> DiskReference {
         switch kind {
-        case .fuse: return .file(path: exposedPath(machine: machine), format: "vhdx")
-        case .nbd: return .driveOptions("driver=vhdx,file.driver=nbd,file.server.type=unix,file.server.path=\(sockets[machine] ?? "")")
+        case .fuse: return .file(path: exposedPath(machine: machine), format: format.qemuDriver)
+        case .nbd: return .driveOptions("driver=\(format.qemuDriver),file.driver=nbd,file.server.type=unix,file.server.path=\(sockets[machine] ?? "")")
         }
     }
 
     /// The exposed disk as `qemu-img --image-opts` / `qemu-io --image-opts` take it.
     public func imageOptions(machine: String) -> String {
         switch kind {
-        case .fuse: return "driver=vhdx,file.driver=file,file.filename=\(exposedPath(machine: machine).replacingOccurrences(of: ",", with: ",,"))"
-        case .nbd: return "driver=vhdx,file.driver=nbd,file.server.type=unix,file.server.path=\(sockets[machine] ?? "")"
+        case .fuse: return "driver=\(format.qemuDriver),file.driver=file,file.filename=\(exposedPath(machine: machine).replacingOccurrences(of: ",", with: ",,"))"
+        case .nbd: return "driver=\(format.qemuDriver),file.driver=nbd,file.server.type=unix,file.server.path=\(sockets[machine] ?? "")"
+        }
+    }
+
+    /// The exposed file's own bytes through QEMU's raw driver (nothing probed, nothing parsed).
+    public func rawFileOptions(machine: String) -> String {
+        switch kind {
+        case .fuse: return "driver=raw,file.driver=file,file.filename=\(exposedPath(machine: machine).replacingOccurrences(of: ",", with: ",,"))"
+        case .nbd: return "driver=raw,file.driver=nbd,file.server.type=unix,file.server.path=\(sockets[machine] ?? "")"
         }
     }
 
     /// FUSE: the exposed file on the mount.
     public func exposedPath(machine: String) -> String {
-        URL(fileURLWithPath: mountpoint ?? "/nonexistent").appendingPathComponent("\(machine).vhdx").path
+        URL(fileURLWithPath: mountpoint ?? "/nonexistent").appendingPathComponent(format.fileName(machine: machine)).path
     }
 
     /// A local file holding the exposed VHDX's bytes, for tools that only open files (libvhdi,
@@ -102,9 +114,9 @@ public final class FrontEndProcess: @unchecked Sendable {
         if kind == .fuse { return exposedPath(machine: machine) }
         if let p = copies.withLock({ $0[machine] }) { return p }
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        let out = scratch.appendingPathComponent("\(machine).vhdx").path
+        let out = scratch.appendingPathComponent(format.fileName(machine: machine)).path
         try? FileManager.default.removeItem(atPath: out)
-        // The export is the VHDX file's bytes: copy them as raw bytes, holes kept sparse.
+        // The export is the native file's bytes: copy them as raw bytes, holes kept sparse.
         try Shell.run("qemu-img", ["convert", "-f", "raw", "-O", "raw",
                                    "nbd+unix:///?socket=\(sockets[machine] ?? "")", out])
         copies.withLock { $0[machine] = out }

@@ -1,8 +1,8 @@
 import Foundation
 
 /// Starts the scenario's front-end over the cell's plugin directory: `bootlab mount` (FUSE; the
-/// mounted `<machine>.vhdx` is the boot disk) or `bootlab serve` (NBD; QEMU's vhdx driver reads
-/// the export). Child processes either way; the disks are synthesized on the fly from the backup
+/// mounted `<machine>.<format>` is the boot disk) or `bootlab serve` (NBD; QEMU's driver for the
+/// target's native format reads the export). Child processes either way; the disks are synthesized on the fly from the backup
 /// (and the reconfiguration layer, when there is one), never restored.
 public struct MountStep: LabStep {
     public let name = "mount"
@@ -12,7 +12,7 @@ public struct MountStep: LabStep {
         let kind = context.scenario.backup.frontend
         let fe = try FrontEndProcess.start(kind, plugins: context.plugins, pluginDirectory: ExposeStep.pluginDirectory(context),
                                            extraArguments: try ExposeStep.accessArguments(context) + ExposeStep.faultArguments(context),
-                                           label: "mnt", in: context)
+                                           format: try LabDiskFormat.of(context.target), label: "mnt", in: context)
         context.frontEnd = fe
         for machine in context.scenario.machines {
             // Through FUSE the exposed file is a file: its digest is golden. Over NBD there is no

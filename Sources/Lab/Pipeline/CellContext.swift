@@ -1,3 +1,4 @@
+import BlockCore
 import Foundation
 
 /// Options every cell sees.
@@ -46,13 +47,15 @@ public final class CellContext: @unchecked Sendable {
     /// Per machine: the source disk state the last backup holds (the generated disk, or the last
     /// change set's copy) and the files the change sets left on it.
     public var finalStates: [String: ChangeSetApplier.FinalState] = [:]
-    /// Run once the cell's validators are done, last added first (unmount, stop servers).
+    /// Run once the cell's validators are done, last added first (unmount, stop servers) — or
+    /// from the interrupt handler's thread when `lab run` is stopped, hence the lock.
     private var cleanups: [() -> Void] = []
+    private let cleanupLock = NSLockish()
 
-    public func addCleanup(_ body: @escaping () -> Void) { cleanups.append(body) }
+    public func addCleanup(_ body: @escaping () -> Void) { cleanupLock.withLock { cleanups.append(body) } }
 
     public func runCleanups() {
-        while let c = cleanups.popLast() { c() }
+        while let c = cleanupLock.withLock({ cleanups.popLast() }) { c() }
     }
 
     public init(scenario: Scenario, target: Target, suite: LabSuite, options: RunOptions) {

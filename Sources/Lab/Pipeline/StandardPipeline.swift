@@ -25,7 +25,7 @@ public struct Pipeline: Sendable {
     /// Checks of the exposed disks by other readers (qemu-img, libvhdi, our checker), the change
     /// sets' files, and the write overlay.
     public static func exposureValidators(for scenario: Scenario) -> [any Validator] {
-        var v: [any Validator] = [QemuImgCheckValidator(), CompareValidator(), LibvhdiValidator(), BootLabCheckValidator()]
+        var v: [any Validator] = [QemuImgCheckValidator(), CompareValidator(), IndependentReaderValidator(), BootLabCheckValidator()]
         if !scenario.backup.incrementals.isEmpty { v.append(ChangedFilesValidator()) }
         v.append(WriteOverlayValidator())
         return v

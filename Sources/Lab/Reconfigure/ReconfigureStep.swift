@@ -39,7 +39,7 @@ public struct ReconfigureStep: LabStep {
             try Data(summary.text.utf8).write(to: changesFile)
             context.put(Artefact(role: Self.changesRole, machine: machine.name, disk: .file(path: changesFile.path, format: "text"),
                                  files: [changesFile.path]))
-            context.put(Artefact(role: ArtefactRole.plugin, machine: machine.name, disk: .file(path: plugin, format: "vhdx"),
+            context.put(Artefact(role: ArtefactRole.plugin, machine: machine.name, disk: .file(path: plugin, format: try LabDiskFormat.of(context.target).qemuDriver),
                                  files: [plugin], deterministic: false))
             context.put(Artefact(role: Self.layerRole, machine: machine.name, disk: .file(path: summary.layerPath, format: "overlay"),
                                  files: [summary.layerPath, summary.layerPath + ".map"], deterministic: false))

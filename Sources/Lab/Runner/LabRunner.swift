@@ -1,5 +1,6 @@
 import BlockCore
 import Foundation
+import Processes
 
 /// Runs cells through their pipelines on `jobs` worker threads, reporting progress as each cell
 /// finishes. Results come back in cell order whatever the completion order.
@@ -10,6 +11,8 @@ public struct LabRunner: Sendable {
     public var pipeline: @Sendable (Scenario, Target) -> Pipeline
     /// Called after each cell (from a worker thread).
     public var progress: @Sendable (_ done: Int, _ total: Int, _ result: CellResult) -> Void
+    /// Cells running now, so an interrupt can stop what they started (`stopRunningCells`).
+    public let running = RunningCells()
     public init(suite: LabSuite, options: RunOptions, jobs: Int = 2,
                 pipeline: @escaping @Sendable (Scenario, Target) -> Pipeline = Pipeline.standard,
                 progress: @escaping @Sendable (Int, Int, CellResult) -> Void = { _, _, _ in }) {
@@ -50,6 +53,8 @@ public struct LabRunner: Sendable {
             return CellResult(cell: cell, expectation: "?", records: [StepRecord(name: "setup", kind: .step, outcome: o, seconds: 0)], seconds: 0)
         }
         let context = CellContext(scenario: scenario, target: target, suite: suite, options: options)
+        running.add(context)
+        defer { running.remove(context) }
         try? FileManager.default.createDirectory(at: context.directory, withIntermediateDirectories: true)
         let p = pipeline(scenario, target)
         var records: [StepRecord] = []
@@ -84,5 +89,25 @@ public struct LabRunner: Sendable {
         let outcome: StepOutcome
         do { outcome = try body() } catch { outcome = .fail("error: \(error)") }
         return (outcome, Date().timeIntervalSince(start))
+    }
+}
+
+/// The contexts of the cells running now.
+public final class RunningCells: Sendable {
+    private let contexts = Locked<[ObjectIdentifier: CellContext]>([:])
+    public init() {}
+    func add(_ c: CellContext) { contexts.withLock { $0[ObjectIdentifier(c)] = c } }
+    func remove(_ c: CellContext) { _ = contexts.withLock { $0.removeValue(forKey: ObjectIdentifier(c)) } }
+
+    /// Interrupt: runs every running cell's cleanups (unmount FUSE, stop servers), then stops
+    /// every child process still alive (QEMU, mounters, tools), SIGTERM then SIGKILL. Returns the
+    /// number of cells and processes stopped.
+    @discardableResult
+    public func stopAll(grace: Double = 5) -> (cells: Int, processes: Int) {
+        let all = contexts.withLock { Array($0.values) }
+        for c in all { c.runCleanups() }
+        let processes = LiveChildren.shared.running.count
+        LiveChildren.shared.terminateAll(grace: grace)
+        return (all.count, processes)
     }
 }

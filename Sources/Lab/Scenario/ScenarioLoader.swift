@@ -23,7 +23,12 @@ public enum ScenarioLoader {
         let requires: KernelFlavour? = top.has("requires_kernel") ? try top.choice("requires_kernel") as KernelFlavour : nil
         _ = top.raw("requires_kernel")
         let memory = try top.optionalSize("memory") ?? 256 * 1024 * 1024
-        let target = Target(
+        var formatOptions: [String: String] = [:]
+        if let o = try top.mapping("native_format_options") {
+            for key in o.keys { formatOptions[key] = try o.string(key) }
+            try o.finish()
+        }
+        var target = Target(
             name: name,
             summary: try top.optionalString("description") ?? "",
             nativeFormat: try top.string("native_format"),
@@ -37,6 +42,7 @@ public enum ScenarioLoader {
             notes: try top.optionalString("notes") ?? "",
             file: file
         )
+        target.formatOptions = formatOptions
         guard ["pc", "q35"].contains(target.machine) else {
             throw top.error("machine", "'\(target.machine)' is not pc (i440fx) or q35")
         }

@@ -6,8 +6,19 @@ import DiskFormats
 public struct LabDiskFormat: Sendable, Equatable {
     /// The `DiskFormatRegistry` name (vhdx, vmdk, vhd, qcow2, vdi).
     public let name: String
+    /// The target's `subformat` option, if any (VHD `fixed`).
+    public let subformat: String?
 
-    public init(name: String) { self.name = name.lowercased() }
+    public init(name: String, subformat: String? = nil) {
+        self.name = name.lowercased()
+        self.subformat = subformat
+    }
+
+    /// A fixed VHD is the disk's bytes followed by a 512-byte footer: nothing of the format comes
+    /// before the payload, so a reader that probes sector 0 (QEMU's vpc driver looks there for a
+    /// footer copy) reads the disk itself. Metadata-only access for it is the footer at the end,
+    /// which is what Hyper-V and Azure read.
+    public var metadataOnlyAtEnd: Bool { name == "vhd" && subformat == "fixed" }
 
     /// The format a target serves: its `native_format`. A format this build cannot write yet is a
     /// lab error, never a silent VHDX (the target would be certified with a file it never opens).
@@ -15,7 +26,7 @@ public struct LabDiskFormat: Sendable, Equatable {
         guard DiskFormatRegistry.driver(named: target.nativeFormat) != nil else {
             throw LabError.argument("target \(target.name)", reason: "native_format \(target.nativeFormat) is not a format this bootlab writes (\(DiskFormatRegistry.names.joined(separator: ", ")))")
         }
-        return LabDiskFormat(name: target.nativeFormat)
+        return LabDiskFormat(name: target.nativeFormat, subformat: target.formatOptions["subformat"])
     }
 
     public var driver: any DiskFormatDriver { DiskFormatRegistry.driver(named: name)! }

@@ -13,6 +13,9 @@ public struct Target: Sendable, Codable, Equatable {
     public var summary: String
     /// The hypervisor's own disk format (vhdx, qcow2, vmdk, vdi): what exposure will synthesize.
     public var nativeFormat: String
+    /// Options for that format as `-o` keys (`native_format_options`): e.g. VMDK
+    /// `adapter_type`, VHD `subformat: fixed` for Azure.
+    public var formatOptions: [String: String] = [:]
     /// QEMU `-machine` value: `pc` (i440fx) or `q35`.
     public var machine: String
     public var firmware: String

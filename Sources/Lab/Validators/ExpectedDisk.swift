@@ -8,8 +8,9 @@ import Foundation
 /// - a relocated volume-only backup: a zero disk of the exposed size holding the source volume at
 ///   the new start, FAT hidden-sectors fields set to the new start (the boot sector, and the
 ///   backup boot sector when it mirrors the primary), and sector 0 = the source MBR with partition 1's start LBA and sector count
-///   rewritten. The entry's CHS bytes are taken from the exposed disk (LBA is what BIOS and Linux
-///   use; CHS conventions are not part of the contract);
+///   rewritten, its CHS bytes computed for the new start and end (255 heads, 63 sectors). Nothing
+///   is read back from the disk under test: the size is the original disk's when the volume still
+///   fits it at the new start, else the volume's end rounded up to a MiB;
 /// - a reconfigured machine: the disk as QEMU's VHDX reader serves it (the layer's bytes have no
 ///   independent definition), so other readers are held to agree with QEMU.
 public enum ExpectedDisk {
@@ -25,27 +26,36 @@ public enum ExpectedDisk {
             }
             return out
         }
+        return try sourceExpectation(machine: machine, in: context)
+    }
+
+    /// The disk the exposure must equal before any reconfiguration: the source disk, or the
+    /// relocated composition of its volume (the reconfiguration layer may change only the ranges
+    /// it records, so outside them a reconfigured disk must equal this too).
+    public static func sourceExpectation(machine: SourceMachine, in context: CellContext) throws -> String {
         guard let state = context.finalStates[machine.name] else { throw LabError.cell(machine.name, reason: "no backed-up state") }
         let spec = context.scenario.backup
         let newStart = spec.exposePartitionStart ?? machine.partitionStart
         if spec.kind == .disk || newStart == machine.partitionStart { return state.disk }
         let out = context.directory.appendingPathComponent("expected-\(machine.name).raw")
         if FileManager.default.fileExists(atPath: out.path) { return out.path }
-        guard let fe = context.frontEnd else { throw LabError.cell("expected disk", reason: "no front-end to read the exposed size from") }
-        let info = try QemuImg.info(imageOptions: fe.imageOptions(machine: machine.name))
-        let exposedSector0 = try QemuImg.readBytes(imageOptions: fe.imageOptions(machine: machine.name), offset: 0, count: 512, scratch: context.directory)
         let source = try RawFile(path: state.disk)
         let volumeOffset = machine.partitionStart * 512
         let newOffset = newStart * 512
-        guard newOffset + machine.volumeSize <= info.virtualSize else {
-            throw LabError.cell(machine.name, reason: "the exposed disk (\(info.virtualSize) bytes) cannot hold the volume at LBA \(newStart)")
-        }
+        // The size follows from the scenario alone, never from the disk under test: the original
+        // disk's size when the volume still fits it at the new start, else the volume's end
+        // rounded up to a whole MiB (docs/design.md, composition).
+        let expectedSize = machine.diskSize >= newOffset + machine.volumeSize
+            ? machine.diskSize : (newOffset + machine.volumeSize + 0xFFFFF) / 0x100000 * 0x100000
         let tmp = out.path + ".partial"
-        let dst = try RawFile.create(path: tmp, size: info.virtualSize)
+        let dst = try RawFile.create(path: tmp, size: expectedSize)
         var mbr = try source.read(at: 0, count: 512)
+        let sectors = (machine.volumeSize + 511) / 512
         mbr.putLE32(UInt32(newStart), at: 446 + 8)
-        mbr.putLE32(UInt32((machine.volumeSize + 511) / 512), at: 446 + 12)
-        for i in [1, 2, 3, 5, 6, 7] { mbr[446 + i] = exposedSector0[446 + i] }
+        mbr.putLE32(UInt32(sectors), at: 446 + 12)
+        // CHS in the 255/63 translation, computed here (the lab's own MBR code), not copied.
+        let first = MBRImage.chs(newStart), last = MBRImage.chs(newStart + sectors - 1)
+        for i in 0..<3 { mbr[446 + 1 + i] = first[i]; mbr[446 + 5 + i] = last[i] }
         try dst.write(at: 0, mbr)
         let chunk = 1 << 20
         var done: UInt64 = 0

@@ -29,13 +29,14 @@ public struct WriteOverlayValidator: Validator {
             switch ro.kind {
             case .fuse:
                 extra += ["--writable", "--overlay-dir", overlays.path]
-                overlayFile = overlays.appendingPathComponent("\(m.name).vhdx.overlay")
+                overlayFile = overlays.appendingPathComponent(ro.format.fileName(machine: m.name) + ".overlay")
             case .nbd:
                 overlayFile = overlays.appendingPathComponent("\(m.name).overlay")
                 extra += ["--overlay", overlayFile.path]
             }
             let rw = try FrontEndProcess.start(ro.kind, plugins: [m.name: plugin], pluginDirectory: plug,
-                                               extraArguments: extra + ExposeStep.faultArguments(context), label: "rw-\(m.name)", in: context)
+                                               extraArguments: extra + ExposeStep.faultArguments(context), format: ro.format,
+                                               label: "rw-\(m.name)", in: context)
             defer { rw.stop() }
             let write = "write -P \(Self.pattern) \(Self.offset) \(Self.length)", read = "read -P \(Self.pattern) \(Self.offset) \(Self.length)"
             let w = try qemuIO(["--image-opts", rw.imageOptions(machine: m.name), "-c", write, "-c", read])

@@ -115,15 +115,19 @@ struct ConvertCommand: ParsableCommand {
         try refuseSameFile(input, output)
         var options = try nativeOptions()
 
-        // A plugin file converted to its own format with default options is materialized as
-        // is: the replacement file of the method, byte-identical to the stream the filters serve.
+        // A VHDX plugin file converted to VHDX with default options is materialized as is: the
+        // replacement file of the method, byte-identical to the stream the filters serve, its
+        // pointer then marked materialized (as `finalize` does) so BootLab no longer takes the
+        // copy for a plugin. Plugins in other formats are converted from their virtual disk (a
+        // file without a pointer): their pointer may sit where only a re-render can remove it.
         let plugin = PluginFile.isPlugin(path: input) && inputFormat != .raw
             ? try PluginFile.open(pluginPath: input, options: access.openOptions(plugins: [input])) : nil
-        if let plugin, outputFormat.rawValue == plugin.formatName, options.keys.isEmpty {
+        if let plugin, plugin.formatName == VHDXView.formatName, outputFormat == .vhdx, options.keys.isEmpty {
             var o = SparseImageWriter.Options(threads: threads, sync: sync)
             o.deferredPrefix = outputFormat.driver?.signatureLength ?? 0
             if progress { o.progress = ProgressBar(total: try SparseImageWriter.dataBytes(of: plugin), label: "convert", enabled: true) }
             let stats = try SparseImageWriter.write(plugin, toPath: output, options: o)
+            try Replacement.markMaterialized(path: output)
             if json {
                 print("{\n  \"bytesWritten\": \(stats.writtenBytes),\n  \"input\": \(jsonValue(input)),\n  \"materialized\": true,\n  \"output\": \(jsonValue(output)),\n  \"outputFormat\": \(jsonValue(outputFormat.rawValue)),\n  \"outputSize\": \(plugin.size)\n}")
             }

@@ -1,6 +1,9 @@
 import ArgumentParser
 import BlockCore
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Lab
 
 /// `bootlab lab`: the verification lab (scenarios × targets → steps and validators → reports).
@@ -54,6 +57,15 @@ struct LabRun: ParsableCommand {
             let runner = LabRunner(suite: suite, options: options, jobs: jobs, progress: { done, total, result in
                 writeStandardError(TerminalReport.progressLine(done: done, total: total, result: result) + "\n")
             })
+            // Ctrl-C or SIGTERM (a CI timeout): stop QEMU, unmount FUSE, stop servers, leave
+            // nothing behind, exit 128+signal.
+            let interrupts = InterruptHandler { signal in
+                let stopped = runner.running.stopAll()
+                if !keep { try? FileManager.default.removeItem(at: work) }
+                writeStandardError("bootlab lab: interrupted by signal \(signal): stopped \(stopped.cells) running cells and \(stopped.processes) processes\n")
+                Glibc.exit(128 + signal)
+            }
+            defer { interrupts.cancel() }
             let results = runner.run(cells)
             let labReport = LabReport(cells: results, shard: shardValue, tool: "bootlab \(BootLabVersion.string)")
             if json {
@@ -148,5 +160,27 @@ struct LabShow: ParsableCommand {
         } catch let error as LabError {
             writeStandardError("bootlab lab: \(error)\n"); throw ExitCode(1)
         }
+    }
+}
+
+/// SIGINT and SIGTERM delivered to a handler on its own queue instead of killing the process, so
+/// the lab can stop what it started first.
+final class InterruptHandler {
+    private let sources: [any DispatchSourceSignal]
+
+    init(_ handler: @escaping @Sendable (Int32) -> Void) {
+        sources = [SIGINT, SIGTERM].map { sig in
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { handler(sig) }
+            s.resume()
+            return s
+        }
+    }
+
+    func cancel() {
+        for s in sources { s.cancel() }
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
     }
 }

@@ -64,7 +64,7 @@ public enum VHDCheck {
             if f.features & 2 == 0 { add(name, fAt + 8, "features \(VHD.hex32(f.features)) lack the reserved bit 0x2 that must always be set") }
             if f.formatVersion != 0x0001_0000 { add(name, fAt + 12, "file format version \(VHD.hex32(f.formatVersion)) is not 0x00010000") }
             if f.currentSize % VHD.sector != 0 { add(name, fAt + 48, "current size \(f.currentSize) is not a multiple of 512") }
-            if !f.reservedIsZero { add(name, fAt + 85, "reserved bytes are not zero", .warning) }
+            if !f.reservedIsZero && VHDSidecarTag.digest(in: f.reserved) == nil { add(name, fAt + 85, "reserved bytes are not zero", .warning) }
             let g = VHDGeometry.forSize(f.currentSize)
             if f.geometry != g {
                 add(name, fAt + 56, "geometry \(f.geometry) is not the spec's \(g) for \(f.currentSize) bytes", .warning)

@@ -106,7 +106,6 @@ public enum VHDSynthesisError: Error, CustomStringConvertible, Equatable, Sendab
     case invalidBlockSize(UInt32)
     case invalidSeed(count: Int)
     case pointerTooLarge(count: Int, capacity: Int)
-    case pointerInFixedDisk
     case fixedFooterInvalid(String)
 
     public var description: String {
@@ -125,8 +124,6 @@ public enum VHDSynthesisError: Error, CustomStringConvertible, Equatable, Sendab
             return "VHD: the identifier seed must be 16 bytes, got \(n)"
         case let .pointerTooLarge(n, cap):
             return "VHD: plugin pointer of \(n) bytes does not fit the \(cap)-byte pointer area"
-        case .pointerInFixedDisk:
-            return "VHD: a fixed VHD has no room for a plugin pointer (nothing precedes its data); use subformat=dynamic"
         case let .fixedFooterInvalid(why):
             return "VHD: fixed disk footer fails Azure's checks: \(why)"
         }

@@ -87,6 +87,9 @@ public struct VHDFooter: Sendable, Equatable {
     public var computedChecksum: UInt32 = 0
     /// Reserved bytes 85..<512 are all zero (parse only).
     public var reservedIsZero = true
+    /// Bytes stored at the start of the reserved area (at most 427): BootLab's sidecar-pointer
+    /// tag in a fixed VHD plugin (`VHDSidecarTag`), nothing otherwise. Parse: the whole area.
+    public var reserved: [UInt8] = []
 
     public var diskType: VHD.DiskType? { VHD.DiskType(rawValue: diskTypeRaw) }
     public var checksumIsValid: Bool { checksum == computedChecksum }
@@ -124,6 +127,7 @@ public struct VHDFooter: Sendable, Equatable {
         VHD.put32(&b, diskTypeRaw, 60)
         b.put(Array(uniqueID.prefix(16)), at: 68)
         b[84] = savedState
+        b.put(Array(reserved.prefix(427)), at: 85)
         VHD.put32(&b, VHD.checksum(b, fieldAt: 64), 64)
         return b
     }
@@ -149,6 +153,7 @@ public struct VHDFooter: Sendable, Equatable {
         f.checksum = VHD.be32(b, 64)
         f.computedChecksum = VHD.checksum(b, fieldAt: 64)
         f.reservedIsZero = b[85...].allSatisfy { $0 == 0 }
+        f.reserved = Array(b[85...])
         return f
     }
 
@@ -248,5 +253,27 @@ public struct VHDDynamicHeader: Sendable, Equatable {
             i += 2
         }
         return String(decoding: units, as: UTF16.self)
+    }
+}
+
+/// A fixed VHD has no byte that is not the disk's except its footer, so a fixed VHD plugin keeps
+/// its pointer *outside* the file, in a sidecar `<plugin>.pointer` (the method's "list of plugin
+/// files kept outside the file"), and the footer's reserved area ties the two: the tag
+/// "BLSIDE01" followed by the SHA-256 of the pointer blob (40 bytes). The footer checksum covers
+/// the tag; readers ignore reserved bytes (QEMU, libvhdi; the spec asks for zeros, which our
+/// check accepts in place of this exact tag only).
+public enum VHDSidecarTag {
+    public static let magic: [UInt8] = Array("BLSIDE01".utf8)
+    public static let length = 40
+    /// `path` + this: where the blob lives.
+    public static let suffix = ".pointer"
+
+    public static func tag(for blob: [UInt8]) -> [UInt8] { magic + SHA256.hash(blob) }
+
+    /// The blob's SHA-256 when `reserved` starts with a tag and is zero after it.
+    public static func digest(in reserved: [UInt8]) -> [UInt8]? {
+        guard reserved.count >= length, Array(reserved[0..<8]) == magic,
+              reserved[length...].allSatisfy({ $0 == 0 }) else { return nil }
+        return Array(reserved[8..<length])
     }
 }

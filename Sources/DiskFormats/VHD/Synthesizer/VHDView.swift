@@ -66,6 +66,8 @@ public final class VHDView: BlockSource {
     private let headerBytes: [UInt8]
     /// The pointer as stored: frame + blob.
     private let pointerBytes: [UInt8]
+    /// A fixed disk's pointer, kept beside the file (`VHDSidecarTag`); its digest is in the footer.
+    public let sidecarPointer: [UInt8]?
 
     public var subformat: VHDSubformat { layout.subformat }
     public var blockSize: UInt32 { layout.blockSize }
@@ -78,11 +80,11 @@ public final class VHDView: BlockSource {
     public init(source: any BlockSource, options: VHDSynthesisOptions = VHDSynthesisOptions()) throws {
         guard options.seed.count == 16 else { throw VHDSynthesisError.invalidSeed(count: options.seed.count) }
         let layout = try VHDLayout(subformat: options.subformat, virtualSize: source.size, blockSize: options.blockSize)
-        if options.subformat == .fixed && !options.pointer.isEmpty { throw VHDSynthesisError.pointerInFixedDisk }
-        guard options.pointer.count <= VHDLayout.pointerAreaLength - PointerAreaFrame.headerSize else {
+        guard options.subformat == .fixed || options.pointer.count <= VHDLayout.pointerAreaLength - PointerAreaFrame.headerSize else {
             throw VHDSynthesisError.pointerTooLarge(count: options.pointer.count, capacity: VHDLayout.pointerAreaLength - PointerAreaFrame.headerSize)
         }
-        pointerBytes = PointerAreaFrame.frame(options.pointer)
+        pointerBytes = options.subformat == .fixed ? [] : PointerAreaFrame.frame(options.pointer)
+        sidecarPointer = options.subformat == .fixed && !options.pointer.isEmpty ? options.pointer : nil
         self.source = source
         self.options = options
         self.layout = layout
@@ -118,11 +120,12 @@ public final class VHDView: BlockSource {
         size = layout.fileSize(allocated: rank)
         footerOffset = size - UInt64(VHD.footerSize)
 
-        let f = VHDFooter(dataOffset: options.subformat == .dynamic ? VHDLayout.dynamicHeaderOffset : .max,
+        var f = VHDFooter(dataOffset: options.subformat == .dynamic ? VHDLayout.dynamicHeaderOffset : .max,
                           creatorApp: VHDIdentity.creatorApp, creatorVersion: VHDIdentity.creatorVersion,
                           creatorHostOS: VHDIdentity.creatorHostOS, size: v, geometry: VHDGeometry.forSize(v),
                           diskType: options.subformat == .dynamic ? .dynamic : .fixed,
                           uniqueID: GUID.derived(seed: options.seed, label: "vhd-unique-id").bytes)
+        if let blob = sidecarPointer { f.reserved = VHDSidecarTag.tag(for: blob) }
         footerBytes = f.serialize()
         footer = try VHDFooter.parse(footerBytes, at: footerOffset)
         if options.subformat == .dynamic {

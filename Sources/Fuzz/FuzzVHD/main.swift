@@ -1,0 +1,4 @@
+import DiskFormats
+
+// libFuzzer harness for the VHD reader and checker (ci/test.d/20-fuzz-formats.sh).
+@_cdecl("LLVMFuzzerTestOneInput") public func f(_ p: UnsafeRawPointer, _ n: Int) -> CInt { fuzzVHDOne(UnsafeRawBufferPointer(start: p, count: n)); return 0 }
