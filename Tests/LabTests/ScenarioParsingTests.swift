@@ -10,7 +10,11 @@ struct ScenarioParsingTests {
 
     @Test func shippedSuiteLoads() throws {
         let suite = try Self.suite()
-        #expect(Set(suite.targets.keys) == ["hyperv-gen1", "kvm-virtio", "vmware-pvscsi", "virtualbox-ahci"])
+        #expect(Set(suite.targets.keys) == ["hyperv-gen1", "kvm-virtio", "vmware-pvscsi", "virtualbox-ahci", "azure-gen1"])
+        // Every target is served its own native format, and the drivers' data agrees.
+        #expect(suite.targets.mapValues(\.nativeFormat) == ["hyperv-gen1": "vhdx", "kvm-virtio": "qcow2", "vmware-pvscsi": "vmdk",
+                                                             "virtualbox-ahci": "vdi", "azure-gen1": "vhd"])
+        #expect(suite.targets["azure-gen1"]?.formatOptions == ["subformat": "fixed"])
         let foreign = try suite.scenario(named: "foreign-drivers-unreconfigured")
         #expect(foreign.expectation(for: "kvm-virtio") == .mustNotBoot(reason: "root device not found"))
         #expect(foreign.expectation(for: "virtualbox-ahci") == .boots)

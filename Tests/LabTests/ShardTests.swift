@@ -26,6 +26,7 @@ struct ShardTests {
     @Test func targetFilterRestrictsCells() throws {
         let suite = try ScenarioParsingTests.suite()
         let cells = Cell.all(suite.scenarios, targets: ["virtualbox-ahci"])
-        #expect(Set(cells.map(\.id)) == ["foreign-drivers/virtualbox-ahci", "foreign-drivers-unreconfigured/virtualbox-ahci"])
+        #expect(Set(cells.map(\.id)) == ["foreign-drivers/virtualbox-ahci", "foreign-drivers-unreconfigured/virtualbox-ahci",
+                                          "encrypted-reconfigured/virtualbox-ahci", "vault-chain-encrypted-reconfigured/virtualbox-ahci"])
     }
 }
