@@ -29,7 +29,7 @@ public enum NativeLayout {
             if r.status == 0, let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] {
                 lines.append("qemu-img: format \(obj["format"] ?? "?"), virtual size \(obj["virtual-size"] ?? "?")")
                 if let specific = obj["format-specific"] {
-                    let data = try JSONSerialization.data(withJSONObject: specific, options: [.sortedKeys])
+                    let data = try JSONSerialization.data(withJSONObject: withoutDirectories(specific), options: [.sortedKeys])
                     lines.append("qemu-img format-specific: " + String(decoding: data, as: UTF8.self))
                 }
             } else {
@@ -39,5 +39,22 @@ public enum NativeLayout {
             lines.append("qemu-img: \(error)")
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// QEMU names extent files by their full path (a VMDK's `extents[].filename`), which varies
+    /// with the cell's directory: only the file's own name is part of the layout.
+    static func withoutDirectories(_ json: Any) -> Any {
+        switch json {
+        case let d as [String: Any]:
+            var out: [String: Any] = [:]
+            for (k, v) in d {
+                if k == "filename", let path = v as? String { out[k] = URL(fileURLWithPath: path).lastPathComponent } else { out[k] = withoutDirectories(v) }
+            }
+            return out
+        case let a as [Any]:
+            return a.map(withoutDirectories)
+        default:
+            return json
+        }
     }
 }
