@@ -39,7 +39,7 @@ import sys
 path = sys.argv[1]
 lines = open(path).read().split("\n")
 for i, line in enumerate(lines):
-    if " plugin main.vhdx sha256:" in line:
+    if " plugin main." in line and " sha256:" in line:
         at = line.index("sha256:") + 7
         lines[i] = line[:at] + ("0" if line[at] != "0" else "1") + line[at + 1:]
         break
