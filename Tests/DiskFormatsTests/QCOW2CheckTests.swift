@@ -24,7 +24,7 @@ import Testing
         return l2 + j * 8
     }
 
-    @Test(.enabled(if: tools == nil)) func cleanImageIsClean() throws {
+    @Test(.requires(missing: tools)) func cleanImageIsClean() throws {
         let d = Scratch("q2chk")
         let p = try Self.image(d)
         #expect(try QCOW2Check.run(path: p).findings.isEmpty)
@@ -33,7 +33,7 @@ import Testing
 
     /// Internal snapshots share clusters: refcounts above 1, COPIED cleared; the check walks the
     /// snapshot table and every snapshot's tables and finds the image clean, as qemu-img does.
-    @Test(.enabled(if: tools == nil)) func snapshotsAreCounted() throws {
+    @Test(.requires(missing: tools)) func snapshotsAreCounted() throws {
         let d = Scratch("q2snap")
         let p = try Self.image(d)
         try Q2.must("qemu-img", "snapshot", "-c", "one", p)
@@ -51,7 +51,7 @@ import Testing
 
     /// Persistent dirty bitmaps own clusters too (directory, tables, bitmap data): counted, so
     /// the image is clean without leaks, as qemu-img says.
-    @Test(.enabled(if: tools == nil)) func bitmapsAreCounted() throws {
+    @Test(.requires(missing: tools)) func bitmapsAreCounted() throws {
         let d = Scratch("q2bm")
         let p = d.file("bm.qcow2")
         try Q2.must("qemu-img", "create", "-q", "-f", "qcow2", p, "64M")
@@ -67,7 +67,7 @@ import Testing
 
     /// An L2 entry redirected to another data cluster: both checkers report corruption, ours names
     /// the doubly used cluster and the leaked one.
-    @Test(.enabled(if: tools == nil)) func flippedL2EntryIsCaught() throws {
+    @Test(.requires(missing: tools)) func flippedL2EntryIsCaught() throws {
         let d = Scratch("q2chk")
         let p = try Self.image(d)
         let e0 = try Self.l2Entry(p, 0), e5 = try Self.l2Entry(p, 5)
@@ -87,7 +87,7 @@ import Testing
         #expect(throws: FormatError.self) { try QCOW2File.open(path: p2).read(at: 65536, count: 512) }
     }
 
-    @Test(.enabled(if: tools == nil)) func damagedStructuresAreCaught() throws {
+    @Test(.requires(missing: tools)) func damagedStructuresAreCaught() throws {
         let d = Scratch("q2chk")
         // L2 entry past the end of the file.
         let a = try Self.image(d, "a.qcow2")
@@ -122,7 +122,7 @@ import Testing
 
     /// Each structure site the driver names (the lab's `structure-byte:NAME` faults invert it)
     /// is noticed by qemu-img check and by ours.
-    @Test(.enabled(if: tools == nil)) func structureSitesAreNoticed() throws {
+    @Test(.requires(missing: tools)) func structureSitesAreNoticed() throws {
         let d = Scratch("q2sites")
         let raw = d.file("s.raw"), q = d.file("s.qcow2")
         try Q2.rawFile(raw, size: 3 * Q2.MiB, writes: [(65536, 4096, 1)])
@@ -144,7 +144,7 @@ import Testing
     }
 
     /// Header fields that would make a reader allocate or loop without bound.
-    @Test(.enabled(if: tools == nil)) func hostileHeaderFields() throws {
+    @Test(.requires(missing: tools)) func hostileHeaderFields() throws {
         let d = Scratch("q2hdr")
         let p = try Self.image(d)
         let good = try Q2.bytes(p)

@@ -24,7 +24,7 @@ import Testing
         return try Q2.bytes(path)
     }
 
-    @Test(.enabled(if: tools == nil), arguments: [
+    @Test(.requires(missing: tools), arguments: [
         ("plain", ["-o", "compat=1.1"]),
         ("compressed", ["-c"]),
         ("compressed-4k", ["-c", "-o", "cluster_size=4096"]),
@@ -75,7 +75,7 @@ import Testing
 
     /// `convert -B`: the output holds only what differs from its backing file; read through the
     /// chain it is the whole disk. Also a relative backing name and a raw base.
-    @Test(.enabled(if: tools == nil)) func backingFiles() throws {
+    @Test(.requires(missing: tools)) func backingFiles() throws {
         let d = Scratch("q2back")
         let baseRaw = d.file("base.raw"), base = d.file("base.qcow2"), top = d.file("top.raw"), out = d.file("out.qcow2")
         let size: UInt64 = 4 * Q2.MiB
@@ -111,7 +111,7 @@ import Testing
 
     /// A 1 PiB image (2^24 L1 entries' worth of clusters) with two writes: extents cost the L1
     /// size, not the cluster count; our view of it and qemu agree on the data.
-    @Test(.enabled(if: tools == nil)) func hugeSparseImage() throws {
+    @Test(.requires(missing: tools)) func hugeSparseImage() throws {
         let d = Scratch("q2huge")
         let p = d.file("big.qcow2")
         try Q2.must("qemu-img", "create", "-q", "-f", "qcow2", p, "1P")
@@ -130,7 +130,7 @@ import Testing
         #expect(try Q2.tool(["qemu-io", "-f", "qcow2", "-c", "read -P 0x42 \(far) 65536", out]).out.contains("read 65536/65536"))
     }
 
-    @Test(.enabled(if: tools == nil)) func backingProblemsAreTyped() throws {
+    @Test(.requires(missing: tools)) func backingProblemsAreTyped() throws {
         let d = Scratch("q2loop")
         let a = d.file("a.qcow2"), b = d.file("b.qcow2")
         try Q2.must("qemu-img", "create", "-q", "-f", "qcow2", b, "1M")
@@ -158,7 +158,7 @@ import Testing
         #expect(try QCOW2File.open(path: d.file("c20.qcow2")).backingChain.count == 20)
     }
 
-    @Test(.enabled(if: tools == nil)) func refusedFeaturesAreTyped() throws {
+    @Test(.requires(missing: tools)) func refusedFeaturesAreTyped() throws {
         let d = Scratch("q2refuse")
         let enc = d.file("enc.qcow2"), ext = d.file("ext.qcow2"), l2 = d.file("l2.qcow2"), z = d.file("z.qcow2")
         // crypt_method 1 (AES) set in a plain image's header, and a real LUKS image when this

@@ -134,7 +134,7 @@ import Testing
         SizeCase("odd-holes", 9 * Q2.MiB, [(100_000, 5000, 5), (3 * Q2.MiB + 65535, 2, 6), (9 * Q2.MiB - 512, 512, 7)]),
     ]
 
-    @Test(.enabled(if: tools == nil), arguments: sizeCases)
+    @Test(.requires(missing: tools), arguments: sizeCases)
     func rawToViewMatchesQemu(_ sc: SizeCase) throws {
         let name = sc.name, size = sc.size
         let writes = sc.writes.map { ($0.offset, $0.length, $0.seed) }
@@ -163,7 +163,7 @@ import Testing
     /// cluster placement (header, refcount table, refcount block, L1, L2, data in virtual order),
     /// same header and extensions. With several L2 tables the header, refcount table and
     /// refcount blocks are still identical (docs/formats/qcow2.md says what differs).
-    @Test(.enabled(if: tools == nil), arguments: ["512", "4k", "64k", "2M"])
+    @Test(.requires(missing: tools), arguments: ["512", "4k", "64k", "2M"])
     func identicalToQemuImgConvert(clusterSize: String) throws {
         let d = Scratch("q2same")
         let raw = d.file("d.raw"), ours = d.file("ours.qcow2"), theirs = d.file("theirs.qcow2")
@@ -185,7 +185,7 @@ import Testing
 
     /// Past one L2 table's coverage (8192 × 64 KiB = 512 MiB) with a sparse source, and 4 KiB
     /// clusters (L2 covers 2 MiB) so a small disk spans many L2 tables and refcount blocks.
-    @Test(.enabled(if: tools == nil), arguments: [16, 12, 9] as [UInt32])
+    @Test(.requires(missing: tools), arguments: [16, 12, 9] as [UInt32])
     func pastOneL2Coverage(clusterBits: UInt32) throws {
         let d = Scratch("q2big")
         let size: UInt64 = clusterBits == 16 ? 1200 * Q2.MiB + 512 : 20 * Q2.MiB + 512
@@ -207,7 +207,7 @@ import Testing
     }
 
     /// `create` through the driver: an empty disk QEMU accepts; `info` and `check` through the driver.
-    @Test(.enabled(if: tools == nil)) func driverCreateInfoCheck() throws {
+    @Test(.requires(missing: tools)) func driverCreateInfoCheck() throws {
         let d = Scratch("q2create")
         let p = d.file("new.qcow2")
         let driver = try #require(DiskFormatRegistry.driver(named: "QCOW2"))
@@ -229,7 +229,7 @@ import Testing
 
     /// A 104-byte version 3 header (no compression type field), as older QEMUs wrote it:
     /// QEMU and our reader read the same disk.
-    @Test(.enabled(if: tools == nil)) func header104() throws {
+    @Test(.requires(missing: tools)) func header104() throws {
         let d = Scratch("q2h104")
         let raw = d.file("h.raw"), q = d.file("h.qcow2")
         let src = try Q2.rawFile(raw, size: 2 * Q2.MiB, writes: [(70_000, 9000, 5)])
@@ -250,7 +250,7 @@ import Testing
     }
 
     /// A plugin file's pointer extension: QEMU keeps and ignores it (compare, check, info agree).
-    @Test(.enabled(if: tools == nil)) func qemuIgnoresThePointerExtension() throws {
+    @Test(.requires(missing: tools)) func qemuIgnoresThePointerExtension() throws {
         let d = Scratch("q2ptr")
         let raw = d.file("p.raw"), q = d.file("p.qcow2")
         let src = try Q2.rawFile(raw, size: 3 * Q2.MiB, writes: [(4096, 8192, 9)])
@@ -271,7 +271,7 @@ import Testing
     }
 
     /// libqcow, an independent reader: qcowinfo reads the header.
-    @Test(.enabled(if: toolsMissing(["qcowinfo"]) == nil)) func qcowinfoReadsOurFile() throws {
+    @Test(.requires(missing: toolsMissing(["qcowinfo"]))) func qcowinfoReadsOurFile() throws {
         let d = Scratch("q2libqcow")
         let raw = d.file("l.raw"), q = d.file("l.qcow2")
         let size = 5 * Q2.MiB + 512
@@ -286,7 +286,7 @@ import Testing
 
     /// libqcow's qcowmount (FUSE) serves the same bytes as the source, with and without the
     /// plugin pointer extension, for 64 KiB and 4 KiB clusters.
-    @Test(.requiresFUSE, .enabled(if: toolsMissing(["qcowmount"]) == nil)) func qcowmountServesTheSameBytes() throws {
+    @Test(.requiresFUSE, .requires(missing: toolsMissing(["qcowmount"]))) func qcowmountServesTheSameBytes() throws {
         let d = Scratch("q2qcowmount")
         let raw = d.file("m.raw")
         let size = 5 * Q2.MiB + 512

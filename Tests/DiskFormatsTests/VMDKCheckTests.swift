@@ -74,7 +74,7 @@ import Testing
     }
 
     /// A flipped byte in a grain-table entry: caught by our check and by qemu-img check.
-    @Test(.enabled(if: toolsMissing(["qemu-img"]) == nil))
+    @Test(.requires(missing: toolsMissing(["qemu-img"])))
     func gtEntryFlipCaughtByBothChecks() throws {
         let d = Scratch("vmdk-gte")
         let (p, _) = try Self.sample(d)

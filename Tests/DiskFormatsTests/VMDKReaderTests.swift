@@ -7,7 +7,7 @@ import Testing
 /// qemu-img's VMDK outputs (every subformat we read) and our stream-optimized writer, read by our
 /// reader byte for byte; the stream writer's files read by qemu-img and libvmdk.
 @Suite struct VMDKReaderTests {
-    @Test(.enabled(if: toolsMissing(["qemu-img"]) == nil),
+    @Test(.requires(missing: toolsMissing(["qemu-img"])),
           arguments: ["monolithicSparse", "streamOptimized", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"])
     func readsQemuOutput(subformat: String) throws {
         let d = Scratch("vmdk-read")
@@ -30,7 +30,7 @@ import Testing
         }
     }
 
-    @Test(.enabled(if: toolsMissing(["qemu-img", "vmdkinfo"]) == nil), arguments: [512, VMDKT.MiB + 512, 32 * VMDKT.MiB + 512])
+    @Test(.requires(missing: toolsMissing(["qemu-img", "vmdkinfo"])), arguments: [512, VMDKT.MiB + 512, 32 * VMDKT.MiB + 512])
     func ourStreamOptimizedIsReadByQemuAndLibvmdk(size: UInt64) throws {
         let d = Scratch("vmdk-stream")
         let rawPath = d.file("disk.raw"), out = d.file("s.vmdk"), again = d.dir("again") + "/s.vmdk"
@@ -73,7 +73,7 @@ import Testing
     }
 
     /// qemu's streamOptimized grains (dynamic-Huffman zlib streams) of text read back exactly.
-    @Test(.enabled(if: toolsMissing(["qemu-img"]) == nil))
+    @Test(.requires(missing: toolsMissing(["qemu-img"])))
     func inflatesQemuCompressedText() throws {
         let d = Scratch("vmdk-text")
         let rawPath = d.file("t.raw"), out = d.file("t.vmdk")

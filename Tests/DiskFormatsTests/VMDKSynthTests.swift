@@ -9,7 +9,7 @@ import Testing
 @Suite struct VMDKSynthTests {
     static let sizes: [UInt64] = [512, VMDKT.MiB + 512, 64 * VMDKT.KiB + 512, 32 * VMDKT.MiB + 512]
 
-    @Test(.enabled(if: toolsMissing(["qemu-img", "vmdkinfo"]) == nil), arguments: sizes)
+    @Test(.requires(missing: toolsMissing(["qemu-img", "vmdkinfo"])), arguments: sizes)
     func qemuAndLibvmdkAgree(size: UInt64) throws {
         let d = Scratch("vmdk-synth")
         let rawPath = d.file("disk.raw"), out = d.file("disk.vmdk"), again = d.dir("again") + "/disk.vmdk"
@@ -37,7 +37,7 @@ import Testing
         #expect(try DiskFormatRegistry.detect(path: out)?.name == "vmdk")
     }
 
-    @Test(.requiresFUSE, .enabled(if: toolsMissing(["vmdkmount"]) == nil))
+    @Test(.requiresFUSE, .requires(missing: toolsMissing(["vmdkmount"])))
     func vmdkmountServesTheSameBytes() throws {
         let d = Scratch("vmdk-mount")
         let size = 3 * VMDKT.MiB + 512
@@ -110,7 +110,7 @@ import Testing
     }
 
     /// A plugin pointer as a ddb key: the layout (payloadStart, tables) does not move, qemu still reads it.
-    @Test(.enabled(if: toolsMissing(["qemu-img"]) == nil))
+    @Test(.requires(missing: toolsMissing(["qemu-img"])))
     func descriptorExtrasKeepTheLayout() throws {
         let d = Scratch("vmdk-extras")
         let rawPath = d.file("disk.raw")
@@ -132,7 +132,7 @@ import Testing
 
     /// Our monolithicSparse file and qemu-img's for the same disk are the same bytes outside the
     /// descriptor text: header, redundant and primary directories and tables, grains, file size.
-    @Test(.enabled(if: toolsMissing(["qemu-img"]) == nil))
+    @Test(.requires(missing: toolsMissing(["qemu-img"])))
     func sameBytesAsQemuOutsideTheDescriptor() throws {
         let d = Scratch("vmdk-vs-qemu")
         let size = 40 * VMDKT.MiB + 512
@@ -168,7 +168,7 @@ import Testing
     }
 
     /// `create` (the default: an empty view written) gives a file qemu-img accepts; `info` describes it.
-    @Test(.enabled(if: toolsMissing(["qemu-img"]) == nil))
+    @Test(.requires(missing: toolsMissing(["qemu-img"])))
     func createAndInfo() throws {
         let d = Scratch("vmdk-create")
         let p = d.file("empty.vmdk")
@@ -184,7 +184,7 @@ import Testing
 
     /// A large sparse disk (64 GiB, data at the start, the middle and the end): qemu-img compare
     /// identical and check clean; the skeleton holds 2048 grain tables per copy.
-    @Test(.enabled(if: toolsMissing(["qemu-img"]) == nil))
+    @Test(.requires(missing: toolsMissing(["qemu-img"])))
     func largeSparseDisk() throws {
         let d = Scratch("vmdk-large")
         let size: UInt64 = 64 << 30
@@ -206,7 +206,7 @@ import Testing
 
     /// A plugin file with the largest pointer (64 KiB → an 87 384-character ddb line in a
     /// 2048-sector descriptor area): qemu-img and libvmdk still read the disk; the pointer reads back.
-    @Test(.enabled(if: toolsMissing(["qemu-img", "vmdkinfo"]) == nil))
+    @Test(.requires(missing: toolsMissing(["qemu-img", "vmdkinfo"])))
     func pluginFileWithTheLargestPointer() throws {
         let d = Scratch("vmdk-plugin")
         let rawPath = d.file("d.raw"), out = d.file("plugin.vmdk")

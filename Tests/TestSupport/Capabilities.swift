@@ -19,7 +19,7 @@ func nbdUnavailable() -> String? {
 
 /// The first of `tools` not on PATH, as a reason, or nil.
 public func toolsMissing(_ tools: [String]) -> String? {
-    for t in tools where Command.executablePath(of: t) == nil { return "\(t) is not installed (ci/packages/frontends.txt)" }
+    for t in tools where Command.executablePath(of: t) == nil { return "\(t) is not installed (ci/setup installs it from ci/packages/*.txt)" }
     return nil
 }
 
@@ -33,6 +33,11 @@ extension Trait where Self == ConditionTrait {
     /// missing capability as the reason (and ci/test fails on any skip when CI=true).
     public static var requiresFUSE: Self {
         .enabled(if: fuseMissing == nil, Comment(rawValue: "platform lacks a capability: \(fuseMissing ?? "")"))
+    }
+    /// Runs the test only when `reason` is nil (e.g. `toolsMissing([...])`); otherwise a reported
+    /// skip that names what is missing.
+    public static func requires(missing reason: String?) -> Self {
+        .enabled(if: reason == nil, Comment(rawValue: "platform lacks a capability: \(reason ?? "")"))
     }
     /// Runs the test only where nbdkit and its tools are installed; otherwise a reported skip.
     public static var requiresNBD: Self {
