@@ -12,7 +12,7 @@ struct ReplacementFixture {
     let plugin: String
     let options: PluginFile.OpenOptions
 
-    init(seed: UInt64 = 7, encrypt: Bool = true) throws {
+    init(seed: UInt64 = 7, encrypt: Bool = true, format: String = VHDXView.formatName, formatKeys: [String: String] = [:]) throws {
         var volume = [UInt8](repeating: 0, count: 6 << 20)
         var b = Bytes(seed: seed)
         volume.replaceSubrange(0..<(1 << 20), with: b.bytes(1 << 20))
@@ -38,9 +38,11 @@ struct ReplacementFixture {
         _ = try BackupImageWriter.create(sourcePath: s.file("disk.raw"), outputPath: s.file("plug/vm.bli"), options: o)
         var e = PluginFile.ExposeOptions()
         e.composer.bootCode = [UInt8](repeating: 0xB0, count: 440)
-        e.blockSize = 1 << 20
+        e.format = format
+        e.formatKeys = formatKeys
+        if format == VHDXView.formatName { e.blockSize = 1 << 20 }
         if encrypt { e.passphrase = .bytes(Array("pw".utf8)) }
-        plugin = s.file("plug/vm.vhdx")
+        plugin = s.file("plug/vm.\(format)")
         try PluginFile.expose(backupPath: s.file("plug/vm.bli"), pluginPath: plugin, options: e)
         var open = PluginFile.OpenOptions()
         if encrypt { open.passphrase = .bytes(Array("pw".utf8)) }

@@ -99,6 +99,38 @@ public protocol DiskFormatDriver: Sendable {
     /// backup). The lab flips these bytes (`structure-byte:NAME`) to prove that a validator
     /// notices each structure going wrong; a mutation catalog lists them all.
     func structureSites(path: String) throws -> [String: UInt64]
+
+    // Materialized files (docs/replacement-file.md): a plugin's replacement, or `convert` of a
+    // plugin to its own format, is the plugin's bytes with the payload filled in. Two things in
+    // it are the format's business, so they sit behind this seam rather than a switch on names.
+
+    /// The edits that retire the plugin pointer of the plugin file at `path` in a copy of its
+    /// bytes, so that BootLab no longer takes the copy for a plugin: `retire` maps the pointer
+    /// blob to the blob the copy must carry (same length); the format says where the blob
+    /// lives (inline, base64 in a descriptor, or a sidecar whose tag is dropped) and keeps any
+    /// checksum that covers it valid. Empty when the file carries no pointer.
+    func pointerRetirementEdits(path: String, retire: ([UInt8]) throws -> [UInt8]) throws -> [ByteEdit]
+    /// Byte ranges of a file of `fileSize` bytes that identify the format, written last when a
+    /// file is filled in place over time (a replacement file): until they are written, no reader
+    /// (qemu-img's probe, BootLab's detection) takes the half-filled file for this format.
+    func deferredRanges(fileSize: UInt64) -> [Range<UInt64>]
+    /// Files beside a plugin `P` that belong to it (`P` + suffix: a fixed VHD's sidecar
+    /// pointer); they follow the plugin when finalize renames it.
+    var pluginCompanionSuffixes: [String] { get }
+}
+
+/// One edit of a file's bytes: at `offset`, `old` (what a plugin file holds there, checked
+/// before editing a copy) becomes `new` (same length).
+public struct ByteEdit: Sendable, Equatable {
+    public var offset: UInt64
+    public var old: [UInt8]
+    public var new: [UInt8]
+    public init(offset: UInt64, old: [UInt8], new: [UInt8]) {
+        precondition(old.count == new.count, "ByteEdit: old and new must have the same length")
+        self.offset = offset
+        self.old = old
+        self.new = new
+    }
 }
 
 extension DiskFormatDriver {
@@ -116,6 +148,13 @@ extension DiskFormatDriver {
     public func readPluginPointer(path: String) throws -> [UInt8]? { nil }
 
     public func structureSites(path: String) throws -> [String: UInt64] { [:] }
+
+    public var pluginCompanionSuffixes: [String] { [] }
+
+    /// The signature at the start of the file.
+    public func deferredRanges(fileSize: UInt64) -> [Range<UInt64>] {
+        signatureLength > 0 ? [0..<min(UInt64(signatureLength), fileSize)] : []
+    }
 
     public func create(path: String, virtualSize: UInt64, options: NativeFormatOptions) throws {
         _ = try convert(ZeroSource(size: virtualSize), toPath: path, options: options,

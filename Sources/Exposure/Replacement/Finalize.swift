@@ -50,7 +50,7 @@ public enum Replacement {
         guard let plugin = try PluginFile.recognize(path: paths.plugin, options: options) else {
             throw ReplacementError.notAPlugin(paths.plugin)
         }
-        guard plugin.formatName == VHDXView.formatName else { throw ReplacementError.unsupportedFormat(plugin.formatName) }
+        guard let driver = DiskFormatRegistry.driver(named: plugin.formatName) else { throw ReplacementError.unsupportedFormat(plugin.formatName) }
         guard access(paths.journal, F_OK) == 0 else {
             throw ReplacementError.notComplete(plugin: paths.plugin, done: 0, total: plugin.size)
         }
@@ -81,30 +81,40 @@ public enum Replacement {
             merged = overlay
         }
         let finalSize = merged.size
-        // The pointer, wherever a writer may have copied it within the skeleton, is marked.
-        let skeletonLength = Int(min(plugin.payloadStart, finalSize))
-        var skeleton = try merged.read(at: 0, count: skeletonLength)
-        var i = 0
-        while let hit = find(PluginPointer.magic, in: skeleton, from: i) {
-            if (try? PluginPointer.decode(Array(skeleton[hit...]))) != nil {
-                skeleton.replaceSubrange(hit..<(hit + 8), with: materializedMagic)
-                try m.data.write(at: UInt64(hit), materializedMagic)
+        // The pointer is retired where the format keeps it (found in the plugin file, which the
+        // replacement copies byte for byte), unless the guest's writes replaced those bytes: a
+        // guest write always wins. The format's identifying bytes stay zero until the end.
+        let deferred = m.deferred + driver.deferredRanges(fileSize: finalSize).flatMap {
+            subtracting([plugin.payloadStart..<plugin.trailerStart], from: $0)
+        }
+        let edits = try retirementEdits(driver: driver, pluginFile: paths.plugin).filter { e in
+            e.offset + UInt64(e.old.count) <= finalSize && (try? merged.read(at: e.offset, count: e.old.count)) == e.old
+        }
+        for e in edits {
+            for run in subtracting(deferred, from: e.offset..<e.offset + UInt64(e.new.count)) {
+                try m.data.write(at: run.lowerBound, Array(e.new[Int(run.lowerBound - e.offset)..<Int(run.upperBound - e.offset)]))
             }
-            i = hit + 1
         }
         try m.data.sync()
-        let signature = Array(skeleton.prefix(m.signatureLength))
-        try m.data.write(at: 0, signature)
+        for d in deferred {
+            let r = d.clamped(to: 0..<finalSize)
+            guard !r.isEmpty else { continue }
+            var bytes = try merged.read(at: r.lowerBound, count: r.count)
+            for e in edits {
+                let o = r.clamped(to: e.offset..<e.offset + UInt64(e.new.count))
+                for k in o.lowerBound..<o.upperBound { bytes[Int(k - r.lowerBound)] = e.new[Int(k - e.offset)] }
+            }
+            try m.data.write(at: r.lowerBound, bytes)
+        }
         try m.data.sync()
         faults.check(.finalizeBuilt)
 
-        // 2. The old plugin's second name.
-        if link(paths.plugin, paths.oldPlugin) != 0 {
-            guard errno == EEXIST, sameFile(paths.plugin, paths.oldPlugin) else {
-                if errno == EEXIST { throw ReplacementError.oldPluginInTheWay(paths.oldPlugin) }
-                throw IOError("link", path: paths.oldPlugin, errno: errno)
-            }
+        // 2. The old plugin's second name, its companions' first (the old plugin must be whole
+        // under its new name before the switch).
+        for suffix in driver.pluginCompanionSuffixes where access(paths.plugin + suffix, F_OK) == 0 {
+            try linkIdempotent(paths.plugin + suffix, paths.oldPlugin + suffix)
         }
+        try linkIdempotent(paths.plugin, paths.oldPlugin)
         syncParentDirectory(of: paths.plugin)
         faults.check(.finalizeLinked)
 
@@ -125,15 +135,57 @@ public enum Replacement {
                            (paths.journal, paths.oldPlugin + ".fill")] where access(from, F_OK) == 0 {
             guard rename(from, to) == 0 else { throw IOError("rename", path: from, errno: errno) }
         }
+        // A companion of the old plugin (kept under its new name since step 2) is not the
+        // native file's.
+        for driver in DiskFormatRegistry.drivers {
+            for suffix in driver.pluginCompanionSuffixes where sameFile(paths.plugin + suffix, paths.oldPlugin + suffix) {
+                unlink(paths.plugin + suffix)
+            }
+        }
         unlink(paths.status)
         syncParentDirectory(of: paths.plugin)
+    }
+
+    private static func linkIdempotent(_ from: String, _ to: String) throws {
+        if link(from, to) != 0 {
+            guard errno == EEXIST, sameFile(from, to) else {
+                if errno == EEXIST { throw ReplacementError.oldPluginInTheWay(to) }
+                throw IOError("link", path: to, errno: errno)
+            }
+        }
+    }
+
+    /// The edits that retire the plugin pointer of the plugin file at `path` in its format: the
+    /// pointer blob's magic `BLPTR` becomes `BLMAT`, the rest (which backup the disk came from)
+    /// stays.
+    static func retirementEdits(driver: any DiskFormatDriver, pluginFile path: String) throws -> [ByteEdit] {
+        try driver.pointerRetirementEdits(path: path) { blob in
+            guard blob.starts(with: PluginPointer.magic) else { return blob }
+            return materializedMagic + blob.dropFirst(materializedMagic.count)
+        }
+    }
+
+    /// `range` without the parts inside any of `holes`, as ascending runs.
+    static func subtracting(_ holes: [Range<UInt64>], from range: Range<UInt64>) -> [Range<UInt64>] {
+        var runs = [range]
+        for h in holes {
+            runs = runs.flatMap { r -> [Range<UInt64>] in
+                guard r.overlaps(h) else { return [r] }
+                var out: [Range<UInt64>] = []
+                if r.lowerBound < h.lowerBound { out.append(r.lowerBound..<h.lowerBound) }
+                if h.upperBound < r.upperBound { out.append(h.upperBound..<r.upperBound) }
+                return out
+            }
+        }
+        return runs
     }
 
     /// Removes the old plugin and its companions after a finalize.
     public static func dropOldPlugin(pluginPath: String) throws {
         let paths = ReplacementPaths(plugin: pluginPath)
         guard isFinalized(pluginPath: pluginPath) else { throw ReplacementError.notComplete(plugin: paths.plugin, done: 0, total: 0) }
-        for p in [paths.oldPlugin, paths.oldPlugin + ".overlay", paths.oldPlugin + ".overlay.map", paths.oldPlugin + ".fill"] { unlink(p) }
+        let companions = DiskFormatRegistry.drivers.flatMap(\.pluginCompanionSuffixes).map { paths.oldPlugin + $0 }
+        for p in [paths.oldPlugin, paths.oldPlugin + ".overlay", paths.oldPlugin + ".overlay.map", paths.oldPlugin + ".fill"] + companions { unlink(p) }
         syncParentDirectory(of: paths.plugin)
     }
 
@@ -192,27 +244,20 @@ public enum Replacement {
 }
 
 extension Replacement {
-    /// Marks the plugin pointer of a materialized native file (e.g. `bootlab convert -O vhdx
-    /// PLUGIN OUT`, which copies the pointer with the plugin's bytes) as materialized, the way
-    /// finalize does: afterwards `OUT` is cmp-identical to a finalized replacement of the same
-    /// plugin without writes, and BootLab no longer takes it for a plugin. Returns how many
-    /// pointers were marked (0: none found).
+    /// Marks the plugin pointer of a materialized native file (e.g. `bootlab convert -O F
+    /// PLUGIN OUT` of a plugin of format F, which copies the pointer with the plugin's bytes) as
+    /// materialized, the way finalize does, in the file's format: afterwards `OUT` is
+    /// cmp-identical to a finalized replacement of the same plugin without writes, and BootLab no
+    /// longer takes it for a plugin. Returns how many edits were made (0: no pointer found).
     @discardableResult
     public static func markMaterialized(path: String) throws -> Int {
-        guard try DiskFormatRegistry.detect(path: path)?.name == VHDXView.formatName else {
-            throw ReplacementError.unsupportedFormat(path)
-        }
+        guard let driver = try DiskFormatRegistry.detect(path: path) else { throw ReplacementError.unsupportedFormat(path) }
+        let edits = try retirementEdits(driver: driver, pluginFile: path)
         let file = try PosixDurableFile(path: path)
-        // BootLab's VHDX skeleton keeps the metadata region (and the pointer) at 2 MiB, before
-        // any payload: the search never reaches guest data.
-        let head = try file.read(at: 0, count: Int(min(try file.size(), 3 << 20)))
-        var marked = 0, i = 0
-        while let hit = find(PluginPointer.magic, in: head, from: i) {
-            if (try? PluginPointer.decode(Array(head[hit...]))) != nil {
-                try file.write(at: UInt64(hit), materializedMagic)
-                marked += 1
-            }
-            i = hit + 1
+        var marked = 0
+        for e in edits where try file.read(at: e.offset, count: e.old.count) == e.old && e.old != e.new {
+            try file.write(at: e.offset, e.new)
+            marked += 1
         }
         try file.sync()
         return marked

@@ -41,7 +41,7 @@ public enum ReplacementError: Error, CustomStringConvertible, Equatable {
         case let .notComplete(p, done, total):
             return "the replacement of \(p) is not complete (\(done) of \(total) bytes filled and verified); run bootlab materialize \(p) first"
         case .notAPlugin(let p): return "\(p) is not a BootLab plugin file"
-        case .unsupportedFormat(let f): return "finalize supports VHDX plugins; this plugin is \(f)"
+        case .unsupportedFormat(let f): return "\(f) has no format BootLab can finalize or mark materialized"
         case .oldPluginInTheWay(let p): return "\(p) exists and is not the plugin being finalized; move it away first"
         case .verificationFailed(let n): return "\(n) chunks of the replacement still differ from the stream after refilling"
         }
@@ -107,7 +107,9 @@ public final class Materializer: BlockSource, @unchecked Sendable {
     let journal: any DurableFile
     public let chunkSize: UInt64
     public let chunkCount: Int
-    let signatureLength: Int
+    /// The format's identifying bytes (`DiskFormatDriver.deferredRanges`): kept zero while
+    /// filling, written last by finalize.
+    let deferred: [Range<UInt64>]
     let state: Locked<FillJournal.State>
     private let journalLength: Locked<UInt64>
 
@@ -155,7 +157,11 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         self.options = options
         self.data = data
         self.journal = journal
-        self.signatureLength = DiskFormatRegistry.driver(named: plugin.formatName)?.signatureLength ?? 0
+        // Only those in the plugin's own bytes (served from the plugin file, so serving never
+        // sees the zeros): a fixed VHD's first bytes are the disk's, its footer identifies it.
+        let payload = plugin.payloadStart..<plugin.trailerStart
+        self.deferred = (DiskFormatRegistry.driver(named: plugin.formatName)?.deferredRanges(fileSize: plugin.size) ?? [])
+            .flatMap { Replacement.subtracting([payload], from: $0) }
         let identity = try Materializer.identity(of: plugin)
         let fileSize = plugin.size
         var st: FillJournal.State?
@@ -338,32 +344,53 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         writeStatusFile(force: true)
         if state.withLock({ $0.switched }), options.releaseLockWhenComplete { (journal as? PosixDurableFile)?.unlock() }
         var verifications = 0
+        // Two batches at most: the one being written, synced and journaled here, and the next,
+        // read from the backup (decrypted, decompressed) and hashed meanwhile on another thread.
+        var next: Prefetch?
+        defer { next?.discard() }
         while !stopRequested {
             if state.withLock({ $0.switched }) {
                 // Complete before this start (a restart after the switch-over).
                 onComplete.current?()
                 break
             }
-            let batch = nextBatch()
-            if batch.isEmpty {
-                let bad = try verify()
-                if stopRequested { break }
-                if bad == 0 {
-                    try append([FillJournal.Record(kind: .verified)])
-                    options.faults.check(.switchOver)
-                    try append([FillJournal.Record(kind: .switched)])
-                    state.withLock { $0.verified = true; $0.switched = true }
-                    writeStatusFile(force: true)
-                    if options.releaseLockWhenComplete { (journal as? PosixDurableFile)?.unlock() }
-                    onComplete.current?()
-                    break
+            let batch: PreparedBatch
+            if let n = next {
+                next = nil
+                batch = try n.get()
+            } else {
+                let chunks = nextBatch(excluding: [])
+                if chunks.isEmpty {
+                    let bad = try verify()
+                    if stopRequested { break }
+                    if bad == 0 {
+                        try append([FillJournal.Record(kind: .verified)])
+                        options.faults.check(.switchOver)
+                        try append([FillJournal.Record(kind: .switched)])
+                        state.withLock { $0.verified = true; $0.switched = true }
+                        writeStatusFile(force: true)
+                        if options.releaseLockWhenComplete { (journal as? PosixDurableFile)?.unlock() }
+                        onComplete.current?()
+                        break
+                    }
+                    verifications += 1
+                    if verifications > 3 { throw ReplacementError.verificationFailed(chunks: bad) }
+                    continue
                 }
-                verifications += 1
-                if verifications > 3 { throw ReplacementError.verificationFailed(chunks: bad) }
-                continue
+                yieldToGuest()
+                batch = try prepare(chunks)
             }
-            yieldToGuest()
-            let bytes = try fill(batch)
+            let stopsAfterThis = options.stopAfterBytes.map { runtime.withLock { $0.bytesThisRun } + batch.bytes >= $0 } ?? false
+            if !stopsAfterThis {
+                let chunks = nextBatch(excluding: Set(batch.chunks))
+                if !chunks.isEmpty {
+                    next = Prefetch { [self] in
+                        yieldToGuest()
+                        return try prepare(chunks)
+                    }
+                }
+            }
+            let bytes = try commit(batch)
             progress?(bytes)
             writeStatusFile()
             throttle()
@@ -371,8 +398,40 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         }
     }
 
+    /// A batch read from the stream and hashed, not yet written.
+    struct PreparedBatch: Sendable {
+        var chunks: [Int]
+        var buffers: [[UInt8]]
+        var digests: [[UInt8]]
+        var bytes: UInt64 { buffers.reduce(0) { $0 + UInt64($1.count) } }
+    }
+
+    /// The next batch, prepared on its own thread while the current one is committed.
+    final class Prefetch: @unchecked Sendable {
+        // @unchecked: `result` is written once by the worker before `done` is signalled.
+        private var result: Result<PreparedBatch, any Error>?
+        private let done = DispatchSemaphore(value: 0)
+
+        init(_ body: @escaping @Sendable () throws -> PreparedBatch) {
+            let t = Thread { [self] in
+                result = Result { try body() }
+                done.signal()
+            }
+            t.name = "bootlab-materialize-prefetch"
+            t.start()
+        }
+
+        func get() throws -> PreparedBatch {
+            done.wait()
+            return try result!.get()
+        }
+
+        /// Waits for the worker and drops its batch (the fill stopped or failed).
+        func discard() { done.wait() }
+    }
+
     /// The next chunks to copy: those guests asked for first, then onward from the cursor.
-    private func nextBatch() -> [Int] {
+    private func nextBatch(excluding inFlight: Set<Int>) -> [Int] {
         let digests = state.withLock { $0.digests }
         // Throttled, a batch is about a quarter second of the rate, so progress stays smooth.
         var batchBytes = options.batchBytes
@@ -383,7 +442,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
             var out: [Int] = []
             while let c = r.priority.first, out.count < perBatch {
                 r.priority.removeFirst()
-                if digests[c] == nil && !out.contains(c) { out.append(c) }
+                if digests[c] == nil && !inFlight.contains(c) && !out.contains(c) { out.append(c) }
             }
             var wrapped = false
             while out.count < perBatch {
@@ -394,33 +453,54 @@ public final class Materializer: BlockSource, @unchecked Sendable {
                 }
                 let c = r.cursor
                 r.cursor += 1
-                if digests[c] == nil && !out.contains(c) { out.append(c) }
+                if digests[c] == nil && !inFlight.contains(c) && !out.contains(c) { out.append(c) }
             }
             return out
         }
     }
 
-    /// Copies `chunks` from the stream: bytes written, synced, then recorded (and synced).
-    private func fill(_ chunks: [Int]) throws -> UInt64 {
-        let digests = Locked([[UInt8]?](repeating: nil, count: chunks.count))
+    /// Reads `chunks` from the stream (through the plugin: decrypt, decompress) and hashes
+    /// them, in parallel; nothing is written.
+    private func prepare(_ chunks: [Int]) throws -> PreparedBatch {
+        let buffers = Locked([[UInt8]](repeating: [], count: chunks.count))
+        let digests = Locked([[UInt8]](repeating: [], count: chunks.count))
         let failure = Locked<(any Error)?>(nil)
         DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
             do {
                 let r = chunkRange(chunks[i])
                 var buf = [UInt8](repeating: 0, count: r.count)
                 try buf.withUnsafeMutableBytes { try plugin.read(at: r.lowerBound, into: $0) }
-                // The format's signature is written last, at finalize: a half-filled replacement
-                // is never taken for a complete native file.
-                if r.lowerBound < UInt64(signatureLength) {
-                    for k in 0..<min(signatureLength - Int(r.lowerBound), buf.count) { buf[k] = 0 }
+                // The format's identifying bytes are written last, at finalize: a half-filled
+                // replacement is never taken for a complete native file.
+                for d in deferred where d.overlaps(r) {
+                    let c = d.clamped(to: r)
+                    for k in Int(c.lowerBound - r.lowerBound)..<Int(c.upperBound - r.lowerBound) { buf[k] = 0 }
                 }
                 let d = SHA256.hash(buf)
+                digests.withLock { $0[i] = d }
+                buffers.withLock { $0[i] = buf }
+            } catch {
+                failure.withLock { $0 = error }
+            }
+        }
+        if let e = failure.current { throw e }
+        return PreparedBatch(chunks: chunks, buffers: buffers.current, digests: digests.current)
+    }
+
+    /// Writes a prepared batch, syncs the replacement, then records the chunks (and syncs the
+    /// journal): a chunk is recorded only once its bytes are durable.
+    private func commit(_ batch: PreparedBatch) throws -> UInt64 {
+        let chunks = batch.chunks
+        let failure = Locked<(any Error)?>(nil)
+        DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
+            do {
+                let r = chunkRange(chunks[i])
+                let buf = batch.buffers[i]
                 if buf.withUnsafeBytes({ isAllZero($0) }) {
                     try data.zero(at: r.lowerBound, count: UInt64(r.count))
                 } else {
                     try data.write(at: r.lowerBound, buf)
                 }
-                digests.withLock { $0[i] = d }
             } catch {
                 failure.withLock { $0 = error }
             }
@@ -429,9 +509,9 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         try data.sync()
         let batchNumber = runtime.withLock { r -> Int in r.batches += 1; return r.batches }
         options.faults.check(.fillWritten(batchNumber))
-        let ds = digests.current
-        try append(chunks.indices.map { FillJournal.Record(kind: .filled, chunk: UInt64(chunks[$0]), digest: ds[$0]!) })
-        let bytes = chunks.reduce(UInt64(0)) { $0 + UInt64(chunkRange($1).count) }
+        let ds = batch.digests
+        try append(chunks.indices.map { FillJournal.Record(kind: .filled, chunk: UInt64(chunks[$0]), digest: ds[$0]) })
+        let bytes = batch.bytes
         let filled = state.withLock { s -> Int in
             for (i, c) in chunks.enumerated() { s.digests[c] = ds[i] }
             return s.filledCount
@@ -441,7 +521,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         return bytes
     }
 
-    func nextBatchForTesting() -> [Int] { nextBatch() }
+    func nextBatchForTesting() -> [Int] { nextBatch(excluding: []) }
 
     /// Appends records to the journal and syncs it.
     private func append(_ records: [FillJournal.Record]) throws {

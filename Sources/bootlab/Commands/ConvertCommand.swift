@@ -115,14 +115,14 @@ struct ConvertCommand: ParsableCommand {
         try refuseSameFile(input, output)
         var options = try nativeOptions()
 
-        // A VHDX plugin file converted to VHDX with default options is materialized as is: the
-        // replacement file of the method, byte-identical to the stream the filters serve, its
-        // pointer then marked materialized (as `finalize` does) so BootLab no longer takes the
-        // copy for a plugin. Plugins in other formats are converted from their virtual disk (a
-        // file without a pointer): their pointer may sit where only a re-render can remove it.
+        // A plugin file converted to its own format with default options is materialized as
+        // is: the replacement file of the method, byte-identical to the stream the filters
+        // serve, its pointer then marked materialized where the format keeps it (as `finalize`
+        // does) so BootLab no longer takes the copy for a plugin. Any other conversion of a
+        // plugin starts from its virtual disk (a file without a pointer).
         let plugin = PluginFile.isPlugin(path: input) && inputFormat != .raw
             ? try PluginFile.open(pluginPath: input, options: access.openOptions(plugins: [input])) : nil
-        if let plugin, plugin.formatName == VHDXView.formatName, outputFormat == .vhdx, options.keys.isEmpty {
+        if let plugin, plugin.formatName == outputFormat.rawValue, options.keys.isEmpty {
             var o = SparseImageWriter.Options(threads: threads, sync: sync)
             o.deferredPrefix = outputFormat.driver?.signatureLength ?? 0
             if progress { o.progress = ProgressBar(total: try SparseImageWriter.dataBytes(of: plugin), label: "convert", enabled: true) }
