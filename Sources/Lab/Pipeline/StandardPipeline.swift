@@ -18,6 +18,7 @@ public struct Pipeline: Sendable {
         // Deferred open first: nothing may have read payload yet. Immutability last.
         var validators: [any Validator] = [DeferredOpenValidator(), GoldenValidator()] + exposureValidators(for: scenario)
         for machine in scenario.machines { validators.append(BootValidator(machine: machine.name)) }
+        if scenario.materialize == true { validators.append(MaterializeValidator()) }
         validators.append(ImmutabilityValidator())
         return Pipeline(steps: steps, validators: validators)
     }

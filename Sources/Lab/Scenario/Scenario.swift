@@ -17,6 +17,10 @@ public struct Scenario: Sendable, Codable, Equatable {
     /// Reconfigure each exposed machine's OS for the cell's target (`reconfigure: true`): the
     /// lab's `ReconfigureStep` runs `bootlab reconfigure PLUGIN --target T` before the mount.
     public var reconfigure: Bool = false
+    /// Materialize each exposed plugin (`materialize: true`): the lab's `MaterializeValidator`
+    /// fills its replacement with interruptions, finalizes it and checks the native file. Nil
+    /// when absent, so the canonical JSON (golden inputs) of other scenarios is unchanged.
+    public var materialize: Bool? = nil
 
     public func expectation(for target: String) -> Expectation { expectations[target] ?? .boots }
 }

@@ -119,10 +119,18 @@ public enum ScenarioLoader {
             }
             reconfigure = flag
         }
-        let scenario = Scenario(
+        var materialize: Bool?
+        if let value = top.raw("materialize") {
+            guard let flag = value as? Bool else {
+                throw top.error("materialize", "expected true or false, found \(YAMLMapping.describe(value))")
+            }
+            materialize = flag ? true : nil
+        }
+        var scenario = Scenario(
             name: name, summary: try top.optionalString("description") ?? "", seed: UInt64(seedValue),
             machines: machines, backup: backup, targets: targetNames, expectations: expectations, file: file,
             reconfigure: reconfigure)
+        scenario.materialize = materialize
         try top.finish()
         return scenario
     }
