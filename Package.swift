@@ -61,6 +61,7 @@ let package = Package(
         .executableTarget(name: "FuzzQCOW2", dependencies: ["DiskFormats"], path: "Sources/Fuzz/FuzzQCOW2"),
         .executableTarget(name: "FuzzVHD", dependencies: ["DiskFormats"], path: "Sources/Fuzz/FuzzVHD"),
         .executableTarget(name: "FuzzVDI", dependencies: ["DiskFormats"], path: "Sources/Fuzz/FuzzVDI"),
+        .executableTarget(name: "FuzzGPT", dependencies: ["DiskFormats"], path: "Sources/Fuzz/FuzzGPT"),
         // Backup benchmarks with ratios against zstd (ci/bench-backup).
         .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore", "Processes"]),
         // Exposure: composed disk, plugin file (expose/open), write overlay, replacement file.
