@@ -57,6 +57,7 @@ struct LabRun: ParsableCommand {
                 ?? FileManager.default.temporaryDirectory.appendingPathComponent("bootlab-lab-\(getpid())")
             let options = RunOptions(goldenDirectory: goldenDir, updateGolden: updateGolden, bootTimeout: timeout, workDirectory: work)
             writeStandardError("bootlab lab: \(cells.count) cells, \(jobs) jobs\(shardValue.map { ", shard \($0)" } ?? "")\n")
+            writeStandardError("bootlab lab: scenarios \(located.path) (\(located.origin)), goldens \(goldenDir.path)\n")
             let runner = LabRunner(suite: suite, options: options, jobs: jobs, progress: { done, total, result in
                 writeStandardError(TerminalReport.progressLine(done: done, total: total, result: result) + "\n")
             })
