@@ -75,7 +75,7 @@ let package = Package(
             cSettings: [.define("FUSE_USE_VERSION", to: "31"), .define("_FILE_OFFSET_BITS", to: "64")]
         ),
         // Filter front-ends: FUSE mount, NBD serving through nbdkit, the served-source opener.
-        .target(name: "Frontends", dependencies: ["BlockCore", "Exposure", "CFuse3"]),
+        .target(name: "Frontends", dependencies: ["BlockCore", "Exposure", "CFuse3", "Processes"]),
         // nbdkit plugin: C plugin struct calling into Swift through @_cdecl entry points.
         .target(name: "CNBDKit"),
         .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "BackupImage", "Exposure"]),

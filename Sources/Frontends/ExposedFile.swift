@@ -38,8 +38,8 @@ public struct ExposedFile: Sendable {
 public enum FrontendError: Error, CustomStringConvertible {
     case sizeChanged(name: String, announced: UInt64, opened: UInt64)
     case notWritable(String)
-    /// The nbdkit plugin library is not where it was looked for.
-    case pluginLibraryMissing(path: String)
+    /// The nbdkit plugin library is in none of the places searched (each a path and why).
+    case pluginLibraryMissing(searched: [String])
     /// Something other than a socket sits at the socket path (it is never replaced).
     case notASocket(path: String)
     /// A Unix socket path longer than `sockaddr_un` holds.
@@ -49,6 +49,10 @@ public enum FrontendError: Error, CustomStringConvertible {
     case fuseFailed(mountpoint: String, status: Int32)
     /// nbdkit called in before its configuration completed.
     case notConfigured
+    /// A `--tcp HOST:PORT` that does not parse or resolve.
+    case badEndpoint(String, reason: String)
+    /// TLS set-up for a network export: missing key material, or TCP without TLS or `--insecure`.
+    case tls(String)
 
     public var description: String {
         switch self {
@@ -56,13 +60,16 @@ public enum FrontendError: Error, CustomStringConvertible {
             return "\(name): announced \(announced) bytes but the opened source has \(opened)"
         case let .notWritable(name):
             return "\(name): the opened source takes no writes"
-        case let .pluginLibraryMissing(path):
-            return "nbdkit plugin not found at \(path) (build it with `swift build --product bootlab-nbdkit`, or set BOOTLAB_NBDKIT_PLUGIN)"
+        case let .pluginLibraryMissing(searched):
+            return "nbdkit plugin not found; searched, in order:\n" + searched.map { "  - \($0)" }.joined(separator: "\n")
+                + "\n(in a checkout: `swift build --product bootlab-nbdkit`; installed: reinstall the bootlab package; or set BOOTLAB_NBDKIT_PLUGIN)"
         case let .notASocket(path): return "\(path) exists and is not a socket"
         case let .socketPathTooLong(path, bytes, limit): return "socket path too long (\(bytes) bytes, at most \(limit)): \(path)"
         case let .mountRefused(mountpoint): return "cannot mount \(mountpoint) (see the message above; is /dev/fuse usable?)"
         case let .fuseFailed(mountpoint, status): return "FUSE on \(mountpoint) failed (status \(status), see the message above)"
         case .notConfigured: return "not configured (file=PATH is required)"
+        case let .badEndpoint(text, reason): return "--tcp \(text): \(reason)"
+        case let .tls(reason): return "TLS: \(reason)"
         }
     }
 }

@@ -2,6 +2,7 @@ import BlockCore
 import CFuse3
 import Exposure
 import Foundation
+import Processes
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,6 +20,8 @@ public struct NBDServe: Sendable {
     /// Extra arguments for nbdkit itself (e.g. `--tls=require --tls-certificates=DIR`).
     public var nbdkitArguments: [String] = []
     public var verbose = false
+    /// Listen on TCP instead of `socketPath` (which is then unused); see `TCPEndpoint`.
+    public var tcp: TCPEndpoint?
     /// Extra `key=value` parameters for BootLab's plugin (passphrase-file, vault, allow-outside).
     /// `spec` maps to file=, raw=, overlay= and inject-fault= itself.
     public var pluginParameters: [String] = []
@@ -30,16 +33,64 @@ public struct NBDServe: Sendable {
         self.pluginPath = pluginPath
     }
 
-    /// `$BOOTLAB_NBDKIT_PLUGIN`, else `libbootlab-nbdkit.so` beside the running executable
-    /// (SwiftPM puts both in the same build directory).
-    public static func locatePlugin() throws -> String {
-        if let env = ProcessInfo.processInfo.environment["BOOTLAB_NBDKIT_PLUGIN"], !env.isEmpty { return env }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let candidate = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("libbootlab-nbdkit.so").path
-        guard FileManager.default.fileExists(atPath: candidate) else {
-            throw FrontendError.pluginLibraryMissing(path: candidate)
+    /// The plugin's file name where nbdkit finds plugins by name (`nbdkit bootlab …`).
+    public static let installedPluginName = "nbdkit-bootlab-plugin.so"
+
+    /// `$BOOTLAB_NBDKIT_PLUGIN`, else `libbootlab-nbdkit.so` beside the running executable (SwiftPM
+    /// puts both in the same build directory), else the installed plugin: in
+    /// `<prefix>/lib/<multiarch>/nbdkit/plugins/` of this bootlab's install prefix, then in nbdkit's
+    /// own `plugindir` (`nbdkit --dump-config`). Throws naming every place searched.
+    public static func locatePlugin(environment: [String: String] = ProcessInfo.processInfo.environment,
+                                    executable: String = DataFiles.executablePath()) throws -> String {
+        if let env = environment["BOOTLAB_NBDKIT_PLUGIN"], !env.isEmpty {
+            guard FileManager.default.fileExists(atPath: env) else {
+                throw FrontendError.pluginLibraryMissing(searched: [env + " (from $BOOTLAB_NBDKIT_PLUGIN)"])
+            }
+            return env
         }
-        return candidate
+        var searched = ["$BOOTLAB_NBDKIT_PLUGIN (not set)"]
+        var candidates = [(URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("libbootlab-nbdkit.so").path,
+                           "beside the executable")]
+        candidates.append((DataFiles.prefix(forExecutable: executable)
+            .appendingPathComponent("lib/\(multiarchTriplet)/nbdkit/plugins/\(installedPluginName)").path, "the install prefix"))
+        for (path, why) in candidates {
+            if FileManager.default.fileExists(atPath: path) { return path }
+            searched.append("\(path) (\(why))")
+        }
+        switch nbdkitPluginDirectory() {
+        case .success(let dir):
+            let path = dir + "/" + installedPluginName
+            if FileManager.default.fileExists(atPath: path) { return path }
+            searched.append("\(path) (nbdkit's plugindir)")
+        case .failure(let reason):
+            searched.append("nbdkit's plugindir (unknown: \(reason))")
+        }
+        throw FrontendError.pluginLibraryMissing(searched: searched)
+    }
+
+    /// Debian's multiarch directory name for this machine.
+    static var multiarchTriplet: String {
+        #if arch(x86_64)
+        return "x86_64-linux-gnu"
+        #elseif arch(arm64)
+        return "aarch64-linux-gnu"
+        #else
+        return "unknown-linux-gnu"
+        #endif
+    }
+
+    struct PluginDirectoryUnknown: Error, CustomStringConvertible { var description: String }
+
+    /// nbdkit's `plugindir=` line of `nbdkit --dump-config`.
+    static func nbdkitPluginDirectory() -> Result<String, PluginDirectoryUnknown> {
+        let done: Completed
+        do { done = try Command(["nbdkit", "--dump-config"], stdout: .capture, stderr: .capture).run(timeout: 10) } catch {
+            return .failure(PluginDirectoryUnknown(description: "\(error)"))
+        }
+        for line in done.stdoutText.split(separator: "\n") where line.hasPrefix("plugindir=") {
+            return .success(String(line.dropFirst("plugindir=".count)))
+        }
+        return .failure(PluginDirectoryUnknown(description: "nbdkit --dump-config printed no plugindir="))
     }
 
     /// nbdkit's command line (argv[0] first).
@@ -65,7 +116,17 @@ public struct NBDServe: Sendable {
     /// umask we can set (it comes out 0755). A stale socket at the path is replaced.
     public func exec() throws -> Never {
         let args = try arguments()
-        let fd = try NBDServe.listen(at: socketPath)
+        let fd: Int32
+        if let tcp {
+            let bound = try tcp.listen()
+            fd = bound.fd
+            // The port actually bound (the one chosen when asked for port 0), for whoever started us.
+            var shown = tcp
+            shown.port = bound.port
+            FileHandle.standardError.write(Data("bootlab serve: listening on \(shown)\n".utf8))
+        } else {
+            fd = try NBDServe.listen(at: socketPath)
+        }
         if fd != 3 {
             guard dup2(fd, 3) == 3 else { throw IOError("dup2", path: socketPath, errno: errno) }
             close(fd)

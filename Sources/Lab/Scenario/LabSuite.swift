@@ -1,3 +1,4 @@
+import BlockCore
 import Foundation
 
 /// Every scenario and target under one directory (`Scenarios/` and `Scenarios/targets/`).
@@ -21,19 +22,11 @@ public struct LabSuite: Sendable {
         return LabSuite(directory: directory, scenarios: scenarios, targets: targets)
     }
 
-    /// The `Scenarios` directory: `$BOOTLAB_SCENARIOS`, else the nearest `Scenarios/` at or above the
-    /// current directory (so the CLI works from anywhere inside a checkout).
-    public static func defaultDirectory() -> URL {
-        if let env = ProcessInfo.processInfo.environment["BOOTLAB_SCENARIOS"], !env.isEmpty {
-            return URL(fileURLWithPath: env)
-        }
-        var dir = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-        while dir.path != "/" {
-            let candidate = dir.appendingPathComponent("Scenarios")
-            if FileManager.default.fileExists(atPath: candidate.appendingPathComponent("targets").path) { return candidate }
-            dir.deleteLastPathComponent()
-        }
-        return URL(fileURLWithPath: "Scenarios")
+    /// The `Scenarios` directory: `$BOOTLAB_SCENARIOS`, else the data roots of `DataFiles` (the
+    /// checkout this bootlab was built in, or its install prefix's `share/bootlab`), never the
+    /// working directory.
+    public static func defaultDirectory() throws -> DataFiles.Location {
+        try DataFiles.locate(.scenarios)
     }
 
     public func scenario(named name: String) throws -> Scenario {

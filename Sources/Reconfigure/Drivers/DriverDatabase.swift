@@ -52,16 +52,11 @@ public struct DriverDatabase: Sendable, Codable, Equatable {
         }
     }
 
-    /// `$BOOTLAB_DRIVERS`, else `Scenarios/drivers.json` in the current directory or above it.
-    public static func defaultPath() -> String? {
-        if let p = ProcessInfo.processInfo.environment["BOOTLAB_DRIVERS"] { return p }
-        var dir = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-        for _ in 0..<8 {
-            let candidate = dir.appendingPathComponent("Scenarios/drivers.json").path
-            if FileManager.default.fileExists(atPath: candidate) { return candidate }
-            dir.deleteLastPathComponent()
-        }
-        return nil
+    /// `explicit` (a `--drivers` flag), else `$BOOTLAB_DRIVERS`, else `Scenarios/drivers.json` in
+    /// the data roots of `DataFiles` (never the working directory); throws `DataFileError.notFound`
+    /// naming every place searched.
+    public static func defaultPath(explicit: String? = nil) throws -> String {
+        try DataFiles.locate(.drivers, explicit: explicit).path
     }
 
     /// The controller a target (or a controller name given directly) stands for.

@@ -32,7 +32,7 @@ struct ExposeCommand: ParsableCommand {
     @OptionGroup var passphrase: BackupCommand.PassphraseOptions
     @OptionGroup var faults: FaultInjectionOptions
     @Option(name: .long, help: "Also reconfigure the OS for this target (as `bootlab reconfigure PLUGIN --target T`).") var target: String?
-    @Option(name: .long, help: "Driver data for --target (default: $BOOTLAB_DRIVERS or Scenarios/drivers.json).") var drivers: String?
+    @Option(name: .long, help: "Driver data for --target (default: $BOOTLAB_DRIVERS, else drivers.json of the installed or built-in data; docs/installing.md).") var drivers: String?
     @Flag(help: "Print JSON.") var json = false
 
     /// `--json` with `--target`: both reports.
@@ -49,8 +49,11 @@ struct ExposeCommand: ParsableCommand {
             }
             return format.lowercased()
         }
-        guard let target, let path = drivers ?? DriverDatabase.defaultPath(),
-              let native = try DriverDatabase.load(path: path).targets[target]?.nativeFormat else { return VHDXView.formatName }
+        guard let target else { return VHDXView.formatName }
+        // A target needs the driver data: not finding it is an error naming where it looked.
+        guard let native = try DriverDatabase.load(path: try DriverDatabase.defaultPath(explicit: drivers)).targets[target]?.nativeFormat else {
+            return VHDXView.formatName
+        }
         guard DiskFormatRegistry.driver(named: native) != nil else {
             throw ValidationError("target \(target)'s native format \(native) is not one this bootlab writes yet; pass --format")
         }
@@ -80,9 +83,7 @@ struct ExposeCommand: ParsableCommand {
             if header.isEncrypted { o.passphrase = passphrase.source }
             let r = try PluginFile.expose(backupPath: backup, pluginPath: out, options: o)
             if let target {
-                guard let driversPath = drivers ?? DriverDatabase.defaultPath() else {
-                    throw ReconfigureError.drivers("no Scenarios/drivers.json here or above; pass --drivers")
-                }
+                let driversPath = try DriverDatabase.defaultPath(explicit: drivers)
                 var access = PluginFile.OpenOptions()
                 access.vault = vault
                 access.allowOutside = allowOutside

@@ -16,12 +16,14 @@ struct LabCommand: ParsableCommand {
 }
 
 struct LabSuiteOptions: ParsableArguments {
-    @Option(name: .customLong("scenarios"), help: "Scenario directory (default: $BOOTLAB_SCENARIOS or the nearest ./Scenarios).")
+    @Option(name: .customLong("scenarios"), help: "Scenario directory (default: $BOOTLAB_SCENARIOS, else the installed or built-in scenarios; docs/installing.md).")
     var directory: String?
 
-    func load() throws -> LabSuite {
-        let dir = directory.map { URL(fileURLWithPath: $0) } ?? LabSuite.defaultDirectory()
-        return try LabSuite.load(directory: dir)
+    func load() throws -> LabSuite { try LabSuite.load(directory: try locate().url) }
+
+    /// Where the suite is, and whether the user named it (flag or variable) or BootLab found its own.
+    func locate() throws -> DataFiles.Location {
+        try DataFiles.locate(.scenarios, explicit: directory)
     }
 }
 
@@ -34,7 +36,7 @@ struct LabRun: ParsableCommand {
     @Option(help: "Cells run in parallel.") var jobs: Int = 2
     @Option(help: "Run only shard K of N (K/N), split deterministically.") var shard: String?
     @Option(help: "Write report.json, junit.xml, report.html and logs/ here.") var report: String?
-    @Option(help: "Golden directory (default: Golden/ beside the scenario directory).") var golden: String?
+    @Option(help: "Golden directory (default: $BOOTLAB_GOLDEN, else Golden/ beside a --scenarios/$BOOTLAB_SCENARIOS directory, else the installed or built-in goldens, read-only when installed).") var golden: String?
     @Flag(name: .customLong("update-golden"), help: "Record golden files instead of comparing.") var updateGolden = false
     @Flag(help: "Keep each cell's work directory.") var keep = false
     @Flag(name: .customLong("fail-on-drift"), help: "Exit 3 when any cell drifted (an external input such as the kernel changed its outputs) and nothing failed.") var failOnDrift = false
@@ -43,17 +45,19 @@ struct LabRun: ParsableCommand {
 
     func run() throws {
         do {
-            let suite = try suiteOptions.load()
+            let located = try suiteOptions.locate()
+            let suite = try LabSuite.load(directory: located.url)
             let chosen = scenarios.isEmpty ? suite.scenarios : try scenarios.map { try suite.scenario(named: $0) }
             for t in targets where suite.targets[t] == nil { throw LabError.argument("target '\(t)'", reason: "unknown (known: \(suite.targets.keys.sorted().joined(separator: ", ")))") }
             var cells = Cell.all(chosen, targets: targets)
             let shardValue = try shard.map { try Shard(parsing: $0) }
             if let shardValue { cells = shardValue.select(cells) }
-            let goldenDir = golden.map { URL(fileURLWithPath: $0) } ?? suite.directory.deletingLastPathComponent().appendingPathComponent("Golden")
+            let goldenDir = try goldenDirectory(suite: located)
             let work = report.map { URL(fileURLWithPath: $0).appendingPathComponent("work") }
                 ?? FileManager.default.temporaryDirectory.appendingPathComponent("bootlab-lab-\(getpid())")
             let options = RunOptions(goldenDirectory: goldenDir, updateGolden: updateGolden, bootTimeout: timeout, workDirectory: work)
             writeStandardError("bootlab lab: \(cells.count) cells, \(jobs) jobs\(shardValue.map { ", shard \($0)" } ?? "")\n")
+            writeStandardError("bootlab lab: scenarios \(located.path) (\(located.origin)), goldens \(goldenDir.path)\n")
             let runner = LabRunner(suite: suite, options: options, jobs: jobs, progress: { done, total, result in
                 writeStandardError(TerminalReport.progressLine(done: done, total: total, result: result) + "\n")
             })
@@ -91,6 +95,9 @@ struct LabRun: ParsableCommand {
             if !keep { try? FileManager.default.removeItem(at: work) }
             if labReport.hasRegression { throw ExitCode(1) }
             if failOnDrift && labReport.hasDrift { throw ExitCode(3) }
+        } catch let error as DataFileError {
+            writeStandardError("bootlab lab: \(error)\n")
+            throw ExitCode(1)
         } catch let error as ScenarioError {
             writeStandardError("bootlab lab: \(error)\n")
             throw ExitCode(1)
@@ -98,6 +105,32 @@ struct LabRun: ParsableCommand {
             writeStandardError("bootlab lab: \(error)\n")
             throw ExitCode(1)
         }
+    }
+}
+
+extension LabRun {
+    /// `--golden`, else `$BOOTLAB_GOLDEN`, else `Golden/` beside a suite the user named (their own
+    /// suite keeps its own goldens, created by `--update-golden`), else BootLab's own goldens. The
+    /// installed goldens are the package's: `--update-golden` never writes under the install
+    /// prefix, it asks for a directory of the user's.
+    func goldenDirectory(suite: DataFiles.Location) throws -> URL {
+        let env = ProcessInfo.processInfo.environment[DataFiles.Item.golden.environmentVariable].flatMap { $0.isEmpty ? nil : $0 }
+        if let named = golden ?? env {
+            // Recording may create the directory; comparing needs it.
+            if updateGolden { return URL(fileURLWithPath: named) }
+            return try DataFiles.locate(.golden, explicit: golden).url
+        }
+        if suite.origin == .flag || suite.origin == .environment {
+            return suite.url.deletingLastPathComponent().appendingPathComponent("Golden")
+        }
+        let found = try DataFiles.locate(.golden)
+        if updateGolden && found.origin == .installPrefix {
+            throw DataFileError.readOnlyInstallation(
+                item: "golden directory", path: found.path,
+                reason: "belongs to the installed package; --update-golden does not write there. Record into a directory of yours "
+                    + "with --golden DIR or $BOOTLAB_GOLDEN (copy \(found.path) there first to keep the other cells' goldens)")
+        }
+        return found.url
     }
 }
 
@@ -155,6 +188,8 @@ struct LabShow: ParsableCommand {
                 let p = Pipeline.standard(for: s, target: suite.targets[t]!)
                 print("  \(t): \(s.expectation(for: t).summary); steps: \(p.steps.map(\.name).joined(separator: " → ")); validators: \(p.validators.map(\.name).joined(separator: ", "))")
             }
+        } catch let error as DataFileError {
+            writeStandardError("bootlab lab: \(error)\n"); throw ExitCode(1)
         } catch let error as ScenarioError {
             writeStandardError("bootlab lab: \(error)\n"); throw ExitCode(1)
         } catch let error as LabError {

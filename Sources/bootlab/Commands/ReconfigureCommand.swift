@@ -35,7 +35,7 @@ struct ReconfigureCommand: ParsableCommand {
     @Option(name: .long, help: "With --disk: the reconfiguration layer, a sparse raw file the size of the disk (created if missing).")
     var layer: String?
 
-    @Option(name: .long, help: "Driver data (default: $BOOTLAB_DRIVERS or Scenarios/drivers.json).")
+    @Option(name: .long, help: "Driver data (default: $BOOTLAB_DRIVERS, else drivers.json of the installed or built-in data; docs/installing.md).")
     var drivers: String?
 
     @Flag(name: .long, help: "Report what would change; write nothing.")
@@ -48,9 +48,7 @@ struct ReconfigureCommand: ParsableCommand {
 
     func run() throws {
         do {
-            guard let driversPath = drivers ?? DriverDatabase.defaultPath() else {
-                throw ReconfigureError.drivers("no Scenarios/drivers.json here or above; pass --drivers")
-            }
+            let driversPath = try DriverDatabase.defaultPath(explicit: drivers)
             let db = try DriverDatabase.load(path: driversPath)
             if let plugin {
                 guard disk == nil, layer == nil else { throw ValidationError("give a plugin file, or --disk and --layer, not both") }

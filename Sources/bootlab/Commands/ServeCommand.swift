@@ -7,15 +7,16 @@ import Frontends
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Export a disk over NBD on a Unix socket (block filter, through nbdkit).",
+        abstract: "Export a disk over NBD on a Unix socket, or over TCP with TLS (block filter, through nbdkit).",
         discussion: """
         The process becomes nbdkit (same PID) running BootLab's plugin; the socket is created mode 0600. \
-        Connect with nbd+unix:///?socket=PATH. Read-only unless --overlay is given.
+        Connect with nbd+unix:///?socket=PATH, or nbds://HOST:PORT with --tcp and TLS. Read-only unless --overlay is given.
         """
     )
 
     @Argument(help: "The file to serve: a plugin file (the synthesized VHDX, or with --raw its virtual disk) or a raw image.") var file: String
-    @Option(help: "The Unix socket to listen on.") var socket: String
+    @Option(help: "The Unix socket to listen on (or --tcp).") var socket: String?
+    @OptionGroup var network: ServeNetworkOptions
     @Flag(help: "Serve the raw virtual disk instead of the native format.") var raw = false
     @Option(help: "Take writes into this write overlay (PATH and PATH.map, created if absent).") var overlay: String?
     @Flag(help: "Write source statistics as JSON to stderr at exit and on SIGUSR1.") var stats = false
@@ -31,11 +32,14 @@ struct ServeCommand: ParsableCommand {
     @OptionGroup var faults: FaultInjectionOptions
 
     func run() throws {
-        var serve = NBDServe(spec: SourceSpec(path: file, raw: raw, overlayPath: overlay), socketPath: socket,
+        guard (socket == nil) != (network.tcp == nil) else { throw ValidationError("give one of --socket PATH or --tcp HOST:PORT") }
+        var serve = NBDServe(spec: SourceSpec(path: file, raw: raw, overlayPath: overlay), socketPath: socket ?? "",
                              stats: statsFile ?? (stats ? "-" : nil))
         serve.verbose = verbose
         serve.nbdkitArguments = nbdkitArguments
         do {
+            serve.tcp = try network.tcp.map { try TCPEndpoint(parsing: $0) }
+            serve.nbdkitArguments = (try network.security()?.nbdkitArguments ?? []) + nbdkitArguments
             // Reaches nbdkit as its plugin parameter inject-fault=SPEC (see NBDServe.arguments).
             serve.spec.faults = try faults.plan()
             let o = try access.openOptions(plugins: [file])
