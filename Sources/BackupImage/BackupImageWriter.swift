@@ -115,6 +115,10 @@ public enum BackupImageWriter {
         h.gptDiskGUID = desc.diskGUID
         h.gptPartitionType = desc.gptType
         h.gptPartitionGUID = desc.gptPartition
+        h.gptAttributes = desc.gptAttributes
+        h.gptPartitionName = desc.gptName
+        h.gptEntryCount = desc.gptEntryCount
+        h.gptEntrySize = desc.gptEntrySize
         h.mbrPartitionType = desc.mbrType
         h.bootable = desc.bootable
         h.partitionStartLBA = desc.startLBA

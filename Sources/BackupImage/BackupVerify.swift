@@ -100,6 +100,10 @@ public struct BackupImageInfo: Sendable, Codable, Hashable {
     public var gptDiskGUID: String?
     public var gptPartitionType: String?
     public var gptPartitionGUID: String?
+    /// GPT entry fields (header 1.1); nil when not recorded.
+    public var gptAttributes: String?
+    public var gptPartitionName: String?
+    public var gptEntryCount: UInt32?
     public var mbrPartitionType: String?
     public var bootable: Bool
     public var partitionStartLBA: UInt64
@@ -111,7 +115,7 @@ public struct BackupImageInfo: Sendable, Codable, Hashable {
     public var fileSize: UInt64?
 
     public init(header h: BackupHeader, digest: [UInt8], fileSize: UInt64? = nil) {
-        version = "\(BackupHeader.majorVersion).\(BackupHeader.minorVersion)"
+        version = "\(BackupHeader.majorVersion).\(h.minorVersion)"
         imageID = h.imageID.description
         headerDigest = digest.hex
         parentID = h.hasParent ? h.parentID.description : nil
@@ -133,6 +137,9 @@ public struct BackupImageInfo: Sendable, Codable, Hashable {
         gptDiskGUID = h.partitionScheme == .gpt ? h.gptDiskGUID.description : nil
         gptPartitionType = h.gptPartitionType.isZero ? nil : h.gptPartitionType.description
         gptPartitionGUID = h.gptPartitionGUID.isZero ? nil : h.gptPartitionGUID.description
+        gptAttributes = h.partitionScheme == .gpt && h.hasGPTEntryFields ? "0x" + String(h.gptAttributes, radix: 16) : nil
+        gptPartitionName = h.gptPartitionName.isEmpty ? nil : h.gptPartitionName
+        gptEntryCount = h.gptEntryCount == 0 ? nil : h.gptEntryCount
         mbrPartitionType = h.partitionScheme == .mbr && h.partitionNumber != 0 ? "0x" + String(h.mbrPartitionType, radix: 16) : nil
         bootable = h.bootable
         partitionStartLBA = h.partitionStartLBA

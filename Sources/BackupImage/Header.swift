@@ -55,7 +55,10 @@ public struct BackupHeader: Sendable, Hashable {
     public static let magic: [UInt8] = Array("BLIMAGE".utf8) + [0x1A]
     public static let size = 4096
     public static let majorVersion: UInt16 = 1
-    public static let minorVersion: UInt16 = 0
+    /// The newest minor version this release writes: 1 adds the GPT entry fields at 2560
+    /// (spec §2). A header whose 1.1 fields are all zero is written as 1.0, byte for byte what
+    /// the 1.0 writer wrote, so images of MBR disks and bare volumes did not change.
+    public static let minorVersion: UInt16 = 1
     public static let minBlockSize: UInt32 = 64 << 10
     public static let maxBlockSize: UInt32 = 4 << 20
     static let labelCapacity = 128
@@ -93,6 +96,12 @@ public struct BackupHeader: Sendable, Hashable {
     public var mbrPartitionType: UInt8 = 0
     public var bootable: Bool = false
     public var partitionStartLBA: UInt64 = 0
+    /// GPT entry fields of the partition the volume came from (minor version 1; zero/empty when
+    /// not recorded): its attributes, its name, and the original entry array's shape.
+    public var gptAttributes: UInt64 = 0
+    public var gptPartitionName: String = ""
+    public var gptEntryCount: UInt32 = 0
+    public var gptEntrySize: UInt32 = 0
     public var partitionSizeBytes: UInt64 = 0
     public var originalDiskSize: UInt64 = 0
     public var creationTime: UInt64 = 0
@@ -112,6 +121,16 @@ public struct BackupHeader: Sendable, Hashable {
 
     public init() {}
 
+    /// True when a 1.1 field is set (the header is then written as version 1.1).
+    public var hasGPTEntryFields: Bool {
+        gptAttributes != 0 || !gptPartitionName.isEmpty || gptEntryCount != 0 || gptEntrySize != 0
+    }
+    /// The minor version `encode` writes (and what a parsed header's fields amount to: a
+    /// reader accepts any minor, spec §2).
+    public var minorVersion: UInt16 { hasGPTEntryFields ? 1 : 0 }
+
+    static let gptNameUnits = 36
+
     public var isEncrypted: Bool { flags.contains(.encrypted) }
     public var hasParent: Bool { flags.contains(.hasParent) }
     public var usesVault: Bool { flags.contains(.usesVault) }
@@ -120,7 +139,7 @@ public struct BackupHeader: Sendable, Hashable {
         var h = [UInt8](repeating: 0, count: BackupHeader.size)
         h.put(BackupHeader.magic, at: 0)
         h.putLE16(BackupHeader.majorVersion, at: 8)
-        h.putLE16(BackupHeader.minorVersion, at: 10)
+        h.putLE16(minorVersion, at: 10)
         h.putLE32(UInt32(BackupHeader.size), at: 12)
         h.putLE32(flags.rawValue, at: 20)
         h.put(imageID.bytes, at: 24)
@@ -165,6 +184,11 @@ public struct BackupHeader: Sendable, Hashable {
         h.putLE16(UInt16(vp.count), at: 498)
         h.put(pp, at: 512)
         h.put(vp, at: 1536)
+        // 1.1: GPT entry fields (spec §2.4).
+        h.putLE64(gptAttributes, at: 2560)
+        for (k, u) in gptPartitionName.utf16.prefix(BackupHeader.gptNameUnits).enumerated() { h.putLE16(u, at: 2568 + 2 * k) }
+        h.putLE32(gptEntryCount, at: 2640)
+        h.putLE32(gptEntrySize, at: 2644)
         h.putLE32(CRC32C.checksum(h, zeroingFieldAt: 16), at: 16)
         return h
     }
@@ -253,6 +277,26 @@ public struct BackupHeader: Sendable, Hashable {
         guard vl <= pathCapacity else { throw v.error(at: 498, "vault path length \(vl) exceeds \(pathCapacity)") }
         h.parentPath = String(decoding: hb[512..<512 + pl], as: UTF8.self)
         h.vaultPath = String(decoding: hb[1536..<1536 + vl], as: UTF8.self)
+        // 1.1 fields; a 1.0 writer left these bytes zero (reserved), so a 1.0 image reads as
+        // "not recorded". Entry shape bounded as UEFI 2.10 table 5-5 bounds it (docs/formats/gpt.md).
+        h.gptAttributes = hb.le64(2560)
+        var units: [UInt16] = []
+        for k in 0..<gptNameUnits {
+            let u = hb.le16(2568 + 2 * k)
+            if u == 0 { break }
+            units.append(u)
+        }
+        h.gptPartitionName = String(decoding: units, as: UTF16.self)
+        h.gptEntryCount = hb.le32(2640)
+        h.gptEntrySize = hb.le32(2644)
+        if h.gptEntrySize != 0 || h.gptEntryCount != 0 {
+            guard h.gptEntrySize >= 128, h.gptEntrySize <= 4096, h.gptEntrySize.nonzeroBitCount == 1 else {
+                throw v.error(at: 2644, "GPT entry size \(h.gptEntrySize) is not 128 × 2^n (128...4096)")
+            }
+            guard h.gptEntryCount >= 1, UInt64(h.gptEntryCount) * UInt64(h.gptEntrySize) <= 4 << 20 else {
+                throw v.error(at: 2640, "GPT entry count \(h.gptEntryCount) outside 1...\((4 << 20) / Int(h.gptEntrySize))")
+            }
+        }
         guard h.hasParent == !h.parentID.isZero else { throw v.error(at: 40, "parent flag and parent ID disagree") }
         guard h.usesVault == !h.vaultID.isZero else { throw v.error(at: 256, "vault flag and vault ID disagree") }
         return h

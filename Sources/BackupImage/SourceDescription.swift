@@ -12,6 +12,10 @@ struct SourceDescription {
     var diskGUID: GUID = .zero
     var gptType: GUID = .zero
     var gptPartition: GUID = .zero
+    var gptAttributes: UInt64 = 0
+    var gptName = ""
+    var gptEntryCount: UInt32 = 0
+    var gptEntrySize: UInt32 = 0
     var mbrType: UInt8 = 0
     var bootable = false
     var startLBA: UInt64 = 0
@@ -39,6 +43,12 @@ struct SourceDescription {
             d.diskGUID = table.diskGUID ?? .zero
             d.gptType = e.gptType ?? .zero
             d.gptPartition = e.gptUniqueGUID ?? .zero
+            if let g = table.gpt, let p = g.partition(number: partition) {
+                d.gptAttributes = p.attributes
+                d.gptName = p.name
+                d.gptEntryCount = UInt32(g.entryCount)
+                d.gptEntrySize = UInt32(g.entrySize)
+            }
             d.mbrType = e.mbrType
             d.bootable = e.bootable
             d.startLBA = e.startLBA

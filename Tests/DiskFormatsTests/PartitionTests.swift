@@ -145,7 +145,7 @@ func tempFile(_ name: String, size: UInt64) throws -> String {
         #expect(t2.gpt?.usedBackupHeader == true && t2.entries == t.entries)
         // Damage both: a typed error.
         try f.write(at: (32 << 20) - 512 + 24, [0x77])
-        #expect(throws: FormatError.self) { try PartitionTable.read(from: f) }
+        #expect(throws: GPTError.self) { try PartitionTable.read(from: f) }
     }
 
     @Test func crc32CheckValue() {

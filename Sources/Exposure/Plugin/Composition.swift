@@ -3,16 +3,26 @@ import BlockCore
 import DiskFormats
 
 /// Turns a backup into the disk the hypervisor should see: whole-disk backups pass through
-/// unchanged; volume-only backups get a synthesized MBR, the volume at its (original or chosen)
-/// partition start, boot-sector patches where it moved, and zero gap and tail.
+/// unchanged; volume-only backups get a synthesized partition table — a GPT for volumes backed up
+/// from a GPT disk or with 4096-byte sectors, an MBR otherwise or when asked — the volume at its
+/// (original or chosen) partition start, boot-sector patches where it moved, and zero gap and tail.
 public enum DiskComposer {
     /// syslinux's generic MBR boot code (Debian's syslinux-common).
     public static let defaultBootCodePath = "/usr/lib/syslinux/mbr/mbr.bin"
     /// Where a volume goes when the backup does not say where it was.
     public static let defaultPartitionStartLBA: UInt64 = 2048
 
+    /// Which partition table a volume-only backup is composed with.
+    public enum PartitionTableChoice: String, Sendable, CaseIterable {
+        /// GPT when the volume came from a GPT disk or has 4096-byte sectors, else MBR.
+        case auto
+        case mbr
+        case gpt
+    }
+
     public struct Options: Sendable {
         public var partitionStartLBA: UInt64?
+        public var partitionTable: PartitionTableChoice = .auto
         /// 440 bytes of MBR boot code; nil reads `defaultBootCodePath`.
         public var bootCode: [UInt8]?
         /// Deliberate corruption for lab fault tests (`mbr-byte`): empty unless the caller passes
@@ -49,14 +59,21 @@ public enum DiskComposer {
     public static func plan(header: BackupHeader, volume: any BlockSource, options: Options) throws -> PluginPointer.Composition {
         switch header.sourceKind {
         case .disk:
+            if options.partitionTable != .auto {
+                throw CompositionError.unsupported("--partition-table applies to volume backups; this backup holds a whole disk")
+            }
             if options.partitionStartLBA != nil {
                 throw CompositionError.unsupported("--partition-start applies to volume backups; this backup holds a whole disk")
             }
             return .init(kind: "disk", diskSize: volume.size)
         case .volume:
+            let sectorSize = header.logicalSectorSize == 0 ? 512 : Int(header.logicalSectorSize)
+            let table = options.partitionTable != .auto ? options.partitionTable
+                : (header.partitionScheme == .gpt || sectorSize != 512 ? .gpt : .mbr)
+            if table == .gpt { return try planGPT(header: header, volume: volume, options: options, sectorSize: sectorSize) }
             let sector = UInt64(512)
-            guard header.logicalSectorSize == 512 || header.logicalSectorSize == 0 else {
-                throw CompositionError.unsupported("volumes from \(header.logicalSectorSize)-byte-sector disks need a GPT composition, which is not implemented")
+            guard sectorSize == 512 else {
+                throw CompositionError.unsupported("an MBR composition needs 512-byte sectors; this volume has \(sectorSize)-byte sectors (use --partition-table gpt)")
             }
             let original = header.partitionStartLBA
             let start = options.partitionStartLBA ?? (original != 0 ? original : defaultPartitionStartLBA)
@@ -91,6 +108,62 @@ public enum DiskComposer {
         }
     }
 
+    /// A GPT around the volume (docs/formats/gpt.md, "Composition"): the original disk GUID,
+    /// entry number, type and unique GUIDs, attributes and name when the backup recorded them,
+    /// else GUIDs derived from the backup's image ID; the original start (or
+    /// `--partition-start`, else 1 MiB); the original disk size when the volume still fits it.
+    static func planGPT(header: BackupHeader, volume: any BlockSource, options: Options, sectorSize: Int) throws -> PluginPointer.Composition {
+        guard GPT.isSupportedSectorSize(sectorSize) else {
+            throw CompositionError.unsupported("logical sector size \(sectorSize) is not 512...4096")
+        }
+        let ss = UInt64(sectorSize)
+        let identity = header.imageID.bytes
+        let entryCount = header.gptEntryCount != 0 ? Int(header.gptEntryCount) : GPT.defaultEntryCount
+        let entrySize = header.gptEntrySize != 0 ? Int(header.gptEntrySize) : GPT.defaultEntrySize
+        let fromGPT = header.partitionScheme == .gpt
+        let number = fromGPT && header.partitionNumber >= 1 && Int(header.partitionNumber) <= entryCount ? Int(header.partitionNumber) : 1
+        let arraySectors = (UInt64(entryCount * entrySize) + ss - 1) / ss
+        let firstUsable = 2 + arraySectors
+        let original = header.partitionStartLBA
+        let start = options.partitionStartLBA ?? (original != 0 ? original : (1 << 20) / ss)
+        guard start >= firstUsable else {
+            throw CompositionError.unsupported("partition start LBA \(start) is inside the GPT's own structures (first usable LBA \(firstUsable))")
+        }
+        let sectors = (volume.size + ss - 1) / ss
+        guard sectors > 0 else { throw CompositionError.unsupported("the volume is empty") }
+        let (end, overflow) = start.addingReportingOverflow(sectors)
+        guard !overflow, end < (UInt64.max >> 1) / ss - arraySectors - 1 else {
+            throw CompositionError.unsupported("partition start LBA \(start) is too large")
+        }
+        // Partition end, backup array, backup header.
+        let minBytes = (end + arraySectors + 1) * ss
+        var diskSize = (minBytes + 0xFFFFF) / 0x100000 * 0x100000
+        if header.originalDiskSize >= minBytes, header.originalDiskSize % ss == 0 { diskSize = header.originalDiskSize }
+        let diskGUID = fromGPT && !header.gptDiskGUID.isZero ? header.gptDiskGUID : GPT.derivedGUID(identity: identity, role: "gpt-disk")
+        let unique = fromGPT && !header.gptPartitionGUID.isZero ? header.gptPartitionGUID
+            : GPT.derivedGUID(identity: identity, role: "gpt-partition-\(number)")
+        let type = fromGPT && !header.gptPartitionType.isZero ? header.gptPartitionType : GPTPartitionType.forFileSystemHint(header.fileSystemHint)
+        let entry = GPT.Partition(number: number, typeGUID: type, uniqueGUID: unique, firstLBA: start, lastLBA: end - 1,
+                                  attributes: fromGPT ? header.gptAttributes : 0, name: fromGPT ? header.gptPartitionName : "")
+        let record = PluginPointer.Composition.GPTRecord(sectorSize: sectorSize, diskGUID: diskGUID, entryCount: entryCount, entrySize: entrySize,
+                                                        partitions: [.init(entry: entry, content: PluginPointer.Composition.PartitionRecord.backupContent)])
+        do { _ = try record.table(diskSize: diskSize) } catch let e as GPTError {
+            throw CompositionError.unsupported("the GPT would be invalid: \(e)")
+        }
+        let patches = try BootSectorPatch.patches(volume: volume, newStartLBA: start)
+        return .init(kind: "gpt", diskSize: diskSize, partitionStartLBA: start, volumePatches: patches, gpt: record)
+    }
+
+    /// The bytes of one partition of a GPT composition: the backup's volume (patched), or — for
+    /// contents the composition layer synthesizes — the source that makes them.
+    static func partitionContent(_ record: PluginPointer.Composition.PartitionRecord, volume: any BlockSource) throws -> any BlockSource {
+        switch record.content {
+        case PluginPointer.Composition.PartitionRecord.backupContent: return volume
+        default:
+            throw FormatError("plugin file", "composition", at: 0, "partition \(record.number): unknown content '\(record.content)'")
+        }
+    }
+
     /// MBR partition type for a file-system hint, when the source disk did not record one.
     public static func partitionType(forHint hint: String) -> UInt8 {
         switch hint.lowercased() {
@@ -115,6 +188,13 @@ public enum DiskComposer {
             }
             let patched = c.volumePatches.isEmpty ? volume : try PatchedSource(base: volume, patches: c.volumePatches)
             return try ComposedDisk(mbr: mbr, volume: patched, partitionOffset: start * 512, diskSize: c.diskSize)
+        case "gpt":
+            guard let g = c.gpt else {
+                throw FormatError("plugin file", "composition", at: 0, "GPT composition lacks its table")
+            }
+            let patched = c.volumePatches.isEmpty ? volume : try PatchedSource(base: volume, patches: c.volumePatches)
+            let parts = try g.partitions.map { ComposedPartition(entry: $0.entry, content: try partitionContent($0, volume: patched)) }
+            return try GPTComposedDisk(table: try g.table(diskSize: c.diskSize), partitions: parts)
         default:
             throw FormatError("plugin file", "composition", at: 0, "unknown composition kind '\(c.kind)'")
         }

@@ -123,7 +123,8 @@ public enum PluginFile {
             }
             pointer = PluginPointer(backupPath: pointerPath, backupImageID: backup.header.imageID.description,
                                     backupHeaderDigest: backup.headerDigest.hex, composition: composition,
-                                    vhdx: .init(blockSize: 0, logicalSectorSize: 512, physicalSectorSize: 512,
+                                    vhdx: .init(blockSize: 0, logicalSectorSize: UInt32(composition.sectorSize),
+                                                physicalSectorSize: UInt32(composition.sectorSize),
                                                 seedHex: seed(for: backup).hex, fileSize: 0, payloadStart: 0))
         } else {
             guard DiskFormatRegistry.driver(named: options.format) != nil else {
@@ -133,7 +134,8 @@ public enum PluginFile {
             let subformat = keys.removeValue(forKey: "subformat")
             pointer = PluginPointer(backupPath: pointerPath, backupImageID: backup.header.imageID.description,
                                     backupHeaderDigest: backup.headerDigest.hex, composition: composition,
-                                    native: .init(format: options.format.lowercased(), subformat: subformat, logicalSectorSize: 512,
+                                    native: .init(format: options.format.lowercased(), subformat: subformat,
+                                                  logicalSectorSize: UInt32(composition.sectorSize),
                                                   allocationUnit: 0, seedHex: seed(for: backup).hex, keys: keys))
             pointer.native!.fileName = String(pluginAbs.split(separator: "/").last ?? "")
         }

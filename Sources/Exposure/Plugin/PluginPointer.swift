@@ -73,7 +73,8 @@ public struct PluginPointer: Codable, Sendable, Equatable {
     }
 
     public struct Composition: Codable, Sendable, Equatable {
-        /// "disk": the backup is a whole disk, served as is; "volume": an MBR is synthesized.
+        /// "disk": the backup is a whole disk, served as is; "volume": an MBR is synthesized;
+        /// "gpt": a GPT is synthesized (`gpt` says how; docs/formats/gpt.md).
         public var kind: String
         public var diskSize: UInt64
         public var partitionStartLBA: UInt64?
@@ -81,15 +82,21 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         public var mbrHex: String?
         /// Edits to the volume (boot-sector hidden sectors) that live here, never in the backup.
         public var volumePatches: [PatchedSource.Patch]
+        /// The GPT composition ("gpt" kind only; absent, so not encoded, for the others).
+        public var gpt: GPTRecord?
 
         public init(kind: String, diskSize: UInt64, partitionStartLBA: UInt64? = nil, mbrHex: String? = nil,
-                    volumePatches: [PatchedSource.Patch] = []) {
+                    volumePatches: [PatchedSource.Patch] = [], gpt: GPTRecord? = nil) {
             self.kind = kind
             self.diskSize = diskSize
             self.partitionStartLBA = partitionStartLBA
             self.mbrHex = mbrHex
             self.volumePatches = volumePatches
+            self.gpt = gpt
         }
+
+        /// Logical block size of the composed disk (what the native view must advertise).
+        public var sectorSize: Int { gpt?.sectorSize ?? 512 }
     }
 
     public struct VHDXParameters: Codable, Sendable, Equatable {

@@ -15,12 +15,14 @@ struct ExposeCommand: ParsableCommand {
         discussion: """
         The plugin is a valid VHDX whose payload is a hole: `bootlab mount` or `bootlab serve` turn it \
         into the full disk, reading the backup on demand. Volume-only backups get a synthesized MBR \
-        (syslinux's mbr.bin by default) with the volume at its original start, or at --partition-start.
+        (syslinux's mbr.bin by default), or a GPT when the volume came from a GPT disk or has 4096-byte \
+        sectors (--partition-table), with the volume at its original start, or at --partition-start.
         """)
 
     @Argument(help: "The backup image (.bli).") var backup: String
     @Option(name: .long, help: "The plugin file to write (e.g. vm.vhdx).") var out: String
     @Option(name: .long, help: "Place the volume at this LBA instead of its original start.") var partitionStart: UInt64?
+    @Option(name: .long, help: "Partition table for a volume backup: auto (GPT for a volume from a GPT disk or with 4096-byte sectors, else MBR), mbr, gpt.") var partitionTable: String = "auto"
     @Option(name: .long, help: "MBR boot code: a 440-byte file or a 512-byte MBR (default: syslinux's mbr.bin).") var bootCode: String?
     @Option(name: .long, help: "The plugin's native format: \(DiskFormatRegistry.names.joined(separator: ", ")) (default: the --target's native format, else vhdx).") var format: String?
     @Option(name: .customShort("o"), help: "Format options key=value[,…] (e.g. subformat=fixed for vhd, adapter_type=lsilogic for vmdk).") var formatOptions: [String] = []
@@ -59,6 +61,10 @@ struct ExposeCommand: ParsableCommand {
         do {
             var o = PluginFile.ExposeOptions()
             o.composer.partitionStartLBA = partitionStart
+            guard let table = DiskComposer.PartitionTableChoice(rawValue: partitionTable.lowercased()) else {
+                throw ValidationError("--partition-table \(partitionTable): expected auto, mbr or gpt")
+            }
+            o.composer.partitionTable = table
             o.composer.faults = try faults.plan()
             if let bootCode { o.composer.bootCode = try DiskComposer.loadBootCode(path: bootCode) }
             if let blockSize { o.blockSize = UInt32(try ByteSize.parse(blockSize)) }
