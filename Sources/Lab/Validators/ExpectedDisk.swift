@@ -36,6 +36,7 @@ public enum ExpectedDisk {
         guard let state = context.finalStates[machine.name] else { throw LabError.cell(machine.name, reason: "no backed-up state") }
         let spec = context.scenario.backup
         let newStart = spec.exposePartitionStart ?? machine.partitionStart
+        if machine.isUEFI && spec.kind == .volumeOnly { return try uefiVolumeExpectation(machine: machine, state: state.disk, start: newStart, in: context) }
         if spec.kind == .disk || newStart == machine.partitionStart { return state.disk }
         let out = context.directory.appendingPathComponent("expected-\(machine.name).raw")
         if FileManager.default.fileExists(atPath: out.path) { return out.path }
@@ -75,6 +76,36 @@ public enum ExpectedDisk {
             done += UInt64(n)
         }
         try dst.flush()
+        guard rename(tmp, out.path) == 0 else { throw IOError("rename", path: out.path, errno: errno) }
+        return out.path
+    }
+
+    /// A UEFI machine's root volume exposed alone: a zero disk of the source's size with a GPT
+    /// made by sgdisk (not BootLab's writer) holding only the root as partition 2 — the source's
+    /// disk GUID, the partition's unique GUID, type and name, from the lab's own seed — and the
+    /// volume at its start. A synthesized ESP is not in it: its bytes have no independent
+    /// definition, so `UEFIDiskValidator` compares everything outside the ESP and the GPT
+    /// structures, and judges the ESP with fsck.fat and mtools.
+    static func uefiVolumeExpectation(machine: SourceMachine, state: String, start: UInt64, in context: CellContext) throws -> String {
+        let out = context.directory.appendingPathComponent("expected-\(machine.name).raw")
+        if FileManager.default.fileExists(atPath: out.path) { return out.path }
+        let tmp = out.path + ".partial"
+        let dst = try RawFile.create(path: tmp, size: machine.diskSize)
+        try dst.flush()
+        let ids = DiskGenerator.uefiGUIDs(machine, seed: context.scenario.seed)
+        let end = start + machine.volumeSize / 512 - 1
+        try Shell.run("sgdisk", ["--disk-guid=\(ids.disk)", "-n", "2:\(start):\(end)", "-t", "2:8300", "-u", "2:\(ids.root)",
+                                 "-c", "2:bootlab root", tmp])
+        let source = try RawFile(path: state)
+        let dst2 = try RawFile(path: tmp, writable: true)
+        var done: UInt64 = 0
+        while done < machine.volumeSize {
+            let n = Int(min(UInt64(1 << 20), machine.volumeSize - done))
+            let bytes = try source.read(at: machine.partitionStart * 512 + done, count: n)
+            if bytes.contains(where: { $0 != 0 }) { try dst2.write(at: start * 512 + done, bytes) }
+            done += UInt64(n)
+        }
+        try dst2.flush()
         guard rename(tmp, out.path) == 0 else { throw IOError("rename", path: out.path, errno: errno) }
         return out.path
     }
