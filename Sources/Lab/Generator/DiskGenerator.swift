@@ -212,7 +212,15 @@ public enum DiskGenerator {
         if machine.isUEFI {
             // Only UEFI machines read these: other machines' inputs (and cache keys) stay as they were.
             let mods = URL(fileURLWithPath: grubEFIModules)
-            let names = try FileManager.default.contentsOfDirectory(atPath: mods.path).sorted()
+            // Every regular file under it (monolithic/ holds the prebuilt images), by relative path.
+            var names: [String] = []
+            if let walker = FileManager.default.enumerator(atPath: mods.path) {
+                while let rel = walker.nextObject() as? String {
+                    var isDir: ObjCBool = false
+                    if FileManager.default.fileExists(atPath: mods.appendingPathComponent(rel).path, isDirectory: &isDir), !isDir.boolValue { names.append(rel) }
+                }
+            }
+            names.sort()
             external.files["grub x86_64-efi modules"] = ExternalInputs.combined(
                 try names.map { ($0, try Digest.file(mods.appendingPathComponent($0))) })
             for tool in ["grub-mkimage", "sgdisk", "mmd"] { try external.addTool(tool) }

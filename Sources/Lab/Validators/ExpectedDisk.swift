@@ -11,11 +11,14 @@ import Foundation
 ///   rewritten, its CHS bytes computed for the new start and end (255 heads, 63 sectors). Nothing
 ///   is read back from the disk under test: the size is the original disk's when the volume still
 ///   fits it at the new start, else the volume's end rounded up to a MiB;
-/// - a reconfigured machine: the disk as QEMU's VHDX reader serves it (the layer's bytes have no
+/// - a UEFI machine's volume: a GPT made by sgdisk around it (`uefiVolumeExpectation`);
+/// - a reconfigured machine, or a volume exposed with a synthesized ESP: the disk as QEMU's reader serves it (the layer's bytes have no
 ///   independent definition), so other readers are held to agree with QEMU.
 public enum ExpectedDisk {
     public static func path(machine: SourceMachine, in context: CellContext) throws -> String {
-        if context.scenario.reconfigure {
+        // A synthesized ESP has no independent definition either (UEFIDiskValidator holds the rest
+        // of the disk to `sourceExpectation` and judges the ESP with fsck.fat and mtools).
+        if context.scenario.reconfigure || (machine.isUEFI && context.scenario.backup.esp == .synthesize) {
             // Source + reconfiguration layer: only the reconfiguration defines those bytes, so the
             // expectation is what QEMU's own VHDX reader serves (other readers must agree with it).
             guard let fe = context.frontEnd else { throw LabError.cell("expected disk", reason: "no front-end to read the exposed disk from") }
