@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "BackupImage", dependencies: ["BlockCore", "DiskFormats", "CCryptoShim", "CZstd"]),
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
         // The verification lab: scenarios, targets, generator, pipeline steps/validators, boot runner, reports.
-        .target(name: "Lab", dependencies: ["Archives", "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Processes", .product(name: "Yams", package: "Yams")]),
+        .target(name: "Lab", dependencies: ["Archives", "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Processes", "Reconfigure", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "BlockCore", "DiskFormats", "TestSupport"]),
         // libguestfs and libhivex, for OS reconfiguration.
         .systemLibrary(name: "CGuestfs", pkgConfig: "libguestfs"),

@@ -28,6 +28,10 @@ public enum DiskComposer {
         /// Deliberate corruption for lab fault tests (`mbr-byte`): empty unless the caller passes
         /// a plan (`bootlab expose --inject-fault`, the lab's expose step).
         public var faults: FaultPlan = .none
+        /// Add a synthesized EFI System Partition holding these files (docs/uefi.md); implies a
+        /// GPT. `espDirectory` is the sidecar's name beside the plugin (`PluginFile.expose` sets it).
+        public var esp: SynthesizedESP.Request?
+        public var espDirectory = "plugin.esp"
         public init(partitionStartLBA: UInt64? = nil, bootCode: [UInt8]? = nil) {
             self.partitionStartLBA = partitionStartLBA
             self.bootCode = bootCode
@@ -65,11 +69,17 @@ public enum DiskComposer {
             if options.partitionStartLBA != nil {
                 throw CompositionError.unsupported("--partition-start applies to volume backups; this backup holds a whole disk")
             }
+            if options.esp != nil {
+                throw CompositionError.unsupported("--esp applies to volume backups; this backup holds a whole disk (its own ESP, if any, is served as it is)")
+            }
             return .init(kind: "disk", diskSize: volume.size)
         case .volume:
             let sectorSize = header.logicalSectorSize == 0 ? 512 : Int(header.logicalSectorSize)
             let table = options.partitionTable != .auto ? options.partitionTable
-                : (header.partitionScheme == .gpt || sectorSize != 512 ? .gpt : .mbr)
+                : (header.partitionScheme == .gpt || sectorSize != 512 || options.esp != nil ? .gpt : .mbr)
+            if options.esp != nil, table != .gpt {
+                throw CompositionError.unsupported("a synthesized ESP needs a GPT composition (--partition-table gpt or auto)")
+            }
             if table == .gpt { return try planGPT(header: header, volume: volume, options: options, sectorSize: sectorSize) }
             let sector = UInt64(512)
             guard sectorSize == 512 else {
@@ -135,8 +145,12 @@ public enum DiskComposer {
         guard !overflow, end < (UInt64.max >> 1) / ss - arraySectors - 1 else {
             throw CompositionError.unsupported("partition start LBA \(start) is too large")
         }
+        let esp = try options.esp.map { try planESP($0, identity: identity, sectorSize: sectorSize, firstUsable: firstUsable,
+                                                      volume: start..<end, volumeNumber: number, entryCount: entryCount,
+                                                      directory: options.espDirectory) }
+        let lastUsed = max(end, esp.map { $0.entry.lastLBA + 1 } ?? 0)
         // Partition end, backup array, backup header.
-        let minBytes = (end + arraySectors + 1) * ss
+        let minBytes = (lastUsed + arraySectors + 1) * ss
         var diskSize = (minBytes + 0xFFFFF) / 0x100000 * 0x100000
         if header.originalDiskSize >= minBytes, header.originalDiskSize % ss == 0 { diskSize = header.originalDiskSize }
         let diskGUID = fromGPT && !header.gptDiskGUID.isZero ? header.gptDiskGUID : GPT.derivedGUID(identity: identity, role: "gpt-disk")
@@ -146,7 +160,7 @@ public enum DiskComposer {
         let entry = GPT.Partition(number: number, typeGUID: type, uniqueGUID: unique, firstLBA: start, lastLBA: end - 1,
                                   attributes: fromGPT ? header.gptAttributes : 0, name: fromGPT ? header.gptPartitionName : "")
         let record = PluginPointer.Composition.GPTRecord(sectorSize: sectorSize, diskGUID: diskGUID, entryCount: entryCount, entrySize: entrySize,
-                                                        partitions: [.init(entry: entry, content: PluginPointer.Composition.PartitionRecord.backupContent)])
+                                                        partitions: [.init(entry: entry, content: PluginPointer.Composition.PartitionRecord.backupContent)] + (esp.map { [$0] } ?? []))
         do { _ = try record.table(diskSize: diskSize) } catch let e as GPTError {
             throw CompositionError.unsupported("the GPT would be invalid: \(e)")
         }
@@ -154,11 +168,52 @@ public enum DiskComposer {
         return .init(kind: "gpt", diskSize: diskSize, partitionStartLBA: start, volumePatches: patches, gpt: record)
     }
 
+    /// Where the synthesized ESP goes (docs/uefi.md): at the first 1 MiB boundary when it fits
+    /// before the volume (where an installer puts it, and where the original ESP usually was),
+    /// else at the first 1 MiB boundary after the volume. The lowest entry number the volume does
+    /// not use; GUIDs and the FAT volume ID derive from the backup's image ID.
+    static func planESP(_ request: SynthesizedESP.Request, identity: [UInt8], sectorSize: Int, firstUsable: UInt64,
+                        volume: Range<UInt64>, volumeNumber: Int, entryCount: Int,
+                        directory: String) throws -> PluginPointer.Composition.PartitionRecord {
+        let ss = UInt64(sectorSize)
+        let size = request.size ?? SynthesizedESP.defaultSize(sectorSize: sectorSize)
+        guard size % ss == 0, size >= FAT32Image.minimumSize(sectorSize: sectorSize) else {
+            throw CompositionError.unsupported("an ESP of \(size) bytes is not a multiple of \(ss) or below FAT32's minimum (\(FAT32Image.minimumSize(sectorSize: sectorSize)) bytes)")
+        }
+        let sectors = size / ss
+        let align = max(1, (1 << 20) / ss)
+        func up(_ lba: UInt64) -> UInt64 { (lba + align - 1) / align * align }
+        var first = up(firstUsable)
+        if first + sectors > volume.lowerBound { first = up(volume.upperBound) }
+        guard let number = (1...max(1, entryCount)).first(where: { $0 != volumeNumber }) else {
+            throw CompositionError.unsupported("the GPT has no free entry for an ESP")
+        }
+        guard first <= UInt64(UInt32.max) else { throw CompositionError.unsupported("the ESP would start past LBA 2^32 (FAT's hidden sectors)") }
+        let volumeID = GUID.derived(seed: identity, label: "esp-volume-id").bytes.le32(0)
+        let files = request.files.map { ESPRecord.FileRecord(path: $0.path, size: UInt64($0.bytes.count), sha256: SHA256.hash($0.bytes).hex) }
+        let record = ESPRecord(size: size, sectorSize: sectorSize, volumeID: volumeID, label: "EFI", hiddenSectors: UInt32(first),
+                               directory: directory, files: files)
+        // The FAT32 image must be writable with these files (fits, valid names) before expose records it.
+        _ = try FAT32Image(options: record.fatOptions, files: request.files)
+        let entry = GPT.Partition(number: number, typeGUID: GPTPartitionType.efiSystem,
+                                  uniqueGUID: GPT.derivedGUID(identity: identity, role: "esp-partition"),
+                                  firstLBA: first, lastLBA: first + sectors - 1, attributes: 0, name: SynthesizedESP.partitionName)
+        var r = PluginPointer.Composition.PartitionRecord(entry: entry, content: SynthesizedESP.content)
+        r.esp = record
+        return r
+    }
+
     /// The bytes of one partition of a GPT composition: the backup's volume (patched), or — for
     /// contents the composition layer synthesizes — the source that makes them.
-    static func partitionContent(_ record: PluginPointer.Composition.PartitionRecord, volume: any BlockSource) throws -> any BlockSource {
+    static func partitionContent(_ record: PluginPointer.Composition.PartitionRecord, volume: any BlockSource,
+                                 pluginDirectory: String?) throws -> any BlockSource {
         switch record.content {
         case PluginPointer.Composition.PartitionRecord.backupContent: return volume
+        case SynthesizedESP.content:
+            guard let esp = record.esp else {
+                throw FormatError("plugin file", "composition", at: 0, "partition \(record.number): an ESP without its record")
+            }
+            return try SynthesizedESP.source(esp, pluginDirectory: pluginDirectory)
         default:
             throw FormatError("plugin file", "composition", at: 0, "partition \(record.number): unknown content '\(record.content)'")
         }
@@ -175,7 +230,9 @@ public enum DiskComposer {
     }
 
     /// The composed disk described by `composition` over `volume` (the backup reader).
-    public static func compose(volume: any BlockSource, composition c: PluginPointer.Composition) throws -> any BlockSource {
+    /// `pluginDirectory`: where a synthesized ESP's sidecar files are (nil: no ESP can be composed).
+    public static func compose(volume: any BlockSource, composition c: PluginPointer.Composition,
+                               pluginDirectory: String? = nil) throws -> any BlockSource {
         switch c.kind {
         case "disk":
             guard c.diskSize == volume.size else {
@@ -193,7 +250,7 @@ public enum DiskComposer {
                 throw FormatError("plugin file", "composition", at: 0, "GPT composition lacks its table")
             }
             let patched = c.volumePatches.isEmpty ? volume : try PatchedSource(base: volume, patches: c.volumePatches)
-            let parts = try g.partitions.map { ComposedPartition(entry: $0.entry, content: try partitionContent($0, volume: patched)) }
+            let parts = try g.partitions.map { ComposedPartition(entry: $0.entry, content: try partitionContent($0, volume: patched, pluginDirectory: pluginDirectory)) }
             return try GPTComposedDisk(table: try g.table(diskSize: c.diskSize), partitions: parts)
         default:
             throw FormatError("plugin file", "composition", at: 0, "unknown composition kind '\(c.kind)'")

@@ -43,6 +43,8 @@ extension PluginPointer.Composition {
         /// Where the partition's bytes come from: `backupContent`, or a source the composition
         /// layer synthesizes (resolved by `DiskComposer.partitionContent`).
         public var content: String
+        /// A synthesized ESP's parameters and files (`content == SynthesizedESP.content`; docs/uefi.md).
+        public var esp: ESPRecord?
 
         public init(entry: GPT.Partition, content: String) {
             number = entry.number

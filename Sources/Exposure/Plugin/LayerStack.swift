@@ -69,7 +69,8 @@ public enum LayerStack {
     /// backup ▸ composed disk ▸ reconfiguration layer (as `use` says).
     static func lower(pointer: PluginPointer, pluginPath: String, options: PluginFile.OpenOptions, layer use: LayerUse) throws -> Lower {
         let backup = try openBackup(pointer: pointer, pluginPath: pluginPath, options: options)
-        let composed = try DiskComposer.compose(volume: backup, composition: pointer.composition)
+        let composed = try DiskComposer.compose(volume: backup, composition: pointer.composition,
+                                                pluginDirectory: PluginFile.directory(of: PluginFile.absolutePath(pluginPath)))
         // A layer is never replayed over another backup or another placement of the volume.
         let identity = try ReconfigurationLayer.identity(backupHeaderDigest: backup.headerDigest, composition: pointer.composition)
         switch use {

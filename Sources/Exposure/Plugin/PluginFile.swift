@@ -112,8 +112,14 @@ public enum PluginFile {
         }
         let pointerPath = try pointerPath(backup: backupAbs, pluginDirectory: directory(of: pluginAbs), allowOutside: options.allowOutside)
         let backup = try BackupImageReader.open(path: backupAbs, passphrase: options.passphrase, vault: options.vault)
-        let composition = try DiskComposer.plan(header: backup.header, volume: backup, options: options.composer)
-        let disk = try DiskComposer.compose(volume: backup, composition: composition)
+        var composer = options.composer
+        if let esp = composer.esp {
+            // The ESP's files go beside the plugin before the composition that reads them.
+            composer.espDirectory = SynthesizedESP.sidecarName(pluginPath: pluginAbs)
+            _ = try SynthesizedESP.store(esp, pluginPath: pluginAbs)
+        }
+        let composition = try DiskComposer.plan(header: backup.header, volume: backup, options: composer)
+        let disk = try DiskComposer.compose(volume: backup, composition: composition, pluginDirectory: directory(of: pluginAbs))
 
         // The pointer records the view's layout (allocation unit, file size, payload start).
         var pointer: PluginPointer

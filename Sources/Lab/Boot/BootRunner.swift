@@ -54,9 +54,30 @@ public struct BootResult: Sendable, Codable, Equatable {
 public enum BootRunner {
     public static let defaultTimeout: Double = 90
 
-    public static func arguments(disk: DiskReference, target: Target) -> [String] {
+    /// Debian's `ovmf` package: the code image (read-only, shared) and the variable store
+    /// template (copied per boot: the firmware writes it). The plain 4M build: Secure Boot off
+    /// (the `.secboot`/`.ms` variants need SMM and enrolled keys; docs/uefi.md).
+    public static let ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+    public static let ovmfVarsTemplate = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+
+    /// Firmware names a target may state (`firmware:`).
+    public static let firmwares = ["seabios", "ovmf"]
+
+    /// Console text after which a firmware boots nothing more: OVMF starts its built-in UEFI
+    /// shell only once every boot option failed (BdsDxe's "failed to load Boot000N … Not Found"
+    /// lines say why). The boot is stopped there rather than left to the timeout.
+    static func gaveUpPatterns(firmware: String) -> [String] {
+        firmware == "ovmf" ? ["UEFI Interactive Shell", "No bootable option or device was found"] : []
+    }
+
+    /// `varsPath`: the per-boot copy of the UEFI variable store (OVMF targets only).
+    public static func arguments(disk: DiskReference, target: Target, varsPath: String? = nil) -> [String] {
         var args = ["-accel", "tcg", "-machine", target.machine, "-m", String(target.memoryMiB),
                     "-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot"]
+        if target.firmware == "ovmf" {
+            args += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(ovmfCode)",
+                     "-drive", "if=pflash,format=raw,unit=1,file=\((varsPath ?? "ovmf-vars.fd").replacingOccurrences(of: ",", with: ",,"))"]
+        }
         let drive = disk.driveOptions
         args += target.qemuArguments.map { $0.replacingOccurrences(of: "{drive}", with: drive) }
         return args
@@ -67,18 +88,64 @@ public enum BootRunner {
         let fm = FileManager.default
         try? fm.removeItem(at: consoleLog)
         try fm.createDirectory(at: consoleLog.deletingLastPathComponent(), withIntermediateDirectories: true)
-        let args = arguments(disk: disk, target: target) + ["-serial", "file:\(consoleLog.path)"]
+        var varsPath: String?
+        if target.firmware == "ovmf" {
+            let vars = consoleLog.deletingLastPathComponent().appendingPathComponent(consoleLog.deletingPathExtension().lastPathComponent + "-ovmf-vars.fd")
+            try? fm.removeItem(at: vars)
+            do { try fm.copyItem(atPath: ovmfVarsTemplate, toPath: vars.path) } catch {
+                throw LabError.missing(ovmfVarsTemplate, need: "UEFI targets boot with OVMF (install the ovmf package: ci/packages/uefi.txt)")
+            }
+            guard fm.fileExists(atPath: ovmfCode) else {
+                throw LabError.missing(ovmfCode, need: "UEFI targets boot with OVMF (install the ovmf package: ci/packages/uefi.txt)")
+            }
+            varsPath = vars.path
+        }
+        let args = arguments(disk: disk, target: target, varsPath: varsPath) + ["-serial", "file:\(consoleLog.path)"]
         // Past the timeout QEMU gets SIGTERM, then SIGKILL 5 s later; a hung boot is a result here.
         let start = Date()
-        let run: Completed
-        do {
-            run = try Command(["qemu-system-x86_64"] + args, stdout: .null, stderr: .capture).run(timeout: timeout, check: false)
-        } catch let e as ProcessError {
-            throw LabError.process(e)
+        let timedOut: Bool
+        let termination: Termination
+        let stderr: String
+        var gaveUp: String?
+        let patterns = gaveUpPatterns(firmware: target.firmware)
+        if patterns.isEmpty {
+            let run: Completed
+            do {
+                run = try Command(["qemu-system-x86_64"] + args, stdout: .null, stderr: .capture).run(timeout: timeout, check: false)
+            } catch let e as ProcessError {
+                throw LabError.process(e)
+            }
+            (timedOut, termination, stderr) = (run.timedOut, run.termination, run.stderrText)
+        } else {
+            // Watch the console while QEMU runs: a firmware that gave up never powers off.
+            let errLog = consoleLog.deletingPathExtension().appendingPathExtension("qemu-stderr")
+            let child: ChildProcess
+            do {
+                child = try Command(["qemu-system-x86_64"] + args, stdout: .null, stderr: .file(errLog.path, append: false)).spawn()
+            } catch let e as ProcessError {
+                throw LabError.process(e)
+            }
+            var ended: Termination?
+            var late = false
+            while ended == nil {
+                ended = child.wait(timeout: 0.5)
+                if ended != nil { break }
+                let text = String(decoding: (try? Data(contentsOf: consoleLog)) ?? Data(), as: UTF8.self)
+                if let p = patterns.first(where: { text.contains($0) }) {
+                    gaveUp = p
+                    ended = child.terminate(grace: 5)
+                } else if Date().timeIntervalSince(start) > timeout {
+                    late = true
+                    ended = child.terminate(grace: 5)
+                }
+            }
+            termination = ended!
+            timedOut = late
+            stderr = String(decoding: (try? Data(contentsOf: errLog)) ?? Data(), as: UTF8.self)
+                .split(separator: "\n").filter { !$0.contains("terminating on signal") }.joined(separator: "\n")
+            try? fm.removeItem(at: errLog)
         }
-        let timedOut = run.timedOut
         let seconds = Date().timeIntervalSince(start)
-        let stderr = run.stderrText
         let console = (try? String(contentsOf: consoleLog, encoding: .utf8)) ?? String(decoding: (try? Data(contentsOf: consoleLog)) ?? Data(), as: UTF8.self)
         if !stderr.isEmpty {
             // QEMU's own complaints (bad options, missing files) belong with the console output.
@@ -91,9 +158,27 @@ public enum BootRunner {
         let lines = console.split(whereSeparator: \.isNewline).map(String.init)
         let markerSeen = lines.contains { $0.contains(Initramfs.markerPrefix + marker) }
         let failure = lines.last { $0.contains("BOOTLAB: root") || $0.contains("BOOTLAB: marker") || $0.contains("Kernel panic") || $0.contains("failed: ") }
+            ?? lines.last { $0.contains("BdsDxe: failed to load") || $0.contains("No bootable option") }
+                .map { line in gaveUp.map { "\(Self.stripEscapes(line)) (the firmware then started its UEFI shell: nothing bootable; stopped at '\($0)')" } ?? Self.stripEscapes(line) }
             ?? (stderr.isEmpty ? nil : "qemu: " + stderr.split(separator: "\n").first.map(String.init)!)
-        return BootResult(markerSeen: markerSeen, timedOut: timedOut, exitStatus: run.termination.foundationStatus,
+        return BootResult(markerSeen: markerSeen, timedOut: timedOut, exitStatus: termination.foundationStatus,
                           seconds: seconds, consoleLogPath: consoleLog.path, failureLine: markerSeen ? nil : failure,
                           commandLine: ["qemu-system-x86_64"] + args + ["-serial", "file:\(consoleLog.path)"])
+    }
+
+    /// OVMF paints its screen with ANSI sequences on the serial console; reports want the text.
+    static func stripEscapes(_ line: String) -> String {
+        var out = ""
+        var it = line.makeIterator()
+        while let c = it.next() {
+            if c == "\u{1B}" {
+                // CSI: ESC [ parameters… final byte (@–~).
+                guard let n = it.next(), n == "[" else { continue }
+                while let p = it.next(), !(p.isLetter || p == "~" || p == "@") {}
+                continue
+            }
+            if c != "\r" { out.append(c) }
+        }
+        return out.trimmingCharacters(in: .whitespaces)
     }
 }

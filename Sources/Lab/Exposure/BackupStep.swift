@@ -40,7 +40,7 @@ public struct BackupStep: LabStep {
             }
             if let vault = spec.vault { o.vaultDirectory = dir.appendingPathComponent("vault-\(vault)").path }
             o.imageID = BackupCreateOptions.imageID(seed: "\(context.scenario.seed)/\(machine.name)")
-            o.partition = spec.kind == .volumeOnly ? 1 : nil
+            o.partition = spec.kind == .volumeOnly ? machine.rootPartitionNumber : nil
             o.label = machine.name
             var out = dir.appendingPathComponent("\(machine.name).bli").path
             let summary = try BackupImageWriter.create(sourcePath: g.diskPath, outputPath: out, options: o)

@@ -2,6 +2,7 @@ import BackupImage
 import BlockCore
 import Exposure
 import Foundation
+import Reconfigure
 
 /// Exposes every machine's backup as a plugin file in the target's native format
 /// (`<machine>.vhdx`, `.vmdk`, `.qcow2`, `.vhd`, `.vdi` in the cell's plugin directory). `MountStep` then serves them; a reconfiguration step may run in between.
@@ -25,10 +26,17 @@ public struct ExposeStep: LabStep {
         for machine in context.scenario.machines {
             guard let backup = context.backups[machine.name] else { return .fail("\(machine.name): no backup") }
             let plugin = plug.appendingPathComponent(format.fileName(machine: machine.name)).path
-            let r = try PluginFile.expose(backupPath: backup, pluginPath: plugin, options: opts)
+            var mopts = opts
+            if context.scenario.backup.esp == .synthesize {
+                // What `bootlab expose --esp` does: a GRUB EFI loader from the volume's own modules.
+                let reader = try BackupImageReader.open(path: backup, passphrase: opts.passphrase, vault: opts.vault)
+                let loader = try GrubEFILoader.build(volume: reader, workDirectory: context.directory)
+                mopts.composer.esp = .init(files: loader.espFiles)
+            }
+            let r = try PluginFile.expose(backupPath: backup, pluginPath: plugin, options: mopts)
             context.plugins[machine.name] = plugin
             context.put(Artefact(role: ArtefactRole.plugin, machine: machine.name, disk: .file(path: plugin, format: format.qemuDriver), files: [plugin]))
-            notes.append("\(machine.name): \(r.format) \(r.composition)" + (r.partitionStartLBA.map { " at LBA \($0)" } ?? "") + (r.patchedBytes > 0 ? ", BPB patched" : ""))
+            notes.append("\(machine.name): \(r.format) \(r.composition)" + (r.partitionStartLBA.map { " at LBA \($0)" } ?? "") + (mopts.composer.esp != nil ? ", synthesized ESP" : "") + (r.patchedBytes > 0 ? ", BPB patched" : ""))
         }
         return .pass(notes.joined(separator: "; "))
     }

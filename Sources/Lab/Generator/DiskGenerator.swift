@@ -133,11 +133,20 @@ public enum DiskGenerator {
             try fm.createDirectory(at: tree, withIntermediateDirectories: true)
             try fm.copyItem(at: moduleTree.appendingPathComponent("lib"), to: tree.appendingPathComponent("lib"))
             rootSpec = "UUID=\(rootUUID(machine, seed: scenario.seed))"
-            try fm.createDirectory(at: tree.appendingPathComponent("boot/extlinux"), withIntermediateDirectories: true)
             try fm.createDirectory(at: tree.appendingPathComponent("bootlab"), withIntermediateDirectories: true)
+            try fm.createDirectory(at: tree.appendingPathComponent("boot"), withIntermediateDirectories: true)
             try fm.copyItem(at: kernel.vmlinuz, to: tree.appendingPathComponent("boot/vmlinuz"))
             try fm.copyItem(at: initrd, to: tree.appendingPathComponent("boot/\(initrdName)"))
-            try Data(bootConfig.utf8).write(to: tree.appendingPathComponent("boot/extlinux/extlinux.conf"))
+            if machine.isUEFI {
+                // What grub-efi-amd64-bin installs, and the grub.cfg update-grub would write for it.
+                try fm.createDirectory(at: tree.appendingPathComponent("boot/grub"), withIntermediateDirectories: true)
+                try fm.createDirectory(at: tree.appendingPathComponent("usr/lib/grub"), withIntermediateDirectories: true)
+                try fm.copyItem(at: URL(fileURLWithPath: grubEFIModules), to: tree.appendingPathComponent("usr/lib/grub/x86_64-efi"))
+                try Data(Self.grubConfig(initrdName: initrdName).utf8).write(to: tree.appendingPathComponent("boot/grub/grub.cfg"))
+            } else {
+                try fm.createDirectory(at: tree.appendingPathComponent("boot/extlinux"), withIntermediateDirectories: true)
+                try Data(bootConfig.utf8).write(to: tree.appendingPathComponent("boot/extlinux/extlinux.conf"))
+            }
             try Data((machine.marker + "\n").utf8).write(to: tree.appendingPathComponent("bootlab/marker"))
             try buildExt4(volume: volume, tree: tree, work: work, machine: machine, seed: scenario.seed)
         case .fat32:
@@ -148,11 +157,15 @@ public enum DiskGenerator {
         }
 
         try createSparse(disk, size: machine.diskSize)
-        let mbrCode = try Data(contentsOf: URL(fileURLWithPath: mbrCodePath))
-        let signature = Digest.derivedBytes(seed: scenario.seed, "\(machine.name):disk-signature", count: 4).le32(0)
-        let mbr = MBRImage(bootCode: Array(mbrCode), signature: signature, partitionType: machine.filesystem.partitionType,
-                           startLBA: UInt32(machine.partitionStart), sectorCount: UInt32(machine.volumeSize / 512))
-        try copy(bytes: mbr.bytes(), into: disk, at: 0)
+        if machine.isUEFI {
+            try buildUEFIDisk(disk: disk, volume: volume, work: work, machine: machine, seed: scenario.seed)
+        } else {
+            let mbrCode = try Data(contentsOf: URL(fileURLWithPath: mbrCodePath))
+            let signature = Digest.derivedBytes(seed: scenario.seed, "\(machine.name):disk-signature", count: 4).le32(0)
+            let mbr = MBRImage(bootCode: Array(mbrCode), signature: signature, partitionType: machine.filesystem.partitionType,
+                               startLBA: UInt32(machine.partitionStart), sectorCount: UInt32(machine.volumeSize / 512))
+            try copy(bytes: mbr.bytes(), into: disk, at: 0)
+        }
         try copy(file: volume, into: disk, at: machine.partitionStart * 512)
 
         let result = GeneratedMachine(
@@ -196,7 +209,78 @@ public enum DiskGenerator {
         for tool in ["mke2fs", "debugfs", "tune2fs", "extlinux", "mkfs.fat", "mcopy", "syslinux", "gzip"] {
             try external.addTool(tool)
         }
+        if machine.isUEFI {
+            // Only UEFI machines read these: other machines' inputs (and cache keys) stay as they were.
+            let mods = URL(fileURLWithPath: grubEFIModules)
+            // Every regular file under it (monolithic/ holds the prebuilt images), by relative path.
+            var names: [String] = []
+            if let walker = FileManager.default.enumerator(atPath: mods.path) {
+                while let rel = walker.nextObject() as? String {
+                    var isDir: ObjCBool = false
+                    if FileManager.default.fileExists(atPath: mods.appendingPathComponent(rel).path, isDirectory: &isDir), !isDir.boolValue { names.append(rel) }
+                }
+            }
+            names.sort()
+            external.files["grub x86_64-efi modules"] = ExternalInputs.combined(
+                try names.map { ($0, try Digest.file(mods.appendingPathComponent($0))) })
+            for tool in ["grub-mkimage", "sgdisk", "mmd"] { try external.addTool(tool) }
+        }
         return GeneratorInputs(spec: spec, external: external)
+    }
+
+    /// Debian's grub-efi-amd64-bin: what a UEFI machine's root volume carries and its ESP's loader is built from.
+    static let grubEFIModules = "/usr/lib/grub/x86_64-efi"
+
+    /// The grub.cfg of a UEFI machine's root (what update-grub writes, reduced to one entry).
+    static func grubConfig(initrdName: String) -> String {
+        """
+        set timeout=0
+        set default=0
+        menuentry "bootlab" {
+          linux /boot/vmlinuz console=ttyS0 panic=-1
+          initrd /boot/\(initrdName)
+        }
+
+        """
+    }
+
+    /// The GPT of a UEFI machine, made by sgdisk (not by BootLab's GPT writer): the ESP as
+    /// partition 1 (mkfs.fat, mtools, a GRUB EFI image from the host's grub-mkimage with an
+    /// embedded config that finds the root by UUID), the root as partition 2. Disk and partition
+    /// GUIDs, the ESP's serial: from the seed.
+    static func buildUEFIDisk(disk: URL, volume: URL, work: URL, machine: SourceMachine, seed: UInt64) throws {
+        let g = uefiGUIDs(machine, seed: seed)
+        let espEnd = SourceMachine.espStartLBA + SourceMachine.espSectors - 1
+        let rootEnd = machine.partitionStart + machine.volumeSize / 512 - 1
+        try Shell.run("sgdisk", ["--disk-guid=\(g.disk)",
+                                 "-n", "1:\(SourceMachine.espStartLBA):\(espEnd)", "-t", "1:EF00", "-u", "1:\(g.esp)", "-c", "1:EFI System",
+                                 "-n", "2:\(machine.partitionStart):\(rootEnd)", "-t", "2:8300", "-u", "2:\(g.root)", "-c", "2:bootlab root",
+                                 disk.path])
+        let cfg = work.appendingPathComponent("esp-load.cfg")
+        try Data("""
+            search.fs_uuid \(rootUUID(machine, seed: seed)) root
+            set prefix=($root)/usr/lib/grub
+            normal ($root)/boot/grub/grub.cfg
+
+            """.utf8).write(to: cfg)
+        let loader = work.appendingPathComponent("BOOTX64.EFI")
+        try Shell.run("grub-mkimage", ["-O", "x86_64-efi", "-d", grubEFIModules, "-c", cfg.path, "-p", "/EFI/BOOT", "-o", loader.path,
+                                       "part_gpt", "fat", "ext2", "search_fs_uuid", "normal", "configfile", "linux", "echo", "test", "gzio"])
+        let esp = work.appendingPathComponent("esp.img")
+        try createSparse(esp, size: SourceMachine.espSectors * 512)
+        let env = ["SOURCE_DATE_EPOCH": String(fixedTime), "MTOOLS_SKIP_CHECK": "1"]
+        try Shell.run("mkfs.fat", ["--invariant", "-i", Digest.derivedBytes(seed: seed, "\(machine.name):esp-volume-id", count: 4).hex,
+                                   "-F", "32", "-h", String(SourceMachine.espStartLBA), "-n", "EFI", esp.path], environment: env)
+        try Shell.run("mmd", ["-i", esp.path, "::/EFI", "::/EFI/BOOT"], environment: env)
+        try Shell.run("mcopy", ["-i", esp.path, loader.path, "::/EFI/BOOT/BOOTX64.EFI"], environment: env)
+        try Shell.run("fsck.fat", ["-n", esp.path])
+        try copy(file: esp, into: disk, at: SourceMachine.espStartLBA * 512)
+    }
+
+    /// A UEFI machine's GPT identities (the lab's own derivation, from the seed).
+    static func uefiGUIDs(_ machine: SourceMachine, seed: UInt64) -> (disk: String, esp: String, root: String) {
+        (Digest.uuid(seed: seed, "\(machine.name):gpt-disk"), Digest.uuid(seed: seed, "\(machine.name):gpt-esp"),
+         Digest.uuid(seed: seed, "\(machine.name):gpt-root"))
     }
 
     static let busyboxPath = "/bin/busybox"
@@ -242,20 +326,22 @@ public enum DiskGenerator {
         var mnt = work.appendingPathComponent("mnt")
         let shortBy = 64 - mnt.path.utf8.count
         if shortBy > 0 { mnt = work.appendingPathComponent("mnt" + String(repeating: "_", count: shortBy)) }
-        try FileManager.default.createDirectory(at: mnt, withIntermediateDirectories: true)
-        try Shell.run("mount", ["-o", "loop,noinit_itable", volume.path, mnt.path])
-        do {
-            try Shell.run("extlinux", ["--install", mnt.appendingPathComponent("boot/extlinux").path])
-        } catch {
-            _ = try? Shell.run("umount", [mnt.path])
-            throw error
+        if !machine.isUEFI {
+            try FileManager.default.createDirectory(at: mnt, withIntermediateDirectories: true)
+            try Shell.run("mount", ["-o", "loop,noinit_itable", volume.path, mnt.path])
+            do {
+                try Shell.run("extlinux", ["--install", mnt.appendingPathComponent("boot/extlinux").path])
+            } catch {
+                _ = try? Shell.run("umount", [mnt.path])
+                throw error
+            }
+            try Shell.run("umount", [mnt.path])
         }
-        try Shell.run("umount", [mnt.path])
         // The mount stamped times, generation numbers and i_version on what extlinux touched,
         // and the superblock's mount fields: reset them all to fixed values.
         var commands: [String] = []
         // mke2fs -d also copies each source file's ctime, which touch cannot set: reset every path.
-        var paths = ["/", "/lost+found", "/boot/extlinux/ldlinux.sys", "/boot/extlinux/ldlinux.c32"]
+        var paths = ["/", "/lost+found"] + (machine.isUEFI ? [] : ["/boot/extlinux/ldlinux.sys", "/boot/extlinux/ldlinux.c32"])
         if let walker = FileManager.default.enumerator(atPath: tree.path) {
             while let rel = walker.nextObject() as? String { paths.append("/" + rel) }
         }

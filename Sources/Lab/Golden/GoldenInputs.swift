@@ -94,6 +94,8 @@ public struct GoldenInputs: Sendable, Codable, Equatable {
         }
         // Compressed bytes are libzstd's to decide (a new zstd may compress differently); AES-GCM
         // and scrypt are fixed functions, but their code is still what made the bytes.
+        // A synthesized ESP's loader is the host's grub-mkimage's output (from the volume's modules).
+        if scenario.backup.esp == .synthesize { try external.addTool("grub-mkimage") }
         if scenario.backup.compression == .zstd { try external.addLibraryPackage("libzstd1") }
         if scenario.backup.encryption != .none { try external.addLibraryPackage("libcrypto++8") }
         var drivers: String?

@@ -27,6 +27,7 @@ public struct Pipeline: Sendable {
     /// sets' files, and the write overlay.
     public static func exposureValidators(for scenario: Scenario) -> [any Validator] {
         var v: [any Validator] = [QemuImgCheckValidator(), CompareValidator(), IndependentReaderValidator(), BootLabCheckValidator()]
+        if scenario.machines.contains(where: \.isUEFI) { v.append(UEFIDiskValidator()) }
         if !scenario.backup.incrementals.isEmpty { v.append(ChangedFilesValidator()) }
         v.append(WriteOverlayValidator())
         return v

@@ -46,6 +46,10 @@ public enum FileSystemKind: String, Sendable, Codable, CaseIterable {
 public enum BootLoaderKind: String, Sendable, Codable, CaseIterable {
     case extlinux
     case syslinux
+    /// A UEFI machine (docs/uefi.md): a GPT disk with an EFI System Partition (partition 1, FAT32,
+    /// at LBA 2048, 64 MiB) holding a GRUB EFI loader at \EFI\BOOT\BOOTX64.EFI, the ext4 root as
+    /// partition 2 with GRUB's x86_64-efi modules and /boot/grub/grub.cfg on it.
+    case grubEFI = "grub-efi"
 }
 
 public struct SourceMachine: Sendable, Codable, Equatable {
@@ -63,6 +67,14 @@ public struct SourceMachine: Sendable, Codable, Equatable {
     public var storageDrivers: [String]?
     /// Printed by the guest only after its root file system is mounted and this text read from it.
     public var marker: String
+
+    /// GPT with an ESP before the root (UEFI machines), else an MBR with one partition.
+    public var isUEFI: Bool { bootloader == .grubEFI }
+    /// The root volume's partition number (what a volume-only backup takes).
+    public var rootPartitionNumber: Int { isUEFI ? 2 : 1 }
+    /// The source ESP of a UEFI machine: LBA 2048, 64 MiB (FAT32 needs ≥ 33 MiB at 512 B/cluster).
+    public static let espStartLBA: UInt64 = 2048
+    public static let espSectors: UInt64 = 131_072
 }
 
 public struct BackupSpec: Sendable, Codable, Equatable {
@@ -94,6 +106,14 @@ public struct BackupSpec: Sendable, Codable, Equatable {
     /// How the exposed disk reaches QEMU: a FUSE-mounted `.vhdx` file (QEMU's vhdx driver over a
     /// plain file) or `bootlab serve` over NBD (QEMU's vhdx driver over an NBD export).
     public var frontend: FrontEnd = .fuse
+    /// Volume-only backups of UEFI machines: expose with a synthesized ESP (`bootlab expose --esp`)
+    /// or without one (nil: none — the must-not-boot twin).
+    public var esp: ESPMode? = nil
+
+    public enum ESPMode: String, Sendable, Codable, CaseIterable {
+        case synthesize
+        case none
+    }
 
     public enum FrontEnd: String, Sendable, Codable, CaseIterable {
         case fuse

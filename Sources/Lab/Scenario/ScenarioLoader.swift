@@ -46,6 +46,13 @@ public enum ScenarioLoader {
         guard ["pc", "q35"].contains(target.machine) else {
             throw top.error("machine", "'\(target.machine)' is not pc (i440fx) or q35")
         }
+        guard BootRunner.firmwares.contains(target.firmware) else {
+            throw top.error("firmware", "'\(target.firmware)' is not one of: \(BootRunner.firmwares.joined(separator: ", "))")
+        }
+        // OVMF's pflash layout and SMM-free build are what BootRunner sets up for q35.
+        if target.firmware == "ovmf", target.machine != "q35" {
+            throw top.error("firmware", "ovmf targets use machine q35")
+        }
         try top.finish()
         return target
     }
@@ -139,8 +146,8 @@ public enum ScenarioLoader {
         let name = try m.optionalString("name") ?? defaultName ?? { throw m.error("name", "required key is missing") }()
         let filesystem: FileSystemKind = try m.choice("filesystem")
         let bootloader: BootLoaderKind = try m.choice("bootloader", default: filesystem == .ext4 ? .extlinux : .syslinux)
-        if (filesystem == .ext4) != (bootloader == .extlinux) {
-            throw m.error("bootloader", "\(bootloader.rawValue) cannot boot from \(filesystem.rawValue) (extlinux: ext4, syslinux: fat32)")
+        if bootloader == .grubEFI ? filesystem != .ext4 : (filesystem == .ext4) != (bootloader == .extlinux) {
+            throw m.error("bootloader", "\(bootloader.rawValue) cannot boot from \(filesystem.rawValue) (extlinux: ext4, syslinux: fat32, grub-efi: ext4)")
         }
         let volumeSize = try m.size("volume_size")
         guard volumeSize % 4096 == 0 else { throw m.error("volume_size", "must be a multiple of 4 KiB") }
@@ -151,7 +158,11 @@ public enum ScenarioLoader {
         let startValue = try m.optionalInteger("partition_start") ?? 2048
         guard startValue >= 1, startValue < 1 << 31 else { throw m.error("partition_start", "must be an LBA between 1 and 2^31") }
         let start = UInt64(startValue)
-        let end = start * 512 + volumeSize
+        if bootloader == .grubEFI, start < SourceMachine.espStartLBA + SourceMachine.espSectors {
+            throw m.error("partition_start", "a grub-efi machine keeps its ESP at LBA \(SourceMachine.espStartLBA)–\(SourceMachine.espStartLBA + SourceMachine.espSectors - 1): the root must start at \(SourceMachine.espStartLBA + SourceMachine.espSectors) or later")
+        }
+        // A GPT disk also keeps its backup header and entry array in the last 33 sectors.
+        let end = start * 512 + volumeSize + (bootloader == .grubEFI ? 33 * 512 : 0)
         let defaultDisk = (end + (1 << 20) - 1) / (1 << 20) * (1 << 20)
         let diskSize = try m.optionalSize("disk_size") ?? defaultDisk
         guard diskSize >= end, diskSize % 512 == 0 else {
@@ -180,6 +191,11 @@ public enum ScenarioLoader {
         spec.encryption = try b.choice("encryption", default: spec.encryption)
         spec.vault = try b.optionalString("vault")
         spec.frontend = try b.choice("frontend", default: spec.frontend)
+        if b.has("esp") {
+            let mode: BackupSpec.ESPMode = try b.choice("esp")
+            guard spec.kind == .volumeOnly else { throw b.error("esp", "applies to volume-only backups") }
+            spec.esp = mode
+        }
         if let start = try b.optionalString("expose_partition_start") {
             guard let lba = UInt64(start), lba >= 1, lba <= UInt64(UInt32.max) else {
                 throw b.error("expose_partition_start", "must be an LBA between 1 and 2^32-1")

@@ -11,11 +11,14 @@ import Foundation
 ///   rewritten, its CHS bytes computed for the new start and end (255 heads, 63 sectors). Nothing
 ///   is read back from the disk under test: the size is the original disk's when the volume still
 ///   fits it at the new start, else the volume's end rounded up to a MiB;
-/// - a reconfigured machine: the disk as QEMU's VHDX reader serves it (the layer's bytes have no
+/// - a UEFI machine's volume: a GPT made by sgdisk around it (`uefiVolumeExpectation`);
+/// - a reconfigured machine, or a volume exposed with a synthesized ESP: the disk as QEMU's reader serves it (the layer's bytes have no
 ///   independent definition), so other readers are held to agree with QEMU.
 public enum ExpectedDisk {
     public static func path(machine: SourceMachine, in context: CellContext) throws -> String {
-        if context.scenario.reconfigure {
+        // A synthesized ESP has no independent definition either (UEFIDiskValidator holds the rest
+        // of the disk to `sourceExpectation` and judges the ESP with fsck.fat and mtools).
+        if context.scenario.reconfigure || (machine.isUEFI && context.scenario.backup.esp == .synthesize) {
             // Source + reconfiguration layer: only the reconfiguration defines those bytes, so the
             // expectation is what QEMU's own VHDX reader serves (other readers must agree with it).
             guard let fe = context.frontEnd else { throw LabError.cell("expected disk", reason: "no front-end to read the exposed disk from") }
@@ -36,6 +39,7 @@ public enum ExpectedDisk {
         guard let state = context.finalStates[machine.name] else { throw LabError.cell(machine.name, reason: "no backed-up state") }
         let spec = context.scenario.backup
         let newStart = spec.exposePartitionStart ?? machine.partitionStart
+        if machine.isUEFI && spec.kind == .volumeOnly { return try uefiVolumeExpectation(machine: machine, state: state.disk, start: newStart, in: context) }
         if spec.kind == .disk || newStart == machine.partitionStart { return state.disk }
         let out = context.directory.appendingPathComponent("expected-\(machine.name).raw")
         if FileManager.default.fileExists(atPath: out.path) { return out.path }
@@ -75,6 +79,36 @@ public enum ExpectedDisk {
             done += UInt64(n)
         }
         try dst.flush()
+        guard rename(tmp, out.path) == 0 else { throw IOError("rename", path: out.path, errno: errno) }
+        return out.path
+    }
+
+    /// A UEFI machine's root volume exposed alone: a zero disk of the source's size with a GPT
+    /// made by sgdisk (not BootLab's writer) holding only the root as partition 2 — the source's
+    /// disk GUID, the partition's unique GUID, type and name, from the lab's own seed — and the
+    /// volume at its start. A synthesized ESP is not in it: its bytes have no independent
+    /// definition, so `UEFIDiskValidator` compares everything outside the ESP and the GPT
+    /// structures, and judges the ESP with fsck.fat and mtools.
+    static func uefiVolumeExpectation(machine: SourceMachine, state: String, start: UInt64, in context: CellContext) throws -> String {
+        let out = context.directory.appendingPathComponent("expected-\(machine.name).raw")
+        if FileManager.default.fileExists(atPath: out.path) { return out.path }
+        let tmp = out.path + ".partial"
+        let dst = try RawFile.create(path: tmp, size: machine.diskSize)
+        try dst.flush()
+        let ids = DiskGenerator.uefiGUIDs(machine, seed: context.scenario.seed)
+        let end = start + machine.volumeSize / 512 - 1
+        try Shell.run("sgdisk", ["--disk-guid=\(ids.disk)", "-n", "2:\(start):\(end)", "-t", "2:8300", "-u", "2:\(ids.root)",
+                                 "-c", "2:bootlab root", tmp])
+        let source = try RawFile(path: state)
+        let dst2 = try RawFile(path: tmp, writable: true)
+        var done: UInt64 = 0
+        while done < machine.volumeSize {
+            let n = Int(min(UInt64(1 << 20), machine.volumeSize - done))
+            let bytes = try source.read(at: machine.partitionStart * 512 + done, count: n)
+            if bytes.contains(where: { $0 != 0 }) { try dst2.write(at: start * 512 + done, bytes) }
+            done += UInt64(n)
+        }
+        try dst2.flush()
         guard rename(tmp, out.path) == 0 else { throw IOError("rename", path: out.path, errno: errno) }
         return out.path
     }

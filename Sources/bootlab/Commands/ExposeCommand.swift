@@ -23,6 +23,8 @@ struct ExposeCommand: ParsableCommand {
     @Option(name: .long, help: "The plugin file to write (e.g. vm.vhdx).") var out: String
     @Option(name: .long, help: "Place the volume at this LBA instead of its original start.") var partitionStart: UInt64?
     @Option(name: .long, help: "Partition table for a volume backup: auto (GPT for a volume from a GPT disk or with 4096-byte sectors, else MBR), mbr, gpt.") var partitionTable: String = "auto"
+    @Flag(name: .long, help: "Add a synthesized EFI System Partition (FAT32, GPT) holding a GRUB EFI loader at \\EFI\\BOOT\\BOOTX64.EFI, built from the volume's own x86_64-efi modules (docs/uefi.md).") var esp = false
+    @Option(name: .long, help: "With --esp: where the loader's GRUB modules come from: volume (default; refuse a volume without them) or host (this machine's grub-efi-amd64-bin).") var espLoaderModules: String = "volume"
     @Option(name: .long, help: "MBR boot code: a 440-byte file or a 512-byte MBR (default: syslinux's mbr.bin).") var bootCode: String?
     @Option(name: .long, help: "The plugin's native format: \(DiskFormatRegistry.names.joined(separator: ", ")) (default: the --target's native format, else vhdx).") var format: String?
     @Option(name: .customShort("o"), help: "Format options key=value[,…] (e.g. subformat=fixed for vhd, adapter_type=lsilogic for vmdk).") var formatOptions: [String] = []
@@ -81,6 +83,18 @@ struct ExposeCommand: ParsableCommand {
             o.vault = vault
             let header = try BackupImageReader.readHeader(path: backup).header
             if header.isEncrypted { o.passphrase = passphrase.source }
+            if esp {
+                guard ["volume", "host"].contains(espLoaderModules) else {
+                    throw ValidationError("--esp-loader-modules \(espLoaderModules): expected volume or host")
+                }
+                // Resolved once: the loader build and the expose both open the backup.
+                if let p = o.passphrase { o.passphrase = .bytes(try p.resolve()) }
+                let reader = try BackupImageReader.open(path: backup, passphrase: o.passphrase, vault: vault)
+                let loader = try GrubEFILoader.build(volume: reader, allowHostModules: espLoaderModules == "host")
+                o.composer.esp = .init(files: loader.espFiles)
+            } else if espLoaderModules != "volume" {
+                throw ValidationError("--esp-loader-modules applies with --esp")
+            }
             let r = try PluginFile.expose(backupPath: backup, pluginPath: out, options: o)
             if let target {
                 let driversPath = try DriverDatabase.defaultPath(explicit: drivers)

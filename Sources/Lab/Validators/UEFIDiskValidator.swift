@@ -1,0 +1,115 @@
+import BlockCore
+import Foundation
+
+/// The GPT and EFI System Partition of a UEFI machine's exposed disk, judged by tools BootLab did
+/// not write (docs/uefi.md): the exposed disk as QEMU reads it, converted to raw, then
+/// - `sgdisk -v` must say "No problems found" (its text, not only its status);
+/// - `sgdisk -p`/`-i`: the root partition keeps its number, first sector, unique GUID and name, the
+///   disk its GUID (the lab's own seed-derived values);
+/// - an ESP (type EF00) is present when the disk must boot under UEFI (whole disk, or a volume
+///   exposed with `esp: synthesize`), absent otherwise (the must-not-boot twin);
+/// - each ESP: `fsck.fat -n` finds it clean (judged by its text), mtools reads
+///   `\EFI\BOOT\BOOTX64.EFI` from it, a PE image (`MZ`); for a synthesized ESP the loader's
+///   embedded config names the root file system's UUID.
+public struct UEFIDiskValidator: Validator {
+    public let name = "gpt-esp"
+    public init() {}
+
+    public func validate(in context: CellContext) throws -> StepOutcome {
+        guard let fe = context.frontEnd else { return .fail("no front-end: the expose step did not run") }
+        var notes: [String] = []
+        for m in context.scenario.machines where m.isUEFI {
+            let raw = context.directory.appendingPathComponent("uefi-read-\(m.name).raw").path
+            try QemuImg.convertToRaw(imageOptions: fe.imageOptions(machine: m.name), output: raw)
+            defer { try? FileManager.default.removeItem(atPath: raw) }
+
+            let verify = try Shell.run("sgdisk", ["-v", raw], check: false)
+            let vtext = verify.stdout + verify.stderr
+            guard verify.status == 0, vtext.contains("No problems found") else {
+                return .fail("\(m.name): sgdisk -v finds problems: \(vtext.trimmingCharacters(in: .whitespacesAndNewlines))", details: vtext)
+            }
+            let ids = DiskGenerator.uefiGUIDs(m, seed: context.scenario.seed)
+            let table = try Shell.run("sgdisk", ["-p", raw]).stdout
+            guard table.localizedCaseInsensitiveContains("Disk identifier (GUID): \(ids.disk)") else {
+                return .fail("\(m.name): disk GUID is not the source's \(ids.disk): \(table)", details: table)
+            }
+            let root = try Shell.run("sgdisk", ["-i", "2", raw]).stdout
+            let rootEnd = m.partitionStart + m.volumeSize / 512 - 1
+            for (what, want) in [("unique GUID", "Partition unique GUID: \(ids.root)"), ("first sector", "First sector: \(m.partitionStart) "),
+                                 ("last sector", "Last sector: \(rootEnd) "), ("name", "Partition name: 'bootlab root'"),
+                                 ("type", "Partition GUID code: 0FC63DAF-8483-4772-8E79-3D69D8477DE4")]
+            where !root.localizedCaseInsensitiveContains(want) {
+                return .fail("\(m.name): root partition 2's \(what) is not the source's ('\(want)'): \(root)", details: root)
+            }
+            let espLines = table.split(separator: "\n").filter { $0.contains(" EF00 ") }
+            let wantESP = context.scenario.backup.kind == .disk || context.scenario.backup.esp == .synthesize
+            guard espLines.count == (wantESP ? 1 : 0) else {
+                return .fail("\(m.name): \(espLines.count) EFI System Partitions, expected \(wantESP ? 1 : 0): \(table)", details: table)
+            }
+            guard let line = espLines.first else { notes.append("\(m.name): GPT clean, root as recorded, no ESP (as expected)"); continue }
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 3, let first = UInt64(fields[1]), let last = UInt64(fields[2]), last > first else {
+                return .fail("\(m.name): cannot read the ESP's sectors from '\(line)'")
+            }
+            let esp = context.directory.appendingPathComponent("esp-\(m.name).img").path
+            defer { try? FileManager.default.removeItem(atPath: esp) }
+            let src = try RawFile(path: raw)
+            let dst = try RawFile.create(path: esp, size: (last - first + 1) * 512)
+            var at: UInt64 = 0
+            while at < dst.size {
+                let n = Int(min(1 << 20, dst.size - at))
+                let bytes = try src.read(at: first * 512 + at, count: n)
+                if bytes.contains(where: { $0 != 0 }) { try dst.write(at: at, bytes) }
+                at += UInt64(n)
+            }
+            try dst.flush()
+            let fsck = try Shell.run("fsck.fat", ["-n", esp], check: false)
+            let ftext = fsck.stdout + fsck.stderr
+            let findings = ftext.split(separator: "\n").filter { !$0.hasPrefix("fsck.fat ") && !$0.contains(" files, ") }
+            guard fsck.status == 0, findings.isEmpty else {
+                return .fail("\(m.name): fsck.fat -n on the ESP: \(ftext.trimmingCharacters(in: .whitespacesAndNewlines))", details: ftext)
+            }
+            let loader = context.directory.appendingPathComponent("BOOTX64-\(m.name).EFI").path
+            defer { try? FileManager.default.removeItem(atPath: loader) }
+            try Shell.run("mcopy", ["-n", "-i", esp, "::/EFI/BOOT/BOOTX64.EFI", loader], environment: ["MTOOLS_SKIP_CHECK": "1"])
+            let image = [UInt8](try Data(contentsOf: URL(fileURLWithPath: loader)))
+            guard image.count > 2, image[0] == 0x4D, image[1] == 0x5A else {
+                return .fail("\(m.name): \\EFI\\BOOT\\BOOTX64.EFI on the ESP is not a PE image (\(image.count) bytes)")
+            }
+            let uuid = DiskGenerator.rootUUID(m, seed: context.scenario.seed)
+            guard Self.contains(image, Array("search.fs_uuid \(uuid) root".utf8)) else {
+                return .fail("\(m.name): the ESP's loader does not search for the root file system \(uuid)")
+            }
+            var compared = ""
+            if context.scenario.backup.kind == .volumeOnly {
+                // Everything outside the GPT structures and the synthesized ESP equals the
+                // independent expectation (the root volume at its start, zeros elsewhere).
+                let expected = try RawFile(path: try ExpectedDisk.sourceExpectation(machine: m, in: context))
+                guard expected.size == src.size else { return .fail("\(m.name): exposed size \(src.size) ≠ expected \(expected.size)") }
+                let skip: [Range<UInt64>] = [0..<(34 * 512), (first * 512)..<((last + 1) * 512), (src.size - 33 * 512)..<src.size]
+                var pos: UInt64 = 0
+                while pos < src.size {
+                    if let s = skip.first(where: { $0.contains(pos) }) { pos = s.upperBound; continue }
+                    let stop = min(src.size, pos + (1 << 20), skip.map(\.lowerBound).filter { $0 > pos }.min() ?? src.size)
+                    let a = try src.read(at: pos, count: Int(stop - pos)), b = try expected.read(at: pos, count: Int(stop - pos))
+                    if a != b {
+                        let i = a.indices.first { a[$0] != b[$0] } ?? 0
+                        return .fail("\(m.name): exposed disk differs from the expectation at byte \(pos + UInt64(i)) (outside the ESP and GPT structures)")
+                    }
+                    pos = stop
+                }
+                compared = ", the rest equals the expectation"
+            }
+            notes.append("\(m.name): sgdisk -v clean, root as recorded, ESP at LBA \(first)–\(last) fsck-clean, BOOTX64.EFI \(image.count) bytes finds UUID \(uuid)\(compared)")
+        }
+        return .pass(notes.joined(separator: "; "))
+    }
+
+    static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        guard !needle.isEmpty, needle.count <= haystack.count else { return false }
+        for i in 0...(haystack.count - needle.count) where haystack[i] == needle[0] {
+            if haystack[i..<i + needle.count].elementsEqual(needle) { return true }
+        }
+        return false
+    }
+}
