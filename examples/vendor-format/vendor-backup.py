@@ -2,7 +2,8 @@
 """The backup tool of a toy "vendor" format (the worked example of docs/bring-your-own-format.md).
 
     vendor-backup.py backup SOURCE OUT    write OUT (a .vbk) from the disk or volume image SOURCE
-    vendor-backup.py restore BACKUP OUT   write the image back (for checking the format by hand)
+
+Read it back with its nbdkit plugin:  nbdkit -U - python ./vendor-nbdkit.py file=OUT --run 'nbdcopy "$uri" image.raw'
 
 The format, all integers little-endian:
 
@@ -16,6 +17,7 @@ It stands for a backup product's own format: BootLab knows nothing of it; the nb
 vendor-nbdkit.py reads it.
 """
 import gzip
+import os
 import struct
 import sys
 import zlib
@@ -49,21 +51,11 @@ def backup(source, out):
             head = HEADER.pack(MAGIC, 1, CHUNK, size, count, index_offset, 0)[:40]
             dst.seek(0)
             dst.write(head + struct.pack("<I", zlib.crc32(head)))
-    import os
     os.replace(out + ".partial", out)
 
 
-def restore(backup_path, out):
-    sys.path.insert(0, __import__("os").path.dirname(__file__))
-    from vendor_reader import VendorBackup  # noqa: E402
-    b = VendorBackup(backup_path)
-    with open(out, "wb") as dst:
-        for i in range(b.count):
-            dst.write(b.chunk(i))
-        dst.truncate(b.size)
-
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] not in ("backup", "restore"):
+    if len(sys.argv) != 4 or sys.argv[1] != "backup":
         sys.exit(__doc__)
-    (backup if sys.argv[1] == "backup" else restore)(sys.argv[2], sys.argv[3])
+    backup(sys.argv[2], sys.argv[3])

@@ -54,7 +54,10 @@ public enum LayerStack {
         let directory = PluginFile.directory(of: PluginFile.absolutePath(pluginPath))
         try record.spec.checkConfinement(pluginDirectory: directory, allowOutside: options.allowOutside,
                                          allowedPlugins: options.allowedSourcePlugins)
-        let source = try ExternalSource.open(record.spec, directory: directory, timeout: options.sourceTimeout)
+        let opened = try ExternalSource.open(record.spec, directory: directory, timeout: options.sourceTimeout)
+        // Counted as a backup's opens and reads are (front-end statistics, the lab's deferred-open check).
+        options.stats.addOpen()
+        let source = StatsCountingSource(base: opened, stats: options.stats)
         try record.identity.check(source, name: record.spec.description, expectedID: options.sourceID)
         return (source, record.identity.digestBytes)
     }
@@ -230,6 +233,18 @@ public enum LayerStack {
         guard let overlay else { return counted }
         return try WriteOverlay(base: counted, path: overlay.path, unitSize: overlay.unitSize, maxSize: overlay.maxSize)
     }
+}
+
+/// Counts an external source's reads in the backup statistics.
+struct StatsCountingSource: BlockSource {
+    let base: any BlockSource
+    let stats: BackupStats
+    var size: UInt64 { base.size }
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try base.read(at: offset, into: buffer)
+        stats.addBytesRead(buffer.count)
+    }
+    func extents(in range: Range<UInt64>) throws -> [Extent] { try base.extents(in: range) }
 }
 
 /// Hides a source's write side: the base below an overlay is never written, even by mistake.

@@ -93,7 +93,26 @@ public enum PluginFile {
         public var id: String?
         /// Bound on starting, connecting and each read.
         public var timeout: Double = ExternalSource.defaultTimeout
+        /// What is known of the disk a volume came from (a `.bli` header records it; a user's
+        /// format may not): with it, the composed disk keeps the original MBR fields and size.
+        public var original: OriginalDisk?
         public init() {}
+    }
+
+    /// The original disk of a volume-only source.
+    public struct OriginalDisk: Sendable {
+        public var partitionStartLBA: UInt64
+        public var diskSize: UInt64
+        public var diskSignature: UInt32
+        public var partitionType: UInt8
+        public var bootable: Bool
+        public init(partitionStartLBA: UInt64, diskSize: UInt64, diskSignature: UInt32, partitionType: UInt8, bootable: Bool) {
+            self.partitionStartLBA = partitionStartLBA
+            self.diskSize = diskSize
+            self.diskSignature = diskSignature
+            self.partitionType = partitionType
+            self.bootable = bootable
+        }
     }
 
     /// What `expose` did, for humans and `--json`.
@@ -193,6 +212,14 @@ public enum PluginFile {
         header.sourceKind = try options.source.kind ?? DiskComposer.detectKind(source)
         header.fileSystemHint = DiskComposer.fileSystemHint(source)
         header.bootable = true
+        if let o = options.source.original {
+            header.partitionScheme = .mbr
+            header.partitionStartLBA = o.partitionStartLBA
+            header.originalDiskSize = o.diskSize
+            header.mbrDiskSignature = o.diskSignature
+            header.mbrPartitionType = o.partitionType
+            header.bootable = o.bootable
+        }
         let composition = try DiskComposer.plan(header: header, volume: source, options: options.composer)
         let disk = try DiskComposer.compose(volume: source, composition: composition)
         let seed = Array(SHA256.hash(identity.digestBytes).prefix(16))

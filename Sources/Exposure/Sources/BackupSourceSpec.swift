@@ -132,7 +132,10 @@ public struct BackupSourceSpec: Codable, Sendable, Equatable, CustomStringConver
             let abs = path.hasPrefix("/") ? path : cwd + "/" + path
             let rel: String
             do {
-                rel = try PluginFile.pointerPath(backup: abs, pluginDirectory: pluginDirectory, allowOutside: allowOutside)
+                // The plugin program the user names at expose may live anywhere (an installed
+                // reader): it is recorded absolute, and a mount/serve must allow it by path.
+                let programOutside = i == 0 && kind == .nbdkit
+                rel = try PluginFile.pointerPath(backup: abs, pluginDirectory: pluginDirectory, allowOutside: allowOutside || programOutside)
             } catch {
                 throw SourceError.notAllowed(source: description, reason: "\(path) lies outside the plugin's directory tree (\(pluginDirectory)); move it inside or pass --allow-outside")
             }
@@ -147,15 +150,27 @@ public struct BackupSourceSpec: Codable, Sendable, Equatable, CustomStringConver
     /// convert, reconfigure): every path inside the plugin's tree (unless `allowOutside`), and a
     /// plugin named rather than given as a path on `allowedPlugins`.
     func checkConfinement(pluginDirectory: String, allowOutside: Bool, allowedPlugins: Set<String>) throws {
-        if kind == .nbdkit, let plugin = argv.first, !plugin.contains("/"), !allowedPlugins.contains(plugin) {
-            throw SourceError.notAllowed(source: description, reason: "it runs the nbdkit plugin '\(plugin)', which is neither a program inside the plugin's directory tree nor on the allow-list; if you trust this plugin file, pass --allow-source-plugin \(plugin)")
+        var allowedProgram = false
+        if kind == .nbdkit, let plugin = argv.first {
+            if !plugin.contains("/") {
+                guard allowedPlugins.contains(plugin) else {
+                    throw SourceError.notAllowed(source: description, reason: "it runs the nbdkit plugin '\(plugin)', which is neither a program inside the plugin's directory tree nor on the allow-list; if you trust this plugin file, pass --allow-source-plugin \(plugin)")
+                }
+            } else {
+                // A program allowed by path (real paths compared: no symlink detour).
+                let real = PluginFile.realPathOrSelf(plugin.hasPrefix("/") ? plugin : pluginDirectory + "/" + plugin)
+                allowedProgram = allowedPlugins.contains { $0.contains("/") && PluginFile.realPathOrSelf($0) == real }
+            }
         }
-        for (_, _, path) in pathArguments(base: pluginDirectory) {
+        for (index, _, path) in pathArguments(base: pluginDirectory) {
+            if index == 0 && allowedProgram { continue }
             do {
                 _ = try PluginFile.resolve(pointerPath: path, pluginDirectory: pluginDirectory, allowOutside: allowOutside)
             } catch {
-                let what = kind == .nbdkit && path == argv.first ? "the plugin program" : "the file"
-                throw SourceError.notAllowed(source: description, reason: "\(what) \(path) lies outside the plugin's directory tree (\(pluginDirectory)); pass --allow-outside if you trust this plugin file")
+                if kind == .nbdkit && index == 0 {
+                    throw SourceError.notAllowed(source: description, reason: "the plugin program \(path) lies outside the plugin's directory tree (\(pluginDirectory)) and is not on the allow-list; if you trust this plugin file, pass --allow-source-plugin \(path)")
+                }
+                throw SourceError.notAllowed(source: description, reason: "the file \(path) lies outside the plugin's directory tree (\(pluginDirectory)); pass --allow-outside if you trust this plugin file")
             }
         }
     }
