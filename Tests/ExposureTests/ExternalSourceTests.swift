@@ -28,24 +28,33 @@ private func writeVolume(_ path: String, size: Int = 6 << 20) throws -> [UInt8] 
     return v
 }
 
-/// An nbdkit sh plugin serving `file` read-only; `load` touches `marker` (the start is
+/// A script for nbdkit's sh plugin (`nbdkit sh SCRIPT`, which runs it per method) serving `file` read-only; `load` touches `marker` (the start is
 /// recorded), and `pread` sleeps for ever when `hang` is set — a plugin that hangs.
 private func writeShellPlugin(_ path: String, file: String, marker: String, hangOnRead: Bool = false, failOnLoad: Bool = false) throws {
     let script = """
-    #!/usr/bin/env -S nbdkit sh
+    #!/bin/sh
     case "$1" in
       load) touch '\(marker)' ;;
       config_complete) \(failOnLoad ? "echo 'vendor plugin: licence file missing' >&2; exit 1" : "exit 0") ;;
       open) echo handle ;;
       get_size) stat -L -c %s '\(file)' ;;
-      pread) \(hangOnRead ? "sleep 1000 ;;" : "dd if='\(file)' skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none ;;")
+      pread) \(hangOnRead ? "sleep 30 ;;" : "dd if='\(file)' skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none ;;")
       can_write) exit 3 ;;
       thread_model) echo serialize_all_requests ;;
       *) exit 2 ;;
     esac
     """
-    try Data(script.utf8).write(to: URL(fileURLWithPath: path))
-    chmod(path, 0o755)
+    try writeExecutable(path, script)
+}
+
+/// Written through a close-on-exec descriptor: a child started meanwhile by another test must
+/// not inherit it (exec of the script would then fail with "Text file busy").
+private func writeExecutable(_ path: String, _ text: String) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
+    guard fd >= 0 else { throw IOError("open", path: path, errno: errno) }
+    defer { close(fd) }
+    let bytes = Array(text.utf8)
+    guard write(fd, bytes, bytes.count) == bytes.count else { throw IOError("write", path: path, errno: errno) }
 }
 
 private func exposeOptions() -> PluginFile.ExposeOptions {
@@ -56,7 +65,14 @@ private func exposeOptions() -> PluginFile.ExposeOptions {
     return o
 }
 
-private func readAll(_ s: any BlockSource) throws -> [UInt8] { try s.read(at: 0, count: Int(s.size)) }
+private let allowSh: PluginFile.OpenOptions = {
+    var o = PluginFile.OpenOptions()
+    o.allowedSourcePlugins = ["sh"]
+    o.sourceTimeout = 20
+    return o
+}()
+
+private func readWhole(_ s: any BlockSource) throws -> [UInt8] { try s.read(at: 0, count: Int(s.size)) }
 
 @Suite(.requires(missing: sourceTools)) struct ExternalSourceTests {
     /// A plugin inside the tree: expose, then open — metadata without starting the source,
@@ -68,20 +84,20 @@ private func readAll(_ s: any BlockSource) throws -> [UInt8] { try s.read(at: 0,
         let marker = s.file("started")
         try writeShellPlugin(plug + "/reader.sh", file: plug + "/vol.img", marker: marker)
         // Given absolute (as from another working directory), recorded relative to the plugin.
-        let r = try PluginFile.exposeSource(try BackupSourceSpec(parsing: "nbdkit:" + plug + "/reader.sh"), pluginPath: plug + "/vm.vhdx", options: exposeOptions())
+        let r = try PluginFile.exposeSource(try BackupSourceSpec(parsing: "nbdkit:sh:" + plug + "/reader.sh"), pluginPath: plug + "/vm.vhdx", options: exposeOptions())
         #expect(r.composition == "volume")
         #expect(r.partitionStartLBA == 2048)
         let (pointer, _) = try PluginPointer.read(pluginPath: plug + "/vm.vhdx")
         #expect(pointer.version == 2)
-        #expect(pointer.source?.spec == BackupSourceSpec(kind: .nbdkit, argv: ["./reader.sh"]))
+        #expect(pointer.source?.spec == BackupSourceSpec(kind: .nbdkit, argv: ["sh", "reader.sh"]))
         #expect(pointer.source?.identity.size == UInt64(volume.count))
 
         try FileManager.default.removeItem(atPath: marker)
-        let image = try PluginFile.open(pluginPath: plug + "/vm.vhdx")
+        let image = try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh)
         _ = try image.read(at: 0, count: Int(image.payloadStart))
         #expect(!FileManager.default.fileExists(atPath: marker), "metadata reads must not start the source")
         #expect(!image.backupOpened)
-        let disk = try readAll(ExposedImage.VirtualDisk(image))
+        let disk = try readWhole(ExposedImage.VirtualDisk(image))
         #expect(FileManager.default.fileExists(atPath: marker), "the first payload read starts the source")
         #expect(Array(disk[0..<440]) == bootCode)
         #expect(disk[510] == 0x55 && disk[511] == 0xAA)
@@ -97,10 +113,10 @@ private func readAll(_ s: any BlockSource) throws -> [UInt8] { try s.read(at: 0,
         let volume = try writeVolume(plug + "/vol.img")
         let marker = s.file("started")
         try writeShellPlugin(plug + "/reader.sh", file: plug + "/vol.img", marker: marker)
-        _ = try PluginFile.exposeSource(BackupSourceSpec(kind: .nbdkit, argv: [plug + "/reader.sh"]), pluginPath: plug + "/vm.vhdx", options: exposeOptions())
+        _ = try PluginFile.exposeSource(BackupSourceSpec(kind: .nbdkit, argv: ["sh", plug + "/reader.sh"]), pluginPath: plug + "/vm.vhdx", options: exposeOptions())
         try FileManager.default.removeItem(atPath: marker)
         let socket = s.file("nbd.sock")
-        let server = try Server(["serve", plug + "/vm.vhdx", "--socket", socket, "--source-timeout", "20"], log: s.file("serve.log"))
+        let server = try Server(["serve", plug + "/vm.vhdx", "--socket", socket, "--source-timeout", "20", "--allow-source-plugin", "sh"], log: s.file("serve.log"))
         defer { server.stop() }
         #expect(waitFor { FileManager.default.fileExists(atPath: socket) }, "\(server.log)")
         let uri = "nbd+unix:///?socket=" + socket
@@ -122,18 +138,18 @@ private func readAll(_ s: any BlockSource) throws -> [UInt8] { try s.read(at: 0,
         let plug = s.dir("plug")
         _ = try writeVolume(plug + "/vol.img")
         try writeShellPlugin(plug + "/reader.sh", file: plug + "/vol.img", marker: s.file("started"))
-        _ = try PluginFile.exposeSource(BackupSourceSpec(kind: .nbdkit, argv: [plug + "/reader.sh"]), pluginPath: plug + "/vm.vhdx", options: exposeOptions())
+        _ = try PluginFile.exposeSource(BackupSourceSpec(kind: .nbdkit, argv: ["sh", plug + "/reader.sh"]), pluginPath: plug + "/vm.vhdx", options: exposeOptions())
 
         // One byte inside a sampled range (the first sample starts at 0).
         let f = try RawFile(path: plug + "/vol.img", writable: true)
         try f.write(at: 5000, [0xEE])
         try f.flush()
-        let changed = #expect(throws: SourceError.self) { _ = try ExposedImage.VirtualDisk(try PluginFile.open(pluginPath: plug + "/vm.vhdx")).read(at: 0, count: 512) }
+        let changed = #expect(throws: SourceError.self) { _ = try ExposedImage.VirtualDisk(try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh)).read(at: 0, count: 512) }
         #expect("\(changed!)".contains("changed since it was exposed"))
         #expect("\(changed!)".contains("sampled ranges"))
 
         try f.truncate(to: 7 << 20)
-        let grown = #expect(throws: SourceError.self) { _ = try ExposedImage.VirtualDisk(try PluginFile.open(pluginPath: plug + "/vm.vhdx")).read(at: 0, count: 512) }
+        let grown = #expect(throws: SourceError.self) { _ = try ExposedImage.VirtualDisk(try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh)).read(at: 0, count: 512) }
         #expect("\(grown!)".contains("its size is 7340032 bytes, it was 6291456"))
     }
 
@@ -168,26 +184,28 @@ private func readAll(_ s: any BlockSource) throws -> [UInt8] { try s.read(at: 0,
         _ = try writeVolume(plug + "/vol.img")
         let marker = s.file("started")
         try writeShellPlugin(plug + "/reader.sh", file: plug + "/vol.img", marker: marker)
-        _ = try PluginFile.exposeSource(BackupSourceSpec(kind: .nbdkit, argv: [plug + "/reader.sh"]), pluginPath: plug + "/vm.vhdx", options: exposeOptions())
+        _ = try PluginFile.exposeSource(BackupSourceSpec(kind: .nbdkit, argv: ["sh", plug + "/reader.sh"]), pluginPath: plug + "/vm.vhdx", options: exposeOptions())
         try FileManager.default.removeItem(atPath: marker)
 
-        // Outside the tree, same length as "./reader.sh" so the edit stays in place.
-        let evil = s.file("evil.sh")
-        try writeShellPlugin(evil, file: plug + "/vol.img", marker: marker)
-        try rewritePointer(plug + "/vm.vhdx", replacing: "\"./reader.sh\"", with: "\"../evil.sh\"")
-        let outside = #expect(throws: SourceError.self) { _ = try PluginFile.open(pluginPath: plug + "/vm.vhdx") }
-        #expect("\(outside!)".contains("outside the plugin's directory tree"))
-        #expect("\(outside!)".contains("--allow-source-plugin"))
-
-        // A named nbdkit plugin (sh, with a script as its argument) is not on the allow-list.
-        try rewritePointer(plug + "/vm.vhdx", replacing: "\"../evil.sh\"", with: "\"sh\",\"e.sh\"")
+        // The recorded pointer runs nbdkit's sh plugin: refused unless `sh` is on the allow-list.
         let named = #expect(throws: SourceError.self) { _ = try PluginFile.open(pluginPath: plug + "/vm.vhdx") }
         #expect("\(named!)".contains("nbdkit plugin 'sh'"))
         #expect("\(named!)".contains("--allow-source-plugin sh"))
-        // The allow-list admits it (opening runs nothing yet).
-        var o = PluginFile.OpenOptions()
-        o.allowedSourcePlugins = ["sh"]
-        _ = try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: o)
+        _ = try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh)
+
+        // Edited to run a script outside the tree: refused even with `sh` allowed.
+        // (Same length: the pointer's item has a fixed size.)
+        let evil = s.file("evl.sh")
+        try writeShellPlugin(evil, file: plug + "/vol.img", marker: marker)
+        try rewritePointer(plug + "/vm.vhdx", replacing: "\"reader.sh\"", with: "\"../evl.sh\"")
+        let outside = #expect(throws: SourceError.self) { _ = try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh) }
+        #expect("\(outside!)".contains("../evl.sh lies outside the plugin's directory tree"))
+        #expect(throws: SourceError.self) { _ = try ExposedImage.VirtualDisk(try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh)).read(at: 0, count: 512) }
+
+        // Edited to run another program by path (not a plugin name): outside the tree, refused.
+        try rewritePointer(plug + "/vm.vhdx", replacing: "\"sh\",\"../evl.sh\"", with: "\"/bin/true\"")
+        let program = #expect(throws: SourceError.self) { _ = try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh) }
+        #expect("\(program!)".contains("the plugin program /bin/true lies outside"))
         #expect(!FileManager.default.fileExists(atPath: marker), "a refused source must not have run")
     }
 
@@ -199,14 +217,14 @@ private func readAll(_ s: any BlockSource) throws -> [UInt8] { try s.read(at: 0,
         _ = try writeVolume(plug + "/vol.img")
         try writeShellPlugin(plug + "/fails.sh", file: plug + "/vol.img", marker: s.file("m1"), failOnLoad: true)
         let failed = #expect(throws: SourceError.self) {
-            _ = try ExternalSource.open(BackupSourceSpec(kind: .nbdkit, argv: ["./fails.sh"]), directory: plug, timeout: 20)
+            _ = try ExternalSource.open(BackupSourceSpec(kind: .nbdkit, argv: ["sh", "./fails.sh"]), directory: plug, timeout: 20)
         }
         #expect("\(failed!)".contains("before serving"))
         #expect("\(failed!)".contains("licence file missing"))
 
         // Hangs on the first read: the read times out, the connection is dropped.
         try writeShellPlugin(plug + "/hangs.sh", file: plug + "/vol.img", marker: s.file("m2"), hangOnRead: true)
-        let source = try ExternalSource.open(BackupSourceSpec(kind: .nbdkit, argv: ["./hangs.sh"]), directory: plug, timeout: 2)
+        let source = try ExternalSource.open(BackupSourceSpec(kind: .nbdkit, argv: ["sh", "./hangs.sh"]), directory: plug, timeout: 2)
         let start = NBDSource.now
         let hung = #expect(throws: SourceError.self) { _ = try source.read(at: 0, count: 4096) }
         #expect(NBDSource.now - start < 15)
@@ -215,12 +233,10 @@ private func readAll(_ s: any BlockSource) throws -> [UInt8] { try s.read(at: 0,
 
         // Hangs before serving (a plugin stuck in its start): stopped at the deadline.
         let slow = plug + "/slow.sh"
-        try Data("#!/usr/bin/env -S nbdkit sh\ncase \"$1\" in config_complete) sleep 1000 ;; get_size) echo 512 ;; pread) exit 1 ;; *) exit 2 ;; esac\n".utf8)
-            .write(to: URL(fileURLWithPath: slow))
-        chmod(slow, 0o755)
+        try writeExecutable(slow, "#!/bin/sh\ncase \"$1\" in config_complete) sleep 30 ;; get_size) echo 512 ;; pread) exit 1 ;; *) exit 2 ;; esac\n")
         let t0 = NBDSource.now
         let stuck = #expect(throws: SourceError.self) {
-            _ = try ExternalSource.open(BackupSourceSpec(kind: .nbdkit, argv: ["./slow.sh"]), directory: plug, timeout: 2)
+            _ = try ExternalSource.open(BackupSourceSpec(kind: .nbdkit, argv: ["sh", "./slow.sh"]), directory: plug, timeout: 2)
         }
         #expect(NBDSource.now - t0 < 15)
         #expect("\(stuck!)".contains("did not start serving within 2 s"))
@@ -238,7 +254,7 @@ private func readAll(_ s: any BlockSource) throws -> [UInt8] { try s.read(at: 0,
             let plugin = s.file("vm-\(ext).vhdx")
             let r = try PluginFile.exposeSource(try BackupSourceSpec(parsing: img), pluginPath: plugin, options: exposeOptions())
             #expect(r.composition == "volume")
-            let disk = try readAll(ExposedImage.VirtualDisk(try PluginFile.open(pluginPath: plugin)))
+            let disk = try readWhole(ExposedImage.VirtualDisk(try PluginFile.open(pluginPath: plugin)))
             #expect(Array(disk[(2048 * 512)..<(2048 * 512 + volume.count)]) == volume, "\(format)")
         }
     }

@@ -62,7 +62,7 @@ public enum ExternalSource {
         let line = String(decoding: head.prefix { $0 != 0x0A }.dropFirst(2), as: UTF8.self)
         let words = line.split(separator: " ").map(String.init)
         guard let at = words.firstIndex(where: { $0.split(separator: "/").last == "nbdkit" }), at + 1 < words.count else {
-            throw SourceError.badSpec(spec: spec.description, reason: "\(plugin) is a script whose first line (#!\(line)) does not name `nbdkit LANGUAGE`")
+            throw SourceError.badSpec(spec: spec.description, reason: "\(plugin) is a script whose first line (#!\(line)) does not name `nbdkit LANGUAGE`; give the language plugin first (nbdkit:python:\(plugin), nbdkit:sh:\(plugin))")
         }
         let lang = words[at + 1]
         guard !lang.isEmpty, lang.allSatisfy({ $0.isLetter || $0.isNumber }) else {
