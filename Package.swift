@@ -65,7 +65,9 @@ let package = Package(
         // Backup benchmarks with ratios against zstd (ci/bench-backup).
         .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore", "Processes"]),
         // Exposure: composed disk, plugin file (expose/open), write overlay, replacement file.
-        .target(name: "Exposure", dependencies: ["BlockCore", "DiskFormats", "BackupImage"]),
+        // libnbd: the NBD client of external backup sources (nbdkit plugins, NBD exports, qemu-nbd).
+        .systemLibrary(name: "CNBD", pkgConfig: "libnbd"),
+        .target(name: "Exposure", dependencies: ["BlockCore", "DiskFormats", "BackupImage", "CNBD", "Processes"]),
         // libfuse3 through pkg-config (fuse3.pc gives its include directory and link flags).
         .systemLibrary(name: "CLibFuse3", pkgConfig: "fuse3"),
         // C glue over libfuse3 (its entry points are macros) plus the passthrough of backing files.

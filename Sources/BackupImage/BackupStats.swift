@@ -26,8 +26,9 @@ public final class BackupStats: Sendable {
     public convenience init() { self.init(parent: .process) }
     private init(parent: BackupStats?) { self.parent = parent }
 
-    func addOpen() { _opens.add(1, ordering: .relaxed); parent?.addOpen() }
-    func addBytesRead(_ n: Int) { _bytesRead.add(UInt64(n), ordering: .relaxed); parent?.addBytesRead(n) }
+    /// `package`: an external source (Exposure's `ExternalSource`) counts its opens and reads here too.
+    package func addOpen() { _opens.add(1, ordering: .relaxed); parent?.addOpen() }
+    package func addBytesRead(_ n: Int) { _bytesRead.add(UInt64(n), ordering: .relaxed); parent?.addBytesRead(n) }
     func addDecoded() { _blocksDecoded.add(1, ordering: .relaxed); parent?.addDecoded() }
     func addHit() { _cacheHits.add(1, ordering: .relaxed); parent?.addHit() }
     func addMiss() { _cacheMisses.add(1, ordering: .relaxed); parent?.addMiss() }

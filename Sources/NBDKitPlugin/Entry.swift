@@ -19,6 +19,9 @@ private struct Config: Sendable {
     var passphraseFile: String?
     var vault: String?
     var allowOutside = false
+    var allowedSourcePlugins: Set<String> = []
+    var sourceTimeout: Double?
+    var sourceID: String?
     var faults = FaultPlan.none
     /// `bootlab serve --materialize [--rate R]`: fill the replacement while serving through it.
     var materialize = false
@@ -58,6 +61,12 @@ public func bl_swift_config(_ key: UnsafePointer<CChar>?, _ value: UnsafePointer
     case "passphrase-file": config.withLock { $0.passphraseFile = v }
     case "vault": config.withLock { $0.vault = v }
     case "allow-outside": config.withLock { $0.allowOutside = ["1", "true", "yes", "on"].contains(v.lowercased()) }
+    // External sources (docs/bring-your-own-format.md): the allow-list, the timeout, the expected ID.
+    case "allow-source-plugin": config.withLock { _ = $0.allowedSourcePlugins.insert(v) }
+    case "source-timeout":
+        guard let t = Double(v), t > 0 else { bl_nbdkit_error("bootlab: source-timeout wants seconds", 22); return -1 }
+        config.withLock { $0.sourceTimeout = t }
+    case "source-id": config.withLock { $0.sourceID = v }
     case "materialize": config.withLock { $0.materialize = ["1", "true", "yes", "on"].contains(v.lowercased()) }
     case "materialize-rate":
         guard let r = UInt64(v) else { bl_nbdkit_error("bootlab: materialize-rate wants bytes per second", 22); return -1 }
@@ -90,6 +99,9 @@ public func bl_swift_config_complete() -> Int32 {
         access.passphrase = servingPassphrase(file: c.passphraseFile)
         access.vault = c.vault
         access.allowOutside = c.allowOutside
+        access.allowedSourcePlugins = c.allowedSourcePlugins
+        if let t = c.sourceTimeout { access.sourceTimeout = t }
+        access.sourceID = c.sourceID
         // Size only: the source itself opens at the first connection.
         let spec = SourceSpec(path: file, raw: c.raw, overlayPath: c.overlay, faults: c.faults)
         var materializers: MaterializerSet?

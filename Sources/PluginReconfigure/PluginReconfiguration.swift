@@ -213,6 +213,10 @@ public enum PluginReconfiguration {
         var args = [options.bootlabExecutable, "serve", pluginPath, "--raw", "--socket", socket]
         if let v = options.access.vault { args += ["--vault", v] }
         if options.access.allowOutside { args.append("--allow-outside") }
+        // An external source: the same allowance, bound and expected ID as this process has.
+        args += options.access.allowedSourcePlugins.sorted().flatMap { ["--allow-source-plugin", $0] }
+        args += ["--source-timeout", "\(options.access.sourceTimeout)"]
+        if let id = options.access.sourceID { args += ["--source-id", id] }
         var env: [String: String] = [:]
         // The passphrase reaches the child through its environment, never its argv.
         if let source = options.access.passphrase {

@@ -219,6 +219,39 @@ public enum DiskComposer {
         }
     }
 
+    /// What an external source holds when the user did not say: a disk when sector 0 carries a
+    /// partition table (boot signature, not a file system's boot sector, and at least one entry
+    /// with a type, a start and a length), else a volume.
+    public static func detectKind(_ source: any BlockSource) throws -> SourceKind {
+        guard source.size >= 1024 else { return .volume }
+        let s = try source.read(at: 0, count: 512)
+        guard s[510] == 0x55, s[511] == 0xAA, fileSystemHint(sector0: s).isEmpty else { return .volume }
+        for i in 0..<4 {
+            let e = 446 + 16 * i
+            let type = s[e + 4], start = s.le32(e + 8), count = s.le32(e + 12)
+            if type != 0, start != 0, count != 0 { return .disk }
+        }
+        return .volume
+    }
+
+    /// The file system a volume's first sectors name (fat32, fat16, ntfs, exfat, ext), or "".
+    public static func fileSystemHint(_ source: any BlockSource) -> String {
+        guard source.size >= 2048, let head = try? source.read(at: 0, count: 2048) else { return "" }
+        let hint = fileSystemHint(sector0: Array(head[0..<512]))
+        if !hint.isEmpty { return hint }
+        // ext2/3/4: superblock at 1024, magic 0xEF53 at offset 56 in it.
+        return head[1024 + 56] == 0x53 && head[1024 + 57] == 0xEF ? "ext4" : ""
+    }
+
+    static func fileSystemHint(sector0 s: [UInt8]) -> String {
+        func text(_ at: Int, _ n: Int) -> String { String(decoding: s[at..<(at + n)], as: UTF8.self) }
+        if text(3, 8) == "NTFS    " { return "ntfs" }
+        if text(3, 8) == "EXFAT   " { return "exfat" }
+        if text(0x52, 8) == "FAT32   " { return "fat32" }
+        if text(0x36, 5) == "FAT16" || text(0x36, 5) == "FAT12" { return "fat16" }
+        return ""
+    }
+
     /// MBR partition type for a file-system hint, when the source disk did not record one.
     public static func partitionType(forHint hint: String) -> UInt8 {
         switch hint.lowercased() {

@@ -52,12 +52,25 @@ public final class ExposedImage: BlockSource, VHDXParentIdentity, @unchecked Sen
         guard plugin.size >= pointer.fileSize else {
             throw FormatError("plugin file", "plugin pointer", at: 0, "the plugin file has \(plugin.size) bytes, its pointer records \(pointer.fileSize)")
         }
-        // Resolve now so a pointer leading outside the tree is refused before anything is served.
-        _ = try backupPath()
+        // Resolve now so a pointer leading outside the tree (or running a program not allowed)
+        // is refused before anything is served.
+        if let record = pointer.source {
+            try record.spec.checkConfinement(pluginDirectory: PluginFile.directory(of: PluginFile.absolutePath(pluginPath)),
+                                             allowOutside: options.allowOutside, allowedPlugins: options.allowedSourcePlugins)
+        } else {
+            _ = try backupPath()
+        }
     }
 
+    /// The external source the plugin reads, when it is not a `.bli` backup (version-2 pointer).
+    public var externalSource: BackupSourceSpec? { pointer.source?.spec }
+
+    /// The `.bli` backup's path (a plugin over an external source has none: `externalSource`).
     public func backupPath() throws -> String {
-        try PluginFile.resolve(pointerPath: pointer.backupPath,
+        if let spec = externalSource {
+            throw SourceError.badSpec(spec: spec.description, reason: "this plugin reads an external source, not a backup image file")
+        }
+        return try PluginFile.resolve(pointerPath: pointer.backupPath,
                                pluginDirectory: PluginFile.directory(of: PluginFile.absolutePath(pluginPath)),
                                allowOutside: options.allowOutside)
     }

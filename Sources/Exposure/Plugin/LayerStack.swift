@@ -5,7 +5,8 @@ import DiskFormats
 /// The one place the layers of an exposed disk are stacked (docs/design.md, "The read path"),
 /// bottom to top:
 ///
-///     backup reader            BackupImageReader, checked against the pointer (`checkIdentity`)
+///     backup reader            BackupImageReader, checked against the pointer (`checkIdentity`),
+///                              or an external source (`ExternalSource`: nbdkit, NBD, an image), checked by `SourceIdentity`
 ///     ▸ composed disk          DiskComposer.compose: synthesized MBR + gap + PatchedSource(volume) + tail
 ///     ▸ reconfiguration layer  a WriteOverlay over the composed disk (read-only when served)
 ///     ▸ native view            the format's view (VHDXView, …) with the pointer's parameters, checked against the skeleton
@@ -40,6 +41,27 @@ public enum LayerStack {
         return backup
     }
 
+    /// What a plugin reads its disk (or volume) from, opened and checked against the pointer,
+    /// with the 32 bytes that stand for it in derived identities: a `.bli` backup (its header
+    /// digest) or, for a version-2 pointer, an external source — confined first (tree rule,
+    /// `--allow-source-plugin`), then started, then its size and sampled digests (and whole
+    /// digest, ID) compared with the recorded identity (`SourceIdentity.check`).
+    static func openSource(pointer: PluginPointer, pluginPath: String, options: PluginFile.OpenOptions) throws -> (source: any BlockSource, identity: [UInt8]) {
+        guard let record = pointer.source else {
+            let backup = try openBackup(pointer: pointer, pluginPath: pluginPath, options: options)
+            return (backup, backup.headerDigest)
+        }
+        let directory = PluginFile.directory(of: PluginFile.absolutePath(pluginPath))
+        try record.spec.checkConfinement(pluginDirectory: directory, allowOutside: options.allowOutside,
+                                         allowedPlugins: options.allowedSourcePlugins)
+        let opened = try ExternalSource.open(record.spec, directory: directory, timeout: options.sourceTimeout)
+        // Counted as a backup's opens and reads are (front-end statistics, the lab's deferred-open check).
+        options.stats.addOpen()
+        let source = StatsCountingSource(base: opened, stats: options.stats)
+        try record.identity.check(source, name: record.spec.description, expectedID: options.sourceID)
+        return (source, record.identity.digestBytes)
+    }
+
     // MARK: Below the view
 
     /// How the reconfiguration layer joins the stack.
@@ -56,7 +78,8 @@ public enum LayerStack {
 
     /// The layers below the view, opened.
     struct Lower {
-        let backup: BackupImageReader
+        /// The backup reader or external source, checked against the pointer.
+        let backup: any BlockSource
         /// The composed disk (volume patches included).
         let composed: any BlockSource
         /// The reconfiguration layer over it, when stacked, and its resolved path.
@@ -68,11 +91,11 @@ public enum LayerStack {
 
     /// backup ▸ composed disk ▸ reconfiguration layer (as `use` says).
     static func lower(pointer: PluginPointer, pluginPath: String, options: PluginFile.OpenOptions, layer use: LayerUse) throws -> Lower {
-        let backup = try openBackup(pointer: pointer, pluginPath: pluginPath, options: options)
+        let (backup, sourceIdentity) = try openSource(pointer: pointer, pluginPath: pluginPath, options: options)
         let composed = try DiskComposer.compose(volume: backup, composition: pointer.composition,
                                                 pluginDirectory: PluginFile.directory(of: PluginFile.absolutePath(pluginPath)))
         // A layer is never replayed over another backup or another placement of the volume.
-        let identity = try ReconfigurationLayer.identity(backupHeaderDigest: backup.headerDigest, composition: pointer.composition)
+        let identity = try ReconfigurationLayer.identity(backupHeaderDigest: sourceIdentity, composition: pointer.composition)
         switch use {
         case .recorded:
             guard let r = pointer.reconfiguration else { return Lower(backup: backup, composed: composed, layer: nil, layerPath: nil) }
@@ -211,6 +234,18 @@ public enum LayerStack {
         guard let overlay else { return counted }
         return try WriteOverlay(base: counted, path: overlay.path, unitSize: overlay.unitSize, maxSize: overlay.maxSize)
     }
+}
+
+/// Counts an external source's reads in the backup statistics.
+struct StatsCountingSource: BlockSource {
+    let base: any BlockSource
+    let stats: BackupStats
+    var size: UInt64 { base.size }
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try base.read(at: offset, into: buffer)
+        stats.addBytesRead(buffer.count)
+    }
+    func extents(in range: Range<UInt64>) throws -> [Extent] { try base.extents(in: range) }
 }
 
 /// Hides a source's write side: the base below an overlay is never written, even by mistake.

@@ -77,7 +77,42 @@ public enum PluginFile {
         public var allowOutside = false
         public var passphrase: PassphraseSource?
         public var vault: String?
+        /// For `exposeSource`: what the source holds, and its identity options.
+        public var source = SourceExposeOptions()
         public init() {}
+    }
+
+    /// How `expose --source` treats an external source.
+    public struct SourceExposeOptions: Sendable {
+        /// What the source holds: a whole disk, one volume (composed like a volume-only backup),
+        /// or nil: detect (a valid MBR/GPT partition table in sector 0 → disk, else volume).
+        public var kind: SourceKind?
+        /// Record the SHA-256 of the whole source (read once now, and at every open).
+        public var verify = false
+        /// A user's identifier recorded with the source.
+        public var id: String?
+        /// Bound on starting, connecting and each read.
+        public var timeout: Double = ExternalSource.defaultTimeout
+        /// What is known of the disk a volume came from (a `.bli` header records it; a user's
+        /// format may not): with it, the composed disk keeps the original MBR fields and size.
+        public var original: OriginalDisk?
+        public init() {}
+    }
+
+    /// The original disk of a volume-only source.
+    public struct OriginalDisk: Sendable {
+        public var partitionStartLBA: UInt64
+        public var diskSize: UInt64
+        public var diskSignature: UInt32
+        public var partitionType: UInt8
+        public var bootable: Bool
+        public init(partitionStartLBA: UInt64, diskSize: UInt64, diskSignature: UInt32, partitionType: UInt8, bootable: Bool) {
+            self.partitionStartLBA = partitionStartLBA
+            self.diskSize = diskSize
+            self.diskSignature = diskSignature
+            self.partitionType = partitionType
+            self.bootable = bootable
+        }
     }
 
     /// What `expose` did, for humans and `--json`.
@@ -161,6 +196,77 @@ public enum PluginFile {
                             allocatedBlocks: try view.allocatedUnitCount())
     }
 
+    /// Writes `pluginPath` for an external source (an nbdkit plugin, an NBD export, an image):
+    /// as `expose` for a backup, with a version-2 pointer recording the source's argv (paths
+    /// relative to the plugin's directory) and its identity (size, sampled digests; whole digest
+    /// and ID when asked). The source is read for its size, its samples and the extents the
+    /// view's layout needs — and then closed: serving starts it again on the first payload read.
+    @discardableResult
+    public static func exposeSource(_ spec: BackupSourceSpec, pluginPath: String, options: ExposeOptions) throws -> ExposeReport {
+        let pluginAbs = absolutePath(pluginPath)
+        let pluginDirectory = directory(of: pluginAbs)
+        let recorded = try spec.recorded(pluginDirectory: pluginDirectory, allowOutside: options.allowOutside)
+        if spec.kind == .image || spec.kind == .qemuNBD {
+            guard realPathOrSelf(pluginAbs) != realPathOrSelf(ExternalSource.absolute(spec.argv[0], in: FileManager.default.currentDirectoryPath)) else {
+                throw PluginError.pluginIsTheBackup(pluginAbs)
+            }
+        }
+        // Opened from the plugin's directory with the recorded (relative) paths: exactly what a
+        // filter will run.
+        let source = try ExternalSource.open(recorded, directory: pluginDirectory, timeout: options.source.timeout)
+        let identity = try SourceIdentity.measure(source, full: options.source.verify, id: options.source.id)
+        var header = BackupHeader()
+        header.imageID = GUID(bytes: Array(identity.digestBytes.prefix(16)))
+        header.sourceKind = try options.source.kind ?? DiskComposer.detectKind(source)
+        header.fileSystemHint = DiskComposer.fileSystemHint(source)
+        header.bootable = true
+        if let o = options.source.original {
+            header.partitionScheme = .mbr
+            header.partitionStartLBA = o.partitionStartLBA
+            header.originalDiskSize = o.diskSize
+            header.mbrDiskSignature = o.diskSignature
+            header.mbrPartitionType = o.partitionType
+            header.bootable = o.bootable
+        }
+        let composition = try DiskComposer.plan(header: header, volume: source, options: options.composer)
+        let disk = try DiskComposer.compose(volume: source, composition: composition)
+        let seed = Array(SHA256.hash(identity.digestBytes).prefix(16))
+        var pointer: PluginPointer
+        if options.format == VHDXView.formatName {
+            guard options.formatKeys.isEmpty else {
+                throw NativeFormatOptionError(format: options.format, reason: "a VHDX plugin takes no format options (\(options.formatKeys.keys.sorted().joined(separator: ", ")))")
+            }
+            pointer = PluginPointer(backupPath: "", backupImageID: "source", backupHeaderDigest: identity.digestBytes.hex,
+                                    composition: composition,
+                                    vhdx: .init(blockSize: 0, logicalSectorSize: 512, physicalSectorSize: 512,
+                                                seedHex: seed.hex, fileSize: 0, payloadStart: 0))
+        } else {
+            guard DiskFormatRegistry.driver(named: options.format) != nil else {
+                throw NativeFormatOptionError(format: options.format, reason: "not a native format this bootlab writes (\(DiskFormatRegistry.names.joined(separator: ", ")))")
+            }
+            var keys = options.formatKeys
+            let subformat = keys.removeValue(forKey: "subformat")
+            pointer = PluginPointer(backupPath: "", backupImageID: "source", backupHeaderDigest: identity.digestBytes.hex,
+                                    composition: composition,
+                                    native: .init(format: options.format.lowercased(), subformat: subformat, logicalSectorSize: 512,
+                                                  allocationUnit: 0, seedHex: seed.hex, keys: keys))
+            pointer.native!.fileName = String(pluginAbs.split(separator: "/").last ?? "")
+        }
+        pointer.version = 2
+        pointer.source = .init(spec: recorded, identity: identity)
+        let view = try LayerStack.renderRecordingLayout(&pointer, over: disk, allocationUnit: options.blockSize.map(UInt64.init))
+        try writeSkeleton(view, to: pluginAbs)
+        let layer = ReconfigurationLayer.defaultPath(forPlugin: pluginAbs)
+        unlink(layer)
+        unlink(layer + ".map")
+        return ExposeReport(plugin: pluginPath, backup: spec.description, backupPathInPlugin: recorded.description,
+                            composition: composition.kind, partitionStartLBA: composition.partitionStartLBA,
+                            patchedBytes: composition.volumePatches.reduce(0) { $0 + $1.bytes.count },
+                            virtualSize: disk.size, format: pointer.format, fileSize: view.size, vhdxFileSize: view.size,
+                            payloadStart: view.payloadStart, blockSize: UInt32(clamping: view.allocationUnit),
+                            allocatedBlocks: try view.allocatedUnitCount())
+    }
+
     /// GUIDs of the exposed VHDX derive from the backup's identity: same backup, same bytes.
     static func seed(for backup: BackupImageReader) -> [UInt8] {
         Array(SHA256.hash(backup.header.imageID.bytes + backup.headerDigest).prefix(16))
@@ -195,6 +301,13 @@ public enum PluginFile {
         public var vault: String?
         public var allowOutside = false
         public var stats = BackupStats()
+        /// nbdkit plugins an external source may name rather than carry inside the plugin's tree
+        /// (`--allow-source-plugin NAME`).
+        public var allowedSourcePlugins: Set<String> = []
+        /// Bound, in seconds, on starting an external source, connecting to it and each read.
+        public var sourceTimeout: Double = ExternalSource.defaultTimeout
+        /// The `--source-id` the opener expects the pointer to record, if any.
+        public var sourceID: String?
         public init() {}
     }
 

@@ -26,12 +26,17 @@ public struct PluginPointer: Codable, Sendable, Equatable {
     public static let itemID = PluginPointerPlacement.vhdxItemID
     public static let magic: [UInt8] = Array("BLPTR".utf8) + [0, 0, 1]
     public static let maxDocumentLength = 64 << 10
-    /// The version this release writes.
-    public static let currentVersion = 1
+    /// The newest version this release writes: 2, a pointer whose disk comes from an external
+    /// `source` (an nbdkit plugin, an NBD export, an image). A pointer to a `.bli` backup is still
+    /// written as version 1 (`backupImageVersion`): its fields and meaning are unchanged, so
+    /// plugins of `.bli` backups keep their exact bytes and stay readable by older releases.
+    public static let currentVersion = 2
+    /// The version of a pointer to a `.bli` backup (no `source`).
+    public static let backupImageVersion = 1
     /// The versions this release reads.
-    public static let readableVersions: ClosedRange<Int> = 1...1
+    public static let readableVersions: ClosedRange<Int> = 1...2
 
-    public var version: Int = PluginPointer.currentVersion
+    public var version: Int = PluginPointer.backupImageVersion
     /// Path of the backup, relative to the plugin file's directory (absolute only with
     /// `--allow-outside`).
     public var backupPath: String
@@ -49,6 +54,22 @@ public struct PluginPointer: Codable, Sendable, Equatable {
     /// The reconfiguration layer stacked on the composed disk, if the plugin has one (optional:
     /// absent in plugins that were never reconfigured, which keep their exact bytes).
     public var reconfiguration: Reconfiguration?
+    /// Version 2: the disk (or volume) comes from this external source rather than a `.bli`
+    /// backup; `backupPath` is then empty, `backupImageID` is "source", and `backupHeaderDigest`
+    /// is `SourceIdentity.digestBytes` (the base of derived identities such as the
+    /// reconfiguration layer's). A version-1 reader would ignore the field and serve the wrong
+    /// bytes, hence the version.
+    public var source: ExternalSourceRecord?
+
+    /// The external source a version-2 pointer reads, and how to know it is still the same one.
+    public struct ExternalSourceRecord: Codable, Sendable, Equatable {
+        public var spec: BackupSourceSpec
+        public var identity: SourceIdentity
+        public init(spec: BackupSourceSpec, identity: SourceIdentity) {
+            self.spec = spec
+            self.identity = identity
+        }
+    }
 
     /// Where the reconfiguration layer lives and what it must hold (docs/formats/plugin-file.md).
     public struct Reconfiguration: Codable, Sendable, Equatable {
@@ -217,6 +238,9 @@ public struct PluginPointer: Codable, Sendable, Equatable {
             pointer = try JSONDecoder().decode(PluginPointer.self, from: Data(json))
         } catch {
             throw v.error(at: 16, "invalid document: \(error)")
+        }
+        guard (pointer.source != nil) == (pointer.version >= 2) else {
+            throw v.error(at: 16, "invalid document: version \(pointer.version) \(pointer.source == nil ? "requires" : "cannot carry") an external `source`")
         }
         guard (pointer.vhdx == nil) != (pointer.native == nil) else {
             throw v.error(at: 16, "invalid document: exactly one of the view parameters `vhdx` and `native` must be present")

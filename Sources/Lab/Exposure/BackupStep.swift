@@ -1,6 +1,8 @@
 import BackupImage
 import BlockCore
+import Exposure
 import Foundation
+import Processes
 
 /// Backs up every source machine as the scenario says: volume-only (partition 1 of the source
 /// disk: the MBR-less backup of the method) or whole disk, with its block size, compression,
@@ -26,6 +28,9 @@ public struct BackupStep: LabStep {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let states = context.directory.appendingPathComponent("states")
         try? FileManager.default.removeItem(at: states)
+        if let command = spec.command, let source = spec.source {
+            return try runUserTool(command: command, source: source, in: context, directory: dir)
+        }
         var notes: [String] = []
         for machine in context.scenario.machines {
             guard let g = context.generated[machine.name] else { return .fail("\(machine.name): no generated disk") }
@@ -72,6 +77,76 @@ public struct BackupStep: LabStep {
         return .pass(notes.joined(separator: "; "))
     }
 
+    /// How long a user's backup tool may run per machine before it is stopped (a hang is a failure).
+    public static let userToolTimeout: Double = 600
+
+    /// A user's backup tool (`backup.command`) writes each machine's backup in its own format;
+    /// `backup.source` says how `expose --source` reads it (docs/bring-your-own-format.md).
+    /// Placeholders are substituted per argument, never through a shell; the tool runs in the
+    /// scenario's directory with a bounded time.
+    func runUserTool(command: [String], source: [String], in context: CellContext, directory dir: URL) throws -> StepOutcome {
+        let scenarioDir = Self.scenarioDirectory(context)
+        for f in context.scenario.backup.sourceFiles {
+            let from = URL(fileURLWithPath: scenarioDir + "/" + f)
+            let to = dir.appendingPathComponent(from.lastPathComponent)
+            try? FileManager.default.removeItem(at: to)
+            try FileManager.default.copyItem(at: from, to: to)
+        }
+        var notes: [String] = []
+        for machine in context.scenario.machines {
+            guard let g = context.generated[machine.name] else { return .fail("\(machine.name): no generated disk") }
+            let out = dir.appendingPathComponent("\(machine.name).backup").path
+            let values = ["{source}": context.scenario.backup.kind == .disk ? g.diskPath : g.volumePath, "{out}": out,
+                          "{dir}": dir.path, "{machine}": machine.name, "{scenario_dir}": scenarioDir]
+            let argv = command.map { Self.substitute($0, values) }
+            let r = try Command(argv, workingDirectory: scenarioDir, stderr: .stdout).run(timeout: Self.userToolTimeout, check: false)
+            guard !r.timedOut else {
+                return .fail("\(machine.name): the backup command \(argv.first!) did not finish within \(Int(Self.userToolTimeout)) s", details: r.stdoutText)
+            }
+            guard r.termination.succeeded else {
+                return .fail("\(machine.name): the backup command \(argv.first!) \(r.termination)", details: r.stdoutText)
+            }
+            guard FileManager.default.fileExists(atPath: out) else {
+                return .fail("\(machine.name): the backup command exited 0 but wrote no \(out)", details: r.stdoutText)
+            }
+            // The source words, with paths relative to the scenario's directory made absolute
+            // (expose records them relative to the plugin's directory when they lie inside it).
+            var words = source.map { Self.substitute($0, values) }
+            let kindWord = BackupSourceSpec.Kind(rawValue: words[0]) != nil && words.count > 1
+            for i in words.indices where !(kindWord && i == 0) {
+                words[i] = Self.absolutized(words[i], in: scenarioDir)
+            }
+            context.sources[machine.name] = try BackupSourceSpec(words: words)
+            context.backups[machine.name] = out
+            context.finalStates[machine.name] = ChangeSetApplier.finalState(of: [], seed: context.scenario.seed, machine: machine.name, disk: g.diskPath)
+            context.put(Artefact(role: ArtefactRole.backup, machine: machine.name, disk: .file(path: out, format: "user"), files: [out]))
+            let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? NSNumber)?.uint64Value ?? 0
+            notes.append("\(machine.name): \(context.scenario.backup.kind.rawValue) by \((argv.first! as NSString).lastPathComponent), \(size) bytes")
+        }
+        context.backupDigests = try Self.digests(of: dir)
+        return .pass(notes.joined(separator: "; "))
+    }
+
+    /// The directory of the scenario's file (`Scenario.file` is relative to the suite directory's parent).
+    static func scenarioDirectory(_ context: CellContext) -> String {
+        let file = context.scenario.file
+        let url = file.hasPrefix("/") ? URL(fileURLWithPath: file) : context.suite.directory.deletingLastPathComponent().appendingPathComponent(file)
+        return url.deletingLastPathComponent().standardizedFileURL.path
+    }
+
+    static func substitute(_ word: String, _ values: [String: String]) -> String {
+        values.reduce(word) { $0.replacingOccurrences(of: $1.key, with: $1.value) }
+    }
+
+    /// `./x`, `../x`, `key=./x`: made absolute against `base`; anything else unchanged.
+    static func absolutized(_ word: String, in base: String) -> String {
+        func abs(_ p: String) -> String { p.hasPrefix("./") || p.hasPrefix("../") ? URL(fileURLWithPath: base + "/" + p).standardizedFileURL.path : p }
+        if let eq = word.firstIndex(of: "="), !word[..<eq].contains("/") {
+            return String(word[...eq]) + abs(String(word[word.index(after: eq)...]))
+        }
+        return abs(word)
+    }
+
     /// SHA-256 of every backup image and vault file under the plugin directory (plugin files,
     /// which `expose` writes later, are not backup data).
     public static func digests(of dir: URL) throws -> [String: String] {
@@ -80,7 +155,8 @@ public struct BackupStep: LabStep {
         for case let url as URL in e {
             guard (try url.resourceValues(forKeys: [.isRegularFileKey])).isRegularFile == true else { continue }
             let rel = url.path.replacingOccurrences(of: dir.path + "/", with: "")
-            guard rel.hasSuffix(".bli") || rel.hasPrefix("vault-") else { continue }
+            // .backup: what a user's backup tool wrote (`backup.command`).
+            guard rel.hasSuffix(".bli") || rel.hasPrefix("vault-") || rel.hasSuffix(".backup") else { continue }
             out[rel] = try Digest.file(url)
         }
         return out

@@ -1,4 +1,5 @@
 import BlockCore
+import Exposure
 import Foundation
 
 /// Options every cell sees.
@@ -35,6 +36,9 @@ public final class CellContext: @unchecked Sendable {
     public var generated: [String: GeneratedMachine] = [:]
     /// Backups made by the backup step, per machine (the last image of a chain).
     public var backups: [String: String] = [:]
+    /// External sources of a user's backup tool (`backup.source`), per machine: the expose step
+    /// exposes these instead of `.bli` backups.
+    public var sources: [String: BackupSourceSpec] = [:]
     /// Plugin files written by the expose step, per machine.
     public var plugins: [String: String] = [:]
     /// The running front-end serving the exposed disks (set by the expose step).

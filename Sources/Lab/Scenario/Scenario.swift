@@ -114,6 +114,19 @@ public struct BackupSpec: Sendable, Codable, Equatable {
         case synthesize
         case none
     }
+    /// A user's own backup tool instead of the built-in `.bli` writer (docs/bring-your-own-format.md):
+    /// an argv array run once per machine, placeholders substituted per argument — `{source}` (the
+    /// machine's disk, or its volume for volume-only), `{out}` (the backup to write, in the
+    /// plugin directory), `{dir}` (that directory), `{machine}`, `{scenario_dir}`. No shell.
+    public var command: [String]? = nil
+    /// How `expose --source` reads the tool's output, as argv words with the same placeholders:
+    /// `["nbdkit", PLUGIN, ARG…]`, `["qemu-nbd", PATH]`, `["image", PATH]`, `["nbd", URI]`.
+    /// Relative paths are relative to the scenario's directory.
+    public var source: [String]? = nil
+    /// Files (relative to the scenario's directory) copied into the plugin directory before the
+    /// backup command runs — the source's plugin program and what it imports — so the plugin's
+    /// pointer names them inside its tree (no allowance needed, no machine-specific paths).
+    public var sourceFiles: [String] = []
 
     public enum FrontEnd: String, Sendable, Codable, CaseIterable {
         case fuse

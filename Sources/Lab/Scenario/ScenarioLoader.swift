@@ -203,6 +203,21 @@ public enum ScenarioLoader {
             guard spec.kind == .volumeOnly else { throw b.error("expose_partition_start", "applies to volume-only backups") }
             spec.exposePartitionStart = lba
         }
+        spec.command = try b.optionalStringList("command")
+        spec.source = try b.optionalStringList("source")
+        spec.sourceFiles = try b.optionalStringList("source_files") ?? []
+        for f in spec.sourceFiles where f.hasPrefix("/") || f.contains("{") {
+            throw b.error("source_files", "'\(f)' must be a path relative to the scenario's directory")
+        }
+        guard (spec.command == nil) == (spec.source == nil) else {
+            throw b.error(spec.command == nil ? "source" : "command", "a user's backup tool needs both `command` and `source`")
+        }
+        if let command = spec.command {
+            guard !command.isEmpty, !(spec.source ?? []).isEmpty else { throw b.error("command", "must not be empty") }
+            guard spec.compression == .none, spec.encryption == .none, spec.vault == nil, b.raw("incrementals") == nil else {
+                throw b.error("command", "a user's backup tool cannot be combined with compression, encryption, vault or incrementals (those are the .bli writer's)")
+            }
+        }
         if let list = try b.list("incrementals") {
             spec.incrementals = try list.enumerated().map { index, node in
                 let c = try YAMLMapping(file: b.file, path: b.keyPath("incrementals[\(index)]"), node: node)

@@ -19,7 +19,12 @@ struct ExposeCommand: ParsableCommand {
         sectors (--partition-table), with the volume at its original start, or at --partition-start.
         """)
 
-    @Argument(help: "The backup image (.bli).") var backup: String
+    @Argument(help: "The backup image (.bli); omit it with --source.") var backup: String?
+    @Option(name: .long, help: ArgumentHelp("Expose another source instead of a .bli backup: nbdkit:PLUGIN[:ARG…], an NBD URI (nbd+unix:///EXPORT?socket=S, nbd://HOST:PORT/EXPORT), qemu-nbd:PATH[:FORMAT], or an image path (qcow2, VMDK, VHD, VHDX, VDI through our readers; raw otherwise).", valueName: "spec")) var source: String?
+    @Option(name: .long, help: "What the --source holds: disk or volume (default: a partition table in sector 0 means disk).") var sourceKind: String?
+    @Flag(name: .long, help: "Record the SHA-256 of the whole --source (read now, and again at every open); default: size + sampled ranges.") var verifySource = false
+    @Option(name: .long, help: "An identifier of the --source to record (e.g. your backup product's backup ID).") var sourceId: String?
+    @Option(name: .long, help: "Seconds allowed for the --source to start, connect and answer each read (default 60).") var sourceTimeout: Double?
     @Option(name: .long, help: "The plugin file to write (e.g. vm.vhdx).") var out: String
     @Option(name: .long, help: "Place the volume at this LBA instead of its original start.") var partitionStart: UInt64?
     @Option(name: .long, help: "Partition table for a volume backup: auto (GPT for a volume from a GPT disk or with 4096-byte sectors, else MBR), mbr, gpt.") var partitionTable: String = "auto"
@@ -81,26 +86,51 @@ struct ExposeCommand: ParsableCommand {
             }
             o.allowOutside = allowOutside
             o.vault = vault
-            let header = try BackupImageReader.readHeader(path: backup).header
-            if header.isEncrypted { o.passphrase = passphrase.source }
-            if esp {
-                guard ["volume", "host"].contains(espLoaderModules) else {
-                    throw ValidationError("--esp-loader-modules \(espLoaderModules): expected volume or host")
+            let r: PluginFile.ExposeReport
+            if let source {
+                guard backup == nil else { throw ValidationError("give either BACKUP or --source, not both") }
+                guard !esp else { throw ValidationError("--esp applies to a .bli backup, not to --source (not implemented)") }
+                switch sourceKind {
+                case nil: break
+                case "disk": o.source.kind = .disk
+                case "volume": o.source.kind = .volume
+                case let k?: throw ValidationError("--source-kind \(k): expected disk or volume")
                 }
-                // Resolved once: the loader build and the expose both open the backup.
-                if let p = o.passphrase { o.passphrase = .bytes(try p.resolve()) }
-                let reader = try BackupImageReader.open(path: backup, passphrase: o.passphrase, vault: vault)
-                let loader = try GrubEFILoader.build(volume: reader, allowHostModules: espLoaderModules == "host")
-                o.composer.esp = .init(files: loader.espFiles)
-            } else if espLoaderModules != "volume" {
-                throw ValidationError("--esp-loader-modules applies with --esp")
+                o.source.verify = verifySource
+                o.source.id = sourceId
+                if let sourceTimeout { o.source.timeout = sourceTimeout }
+                r = try PluginFile.exposeSource(try BackupSourceSpec(parsing: source), pluginPath: out, options: o)
+            } else {
+                guard let backup else { throw ValidationError("give a BACKUP (.bli) or --source SPEC") }
+                guard sourceKind == nil, !verifySource, sourceId == nil, sourceTimeout == nil else {
+                    throw ValidationError("--source-kind, --verify-source, --source-id and --source-timeout apply to --source")
+                }
+                let header = try BackupImageReader.readHeader(path: backup).header
+                if header.isEncrypted { o.passphrase = passphrase.source }
+                if esp {
+                    guard ["volume", "host"].contains(espLoaderModules) else {
+                        throw ValidationError("--esp-loader-modules \(espLoaderModules): expected volume or host")
+                    }
+                    // Resolved once: the loader build and the expose both open the backup.
+                    if let p = o.passphrase { o.passphrase = .bytes(try p.resolve()) }
+                    let reader = try BackupImageReader.open(path: backup, passphrase: o.passphrase, vault: vault)
+                    let loader = try GrubEFILoader.build(volume: reader, allowHostModules: espLoaderModules == "host")
+                    o.composer.esp = .init(files: loader.espFiles)
+                } else if espLoaderModules != "volume" {
+                    throw ValidationError("--esp-loader-modules applies with --esp")
+                }
+                r = try PluginFile.expose(backupPath: backup, pluginPath: out, options: o)
             }
-            let r = try PluginFile.expose(backupPath: backup, pluginPath: out, options: o)
             if let target {
                 let driversPath = try DriverDatabase.defaultPath(explicit: drivers)
                 var access = PluginFile.OpenOptions()
                 access.vault = vault
                 access.allowOutside = allowOutside
+                if let sourceTimeout { access.sourceTimeout = sourceTimeout }
+                // The source exposed here is the one the user just named: allow its plugin.
+                if let source, let spec = try? BackupSourceSpec(parsing: source), spec.kind == .nbdkit, let name = spec.argv.first {
+                    access.allowedSourcePlugins.insert(name)
+                }
                 if let p = o.passphrase { access.passphrase = .bytes(try p.resolve()) }
                 let rc = try ReconfigureCommand.reconfigurePlugin(out, target: target, drivers: try DriverDatabase.load(path: driversPath),
                                                                  access: access, dryRun: false)

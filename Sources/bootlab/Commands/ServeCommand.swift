@@ -51,6 +51,7 @@ struct ServeCommand: ParsableCommand {
             }
             if let v = access.vault { serve.pluginParameters.append("vault=" + absolutePath(v)) }
             if access.allowOutside { serve.pluginParameters.append("allow-outside=true") }
+            serve.pluginParameters += access.sourcePluginParameters
             if materialize {
                 // The fill runs inside nbdkit (this process after exec): NBDKitPlugin's materialize=.
                 guard !raw else { throw ValidationError("--materialize fills the native file; it does not combine with --raw") }

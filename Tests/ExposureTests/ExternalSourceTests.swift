@@ -1,0 +1,293 @@
+import Testing
+import Foundation
+import TestSupport
+import Processes
+@testable import BackupImage
+@testable import BlockCore
+@testable import DiskFormats
+@testable import Exposure
+
+/// External backup sources (docs/bring-your-own-format.md): an nbdkit plugin (a shell script
+/// inside the plugin's tree, run by nbdkit's sh plugin), images read through our readers, the
+/// identity check, confinement, and bounded waits. Real nbdkit, real libnbd, qemu-img as the
+/// independent reader.
+private let bootCode = [UInt8](repeating: 0xB0, count: 440)
+private let sourceTools = toolsMissing(["nbdkit", "qemu-img"])
+
+/// A 6 MiB volume with data at both ends and in the middle; its first sector is zero (an ext
+/// volume's boot block), so detection calls it a volume.
+private func writeVolume(_ path: String, size: Int = 6 << 20) throws -> [UInt8] {
+    var b = Bytes(seed: 16)
+    var v = [UInt8](repeating: 0, count: size)
+    v.put(b.bytes(512 << 10), at: 4096)
+    v.put(b.bytes(64 << 10), at: size / 2)
+    v.put(b.bytes(8192), at: size - 8192)
+    let f = try RawFile.create(path: path, size: UInt64(size))
+    try f.write(at: 0, v)
+    try f.flush()
+    return v
+}
+
+/// A script for nbdkit's sh plugin (`nbdkit sh SCRIPT`, which runs it per method) serving `file` read-only; `load` touches `marker` (the start is
+/// recorded), and `pread` sleeps for ever when `hang` is set — a plugin that hangs.
+private func writeShellPlugin(_ path: String, file: String, marker: String, hangOnRead: Bool = false, failOnLoad: Bool = false) throws {
+    let script = """
+    #!/bin/sh
+    case "$1" in
+      load) touch '\(marker)' ;;
+      config_complete) \(failOnLoad ? "echo 'vendor plugin: licence file missing' >&2; exit 1" : "exit 0") ;;
+      open) echo handle ;;
+      get_size) stat -L -c %s '\(file)' ;;
+      pread) \(hangOnRead ? "sleep 30 ;;" : "dd if='\(file)' skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none ;;")
+      can_write) exit 3 ;;
+      thread_model) echo serialize_all_requests ;;
+      *) exit 2 ;;
+    esac
+    """
+    try writeExecutable(path, script)
+}
+
+/// Written through a close-on-exec descriptor: a child started meanwhile by another test must
+/// not inherit it (exec of the script would then fail with "Text file busy").
+private func writeExecutable(_ path: String, _ text: String) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
+    guard fd >= 0 else { throw IOError("open", path: path, errno: errno) }
+    defer { close(fd) }
+    let bytes = Array(text.utf8)
+    guard write(fd, bytes, bytes.count) == bytes.count else { throw IOError("write", path: path, errno: errno) }
+}
+
+private func exposeOptions() -> PluginFile.ExposeOptions {
+    var o = PluginFile.ExposeOptions()
+    o.composer.bootCode = bootCode
+    o.blockSize = 1 << 20
+    o.source.timeout = 20
+    return o
+}
+
+private let allowSh: PluginFile.OpenOptions = {
+    var o = PluginFile.OpenOptions()
+    o.allowedSourcePlugins = ["sh"]
+    o.sourceTimeout = 20
+    return o
+}()
+
+private func readWhole(_ s: any BlockSource) throws -> [UInt8] { try s.read(at: 0, count: Int(s.size)) }
+
+@Suite(.requires(missing: sourceTools)) struct ExternalSourceTests {
+    /// A plugin inside the tree: expose, then open — metadata without starting the source,
+    /// payload starts it, and the served virtual disk is MBR + the volume at LBA 2048.
+    @Test func nbdkitVolumeIsComposedAndOpenedOnFirstPayloadRead() throws {
+        let s = Scratch()
+        let plug = s.dir("plug")
+        let volume = try writeVolume(plug + "/vol.img")
+        let marker = s.file("started")
+        try writeShellPlugin(plug + "/reader.sh", file: plug + "/vol.img", marker: marker)
+        // Given absolute (as from another working directory), recorded relative to the plugin.
+        let r = try PluginFile.exposeSource(try BackupSourceSpec(parsing: "nbdkit:sh:" + plug + "/reader.sh"), pluginPath: plug + "/vm.vhdx", options: exposeOptions())
+        #expect(r.composition == "volume")
+        #expect(r.partitionStartLBA == 2048)
+        let (pointer, _) = try PluginPointer.read(pluginPath: plug + "/vm.vhdx")
+        #expect(pointer.version == 2)
+        #expect(pointer.source?.spec == BackupSourceSpec(kind: .nbdkit, argv: ["sh", "reader.sh"]))
+        #expect(pointer.source?.identity.size == UInt64(volume.count))
+
+        try FileManager.default.removeItem(atPath: marker)
+        let image = try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh)
+        _ = try image.read(at: 0, count: Int(image.payloadStart))
+        #expect(!FileManager.default.fileExists(atPath: marker), "metadata reads must not start the source")
+        #expect(!image.backupOpened)
+        let disk = try readWhole(ExposedImage.VirtualDisk(image))
+        #expect(FileManager.default.fileExists(atPath: marker), "the first payload read starts the source")
+        #expect(Array(disk[0..<440]) == bootCode)
+        #expect(disk[510] == 0x55 && disk[511] == 0xAA)
+        #expect(Array(disk[(2048 * 512)..<(2048 * 512 + volume.count)]) == volume)
+    }
+
+    /// Deferred open through the real front-end: `qemu-img info` on the served VHDX does not
+    /// start the source; `qemu-img convert` then reads the volume back through nbdkit ▸ libnbd ▸
+    /// composition ▸ VHDX view ▸ nbdkit ▸ QEMU's VHDX reader.
+    @Test(.requiresNBD) func qemuImgInfoDoesNotStartTheSource() throws {
+        let s = Scratch()
+        let plug = s.dir("plug")
+        let volume = try writeVolume(plug + "/vol.img")
+        let marker = s.file("started")
+        try writeShellPlugin(plug + "/reader.sh", file: plug + "/vol.img", marker: marker)
+        _ = try PluginFile.exposeSource(BackupSourceSpec(kind: .nbdkit, argv: ["sh", plug + "/reader.sh"]), pluginPath: plug + "/vm.vhdx", options: exposeOptions())
+        try FileManager.default.removeItem(atPath: marker)
+        let socket = s.file("nbd.sock")
+        let server = try Server(["serve", plug + "/vm.vhdx", "--socket", socket, "--source-timeout", "20", "--allow-source-plugin", "sh"], log: s.file("serve.log"))
+        defer { server.stop() }
+        #expect(waitFor { FileManager.default.fileExists(atPath: socket) }, "\(server.log)")
+        let uri = "nbd+unix:///?socket=" + socket
+        let info = try run("qemu-img", ["info", "-f", "vhdx", uri])
+        #expect(info.status == 0, "\(info.stderr)")
+        #expect(info.stdout.contains("virtual size"))
+        #expect(!FileManager.default.fileExists(atPath: marker), "qemu-img info started the source")
+        let out = s.file("read.raw")
+        let c = try run("qemu-img", ["convert", "-f", "vhdx", "-O", "raw", uri, out])
+        #expect(c.status == 0, "\(c.stderr) \(server.log)")
+        let got = try RawFile(path: out)
+        #expect(try got.read(at: 2048 * 512, count: volume.count) == volume)
+        #expect(FileManager.default.fileExists(atPath: marker))
+    }
+
+    /// Size and sampled digests: a source changed since expose is refused with a clear error.
+    @Test func aChangedSourceIsRefused() throws {
+        let s = Scratch()
+        let plug = s.dir("plug")
+        _ = try writeVolume(plug + "/vol.img")
+        try writeShellPlugin(plug + "/reader.sh", file: plug + "/vol.img", marker: s.file("started"))
+        _ = try PluginFile.exposeSource(BackupSourceSpec(kind: .nbdkit, argv: ["sh", plug + "/reader.sh"]), pluginPath: plug + "/vm.vhdx", options: exposeOptions())
+
+        // One byte inside a sampled range (the first sample starts at 0).
+        let f = try RawFile(path: plug + "/vol.img", writable: true)
+        try f.write(at: 5000, [0xEE])
+        try f.flush()
+        let changed = #expect(throws: SourceError.self) { _ = try ExposedImage.VirtualDisk(try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh)).read(at: 0, count: 512) }
+        #expect("\(changed!)".contains("changed since it was exposed"))
+        #expect("\(changed!)".contains("sampled ranges"))
+
+        try f.truncate(to: 7 << 20)
+        let grown = #expect(throws: SourceError.self) { _ = try ExposedImage.VirtualDisk(try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh)).read(at: 0, count: 512) }
+        #expect("\(grown!)".contains("its size is 7340032 bytes, it was 6291456"))
+    }
+
+    /// `--verify-source`: the whole-source digest catches a change outside every sample.
+    @Test func verifySourceCatchesWhatSamplingMisses() throws {
+        let s = Scratch()
+        let path = s.file("vol.img")
+        _ = try writeVolume(path)
+        var o = exposeOptions()
+        o.source.verify = true
+        _ = try PluginFile.exposeSource(BackupSourceSpec(kind: .image, argv: [path]), pluginPath: s.file("vm.vhdx"), options: o)
+        let samples = SourceIdentity.samplePositions(size: 6 << 20, count: SourceIdentity.defaultSampleCount, length: SourceIdentity.defaultSampleLength)
+        let gap = try #require((1..<samples.count).first { samples[$0].lowerBound > samples[$0 - 1].upperBound + 4096 })
+        let hidden = samples[gap - 1].upperBound + 100
+        let f = try RawFile(path: path, writable: true)
+        try f.write(at: hidden, [0x42])
+        try f.flush()
+        // Sampling alone would not see it …
+        let source = try RawFile(path: path)
+        #expect(try SourceIdentity.sampleDigest(of: source, count: SourceIdentity.defaultSampleCount, length: SourceIdentity.defaultSampleLength)
+                == (try PluginPointer.read(pluginPath: s.file("vm.vhdx")).0.source!.identity.sampleDigest))
+        // … the whole digest does.
+        let e = #expect(throws: SourceError.self) { _ = try ExposedImage.VirtualDisk(try PluginFile.open(pluginPath: s.file("vm.vhdx"))).read(at: 0, count: 512) }
+        #expect("\(e!)".contains("whole content"))
+    }
+
+    /// A pointer edited to run another program is refused before anything runs: a program
+    /// outside the tree, a named nbdkit plugin not on the allow-list; the allow-list admits it.
+    @Test func aPointerEditedToRunSomethingElseIsRefused() throws {
+        let s = Scratch()
+        let plug = s.dir("plug")
+        _ = try writeVolume(plug + "/vol.img")
+        let marker = s.file("started")
+        try writeShellPlugin(plug + "/reader.sh", file: plug + "/vol.img", marker: marker)
+        _ = try PluginFile.exposeSource(BackupSourceSpec(kind: .nbdkit, argv: ["sh", plug + "/reader.sh"]), pluginPath: plug + "/vm.vhdx", options: exposeOptions())
+        try FileManager.default.removeItem(atPath: marker)
+
+        // The recorded pointer runs nbdkit's sh plugin: refused unless `sh` is on the allow-list.
+        let named = #expect(throws: SourceError.self) { _ = try PluginFile.open(pluginPath: plug + "/vm.vhdx") }
+        #expect("\(named!)".contains("nbdkit plugin 'sh'"))
+        #expect("\(named!)".contains("--allow-source-plugin sh"))
+        _ = try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh)
+
+        // Edited to run a script outside the tree: refused even with `sh` allowed.
+        // (Same length: the pointer's item has a fixed size.)
+        let evil = s.file("evl.sh")
+        try writeShellPlugin(evil, file: plug + "/vol.img", marker: marker)
+        try rewritePointer(plug + "/vm.vhdx", replacing: "\"reader.sh\"", with: "\"../evl.sh\"")
+        let outside = #expect(throws: SourceError.self) { _ = try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh) }
+        #expect("\(outside!)".contains("../evl.sh lies outside the plugin's directory tree"))
+        #expect(throws: SourceError.self) { _ = try ExposedImage.VirtualDisk(try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh)).read(at: 0, count: 512) }
+
+        // Edited to run another program by path (not a plugin name): outside the tree, refused.
+        try rewritePointer(plug + "/vm.vhdx", replacing: "\"sh\",\"../evl.sh\"", with: "\"/bin/true\"")
+        let program = #expect(throws: SourceError.self) { _ = try PluginFile.open(pluginPath: plug + "/vm.vhdx", options: allowSh) }
+        #expect("\(program!)".contains("the plugin program /bin/true lies outside"))
+        #expect(!FileManager.default.fileExists(atPath: marker), "a refused source must not have run")
+    }
+
+    /// A source command that fails says what it said; one that hangs at start or on a read is
+    /// stopped after the timeout with a clear error — never a hang.
+    @Test func failingAndHangingSourcesGetClearErrorsAndTimeouts() throws {
+        let s = Scratch()
+        let plug = s.dir("plug")
+        _ = try writeVolume(plug + "/vol.img")
+        try writeShellPlugin(plug + "/fails.sh", file: plug + "/vol.img", marker: s.file("m1"), failOnLoad: true)
+        let failed = #expect(throws: SourceError.self) {
+            _ = try ExternalSource.open(BackupSourceSpec(kind: .nbdkit, argv: ["sh", "./fails.sh"]), directory: plug, timeout: 20)
+        }
+        #expect("\(failed!)".contains("before serving"))
+        #expect("\(failed!)".contains("licence file missing"))
+
+        // Hangs on the first read: the read times out, the connection is dropped.
+        try writeShellPlugin(plug + "/hangs.sh", file: plug + "/vol.img", marker: s.file("m2"), hangOnRead: true)
+        let source = try ExternalSource.open(BackupSourceSpec(kind: .nbdkit, argv: ["sh", "./hangs.sh"]), directory: plug, timeout: 2)
+        let start = NBDSource.now
+        let hung = #expect(throws: SourceError.self) { _ = try source.read(at: 0, count: 4096) }
+        #expect(NBDSource.now - start < 15)
+        #expect("\(hung!)".contains("did not complete within 2 s"))
+        #expect(throws: SourceError.self) { _ = try source.read(at: 0, count: 512) }
+
+        // Hangs before serving (a plugin stuck in its start): stopped at the deadline.
+        let slow = plug + "/slow.sh"
+        try writeExecutable(slow, "#!/bin/sh\ncase \"$1\" in config_complete) sleep 30 ;; get_size) echo 512 ;; pread) exit 1 ;; *) exit 2 ;; esac\n")
+        let t0 = NBDSource.now
+        let stuck = #expect(throws: SourceError.self) {
+            _ = try ExternalSource.open(BackupSourceSpec(kind: .nbdkit, argv: ["sh", "./slow.sh"]), directory: plug, timeout: 2)
+        }
+        #expect(NBDSource.now - t0 < 15)
+        #expect("\(stuck!)".contains("did not start serving within 2 s"))
+    }
+
+    /// Images through our own readers: a qcow2 and a VMDK made by qemu-img from the same
+    /// volume expose the same disk as the raw volume.
+    @Test func qemuImgImagesReadThroughOurReaders() throws {
+        let s = Scratch()
+        let volume = try writeVolume(s.file("vol.raw"))
+        for (format, ext) in [("qcow2", "qcow2"), ("vmdk", "vmdk")] {
+            let img = s.file("vol.\(ext)")
+            let c = try run("qemu-img", ["convert", "-f", "raw", "-O", format, s.file("vol.raw"), img])
+            #expect(c.status == 0, "\(c.stderr)")
+            let plugin = s.file("vm-\(ext).vhdx")
+            let r = try PluginFile.exposeSource(try BackupSourceSpec(parsing: img), pluginPath: plugin, options: exposeOptions())
+            #expect(r.composition == "volume")
+            let disk = try readWhole(ExposedImage.VirtualDisk(try PluginFile.open(pluginPath: plugin)))
+            #expect(Array(disk[(2048 * 512)..<(2048 * 512 + volume.count)]) == volume, "\(format)")
+        }
+    }
+
+    @Test func specsParseAndRefuseNbdkitOptions() throws {
+        #expect(try BackupSourceSpec(parsing: "nbdkit:python:script=./r.py:file=b.vbk") == BackupSourceSpec(kind: .nbdkit, argv: ["python", "script=./r.py", "file=b.vbk"]))
+        #expect(try BackupSourceSpec(parsing: "nbd+unix:///x?socket=/tmp/s").kind == .nbd)
+        #expect(try BackupSourceSpec(parsing: "disk.qcow2") == BackupSourceSpec(kind: .image, argv: ["disk.qcow2"]))
+        #expect(try BackupSourceSpec(words: ["nbdkit", "./r.py", "file=x"]) == BackupSourceSpec(kind: .nbdkit, argv: ["./r.py", "file=x"]))
+        #expect(throws: SourceError.self) { try BackupSourceSpec(parsing: "nbdkit:file:--filter=cow") }
+        #expect(throws: SourceError.self) { try BackupSourceSpec(parsing: "nbdkit:") }
+        // Sample positions: deterministic, first and last range included, inside the source.
+        let p = SourceIdentity.samplePositions(size: 10_000_000, count: 64, length: 65536)
+        #expect(p.count == 64 && p.first == 0..<65536 && p.last == (10_000_000 - 65536)..<10_000_000)
+        #expect(SourceIdentity.samplePositions(size: 1000, count: 64, length: 65536) == [0..<1000])
+    }
+
+    /// Rewrites the pointer's JSON in place (new length and CRC-32C); the pointer's area has
+    /// room for a few more bytes.
+    private func rewritePointer(_ plugin: String, replacing old: String, with new: String) throws {
+        let file = try RawFile(path: plugin, writable: true)
+        let skeleton = try file.read(at: 0, count: Int(min(file.size, 4 << 20)))
+        let magic = PluginPointer.magic
+        let at = try #require(skeleton.indices.first { i in i + magic.count <= skeleton.count && Array(skeleton[i..<i + magic.count]) == magic })
+        let n = Int(skeleton.le32(at + 8))
+        let json = String(decoding: skeleton[(at + 16)..<(at + 16 + n)], as: UTF8.self)
+        #expect(json.contains(old))
+        let edited = Array(json.replacingOccurrences(of: old, with: new).utf8)
+        var head: [UInt8] = []
+        head.appendLE32(UInt32(edited.count))
+        head.appendLE32(CRC32C.checksum(edited))
+        try file.write(at: UInt64(at + 8), head)
+        try file.write(at: UInt64(at + 16), edited + [UInt8](repeating: 0, count: max(0, n - edited.count)))
+        try file.flush()
+    }
+}
