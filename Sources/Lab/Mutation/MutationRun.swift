@@ -130,8 +130,14 @@ public final class MutationRun: Sendable {
     }
 
     public func run(cells: [Cell]) -> MutationReport {
-        let start = Date()
         let (mutants, size, uncovered) = plan(cells: cells)
+        return run(mutants: mutants, catalogSize: size, uncovered: uncovered)
+    }
+
+    /// Runs the given mutants (a plan's, or hand-made ones: tests, a target's own faults).
+    public func run(mutants: [Mutant], catalogSize: Int? = nil, uncovered: [String] = []) -> MutationReport {
+        let start = Date()
+        let size = catalogSize ?? mutants.count
         let results = parallel(mutants.count) { i, done in
             let r = self.runMutant(mutants[i])
             self.progress(done(), mutants.count, r)
