@@ -13,7 +13,7 @@ public struct MutationOptions: Sendable {
     /// validator (a cheaper validator must catch them) — the CI sample.
     public var boots: Bool = true
     /// Also run each mutated cell without its fault, with the validators that caught its mutants:
-    /// a catch counts only if the same validator passes on the unmutated cell.
+    /// a catch counts only if the same validator (or step) passes on the unmutated cell.
     public var control: Bool = true
     /// Mutants run in parallel.
     public var jobs: Int = 1
@@ -148,7 +148,7 @@ public final class MutationRun: Sendable {
         if options.control {
             // One control per mutated cell, with every validator that caught a mutant there.
             var byCell: [Cell: Set<String>] = [:]
-            for r in results where r.status == .caught { if let v = r.caughtBy, !v.hasPrefix("step:") { byCell[r.mutant.cell, default: []].insert(v) } }
+            for r in results where r.status == .caught { if let v = r.caughtBy { byCell[r.mutant.cell, default: []].insert(v) } }
             let checks = byCell.keys.sorted().map { ($0, byCell[$0]!) }
             controls = parallel(checks.count) { i, _ in self.runControl(checks[i].0, validators: checks[i].1) }
             for c in controls {
@@ -244,6 +244,8 @@ public final class MutationRun: Sendable {
         try? FileManager.default.removeItem(at: options.workDirectory.appendingPathComponent("control-" + Self.label(cell.id)))
         var v: [String: Verdict] = [:]
         for rec in r.records where rec.kind == .validator { v[rec.name] = rec.outcome.verdict }
+        // A step that refused a mutant must succeed without it (else the environment failed, not the product).
+        for rec in r.records where rec.kind == .step { v["step:" + rec.name] = rec.outcome.verdict }
         // A failed step leaves the validators skipped: that is not a pass.
         for name in validators where v[name] == nil { v[name] = .fail }
         return ControlResult(cell: cell, validators: v, seconds: r.seconds)
