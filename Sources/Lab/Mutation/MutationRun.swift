@@ -199,9 +199,24 @@ public final class MutationRun: Sendable {
     }
 
     func runMutant(_ m: Mutant) -> MutantResult {
+        let first = runMutantOnce(m, attempt: 1)
+        // A step that fails (mount, reconfigure) may fail for the environment's sake (a busy
+        // executable, an appliance that did not start): such a catch must repeat to count.
+        guard first.status == .caught, first.caughtBy?.hasPrefix("step:") == true else { return first }
+        var second = runMutantOnce(m, attempt: 2)
+        if second.caughtBy != first.caughtBy {
+            second.status = .error
+            second.message = "not repeatable: first caught by \(first.caughtBy ?? "-") (\(first.message.prefix(200))), then \(second.caughtBy.map { "by " + $0 } ?? second.status.rawValue): \(second.message.prefix(200))"
+        }
+        second.seconds += first.seconds
+        return second
+    }
+
+    func runMutantOnce(_ m: Mutant, attempt: Int) -> MutantResult {
         let latch = CatchLatch()
         let boots = options.boots
-        let runner = LabRunner(suite: suite, options: runOptions(faults: m.fault, label: Self.label(m.id)), jobs: 1, pipeline: { s, t in
+        let label = Self.label(m.id) + (attempt > 1 ? "-\(attempt)" : "")
+        let runner = LabRunner(suite: suite, options: runOptions(faults: m.fault, label: label), jobs: 1, pipeline: { s, t in
             var p = Pipeline.standard(for: s, target: t)
             if let i = p.steps.firstIndex(where: { $0.name == "expose" }) { p.steps.insert(MutantPreflightStep(mutant: m), at: i + 1) }
             p.validators.removeAll { $0.name == GoldenValidator.recordName || (!boots && Self.isBoot($0)) }
@@ -213,7 +228,7 @@ public final class MutationRun: Sendable {
         runners.withLock { $0[key] = runner.running }
         defer { runners.withLock { _ = $0.removeValue(forKey: key) } }
         let r = runner.runCell(m.cell)
-        try? FileManager.default.removeItem(at: options.workDirectory.appendingPathComponent(Self.label(m.id)))
+        try? FileManager.default.removeItem(at: options.workDirectory.appendingPathComponent(label))
         var ran: [String: Verdict] = [:]
         for rec in r.records where !(rec.outcome.verdict == .skip && rec.outcome.message.hasPrefix(FirstCatch.notRun)) { ran[rec.name] = rec.outcome.verdict }
         if let pre = r.records.first(where: { $0.name == MutantPreflightStep.stepName }), pre.outcome.verdict == .fail {
