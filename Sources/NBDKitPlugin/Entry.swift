@@ -102,6 +102,7 @@ public func bl_swift_config_complete() -> Int32 {
         access.allowedSourcePlugins = c.allowedSourcePlugins
         if let t = c.sourceTimeout { access.sourceTimeout = t }
         access.sourceID = c.sourceID
+        access.faults = c.faults
         // Size only: the source itself opens at the first connection.
         let spec = SourceSpec(path: file, raw: c.raw, overlayPath: c.overlay, faults: c.faults)
         var materializers: MaterializerSet?

@@ -308,6 +308,8 @@ public enum PluginFile {
         public var sourceTimeout: Double = ExternalSource.defaultTimeout
         /// The `--source-id` the opener expects the pointer to record, if any.
         public var sourceID: String?
+        /// Lab fault plan (test-only): `stale-block` acts on the backup below the composition.
+        public var faults: FaultPlan = .none
         public init() {}
     }
 

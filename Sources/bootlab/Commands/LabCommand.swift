@@ -11,7 +11,7 @@ struct LabCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lab",
         abstract: "Run the verification lab: generate scenarios, boot them on emulated targets, compare with golden files.",
-        subcommands: [LabRun.self, LabList.self, LabShow.self]
+        subcommands: [LabRun.self, LabList.self, LabShow.self, LabMutate.self]
     )
 }
 
@@ -42,6 +42,7 @@ struct LabRun: ParsableCommand {
     @Flag(name: .customLong("fail-on-drift"), help: "Exit 3 when any cell drifted (an external input such as the kernel changed its outputs) and nothing failed.") var failOnDrift = false
     @Option(help: "Boot timeout in seconds.") var timeout: Double = BootRunner.defaultTimeout
     @Flag(help: "Print the report as JSON on stdout.") var json = false
+    @Flag(name: .customLong("independent-only"), help: "Leave out the golden validator: verdicts from independent expectations only (ci/mutants).") var independentOnly = false
 
     func run() throws {
         do {
@@ -58,7 +59,13 @@ struct LabRun: ParsableCommand {
             let options = RunOptions(goldenDirectory: goldenDir, updateGolden: updateGolden, bootTimeout: timeout, workDirectory: work)
             writeStandardError("bootlab lab: \(cells.count) cells, \(jobs) jobs\(shardValue.map { ", shard \($0)" } ?? "")\n")
             writeStandardError("bootlab lab: scenarios \(located.path) (\(located.origin)), goldens \(goldenDir.path)\n")
-            let runner = LabRunner(suite: suite, options: options, jobs: jobs, progress: { done, total, result in
+            if independentOnly && updateGolden { throw LabError.argument("--independent-only", reason: "cannot record goldens without the golden validator") }
+            let withoutGolden = independentOnly
+            let runner = LabRunner(suite: suite, options: options, jobs: jobs, pipeline: { s, t in
+                var p = Pipeline.standard(for: s, target: t)
+                if withoutGolden { p.validators.removeAll { $0.name == GoldenValidator.recordName } }
+                return p
+            }, progress: { done, total, result in
                 writeStandardError(TerminalReport.progressLine(done: done, total: total, result: result) + "\n")
             })
             // Ctrl-C or SIGTERM (a CI timeout): stop QEMU, unmount FUSE, stop servers, leave
