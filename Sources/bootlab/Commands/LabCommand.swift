@@ -11,7 +11,7 @@ struct LabCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lab",
         abstract: "Run the verification lab: generate scenarios, boot them on emulated targets, compare with golden files.",
-        subcommands: [LabRun.self, LabList.self, LabShow.self]
+        subcommands: [LabRun.self, LabList.self, LabShow.self, LabMergeCommand.self]
     )
 }
 
@@ -39,6 +39,8 @@ struct LabRun: ParsableCommand {
     @Flag(help: "Keep each cell's work directory.") var keep = false
     @Flag(name: .customLong("fail-on-drift"), help: "Exit 3 when any cell drifted (an external input such as the kernel changed its outputs) and nothing failed.") var failOnDrift = false
     @Option(help: "Boot timeout in seconds.") var timeout: Double = BootRunner.defaultTimeout
+    @Option(name: .customLong("cell-timeout"), help: "Hard bound on one cell in seconds (0: none): past it the cell's QEMU, front-ends and tools are killed, its mounts cleaned up, and it fails with \"timeout after N s\".")
+    var cellTimeout: Double = RunOptions.defaultCellTimeout
     @Flag(help: "Print the report as JSON on stdout.") var json = false
 
     func run() throws {
@@ -47,12 +49,15 @@ struct LabRun: ParsableCommand {
             let chosen = scenarios.isEmpty ? suite.scenarios : try scenarios.map { try suite.scenario(named: $0) }
             for t in targets where suite.targets[t] == nil { throw LabError.argument("target '\(t)'", reason: "unknown (known: \(suite.targets.keys.sorted().joined(separator: ", ")))") }
             var cells = Cell.all(chosen, targets: targets)
+            let identity = try SuiteIdentity.make(cells: cells, suite: suite)
             let shardValue = try shard.map { try Shard(parsing: $0) }
             if let shardValue { cells = shardValue.select(cells) }
             let goldenDir = golden.map { URL(fileURLWithPath: $0) } ?? suite.directory.deletingLastPathComponent().appendingPathComponent("Golden")
             let work = report.map { URL(fileURLWithPath: $0).appendingPathComponent("work") }
                 ?? FileManager.default.temporaryDirectory.appendingPathComponent("bootlab-lab-\(getpid())")
-            let options = RunOptions(goldenDirectory: goldenDir, updateGolden: updateGolden, bootTimeout: timeout, workDirectory: work)
+            var options = RunOptions(goldenDirectory: goldenDir, updateGolden: updateGolden, bootTimeout: timeout, workDirectory: work)
+            guard cellTimeout >= 0 else { throw LabError.argument("--cell-timeout \(cellTimeout)", reason: "must be 0 (none) or a number of seconds") }
+            options.cellTimeout = cellTimeout == 0 ? nil : cellTimeout
             writeStandardError("bootlab lab: \(cells.count) cells, \(jobs) jobs\(shardValue.map { ", shard \($0)" } ?? "")\n")
             let runner = LabRunner(suite: suite, options: options, jobs: jobs, progress: { done, total, result in
                 writeStandardError(TerminalReport.progressLine(done: done, total: total, result: result) + "\n")
@@ -67,7 +72,8 @@ struct LabRun: ParsableCommand {
             }
             defer { interrupts.cancel() }
             let results = runner.run(cells)
-            let labReport = LabReport(cells: results, shard: shardValue, tool: "bootlab \(BootLabVersion.string)")
+            var labReport = LabReport(cells: results, shard: shardValue, tool: "bootlab \(BootLabVersion.string)")
+            labReport.suite = identity
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -98,6 +104,38 @@ struct LabRun: ParsableCommand {
             writeStandardError("bootlab lab: \(error)\n")
             throw ExitCode(1)
         }
+    }
+}
+
+struct LabMergeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
+        abstract: "Combine the reports of `lab run --shard K/N` jobs into one report; exit 2 if a shard is missing, duplicated or from another suite, 1 if a cell failed.")
+
+    @Argument(help: "The shards' report directories (each with report.json and logs/).") var directories: [String]
+    @Option(help: "Write the merged report.json, junit.xml, report.html and logs/ here.") var report: String = "lab-report"
+    @Flag(name: .customLong("fail-on-drift"), help: "Exit 3 when any cell drifted and nothing failed.") var failOnDrift = false
+    @Flag(help: "Print the merged report as JSON on stdout.") var json = false
+
+    func run() throws {
+        let merged: LabReport
+        do {
+            merged = try LabMerge.merge(directories: directories.map { URL(fileURLWithPath: $0) }, tool: "bootlab \(BootLabVersion.string)")
+        } catch let e as MergeError {
+            writeStandardError("bootlab lab merge: \(e)\n")
+            throw ExitCode(2)
+        }
+        let html = try merged.write(to: URL(fileURLWithPath: report))
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(merged), as: UTF8.self))
+        } else {
+            print(TerminalReport.render(merged), terminator: "")
+        }
+        writeStandardError("bootlab lab merge: \(merged.merged?.count ?? 0) shards, \(merged.cells.count) cells; report in \(html.path)\n")
+        if merged.hasRegression { throw ExitCode(1) }
+        if failOnDrift && merged.hasDrift { throw ExitCode(3) }
     }
 }
 
