@@ -1,3 +1,5 @@
+import Foundation
+
 /// A hypervisor profile as data (`Scenarios/targets/<name>.yaml`): what QEMU must emulate to stand
 /// in for it, and which Linux modules a guest needs there. Driver knowledge lives only in these
 /// files; the generator and the boot runner read it from here.
@@ -33,6 +35,16 @@ public struct Target: Sendable, Codable, Equatable {
     /// The target's own way to boot a disk (`boot_runner:`), e.g. a script that hands the file to
     /// a real Hyper-V, ESXi, VirtualBox or libvirt host; nil: the built-in QEMU runner.
     public var bootRunner: CustomBootRunner? = nil
+
+    /// The boot runner's program made absolute when it is a relative path (`../runners/x.sh`):
+    /// relative to the directory of the target file, wherever the command is run from.
+    public func resolvingRunner(relativeTo directory: String) -> Target {
+        guard var r = bootRunner, let program = r.command.first, program.contains("/"), !program.hasPrefix("/") else { return self }
+        var t = self
+        r.command[0] = URL(fileURLWithPath: directory).appendingPathComponent(program).standardizedFileURL.path
+        t.bootRunner = r
+        return t
+    }
 
     /// The hardware profile alone: equal for two files that describe the same target even if
     /// they live in different places or boot it another way (goldens depend on this only).

@@ -36,6 +36,7 @@ struct CertifyCommand: ParsableCommand {
                 throw LabError.file(path: targetFile, reason: "cannot read it: \(error.localizedDescription)")
             }
             let target = try ScenarioLoader.parseTarget(yaml: text, file: targetFile)
+                .resolvingRunner(relativeTo: targetURL.deletingLastPathComponent().path)
             let suite = try suiteOptions.load()
             let out = URL(fileURLWithPath: report ?? "certificate-\(target.name)")
             let work = out.appendingPathComponent("work")
