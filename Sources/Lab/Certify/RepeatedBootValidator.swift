@@ -5,13 +5,13 @@ import Foundation
 /// The per-boot verdicts are in `details` as `boot verdicts: pass pass fail` (the certificate
 /// reads them back for its flakiness table).
 public struct RepeatedBootValidator: Validator {
-    public let inner: BootValidator
+    public let inner: any Validator
     public let boots: Int
     public var name: String { inner.name }
 
     public static let verdictsPrefix = "boot verdicts: "
 
-    public init(_ inner: BootValidator, boots: Int) {
+    public init(_ inner: any Validator, boots: Int) {
         self.inner = inner
         self.boots = max(1, boots)
     }
