@@ -90,6 +90,7 @@ public func bl_swift_config_complete() -> Int32 {
         access.passphrase = servingPassphrase(file: c.passphraseFile)
         access.vault = c.vault
         access.allowOutside = c.allowOutside
+        access.faults = c.faults
         // Size only: the source itself opens at the first connection.
         let spec = SourceSpec(path: file, raw: c.raw, overlayPath: c.overlay, faults: c.faults)
         var materializers: MaterializerSet?

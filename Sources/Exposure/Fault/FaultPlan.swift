@@ -1,3 +1,4 @@
+import BackupImage
 import BlockCore
 import Foundation
 
@@ -20,6 +21,20 @@ import Foundation
 ///   inverted before it is recorded in the plugin (as if MBR synthesis were wrong). A step is
 ///   the fault, so it is an explicit option of that step: `DiskComposer.Options.faults`.
 ///
+/// Faults of a step rather than of bytes (test-only, used by `bootlab lab mutate`'s catalog;
+/// docs/mutation-testing.md). The composition ones are recorded in the plugin's pointer, as a
+/// wrong composer would record them:
+/// - `volume-byte:OFFSET` — the composed disk shows byte OFFSET of the volume inverted (a
+///   boot-sector/BPB byte written wrong), as one more volume patch.
+/// - `skip-boot-patch` — the hidden-sectors patches of a relocated FAT/NTFS volume are left out.
+/// - `partition-shift:N` — the volume is placed N sectors after the start its MBR entry names.
+/// - `disk-grow:BYTES` — the composed disk is BYTES larger than the composer decided.
+/// - `omit-driver:NAME` — `bootlab reconfigure` leaves module NAME out of what it injects.
+/// - `stale-block` — the first block the newest image of a chain holds itself (one that an older
+///   image also holds) reads as the older image's version: a cache keyed without the image.
+/// - `drop-write:payload` — the write overlay acknowledges and discards the first write at or
+///   past the served file's payload start (metadata updates before it still land).
+///
 /// Offsets are decimal or `0x` hex. A malformed value is an error, never silently ignored: a
 /// fault test that silently injects nothing would lie. Production code never reads faults from
 /// the environment.
@@ -34,6 +49,13 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
         /// A structure of the exposed file's format, by `structureSites` name.
         case structureByte(String)
         case mbrByte(Int)
+        case volumeByte(UInt64)
+        case skipBootPatch
+        case partitionShift(UInt64)
+        case diskGrow(UInt64)
+        case omitDriver(String)
+        case staleBlock
+        case dropPayloadWrite
     }
 
     public var sites: [Site]
@@ -51,6 +73,16 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
                 sites.append(.structureByte(parts[1]))
                 continue
             }
+            if parts.count == 2, parts[0] == "omit-driver", !parts[1].isEmpty {
+                sites.append(.omitDriver(parts[1]))
+                continue
+            }
+            switch item {
+            case "skip-boot-patch": sites.append(.skipBootPatch); continue
+            case "stale-block": sites.append(.staleBlock); continue
+            case "drop-write:payload": sites.append(.dropPayloadWrite); continue
+            default: break
+            }
             if parts.first == "file-byte" { parts[0] = "vhdx-byte" }
             if parts.count == 2, parts[0] == "vhdx-byte", parts[1].hasPrefix("payload+"), let n = Self.number(String(parts[1].dropFirst(8))) {
                 sites.append(.vhdxPayloadByte(n))
@@ -64,7 +96,14 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
             case "mbr-byte":
                 guard offset < 512 else { throw FaultPlanError(text: item, reason: "an MBR byte offset is 0–511") }
                 sites.append(.mbrByte(Int(offset)))
-            default: throw FaultPlanError(text: item, reason: "unknown fault kind '\(parts[0])' (file-byte, vhdx-byte, structure-byte, mbr-byte)")
+            case "volume-byte": sites.append(.volumeByte(offset))
+            case "partition-shift":
+                guard offset > 0, offset < 1 << 20 else { throw FaultPlanError(text: item, reason: "a partition shift is 1 to 2^20-1 sectors") }
+                sites.append(.partitionShift(offset))
+            case "disk-grow":
+                guard offset > 0, offset % 512 == 0, offset <= 1 << 40 else { throw FaultPlanError(text: item, reason: "a disk growth is a positive multiple of 512, at most 1 TiB") }
+                sites.append(.diskGrow(offset))
+            default: throw FaultPlanError(text: item, reason: "unknown fault kind '\(parts[0])' (file-byte, vhdx-byte, structure-byte, mbr-byte, volume-byte, skip-boot-patch, partition-shift, disk-grow, omit-driver, stale-block, drop-write:payload)")
             }
         }
         self.sites = sites
@@ -77,6 +116,13 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
             case .vhdxPayloadByte(let o): return "vhdx-byte:payload+\(o)"
             case .structureByte(let n): return "structure-byte:\(n)"
             case .mbrByte(let o): return "mbr-byte:\(o)"
+            case .volumeByte(let o): return "volume-byte:\(o)"
+            case .skipBootPatch: return "skip-boot-patch"
+            case .partitionShift(let n): return "partition-shift:\(n)"
+            case .diskGrow(let n): return "disk-grow:\(n)"
+            case .omitDriver(let n): return "omit-driver:\(n)"
+            case .staleBlock: return "stale-block"
+            case .dropPayloadWrite: return "drop-write:payload"
             }
         }.joined(separator: ",")
     }
@@ -92,7 +138,7 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
             case .structureByte(let name):
                 guard let o = structures[name] else { continue }
                 at = o
-            case .mbrByte: continue
+            default: continue
             }
             if at >= offset && at - offset < UInt64(buffer.count) { buffer[Int(at - offset)] ^= 0xFF }
         }
@@ -100,8 +146,22 @@ public struct FaultPlan: Sendable, Equatable, CustomStringConvertible {
 
     /// Whether any site corrupts served VHDX bytes (the others act on a step, not on bytes).
     public var corruptsVHDXBytes: Bool {
-        sites.contains { if case .mbrByte = $0 { return false } else { return true } }
+        sites.contains {
+            switch $0 {
+            case .vhdxByte, .vhdxPayloadByte, .structureByte: return true
+            default: return false
+            }
+        }
     }
+
+    /// Module names `omit-driver` leaves out of a reconfiguration.
+    public var omittedDrivers: [String] { sites.compactMap { if case .omitDriver(let n) = $0 { return n } else { return nil } } }
+    public var servesStaleBlock: Bool { sites.contains(.staleBlock) }
+    public var dropsPayloadWrite: Bool { sites.contains(.dropPayloadWrite) }
+    public var skipsBootPatch: Bool { sites.contains(.skipBootPatch) }
+    public var partitionShift: UInt64 { sites.reduce(0) { if case .partitionShift(let n) = $1 { return $0 + n } else { return $0 } } }
+    public var diskGrowth: UInt64 { sites.reduce(0) { if case .diskGrow(let n) = $1 { return $0 + n } else { return $0 } } }
+    public var volumeBytes: [UInt64] { sites.compactMap { if case .volumeByte(let o) = $0 { return o } else { return nil } } }
 
     /// Inverts the bytes of a synthesized MBR sector that an `mbr-byte` site names.
     public func corruptMBR(_ sector: inout [UInt8]) {
@@ -155,6 +215,36 @@ public struct FaultInjectionSource: BlockSource {
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         try base.read(at: offset, into: buffer)
         plan.corruptVHDX(buffer, at: offset, payloadStart: payloadStart, structures: structures)
+    }
+
+    public func extents(in range: Range<UInt64>) throws -> [Extent] { try base.extents(in: range) }
+}
+
+/// The `stale-block` fault (test-only) as a layer over a backup chain's reader: the first block
+/// the newest image holds itself, where an older image of the chain also holds it, reads as the
+/// older image's version — what a block cache keyed without the image would serve.
+public struct StaleBlockSource: BlockSource {
+    public let base: BackupImageReader
+    public let block: Int
+    let older: BackupImageReader
+
+    public init(_ base: BackupImageReader) throws {
+        guard let parent = base.parent, let b = base.firstBlockShadowingParent() else {
+            throw FaultPlanError(text: "stale-block", reason: "the backup is not a chain whose newest image replaces a block of an older one")
+        }
+        self.base = base
+        self.block = b
+        self.older = parent
+    }
+
+    public var size: UInt64 { base.size }
+
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try base.read(at: offset, into: buffer)
+        let bs = UInt64(base.blockSize)
+        let lo = max(offset, UInt64(block) * bs), hi = min(offset + UInt64(buffer.count), min(size, UInt64(block + 1) * bs))
+        guard lo < hi else { return }
+        try older.read(at: lo, into: UnsafeMutableRawBufferPointer(rebasing: buffer[Int(lo - offset)..<Int(hi - offset)]))
     }
 
     public func extents(in range: Range<UInt64>) throws -> [Extent] { try base.extents(in: range) }

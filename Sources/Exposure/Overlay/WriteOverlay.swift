@@ -273,9 +273,20 @@ public final class WriteOverlay: ResizableBlockSource, @unchecked Sendable {
         }
     }
 
+    /// Lab fault (`drop-write:payload`, test-only): the first write at or past this offset is
+    /// acknowledged and discarded. Read and written under `writeLock`.
+    private var dropWriteAtOrAfter: UInt64?
+
+    /// Arms the `drop-write:payload` fault (`FaultPlan`); lab mutation runs only.
+    public func injectDroppedWrite(atOrAfter offset: UInt64) { writeLock.withLock { dropWriteAtOrAfter = offset } }
+
     private func writeLocked(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
         try checkRange(offset, buffer.count)
         guard buffer.count > 0 else { return }
+        if let drop = dropWriteAtOrAfter, offset >= drop {
+            dropWriteAtOrAfter = nil
+            return
+        }
         let size = self.size
         let end = offset + UInt64(buffer.count)
         let firstUnit = offset / unitSize

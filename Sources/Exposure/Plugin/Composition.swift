@@ -84,10 +84,23 @@ public enum DiskComposer {
                 : GUID.derived(seed: header.imageID.bytes, label: "disk-signature").bytes.le32(0)
             let mbr = MBR(bootCode: bootCode, diskSignature: signature,
                           partitions: [MBR.Partition(type: type, bootable: bootable, startLBA: UInt32(start), sectorCount: UInt32(sectors)), nil, nil, nil])
-            let patches = try BootSectorPatch.patches(volume: volume, newStartLBA: start)
+            var patches = try BootSectorPatch.patches(volume: volume, newStartLBA: start)
             var sector0 = mbr.encode()
+            // Lab fault plan (test-only, `FaultPlan`): each site is the bug a composer could have.
+            let f = options.faults
             options.faults.corruptMBR(&sector0)
-            return .init(kind: "volume", diskSize: diskSize, partitionStartLBA: start, mbrHex: sector0.hex, volumePatches: patches)
+            if f.skipsBootPatch { patches = [] }
+            for o in f.volumeBytes where o < volume.size {
+                if let i = patches.firstIndex(where: { o >= $0.offset && o < $0.end }) {
+                    patches[i].bytes[Int(o - patches[i].offset)] ^= 0xFF
+                } else {
+                    patches.append(PatchedSource.Patch(offset: o, bytes: [try volume.read(at: o, count: 1)[0] ^ 0xFF]))
+                }
+            }
+            let placedAt = start + f.partitionShift
+            diskSize += f.diskGrowth
+            if f.partitionShift > 0 { diskSize = max(diskSize, ComposedDisk.defaultDiskSize(partitionOffset: placedAt * sector, volumeSize: volume.size)) }
+            return .init(kind: "volume", diskSize: diskSize, partitionStartLBA: placedAt, mbrHex: sector0.hex, volumePatches: patches)
         }
     }
 

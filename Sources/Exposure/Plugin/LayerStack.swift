@@ -69,7 +69,8 @@ public enum LayerStack {
     /// backup ▸ composed disk ▸ reconfiguration layer (as `use` says).
     static func lower(pointer: PluginPointer, pluginPath: String, options: PluginFile.OpenOptions, layer use: LayerUse) throws -> Lower {
         let backup = try openBackup(pointer: pointer, pluginPath: pluginPath, options: options)
-        let composed = try DiskComposer.compose(volume: backup, composition: pointer.composition)
+        let below: any BlockSource = options.faults.servesStaleBlock ? try StaleBlockSource(backup) : backup
+        let composed = try DiskComposer.compose(volume: below, composition: pointer.composition)
         // A layer is never replayed over another backup or another placement of the volume.
         let identity = try ReconfigurationLayer.identity(backupHeaderDigest: backup.headerDigest, composition: pointer.composition)
         switch use {
@@ -208,7 +209,9 @@ public enum LayerStack {
         }
         let counted = CountingSource(ReadOnly(bottom), counters: counters)
         guard let overlay else { return counted }
-        return try WriteOverlay(base: counted, path: overlay.path, unitSize: overlay.unitSize, maxSize: overlay.maxSize)
+        let top = try WriteOverlay(base: counted, path: overlay.path, unitSize: overlay.unitSize, maxSize: overlay.maxSize)
+        if faults.dropsPayloadWrite { top.injectDroppedWrite(atOrAfter: (base as? ExposedImage)?.payloadStart ?? 0) }
+        return top
     }
 }
 

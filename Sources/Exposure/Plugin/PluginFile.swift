@@ -187,6 +187,8 @@ public enum PluginFile {
         public var vault: String?
         public var allowOutside = false
         public var stats = BackupStats()
+        /// Lab fault plan (test-only): `stale-block` acts on the backup below the composition.
+        public var faults: FaultPlan = .none
         public init() {}
     }
 

@@ -27,7 +27,7 @@ public struct ReconfigureStep: LabStep {
             let log = context.directory.appendingPathComponent("reconfigure-\(machine.name).log")
             var args = ["reconfigure", plugin, "--target", context.target.name, "--json",
                         "--drivers", context.suite.directory.appendingPathComponent("drivers.json").path]
-            args += try ExposeStep.accessArguments(context)
+            args += try ExposeStep.accessArguments(context) + ExposeStep.faultArguments(context)
             let status = try Self.runChild(args, stdout: out, stderr: log, timeout: Self.timeout)
             attachments["reconfigure-\(machine.name)"] = log.path
             guard status == 0 else {

@@ -11,7 +11,7 @@ struct LabCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lab",
         abstract: "Run the verification lab: generate scenarios, boot them on emulated targets, compare with golden files.",
-        subcommands: [LabRun.self, LabList.self, LabShow.self, LabMergeCommand.self]
+        subcommands: [LabRun.self, LabList.self, LabShow.self, LabMergeCommand.self, LabMutate.self]
     )
 }
 

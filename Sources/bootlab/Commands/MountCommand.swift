@@ -50,7 +50,7 @@ struct MountCommand: ParsableCommand {
             }
             explicit[String(e[..<eq])] = String(e[e.index(after: eq)...])
         }
-        let openOptions: PluginFile.OpenOptions
+        var openOptions: PluginFile.OpenOptions
         let plan: FaultPlan
         var materializers: MaterializerSet?
         do {
@@ -70,6 +70,7 @@ struct MountCommand: ParsableCommand {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
             openOptions = try access.openOptions(plugins: names.map { directory + "/" + $0 } + Array(explicit.values))
             plan = try faults.plan()
+            openOptions.faults = plan
         } catch {
             writeStandardError("bootlab mount: \(error)\n")
             throw ExitCode(1)

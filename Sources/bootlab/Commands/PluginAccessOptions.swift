@@ -40,7 +40,7 @@ struct PluginAccessOptions: ParsableArguments {
 /// explicitly by the lab to `mount`, `serve` and `expose` (see `FaultPlan` and docs/scenarios.md).
 struct FaultInjectionOptions: ParsableArguments {
     @Option(name: .customLong(FaultPlan.optionName),
-            help: ArgumentHelp("Inject a deliberate fault (lab fault tests): vhdx-byte:OFFSET, vhdx-byte:payload+N, mbr-byte:N.",
+            help: ArgumentHelp("Inject a deliberate fault (lab fault tests): see FaultPlan (file-byte, structure-byte, mbr-byte, volume-byte, skip-boot-patch, partition-shift, disk-grow, omit-driver, stale-block, drop-write:payload).",
                                visibility: .hidden))
     var spec: String?
 

@@ -45,13 +45,19 @@ struct ReconfigureCommand: ParsableCommand {
     var json = false
 
     @OptionGroup var access: PluginAccessOptions
+    @OptionGroup var faults: FaultInjectionOptions
 
     func run() throws {
         do {
             guard let driversPath = drivers ?? DriverDatabase.defaultPath() else {
                 throw ReconfigureError.drivers("no Scenarios/drivers.json here or above; pass --drivers")
             }
-            let db = try DriverDatabase.load(path: driversPath)
+            var db = try DriverDatabase.load(path: driversPath)
+            // Lab fault (`omit-driver:NAME`, test-only): the module is left out of what is injected.
+            let omitted = try faults.plan().omittedDrivers
+            if !omitted.isEmpty {
+                for k in db.controllers.keys { db.controllers[k]!.linuxModules.removeAll { omitted.contains($0) } }
+            }
             if let plugin {
                 guard disk == nil, layer == nil else { throw ValidationError("give a plugin file, or --disk and --layer, not both") }
                 let result = try Self.reconfigurePlugin(plugin, target: target, drivers: db,
