@@ -114,16 +114,18 @@ extension Certificate {
 
         let failed = cells.filter { $0.verdict == .fail }
         let passed = cells.filter { $0.verdict == .pass || $0.verdict == .drift }
+        // Survivors, errors and invalid catches alike: the sample must be caught whole.
         let survivors = mutation.ran && !mutation.survivors.isEmpty
         let certified = failed.isEmpty && !passed.isEmpty && !survivors
         var verdict: String
         if certified {
             verdict = "CERTIFIED: \(passed.count) cell\(passed.count == 1 ? "" : "s") passed every validator, \(boots) boot\(boots == 1 ? "" : "s") each, all agreeing"
+                + (mutation.ran ? "; mutation sample \(mutation.caught)/\(mutation.total) caught" : "")
         } else if !failed.isEmpty {
             let first = failures.first.map { " — first: \($0.cell) \($0.check): \($0.message)" } ?? ""
             verdict = "NOT CERTIFIED: \(failed.count) of \(cells.count) cells failed\(first)"
         } else if survivors {
-            verdict = "NOT CERTIFIED: \(mutation.survivors.count) mutants survived"
+            verdict = "NOT CERTIFIED: \(mutation.survivors.count) of \(mutation.total) mutants not caught: \(mutation.survivors.joined(separator: "; "))"
         } else {
             verdict = "NOT CERTIFIED: no applicable scenario passed (nothing was tested)"
         }

@@ -58,6 +58,10 @@ public struct CertifyPlan: Sendable {
                 notApplicable.append(.init(what: scenario.name, reason: "not selected (--scenario \(only.joined(separator: ", ")))"))
                 continue
             }
+            if target.bootRunner != nil && scenario.backup.frontend == .nbd {
+                notApplicable.append(.init(what: scenario.name, reason: "serves its disk over NBD; the target's custom boot runner boots files (FUSE-exposed scenarios cover it)"))
+                continue
+            }
             if recordedProfile && scenario.targets.contains(target.name) {
                 cells.append(.init(cell: Cell(scenario: scenario.name, target: target.name), kind: .recorded))
                 continue
@@ -109,9 +113,6 @@ public struct CertifyPlan: Sendable {
         }
         if scenario.reconfigure && controller == nil {
             return "reconfigures, but no controller in drivers.json loads \(target.controller.driver): the reconfiguration engine cannot target it (add a controller entry to Scenarios/drivers.json)"
-        }
-        if target.bootRunner != nil && scenario.backup.frontend == .nbd {
-            return "serves its disk over NBD; the target's custom boot runner boots files (FUSE-exposed scenarios cover it)"
         }
         return nil
     }

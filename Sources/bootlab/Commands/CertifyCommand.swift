@@ -23,11 +23,15 @@ struct CertifyCommand: ParsableCommand {
     @Option(help: "Cells run in parallel.") var jobs: Int = 2
     @Option(help: "Boot timeout in seconds.") var timeout: Double = BootRunner.defaultTimeout
     @Option(name: .customLong("cell-timeout"), help: "Hard bound on one cell in seconds (0: none).") var cellTimeout: Double = RunOptions.defaultCellTimeout
+    @Option(help: "Mutants in the mutation sample run on the target's passing cells (0: none; the certificate then lists it as not covered).") var mutants: Int = 4
+    @Option(name: .customLong("mutant-seed"), help: "Which mutants the sample takes (deterministic).") var mutantSeed: UInt64 = 0
+    @Flag(name: .customLong("no-mutant-boots"), help: "Leave out mutants only a boot can catch (faster).") var noMutantBoots = false
     @Flag(help: "Keep each cell's work directory.") var keep = false
     @Flag(help: "Print the certificate as JSON on stdout.") var json = false
 
     func run() throws {
         do {
+            guard mutants >= 0 else { throw LabError.argument("--mutants \(mutants)", reason: "must be 0 or more") }
             guard boots >= 1 else { throw LabError.argument("--boots \(boots)", reason: "need at least 1") }
             guard cellTimeout >= 0 else { throw LabError.argument("--cell-timeout \(cellTimeout)", reason: "must be 0 (none) or a number of seconds") }
             let targetURL = URL(fileURLWithPath: targetFile)
@@ -55,8 +59,14 @@ struct CertifyCommand: ParsableCommand {
             let results = certifier.run { done, total, result in
                 writeStandardError(TerminalReport.progressLine(done: done, total: total, result: result) + "\n")
             }
+            var m = CertifyMutation.Options(count: mutants, workDirectory: work.appendingPathComponent("mutants"))
+            m.seed = mutantSeed
+            m.boots = !noMutantBoots
+            m.jobs = jobs
+            m.bootTimeout = timeout
+            let mutation = CertifyMutation.sample(plan: plan, results: results, options: m) { writeStandardError($0 + "\n") }
             let certificate = try Certificate.make(plan: plan, targetFile: targetURL, results: results, boots: boots,
-                                                   mutation: CertifyMutation.sample(plan: plan), tool: "bootlab \(BootLabVersion.string)",
+                                                   mutation: mutation, tool: "bootlab \(BootLabVersion.string)",
                                                    versions: Certificate.toolVersions())
             let html = try certificate.write(to: out)
             if !keep { try? FileManager.default.removeItem(at: work) }
