@@ -107,8 +107,6 @@ extension Certificate {
         h += "<h2 id=\"mutation\">Mutation sample</h2>\n<p>"
         if mutation.ran, let s = mutation.score {
             h += "score \(String(format: "%.0f%%", s * 100)) (\(mutation.caught)/\(mutation.total) caught)\(mutation.survivors.isEmpty ? "" : "; survivors: " + e(mutation.survivors.joined(separator: ", "))). "
-        } else {
-            h += "not run. "
         }
         h += "\(e(mutation.note))</p>\n"
         h += "<h2>Versions</h2>\n<table id=\"versions\">\n"
@@ -157,7 +155,7 @@ extension Certificate {
         for x in notApplicable { s += "not applicable: \(x.what): \(x.reason)\n" }
         for x in notCovered { s += "not covered: \(x.what): \(x.reason)\n" }
         for a in adaptations { s += "adaptation: \(a)\n" }
-        s += "mutation: " + (mutation.ran ? "\(mutation.caught)/\(mutation.total) caught" : "not run: \(mutation.note)") + "\n"
+        s += "mutation: " + (mutation.ran ? "\(mutation.caught)/\(mutation.total) caught" : mutation.note) + "\n"
         s += verdict + "\n"
         return s
     }
