@@ -55,5 +55,5 @@ public struct Certifier: Sendable {
 
 extension RunningCells {
     /// Makes `stopAll` on this set also stop the cells of `other` (certify runs two runners).
-    func adopt(_ other: RunningCells) { children.withLock { $0.append(other) } }
+    public func adopt(_ other: RunningCells) { children.withLock { $0.append(other) } }
 }

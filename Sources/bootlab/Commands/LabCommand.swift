@@ -41,10 +41,14 @@ struct LabRun: ParsableCommand {
     @Option(help: "Boot timeout in seconds.") var timeout: Double = BootRunner.defaultTimeout
     @Option(name: .customLong("cell-timeout"), help: "Hard bound on one cell in seconds (0: none): past it the cell's QEMU, front-ends and tools are killed, its mounts cleaned up, and it fails with \"timeout after N s\".")
     var cellTimeout: Double = RunOptions.defaultCellTimeout
+    @Option(name: .customLong("repeat"), help: "Run the selection N times and compare the verdicts: a cell whose verdict differs between runs fails with a 'repeat' record (flakiness); the report is the last run's.")
+    var repeatCount: Int = 1
     @Flag(help: "Print the report as JSON on stdout.") var json = false
 
     func run() throws {
         do {
+            guard repeatCount >= 1 else { throw LabError.argument("--repeat \(repeatCount)", reason: "need at least 1") }
+            if repeatCount > 1 && updateGolden { throw LabError.argument("--repeat with --update-golden", reason: "record goldens from one run") }
             let suite = try suiteOptions.load()
             let chosen = scenarios.isEmpty ? suite.scenarios : try scenarios.map { try suite.scenario(named: $0) }
             for t in targets where suite.targets[t] == nil { throw LabError.argument("target '\(t)'", reason: "unknown (known: \(suite.targets.keys.sorted().joined(separator: ", ")))") }
@@ -59,19 +63,35 @@ struct LabRun: ParsableCommand {
             guard cellTimeout >= 0 else { throw LabError.argument("--cell-timeout \(cellTimeout)", reason: "must be 0 (none) or a number of seconds") }
             options.cellTimeout = cellTimeout == 0 ? nil : cellTimeout
             writeStandardError("bootlab lab: \(cells.count) cells, \(jobs) jobs\(shardValue.map { ", shard \($0)" } ?? "")\n")
-            let runner = LabRunner(suite: suite, options: options, jobs: jobs, progress: { done, total, result in
-                writeStandardError(TerminalReport.progressLine(done: done, total: total, result: result) + "\n")
-            })
+            let running = RunningCells()
             // Ctrl-C or SIGTERM (a CI timeout): stop QEMU, unmount FUSE, stop servers, leave
             // nothing behind, exit 128+signal.
             let interrupts = InterruptHandler { signal in
-                let stopped = runner.running.stopAll()
+                let stopped = running.stopAll()
                 if !keep { try? FileManager.default.removeItem(at: work) }
                 writeStandardError("bootlab lab: interrupted by signal \(signal): stopped \(stopped.cells) running cells and \(stopped.processes) processes\n")
                 Glibc.exit(128 + signal)
             }
             defer { interrupts.cancel() }
-            let results = runner.run(cells)
+            var runs: [[CellResult]] = []
+            for i in 1...repeatCount {
+                var o = options
+                if repeatCount > 1 {
+                    o.workDirectory = work.appendingPathComponent("run-\(i)")
+                    writeStandardError("bootlab lab: run \(i) of \(repeatCount)\n")
+                }
+                let runner = LabRunner(suite: suite, options: o, jobs: jobs, progress: { done, total, result in
+                    writeStandardError(TerminalReport.progressLine(done: done, total: total, result: result) + "\n")
+                })
+                running.adopt(runner.running)
+                runs.append(runner.run(cells))
+            }
+            var results = runs.last!
+            if repeatCount > 1 {
+                let (compared, line) = Self.compareRuns(runs)
+                results = compared
+                writeStandardError(line + "\n")
+            }
             var labReport = LabReport(cells: results, shard: shardValue, tool: "bootlab \(BootLabVersion.string)")
             labReport.suite = identity
             if json {
@@ -104,6 +124,27 @@ struct LabRun: ParsableCommand {
             writeStandardError("bootlab lab: \(error)\n")
             throw ExitCode(1)
         }
+    }
+}
+
+extension LabRun {
+    /// `--repeat N`: the last run's results, each cell with a `repeat` record that passes when
+    /// its verdict was the same in every run and fails (flaky) otherwise; and a summary line.
+    static func compareRuns(_ runs: [[CellResult]]) -> ([CellResult], String) {
+        var results = runs.last!
+        var flaky: [String] = []
+        for i in results.indices {
+            let id = results[i].cell.id
+            let verdicts = runs.map { run in run.first { $0.cell.id == id }?.verdict.rawValue ?? "missing" }
+            let same = Set(verdicts).count == 1
+            if !same { flaky.append("\(id) (\(verdicts.joined(separator: ", ")))") }
+            let outcome: StepOutcome = same ? .pass("same verdict in \(runs.count) runs: \(verdicts[0])")
+                                            : .fail("flaky: verdicts differ across \(runs.count) runs: \(verdicts.joined(separator: ", "))")
+            results[i].records.append(StepRecord(name: "repeat", kind: .validator, outcome: outcome, seconds: 0))
+        }
+        let line = flaky.isEmpty ? "bootlab lab: repeat: \(runs.count) runs, identical verdicts for all \(results.count) cells"
+                                 : "bootlab lab: repeat: \(runs.count) runs, \(flaky.count) of \(results.count) cells changed verdict: \(flaky.joined(separator: "; "))"
+        return (results, line)
     }
 }
 
