@@ -100,7 +100,7 @@ lane_b() {
   lab=$!
   PIDS+=("$lab")
   while kill -0 "$lab" 2>/dev/null; do
-    for i in $(ps -o pid= --ppid "$lab" 2>/dev/null || true); do seen="$seen $i $(ps -o pid= --ppid "$i" 2>/dev/null | tr '\n' ' ')"; done
+    for i in $(ps -o pid= --ppid "$lab" 2>/dev/null || true); do seen="$seen $i $(ps -o pid= --ppid "$i" 2>/dev/null || true)"; done
     sleep 0.2
   done
   wait "$lab" || status=$?

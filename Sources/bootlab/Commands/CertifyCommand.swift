@@ -22,7 +22,7 @@ struct CertifyCommand: ParsableCommand {
     @Option(help: "Golden directory (default: Golden/ beside the scenario directory).") var golden: String?
     @Option(help: "Cells run in parallel.") var jobs: Int = 2
     @Option(help: "Boot timeout in seconds.") var timeout: Double = BootRunner.defaultTimeout
-    @Option(name: .customLong("cell-timeout"), help: "Hard bound on one cell in seconds (0: none).") var cellTimeout: Double = RunOptions.defaultCellTimeout
+    @Option(name: .customLong("cell-timeout"), help: "Hard bound on one cell in seconds, plus one --timeout per boot beyond the first (0: none).") var cellTimeout: Double = RunOptions.defaultCellTimeout
     @Option(help: "Mutants in the mutation sample run on the target's passing cells (0: none; the certificate then lists it as not covered).") var mutants: Int = 4
     @Option(name: .customLong("mutant-seed"), help: "Which mutants the sample takes (deterministic).") var mutantSeed: UInt64 = 0
     @Flag(name: .customLong("no-mutant-boots"), help: "Leave out mutants only a boot can catch (faster).") var noMutantBoots = false
@@ -47,7 +47,7 @@ struct CertifyCommand: ParsableCommand {
             let plan = try CertifyPlan.make(target: target, suite: suite, only: only, derivedDirectory: work.appendingPathComponent("suite"))
             let goldenDir = golden.map { URL(fileURLWithPath: $0) } ?? suite.directory.deletingLastPathComponent().appendingPathComponent("Golden")
             var options = RunOptions(goldenDirectory: goldenDir, bootTimeout: timeout, workDirectory: work)
-            options.cellTimeout = cellTimeout == 0 ? nil : cellTimeout
+            options.cellTimeout = cellTimeout == 0 ? nil : cellTimeout + Double(boots - 1) * timeout
             writeStandardError("bootlab certify \(target.name): \(plan.cells.count) cells (\(plan.cells.filter { $0.kind == .recorded }.count) recorded, \(plan.cells.filter { $0.kind == .derived }.count) derived), \(boots) boot\(boots == 1 ? "" : "s") each, \(plan.notApplicable.count) scenarios not applicable\n")
             let certifier = Certifier(plan: plan, options: options, jobs: jobs, boots: boots)
             let interrupts = InterruptHandler { signal in
