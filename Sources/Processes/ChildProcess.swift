@@ -11,6 +11,9 @@ import Glibc
 public final class ChildProcess: Sendable {
     public let pid: pid_t
     public let argv: [String]
+    /// `ProcessOwner.current` when it was started: who may stop it (a lab cell past its hard
+    /// timeout stops its own children, not its neighbours').
+    public let owner: String?
     private let pidfd: Int32
     /// Set when the child has been reaped; guards every signal and the reap itself.
     private let ended = Mutex<Termination?>(nil)
@@ -19,6 +22,7 @@ public final class ChildProcess: Sendable {
         self.pid = pid
         self.pidfd = pidfd
         self.argv = argv
+        self.owner = ProcessOwner.current
         LiveChildren.shared.add(self)
     }
 
@@ -117,11 +121,30 @@ public final class LiveChildren: Sendable {
     /// SIGTERM to every live child, SIGKILL to those still running after `grace` seconds; waits
     /// until all have been reaped.
     public func terminateAll(grace: Double = 5) {
-        let all = running
+        terminate(running, grace: grace)
+    }
+
+    /// The same for the children started under one `ProcessOwner` (a timed-out lab cell); returns
+    /// how many there were.
+    @discardableResult
+    public func terminateAll(owner: String, grace: Double = 5) -> Int {
+        let mine = running.filter { $0.owner == owner }
+        terminate(mine, grace: grace)
+        return mine.count
+    }
+
+    private func terminate(_ all: [ChildProcess], grace: Double) {
         for c in all { c.signal(SIGTERM) }
         let deadline = Clock.now + grace
         for c in all { _ = c.wait(timeout: max(0, deadline - Clock.now)) }
         for c in all where c.isRunning { c.signal(SIGKILL) }
         for c in all { _ = c.wait() }
     }
+}
+
+/// Who is starting children on this thread (or task): `ProcessOwner.$current.withValue("cell") { … }`
+/// tags every `ChildProcess` started inside, so `LiveChildren.terminateAll(owner:)` can stop one
+/// owner's children and leave the others running. Nil outside any owner.
+public enum ProcessOwner {
+    @TaskLocal public static var current: String?
 }

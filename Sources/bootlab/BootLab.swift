@@ -12,6 +12,7 @@ struct BootLab: ParsableCommand {
             DemoCommand.self,
             ConvertCommand.self,
             LabCommand.self,
+            CertifyCommand.self,
             ReconfigureCommand.self,
             BackupCommand.self,
             InfoCommand.self,

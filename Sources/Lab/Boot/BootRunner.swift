@@ -85,6 +85,9 @@ public enum BootRunner {
 
     public static func boot(disk: DiskReference, target: Target, marker: String, consoleLog: URL,
                             timeout: Double = defaultTimeout) throws -> BootResult {
+        if let runner = target.bootRunner {
+            return try bootWithCustomRunner(runner, disk: disk, target: target, marker: marker, consoleLog: consoleLog, timeout: timeout)
+        }
         let fm = FileManager.default
         try? fm.removeItem(at: consoleLog)
         try fm.createDirectory(at: consoleLog.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -156,11 +159,9 @@ public enum BootRunner {
             }
         }
         let lines = console.split(whereSeparator: \.isNewline).map(String.init)
-        let markerSeen = lines.contains { $0.contains(Initramfs.markerPrefix + marker) }
-        let failure = lines.last { $0.contains("BOOTLAB: root") || $0.contains("BOOTLAB: marker") || $0.contains("Kernel panic") || $0.contains("failed: ") }
-            ?? lines.last { $0.contains("BdsDxe: failed to load") || $0.contains("No bootable option") }
-                .map { line in gaveUp.map { "\(Self.stripEscapes(line)) (the firmware then started its UEFI shell: nothing bootable; stopped at '\($0)')" } ?? Self.stripEscapes(line) }
-            ?? (stderr.isEmpty ? nil : "qemu: " + stderr.split(separator: "\n").first.map(String.init)!)
+        let firmwareFailure = lines.last { $0.contains("BdsDxe: failed to load") || $0.contains("No bootable option") }
+            .map { line in gaveUp.map { "\(Self.stripEscapes(line)) (the firmware then started its UEFI shell: nothing bootable; stopped at '\($0)')" } ?? Self.stripEscapes(line) }
+        let (markerSeen, failure) = judge(console: console, marker: marker, stderr: stderr, tool: "qemu", firmwareFailure: firmwareFailure)
         return BootResult(markerSeen: markerSeen, timedOut: timedOut, exitStatus: termination.foundationStatus,
                           seconds: seconds, consoleLogPath: consoleLog.path, failureLine: markerSeen ? nil : failure,
                           commandLine: ["qemu-system-x86_64"] + args + ["-serial", "file:\(consoleLog.path)"])
@@ -180,5 +181,60 @@ public enum BootRunner {
             if c != "\r" { out.append(c) }
         }
         return out.trimmingCharacters(in: .whitespaces)
+    }
+
+    /// Whether the console shows the marker, and else the line that best says why not.
+    static func judge(console: String, marker: String, stderr: String, tool: String, firmwareFailure: String? = nil) -> (Bool, String?) {
+        let lines = console.split(whereSeparator: \.isNewline).map(String.init)
+        let markerSeen = lines.contains { $0.contains(Initramfs.markerPrefix + marker) }
+        let failure = lines.last { $0.contains("BOOTLAB: root") || $0.contains("BOOTLAB: marker") || $0.contains("Kernel panic") || $0.contains("failed: ") }
+            ?? firmwareFailure
+            ?? (stderr.isEmpty ? nil : "\(tool): " + stderr.split(separator: "\n").first.map(String.init)!)
+        return (markerSeen, failure)
+    }
+
+    /// A target's own boot runner (`boot_runner:`): the command template with its placeholders
+    /// filled, bounded by its timeout (then SIGTERM, SIGKILL 5 s later), the console read from the
+    /// file it wrote or from its stdout. The disk must be a file: a real hypervisor host opens
+    /// files, not QEMU block-driver strings (an NBD-served cell cannot use a custom runner).
+    static func bootWithCustomRunner(_ runner: CustomBootRunner, disk: DiskReference, target: Target, marker: String,
+                                     consoleLog: URL, timeout: Double) throws -> BootResult {
+        guard case .file(let path, let format) = disk else {
+            throw LabError.cell("boot runner of target \(target.name)", reason: "needs a disk file, but this cell's disk is \(disk.description) (a custom runner boots files; use a FUSE-exposed scenario)")
+        }
+        let fm = FileManager.default
+        try? fm.removeItem(at: consoleLog)
+        try fm.createDirectory(at: consoleLog.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let limit = runner.timeout ?? timeout
+        let values = ["{disk}": path, "{format}": format, "{console}": consoleLog.path, "{marker}": marker,
+                      "{memory}": String(target.memoryMiB), "{name}": target.name, "{timeout}": String(Int(limit))]
+        let argv = runner.command.map { arg in
+            values.reduce(arg) { $0.replacingOccurrences(of: $1.key, with: $1.value) }
+        }
+        let start = Date()
+        let run: Completed
+        do {
+            let stdout: Command.Output = runner.console == .stdout ? .file(consoleLog.path, append: false) : .null
+            run = try Command(argv, stdout: stdout, stderr: .capture).run(timeout: limit, check: false)
+        } catch let e as ProcessError {
+            throw LabError.process(e)
+        }
+        let seconds = Date().timeIntervalSince(start)
+        let stderr = run.stderrText
+        let console = (try? Data(contentsOf: consoleLog)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        if !stderr.isEmpty, let h = try? FileHandle(forWritingTo: consoleLog) {
+            h.seekToEndOfFile()
+            h.write(Data("\n[runner stderr] \(stderr)".utf8))
+            try? h.close()
+        } else if !stderr.isEmpty {
+            try? Data("[runner stderr] \(stderr)".utf8).write(to: consoleLog)
+        }
+        var (markerSeen, failure) = judge(console: console, marker: marker, stderr: stderr, tool: "runner")
+        if !markerSeen, failure == nil, case .exited(let status) = run.termination, status != 0, !run.timedOut {
+            failure = "runner exited \(status)"
+        }
+        return BootResult(markerSeen: markerSeen, timedOut: run.timedOut, exitStatus: run.termination.foundationStatus,
+                          seconds: seconds, consoleLogPath: consoleLog.path, failureLine: markerSeen ? nil : failure,
+                          commandLine: argv)
     }
 }

@@ -86,8 +86,9 @@ public struct GoldenInputs: Sendable, Codable, Equatable {
         }
         var scenario = context.scenario
         scenario.file = ""
-        var target = context.target
-        target.file = ""
+        // The hardware profile: where the file lives and how it is booted (a custom runner)
+        // change nothing the goldens record.
+        let target = context.target.profile
         var external = ExternalInputs()
         if scenario.backup.kind == .volumeOnly {
             try external.addFile("syslinux mbr.bin", URL(fileURLWithPath: DiskComposer.defaultBootCodePath))

@@ -13,6 +13,13 @@ public struct RunOptions: Sendable {
     /// in-process by the expose step, passed to the front-end children as `--inject-fault`; nil in
     /// real runs.
     public var faults: String? = nil
+    /// Hard bound on one cell, seconds (`lab run --cell-timeout`): past it the cell's children
+    /// (QEMU, front-ends, tools) are stopped, its mounts and servers cleaned up, and it fails with
+    /// "timeout after N s". Nil: no bound.
+    public var cellTimeout: Double? = RunOptions.defaultCellTimeout
+    /// Generous: the slowest cell measured (a reconfigured, encrypted vault chain booted twice)
+    /// takes about 2 minutes on a loaded 2-core machine.
+    public static let defaultCellTimeout: Double = 600
 
     public init(goldenDirectory: URL, updateGolden: Bool = false, bootTimeout: Double = BootRunner.defaultTimeout, workDirectory: URL) {
         self.goldenDirectory = goldenDirectory

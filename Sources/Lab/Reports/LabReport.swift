@@ -6,6 +6,11 @@ public struct LabReport: Sendable, Codable {
     public var shard: String?
     public var cells: [CellResult]
     public var summary: [String: Int]
+    /// The selection the cells came from (before `--shard`), so `lab merge` can check shards
+    /// belong together; nil in reports of older versions.
+    public var suite: SuiteIdentity?
+    /// For a merged report: the shards it was made from (`K/N directory`).
+    public var merged: [String]?
 
     public init(cells: [CellResult], shard: Shard?, tool: String) {
         self.tool = tool

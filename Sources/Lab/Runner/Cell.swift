@@ -46,6 +46,13 @@ public struct StepRecord: Sendable, Codable, Equatable {
     public var kind: Kind
     public var outcome: StepOutcome
     public var seconds: Double
+
+    public init(name: String, kind: Kind, outcome: StepOutcome, seconds: Double) {
+        self.name = name
+        self.kind = kind
+        self.outcome = outcome
+        self.seconds = seconds
+    }
 }
 
 public struct CellResult: Sendable, Codable, Equatable {

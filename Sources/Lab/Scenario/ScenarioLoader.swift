@@ -43,6 +43,9 @@ public enum ScenarioLoader {
             file: file
         )
         target.formatOptions = formatOptions
+        if let r = try top.mapping("boot_runner") {
+            target.bootRunner = try parseBootRunner(r)
+        }
         guard ["pc", "q35"].contains(target.machine) else {
             throw top.error("machine", "'\(target.machine)' is not pc (i440fx) or q35")
         }
@@ -55,6 +58,38 @@ public enum ScenarioLoader {
         }
         try top.finish()
         return target
+    }
+
+    /// `boot_runner: {command: [...], console: file|stdout, timeout: 300}`.
+    static func parseBootRunner(_ r: YAMLMapping) throws -> CustomBootRunner {
+        let command = try r.stringList("command")
+        guard !command.isEmpty else { throw r.error("command", "is empty: name the program that boots the disk") }
+        guard command.contains(where: { $0.contains("{disk}") }) else {
+            throw r.error("command", "no argument contains {disk}: the runner would never see the disk")
+        }
+        for arg in command {
+            var rest = Substring(arg)
+            while let open = rest.firstIndex(of: "{"), let close = rest[open...].firstIndex(of: "}") {
+                let name = String(rest[open...close])
+                guard CustomBootRunner.placeholders.contains(name) else {
+                    throw r.error("command", "unknown placeholder \(name) (known: \(CustomBootRunner.placeholders.joined(separator: " ")))")
+                }
+                rest = rest[rest.index(after: close)...]
+            }
+        }
+        let console: CustomBootRunner.Console = try r.choice("console")
+        if console == .file, !command.contains(where: { $0.contains("{console}") }) {
+            throw r.error("console", "is 'file' but no argument contains {console}: the runner cannot know where to write it")
+        }
+        var timeout: Double?
+        if let raw = r.raw("timeout") {
+            guard let n = (raw as? Int).map(Double.init) ?? (raw as? Double), n > 0 else {
+                throw r.error("timeout", "expected a positive number of seconds, found \(YAMLMapping.describe(raw))")
+            }
+            timeout = n
+        }
+        try r.finish()
+        return CustomBootRunner(command: command, console: console, timeout: timeout)
     }
 
     /// Parses one scenario and checks it against the known targets.

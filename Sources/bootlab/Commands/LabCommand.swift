@@ -11,7 +11,7 @@ struct LabCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lab",
         abstract: "Run the verification lab: generate scenarios, boot them on emulated targets, compare with golden files.",
-        subcommands: [LabRun.self, LabList.self, LabShow.self, LabMutate.self]
+        subcommands: [LabRun.self, LabList.self, LabShow.self, LabMergeCommand.self, LabMutate.self]
     )
 }
 
@@ -41,44 +41,70 @@ struct LabRun: ParsableCommand {
     @Flag(help: "Keep each cell's work directory.") var keep = false
     @Flag(name: .customLong("fail-on-drift"), help: "Exit 3 when any cell drifted (an external input such as the kernel changed its outputs) and nothing failed.") var failOnDrift = false
     @Option(help: "Boot timeout in seconds.") var timeout: Double = BootRunner.defaultTimeout
+    @Option(name: .customLong("cell-timeout"), help: "Hard bound on one cell in seconds (0: none): past it the cell's QEMU, front-ends and tools are killed, its mounts cleaned up, and it fails with \"timeout after N s\".")
+    var cellTimeout: Double = RunOptions.defaultCellTimeout
+    @Option(name: .customLong("repeat"), help: "Run the selection N times and compare the verdicts: a cell whose verdict differs between runs fails with a 'repeat' record (flakiness); the report is the last run's.")
+    var repeatCount: Int = 1
     @Flag(help: "Print the report as JSON on stdout.") var json = false
     @Flag(name: .customLong("independent-only"), help: "Leave out the golden validator: verdicts from independent expectations only (ci/mutants).") var independentOnly = false
 
     func run() throws {
         do {
+            guard repeatCount >= 1 else { throw LabError.argument("--repeat \(repeatCount)", reason: "need at least 1") }
+            if repeatCount > 1 && updateGolden { throw LabError.argument("--repeat with --update-golden", reason: "record goldens from one run") }
             let located = try suiteOptions.locate()
             let suite = try LabSuite.load(directory: located.url)
             let chosen = scenarios.isEmpty ? suite.scenarios : try scenarios.map { try suite.scenario(named: $0) }
             for t in targets where suite.targets[t] == nil { throw LabError.argument("target '\(t)'", reason: "unknown (known: \(suite.targets.keys.sorted().joined(separator: ", ")))") }
             var cells = Cell.all(chosen, targets: targets)
+            let identity = try SuiteIdentity.make(cells: cells, suite: suite)
             let shardValue = try shard.map { try Shard(parsing: $0) }
             if let shardValue { cells = shardValue.select(cells) }
             let goldenDir = try goldenDirectory(suite: located)
             let work = report.map { URL(fileURLWithPath: $0).appendingPathComponent("work") }
                 ?? FileManager.default.temporaryDirectory.appendingPathComponent("bootlab-lab-\(getpid())")
-            let options = RunOptions(goldenDirectory: goldenDir, updateGolden: updateGolden, bootTimeout: timeout, workDirectory: work)
+            var options = RunOptions(goldenDirectory: goldenDir, updateGolden: updateGolden, bootTimeout: timeout, workDirectory: work)
+            guard cellTimeout >= 0 else { throw LabError.argument("--cell-timeout \(cellTimeout)", reason: "must be 0 (none) or a number of seconds") }
+            options.cellTimeout = cellTimeout == 0 ? nil : cellTimeout
             writeStandardError("bootlab lab: \(cells.count) cells, \(jobs) jobs\(shardValue.map { ", shard \($0)" } ?? "")\n")
             writeStandardError("bootlab lab: scenarios \(located.path) (\(located.origin)), goldens \(goldenDir.path)\n")
             if independentOnly && updateGolden { throw LabError.argument("--independent-only", reason: "cannot record goldens without the golden validator") }
             let withoutGolden = independentOnly
-            let runner = LabRunner(suite: suite, options: options, jobs: jobs, pipeline: { s, t in
-                var p = Pipeline.standard(for: s, target: t)
-                if withoutGolden { p.validators.removeAll { $0.name == GoldenValidator.recordName } }
-                return p
-            }, progress: { done, total, result in
-                writeStandardError(TerminalReport.progressLine(done: done, total: total, result: result) + "\n")
-            })
+            let running = RunningCells()
             // Ctrl-C or SIGTERM (a CI timeout): stop QEMU, unmount FUSE, stop servers, leave
             // nothing behind, exit 128+signal.
             let interrupts = InterruptHandler { signal in
-                let stopped = runner.running.stopAll()
+                let stopped = running.stopAll()
                 if !keep { try? FileManager.default.removeItem(at: work) }
                 writeStandardError("bootlab lab: interrupted by signal \(signal): stopped \(stopped.cells) running cells and \(stopped.processes) processes\n")
                 Glibc.exit(128 + signal)
             }
             defer { interrupts.cancel() }
-            let results = runner.run(cells)
-            let labReport = LabReport(cells: results, shard: shardValue, tool: "bootlab \(BootLabVersion.string)")
+            var runs: [[CellResult]] = []
+            for i in 1...repeatCount {
+                var o = options
+                if repeatCount > 1 {
+                    o.workDirectory = work.appendingPathComponent("run-\(i)")
+                    writeStandardError("bootlab lab: run \(i) of \(repeatCount)\n")
+                }
+                let runner = LabRunner(suite: suite, options: o, jobs: jobs, pipeline: { s, t in
+                    var p = Pipeline.standard(for: s, target: t)
+                    if withoutGolden { p.validators.removeAll { $0.name == GoldenValidator.recordName } }
+                    return p
+                }, progress: { done, total, result in
+                    writeStandardError(TerminalReport.progressLine(done: done, total: total, result: result) + "\n")
+                })
+                running.adopt(runner.running)
+                runs.append(runner.run(cells))
+            }
+            var results = runs.last!
+            if repeatCount > 1 {
+                let (compared, line) = Self.compareRuns(runs)
+                results = compared
+                writeStandardError(line + "\n")
+            }
+            var labReport = LabReport(cells: results, shard: shardValue, tool: "bootlab \(BootLabVersion.string)")
+            labReport.suite = identity
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -138,6 +164,57 @@ extension LabRun {
                     + "with --golden DIR or $BOOTLAB_GOLDEN (copy \(found.path) there first to keep the other cells' goldens)")
         }
         return found.url
+    }
+
+    /// `--repeat N`: the last run's results, each cell with a `repeat` record that passes when
+    /// its verdict was the same in every run and fails (flaky) otherwise; and a summary line.
+    static func compareRuns(_ runs: [[CellResult]]) -> ([CellResult], String) {
+        var results = runs.last!
+        var flaky: [String] = []
+        for i in results.indices {
+            let id = results[i].cell.id
+            let verdicts = runs.map { run in run.first { $0.cell.id == id }?.verdict.rawValue ?? "missing" }
+            let same = Set(verdicts).count == 1
+            if !same { flaky.append("\(id) (\(verdicts.joined(separator: ", ")))") }
+            let outcome: StepOutcome = same ? .pass("same verdict in \(runs.count) runs: \(verdicts[0])")
+                                            : .fail("flaky: verdicts differ across \(runs.count) runs: \(verdicts.joined(separator: ", "))")
+            results[i].records.append(StepRecord(name: "repeat", kind: .validator, outcome: outcome, seconds: 0))
+        }
+        let line = flaky.isEmpty ? "bootlab lab: repeat: \(runs.count) runs, identical verdicts for all \(results.count) cells"
+                                 : "bootlab lab: repeat: \(runs.count) runs, \(flaky.count) of \(results.count) cells changed verdict: \(flaky.joined(separator: "; "))"
+        return (results, line)
+    }
+}
+
+struct LabMergeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
+        abstract: "Combine the reports of `lab run --shard K/N` jobs into one report; exit 2 if a shard is missing, duplicated or from another suite, 1 if a cell failed.")
+
+    @Argument(help: "The shards' report directories (each with report.json and logs/).") var directories: [String]
+    @Option(help: "Write the merged report.json, junit.xml, report.html and logs/ here.") var report: String = "lab-report"
+    @Flag(name: .customLong("fail-on-drift"), help: "Exit 3 when any cell drifted and nothing failed.") var failOnDrift = false
+    @Flag(help: "Print the merged report as JSON on stdout.") var json = false
+
+    func run() throws {
+        let merged: LabReport
+        do {
+            merged = try LabMerge.merge(directories: directories.map { URL(fileURLWithPath: $0) }, tool: "bootlab \(BootLabVersion.string)")
+        } catch let e as MergeError {
+            writeStandardError("bootlab lab merge: \(e)\n")
+            throw ExitCode(2)
+        }
+        let html = try merged.write(to: URL(fileURLWithPath: report))
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(merged), as: UTF8.self))
+        } else {
+            print(TerminalReport.render(merged), terminator: "")
+        }
+        writeStandardError("bootlab lab merge: \(merged.merged?.count ?? 0) shards, \(merged.cells.count) cells; report in \(html.path)\n")
+        if merged.hasRegression { throw ExitCode(1) }
+        if failOnDrift && merged.hasDrift { throw ExitCode(3) }
     }
 }
 
