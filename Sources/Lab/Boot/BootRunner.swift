@@ -56,7 +56,7 @@ public enum BootRunner {
 
     public static func arguments(disk: DiskReference, target: Target) -> [String] {
         var args = ["-accel", "tcg", "-machine", target.machine, "-m", String(target.memoryMiB),
-                    "-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot"]
+                    "-display", "none", "-monitor", "none"] + (target.nic?.qemuArguments ?? ["-nic", "none"]) + ["-no-reboot"]
         let drive = disk.driveOptions
         args += target.qemuArguments.map { $0.replacingOccurrences(of: "{drive}", with: drive) }
         return args

@@ -12,6 +12,9 @@ public struct RunOptions: Sendable {
     /// in-process by the expose step, passed to the front-end children as `--inject-fault`; nil in
     /// real runs.
     public var faults: String? = nil
+    /// Modules the reconfigure step tells `bootlab reconfigure` to leave out (`--omit-module`):
+    /// a deliberate fault (a driver missing from the reconfigured initramfs); empty in real runs.
+    public var omitModules: [String] = []
 
     public init(goldenDirectory: URL, updateGolden: Bool = false, bootTimeout: Double = BootRunner.defaultTimeout, workDirectory: URL) {
         self.goldenDirectory = goldenDirectory

@@ -18,6 +18,10 @@ public struct Pipeline: Sendable {
         // Deferred open first: nothing may have read payload yet. Immutability last.
         var validators: [any Validator] = [DeferredOpenValidator(), GoldenValidator()] + exposureValidators(for: scenario)
         for machine in scenario.machines { validators.append(BootValidator(machine: machine.name)) }
+        // The network adapter, from the console the boot left (cells that must boot only).
+        if target.nic != nil, scenario.expectation(for: target.name) == .boots {
+            for machine in scenario.machines { validators.append(NICValidator(machine: machine.name)) }
+        }
         validators.append(ImmutabilityValidator())
         return Pipeline(steps: steps, validators: validators)
     }

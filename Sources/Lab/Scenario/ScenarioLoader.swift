@@ -43,6 +43,21 @@ public enum ScenarioLoader {
             file: file
         )
         target.formatOptions = formatOptions
+        if let n = try top.mapping("nic") {
+            let nic = Target.NIC(model: try n.string("model"), driver: try n.string("driver"),
+                                 pciID: try n.string("pci_id"), modules: try n.stringList("modules"))
+            guard nic.modules.contains(nic.driver) else {
+                throw n.error("modules", "does not load the adapter's driver '\(nic.driver)'")
+            }
+            guard nic.pciID.range(of: "^[0-9a-f]{4}:[0-9a-f]{4}$", options: .regularExpression) != nil else {
+                throw n.error("pci_id", "'\(nic.pciID)' is not vendor:device in lower-case hex (e.g. 8086:100e)")
+            }
+            guard nic.model.range(of: "^[a-z0-9_-]+$", options: .regularExpression) != nil else {
+                throw n.error("model", "'\(nic.model)' is not a QEMU NIC model name")
+            }
+            try n.finish()
+            target.nic = nic
+        }
         guard ["pc", "q35"].contains(target.machine) else {
             throw top.error("machine", "'\(target.machine)' is not pc (i440fx) or q35")
         }
