@@ -78,3 +78,40 @@ struct PairwiseTests {
         #expect(AllPairs.generate(sizes: [2, 2, 2]).count == 4)
     }
 }
+
+/// The real-distribution scenario's model: `os: debian-grub`, the extended tier, and the rules
+/// that keep a Debian machine and a tiny one apart.
+struct RealOSScenarioTests {
+    @Test func debianGrubScenarioLoads() throws {
+        let suite = try ScenarioParsingTests.suite()
+        let s = try suite.scenario(named: "debian-grub")
+        #expect(s.isExtended && s.reconfigure)
+        #expect(s.machines[0].os == .debianGrub && s.machines[0].bootloader == .grub)
+        #expect(s.machines[0].markerLine == "BOOTLAB-MARKER debian-grub booted")
+        #expect(Set(s.targets) == ["hyperv-gen1", "vmware-pvscsi"])
+        // No nic validator (the Debian units print no adapter lines); the boot validator is there.
+        let names = Pipeline.standard(for: s, target: suite.targets["hyperv-gen1"]!).validators.map(\.name)
+        #expect(names.contains("boot") && !names.contains("nic"))
+        // Every default-tier scenario is tiny Linux and keeps its digest: os and tier are absent
+        // from the encoding unless set.
+        for other in suite.scenarios where !other.isExtended {
+            let json = String(decoding: try JSONEncoder().encode(other), as: UTF8.self)
+            #expect(!json.contains("\"tier\"") && !json.contains("\"os\""), "\(other.name)")
+        }
+    }
+
+    @Test func debianMachineRules() throws {
+        let targets = try ScenarioParsingTests.suite().targets
+        func parse(_ machine: String) throws -> Scenario {
+            try ScenarioLoader.parseScenario(yaml: "name: x\nseed: 1\nmachine:\n" + machine + "targets: [hyperv-gen1]\n", file: "x.yaml", targets: targets)
+        }
+        let ok = "  os: debian-grub\n  kernel: cloud\n  filesystem: ext4\n  volume_size: 512M\n  marker: debian-grub\n"
+        #expect(try parse(ok).machines[0].os == .debianGrub)
+        for bad in [ok.replacingOccurrences(of: "ext4", with: "fat32"), ok.replacingOccurrences(of: "512M", with: "64M"),
+                    ok.replacingOccurrences(of: "cloud", with: "generic"), ok.replacingOccurrences(of: "marker: debian-grub", with: "marker: X"),
+                    ok + "  storage_drivers: [ahci]\n", ok + "  bootloader: extlinux\n",
+                    "  kernel: cloud\n  filesystem: ext4\n  bootloader: grub\n  volume_size: 64M\n  marker: X\n"] {
+            #expect(throws: ScenarioError.self, "\(bad)") { try parse(bad) }
+        }
+    }
+}

@@ -62,8 +62,10 @@ public enum BootRunner {
         return args
     }
 
+    /// `markerLine` is the console text that proves the boot (default: the tiny Linux's
+    /// `BOOTLAB-MARKER: <marker>`).
     public static func boot(disk: DiskReference, target: Target, marker: String, consoleLog: URL,
-                            timeout: Double = defaultTimeout) throws -> BootResult {
+                            timeout: Double = defaultTimeout, markerLine: String? = nil) throws -> BootResult {
         let fm = FileManager.default
         try? fm.removeItem(at: consoleLog)
         try fm.createDirectory(at: consoleLog.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -89,7 +91,8 @@ public enum BootRunner {
             }
         }
         let lines = console.split(whereSeparator: \.isNewline).map(String.init)
-        let markerSeen = lines.contains { $0.contains(Initramfs.markerPrefix + marker) }
+        let wanted = markerLine ?? Initramfs.markerPrefix + marker
+        let markerSeen = lines.contains { $0.contains(wanted) }
         let failure = lines.last { $0.contains("BOOTLAB: root") || $0.contains("BOOTLAB: marker") || $0.contains("Kernel panic") || $0.contains("failed: ") }
             ?? (stderr.isEmpty ? nil : "qemu: " + stderr.split(separator: "\n").first.map(String.init)!)
         return BootResult(markerSeen: markerSeen, timedOut: timedOut, exitStatus: run.termination.foundationStatus,

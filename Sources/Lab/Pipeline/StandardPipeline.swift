@@ -20,7 +20,8 @@ public struct Pipeline: Sendable {
         for machine in scenario.machines { validators.append(BootValidator(machine: machine.name)) }
         // The network adapter, from the console the boot left (cells that must boot only).
         if target.nic != nil, scenario.expectation(for: target.name) == .boots {
-            for machine in scenario.machines { validators.append(NICValidator(machine: machine.name)) }
+            // The tiny Linux's init prints the adapter lines; the Debian machine's units do not.
+            for machine in scenario.machines where machine.os == nil { validators.append(NICValidator(machine: machine.name)) }
         }
         validators.append(ImmutabilityValidator())
         return Pipeline(steps: steps, validators: validators)

@@ -17,6 +17,17 @@ public struct Scenario: Sendable, Codable, Equatable {
     /// Reconfigure each exposed machine's OS for the cell's target (`reconfigure: true`): the
     /// lab's `ReconfigureStep` runs `bootlab reconfigure PLUGIN --target T` before the mount.
     public var reconfigure: Bool = false
+    /// `tier: extended`: left out of `bootlab lab run` without scenario names unless `--extended`
+    /// (heavy cells: real distributions); nil is the default tier (left out of the encoding, so
+    /// existing scenarios keep their digest).
+    public var tier: Tier? = nil
+
+    public enum Tier: String, Sendable, Codable, CaseIterable {
+        case `default`
+        case extended
+    }
+
+    public var isExtended: Bool { tier == .extended }
 
     public func expectation(for target: String) -> Expectation { expectations[target] ?? .boots }
 }
@@ -42,6 +53,20 @@ public enum FileSystemKind: String, Sendable, Codable, CaseIterable {
 public enum BootLoaderKind: String, Sendable, Codable, CaseIterable {
     case extlinux
     case syslinux
+    /// GRUB 2 from the volume itself (`os: debian-grub` machines only).
+    case grub
+}
+
+/// What runs on a source machine. The default (nil in `SourceMachine.os`) is the generator's tiny
+/// busybox Linux; `debian-grub` is a real distribution.
+public enum MachineOS: String, Sendable, Codable, CaseIterable {
+    /// The generator's own guest: Debian kernel + busybox initramfs, extlinux/syslinux.
+    case tiny
+    /// A debootstrapped Debian 12 (minbase, cloud kernel, systemd, initramfs-tools, GRUB's
+    /// i386-pc modules on the volume, no boot code anywhere): `Scenarios/machines/make-debian-grub.sh`,
+    /// built once into `$BOOTLAB_CACHE/debian-grub/`. A volume-only backup of it boots only after
+    /// reconfiguration regenerates GRUB's boot code.
+    case debianGrub = "debian-grub"
 }
 
 public struct SourceMachine: Sendable, Codable, Equatable {
@@ -59,6 +84,14 @@ public struct SourceMachine: Sendable, Codable, Equatable {
     public var storageDrivers: [String]?
     /// Printed by the guest only after its root file system is mounted and this text read from it.
     public var marker: String
+    /// nil: the tiny Linux (left out of the encoding, so existing machines keep their spec digest).
+    public var os: MachineOS? = nil
+
+    /// The console line that proves the boot: `BOOTLAB-MARKER: <marker>` from the tiny Linux's
+    /// init; `BOOTLAB-MARKER debian-grub booted` from the Debian machine's systemd unit.
+    public var markerLine: String {
+        os == .debianGrub ? "BOOTLAB-MARKER \(marker) booted" : Initramfs.markerPrefix + marker
+    }
 }
 
 public struct BackupSpec: Sendable, Codable, Equatable {

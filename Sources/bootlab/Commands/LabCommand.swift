@@ -40,13 +40,14 @@ struct LabRun: ParsableCommand {
     @Flag(name: .customLong("fail-on-drift"), help: "Exit 3 when any cell drifted (an external input such as the kernel changed its outputs) and nothing failed.") var failOnDrift = false
     @Option(help: "Boot timeout in seconds.") var timeout: Double = BootRunner.defaultTimeout
     @Flag(help: "Print the report as JSON on stdout.") var json = false
+    @Flag(help: "Without scenario names: also the extended tier (`tier: extended`: real distributions, docs/testing.md).") var extended = false
     @Flag(help: "Run the pairwise matrix (`bootlab lab pairwise --list`) instead of the scenario files; scenario names then name its rows (pairwise-NN).") var pairwise = false
 
     func run() throws {
         do {
             var suite = try suiteOptions.load()
             if pairwise { suite.scenarios = try PairwiseMatrix(suite: suite).scenarios }
-            let chosen = scenarios.isEmpty ? suite.scenarios : try scenarios.map { try suite.scenario(named: $0) }
+            let chosen = scenarios.isEmpty ? suite.scenarios.filter { extended || !$0.isExtended } : try scenarios.map { try suite.scenario(named: $0) }
             for t in targets where suite.targets[t] == nil { throw LabError.argument("target '\(t)'", reason: "unknown (known: \(suite.targets.keys.sorted().joined(separator: ", ")))") }
             var cells = Cell.all(chosen, targets: targets)
             let shardValue = try shard.map { try Shard(parsing: $0) }
@@ -120,7 +121,7 @@ struct LabList: ParsableCommand {
         }
         print("Scenarios:")
         for s in suite.scenarios {
-            print("  \(s.name.padding(toLength: 28, withPad: " ", startingAt: 0)) \(s.targets.map { "\($0)(\(s.expectation(for: $0) == .boots ? "boots" : "must-not-boot"))" }.joined(separator: " "))")
+            print("  \(s.name.padding(toLength: 28, withPad: " ", startingAt: 0))\(s.isExtended ? " [extended]" : "") \(s.targets.map { "\($0)(\(s.expectation(for: $0) == .boots ? "boots" : "must-not-boot"))" }.joined(separator: " "))")
         }
         print("Targets:")
         for t in suite.targets.values.sorted(by: { $0.name < $1.name }) {
