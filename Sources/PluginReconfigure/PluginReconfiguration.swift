@@ -24,6 +24,8 @@ public enum PluginReconfiguration {
         public var dryRun: Bool
         /// Scratch space for the socket and the engine's overlay (default: the temporary directory).
         public var workDirectory: URL?
+        /// A deliberate fault (`--omit-module`, `ReconfigureOptions.omitModules`); empty in real use.
+        public var omitModules: [String] = []
 
         public init(target: String, drivers: DriverDatabase, bootlabExecutable: String,
                     access: PluginFile.OpenOptions = .init(), dryRun: Bool = false, workDirectory: URL? = nil) {
@@ -93,7 +95,7 @@ public enum PluginReconfiguration {
             report = try Reconfigurator.reconfigure(
                 image: DiskImage(path: "nbd+unix:///?socket=\(socket)", format: "raw"), layer: layer,
                 target: options.target, drivers: options.drivers,
-                options: ReconfigureOptions(dryRun: options.dryRun, workDirectory: work))
+                options: ReconfigureOptions(dryRun: options.dryRun, workDirectory: work, omitModules: options.omitModules))
         } catch {
             // A child that died or logged errors meanwhile explains the failure better than the
             // engine can (libguestfs only sees I/O errors).

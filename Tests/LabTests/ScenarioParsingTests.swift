@@ -32,8 +32,9 @@ struct ScenarioParsingTests {
         let onVolume = suite.volumeModules(for: foreign.machines[0])
         for m in ["ata_piix", "ahci", "virtio_blk", "virtio_pci", "vmw_pvscsi", "sd_mod", "ext4"] { #expect(onVolume.contains(m)) }
         #expect(foreign.machines[0].kernel == .generic)
-        // Driver knowledge comes from the target files: ahci → virtualbox-ahci's module list.
-        #expect(suite.initramfsModules(for: foreign.machines[0], in: foreign) == suite.targets["virtualbox-ahci"]!.modules)
+        // Driver knowledge comes from the target files: ahci → virtualbox-ahci's module list, then
+        // its network adapter's (e1000: the machine lived on VirtualBox).
+        #expect(suite.initramfsModules(for: foreign.machines[0], in: foreign) == suite.targets["virtualbox-ahci"]!.modules + ["e1000"])
         let chain = try suite.scenario(named: "chain-compressed-encrypted")
         #expect(chain.backup.incrementals.count == 3)
         #expect(chain.backup.compression == .zstd && chain.backup.encryption == .aes256gcm)

@@ -7,9 +7,10 @@ import Processes
 /// BIOS text goes to the serial port (SeaBIOS `sercon`), so "Missing operating system." is read
 /// in well under a second instead of waiting for a timeout.
 enum GrubFixture {
-    /// The cached debootstrapped Debian volume (built on first use, ~80 s; see the script).
+    /// The cached debootstrapped Debian volume (built on first use, ~80 s; see the script, which
+    /// the lab's generator runs too for `os: debian-grub` machines: one place).
     static func debianVolume() throws -> String {
-        let out = try Fixture.sh([Fixture.testsDir.appendingPathComponent("Fixtures/make-debian-grub.sh").path])
+        let out = try Fixture.sh([Fixture.repoRoot.appendingPathComponent("Scenarios/machines/make-debian-grub.sh").path])
         return out.split(separator: "\n").last.map(String.init) ?? ""
     }
 

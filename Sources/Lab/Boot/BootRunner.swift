@@ -73,7 +73,7 @@ public enum BootRunner {
     /// `varsPath`: the per-boot copy of the UEFI variable store (OVMF targets only).
     public static func arguments(disk: DiskReference, target: Target, varsPath: String? = nil) -> [String] {
         var args = ["-accel", "tcg", "-machine", target.machine, "-m", String(target.memoryMiB),
-                    "-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot"]
+                    "-display", "none", "-monitor", "none"] + (target.nic?.qemuArguments ?? ["-nic", "none"]) + ["-no-reboot"]
         if target.firmware == "ovmf" {
             args += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(ovmfCode)",
                      "-drive", "if=pflash,format=raw,unit=1,file=\((varsPath ?? "ovmf-vars.fd").replacingOccurrences(of: ",", with: ",,"))"]
@@ -83,10 +83,12 @@ public enum BootRunner {
         return args
     }
 
+    /// `markerLine` is the console text that proves the boot (default: the tiny Linux's
+    /// `BOOTLAB-MARKER: <marker>`).
     public static func boot(disk: DiskReference, target: Target, marker: String, consoleLog: URL,
-                            timeout: Double = defaultTimeout) throws -> BootResult {
+                            timeout: Double = defaultTimeout, markerLine: String? = nil) throws -> BootResult {
         if let runner = target.bootRunner {
-            return try bootWithCustomRunner(runner, disk: disk, target: target, marker: marker, consoleLog: consoleLog, timeout: timeout)
+            return try bootWithCustomRunner(runner, disk: disk, target: target, marker: marker, consoleLog: consoleLog, timeout: timeout, markerLine: markerLine)
         }
         let fm = FileManager.default
         try? fm.removeItem(at: consoleLog)
@@ -161,7 +163,7 @@ public enum BootRunner {
         let lines = console.split(whereSeparator: \.isNewline).map(String.init)
         let firmwareFailure = lines.last { $0.contains("BdsDxe: failed to load") || $0.contains("No bootable option") }
             .map { line in gaveUp.map { "\(Self.stripEscapes(line)) (the firmware then started its UEFI shell: nothing bootable; stopped at '\($0)')" } ?? Self.stripEscapes(line) }
-        let (markerSeen, failure) = judge(console: console, marker: marker, stderr: stderr, tool: "qemu", firmwareFailure: firmwareFailure)
+        let (markerSeen, failure) = judge(console: console, marker: marker, stderr: stderr, tool: "qemu", firmwareFailure: firmwareFailure, markerLine: markerLine)
         return BootResult(markerSeen: markerSeen, timedOut: timedOut, exitStatus: termination.foundationStatus,
                           seconds: seconds, consoleLogPath: consoleLog.path, failureLine: markerSeen ? nil : failure,
                           commandLine: ["qemu-system-x86_64"] + args + ["-serial", "file:\(consoleLog.path)"])
@@ -184,9 +186,10 @@ public enum BootRunner {
     }
 
     /// Whether the console shows the marker, and else the line that best says why not.
-    static func judge(console: String, marker: String, stderr: String, tool: String, firmwareFailure: String? = nil) -> (Bool, String?) {
+    static func judge(console: String, marker: String, stderr: String, tool: String, firmwareFailure: String? = nil, markerLine: String? = nil) -> (Bool, String?) {
         let lines = console.split(whereSeparator: \.isNewline).map(String.init)
-        let markerSeen = lines.contains { $0.contains(Initramfs.markerPrefix + marker) }
+        let wanted = markerLine ?? Initramfs.markerPrefix + marker
+        let markerSeen = lines.contains { $0.contains(wanted) }
         let failure = lines.last { $0.contains("BOOTLAB: root") || $0.contains("BOOTLAB: marker") || $0.contains("Kernel panic") || $0.contains("failed: ") }
             ?? firmwareFailure
             ?? (stderr.isEmpty ? nil : "\(tool): " + stderr.split(separator: "\n").first.map(String.init)!)
@@ -198,7 +201,7 @@ public enum BootRunner {
     /// file it wrote or from its stdout. The disk must be a file: a real hypervisor host opens
     /// files, not QEMU block-driver strings (an NBD-served cell cannot use a custom runner).
     static func bootWithCustomRunner(_ runner: CustomBootRunner, disk: DiskReference, target: Target, marker: String,
-                                     consoleLog: URL, timeout: Double) throws -> BootResult {
+                                     consoleLog: URL, timeout: Double, markerLine: String? = nil) throws -> BootResult {
         guard case .file(let path, let format) = disk else {
             throw LabError.cell("boot runner of target \(target.name)", reason: "needs a disk file, but this cell's disk is \(disk.description) (a custom runner boots files; use a FUSE-exposed scenario)")
         }
@@ -229,7 +232,7 @@ public enum BootRunner {
         } else if !stderr.isEmpty {
             try? Data("[runner stderr] \(stderr)".utf8).write(to: consoleLog)
         }
-        var (markerSeen, failure) = judge(console: console, marker: marker, stderr: stderr, tool: "runner")
+        var (markerSeen, failure) = judge(console: console, marker: marker, stderr: stderr, tool: "runner", markerLine: markerLine)
         if !markerSeen, failure == nil, case .exited(let status) = run.termination, status != 0, !run.timedOut {
             failure = "runner exited \(status)"
         }

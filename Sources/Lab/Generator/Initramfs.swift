@@ -6,6 +6,10 @@ import Foundation
 /// Its failure lines are what must-not-boot expectations match (`BOOTLAB: root device not found`).
 enum Initramfs {
     static let markerPrefix = "BOOTLAB-MARKER: "
+    /// `BOOTLAB-NIC-PCI: <slot> <vendor>:<device> pci-driver=<driver|none>`, one per network adapter.
+    static let nicPCIPrefix = "BOOTLAB-NIC-PCI: "
+    /// `BOOTLAB-NIC: <interface> driver=<driver>`, one per interface with a device.
+    static let nicPrefix = "BOOTLAB-NIC: "
 
     /// Seconds the guest waits for the root device before giving up (SCSI scans are asynchronous).
     static let rootWaitTicks = 40  // × 0.25 s
@@ -27,6 +31,18 @@ enum Initramfs {
         kv=$(uname -r)
         for m in $(grep -v '^#' /etc/bootlab/modules); do
           insmod /lib/modules/$kv/$m || echo "BOOTLAB: insmod $m failed"
+        done
+        # The network adapters the guest sees (PCI class 0x0200xx) and which driver took each
+        # interface: the NIC validator holds these lines to the target's adapter.
+        for d in /sys/bus/pci/devices/*; do
+          case $(cat $d/class) in 0x0200*)
+            drv=none
+            [ -e $d/driver ] && drv=$(basename $(readlink $d/driver))
+            echo "\(nicPCIPrefix)$(basename $d) $(cat $d/vendor | cut -c3-):$(cat $d/device | cut -c3-) pci-driver=$drv" ;;
+          esac
+        done
+        for n in /sys/class/net/*; do
+          [ -e $n/device/driver ] && echo "\(nicPrefix)$(basename $n) driver=$(basename $(readlink $n/device/driver))"
         done
         root=$(cat /etc/bootlab/root)
         dev=""

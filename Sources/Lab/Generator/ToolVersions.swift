@@ -7,7 +7,10 @@ public struct ToolVersions: Sendable, Codable, Equatable {
     /// Bumped whenever the generator's recipe changes its output on purpose.
     /// 2: modules under lib/modules/<release>/ in the initramfs (load list by path) and the
     /// storage module set on the volume.
-    public static let recipe = 2
+    /// 3: network adapters — the init reports them (`BOOTLAB-NIC…` lines), the initramfs carries the
+    /// NIC modules of the targets whose controllers it carries, the volume every adapter's; the kernel
+    /// command line gains no_timer_check (TCG on a loaded host fails the IO-APIC timer check).
+    public static let recipe = 3
 
     public var recipe: Int
     /// Package name → version (kernel packages, busybox-static, e2fsprogs, dosfstools, mtools,

@@ -2,13 +2,13 @@ import Foundation
 
 /// The storage modules a source machine keeps on its root volume under
 /// `/lib/modules/<release>/` (with a `modules.dep` covering them): every controller driver any
-/// target of the suite or `drivers.json` names, plus the file system's. A real machine has all
+/// target of the suite or `drivers.json` names, every network adapter's, plus the file system's. A real machine has all
 /// its kernel's modules on disk and only its initramfs is trimmed to its own controller; the
 /// reconfiguration engine copies what a new target needs from here into the initramfs.
 extension LabSuite {
     public func volumeModules(for machine: SourceMachine) -> [String] {
         var names: [String] = []
-        for target in targets.values.sorted(by: { $0.name < $1.name }) { names += target.modules }
+        for target in targets.values.sorted(by: { $0.name < $1.name }) { names += target.modules + (target.nic?.modules ?? []) }
         names += driverDataModules()
         names += DiskGenerator.filesystemModules(machine.filesystem)
         var seen = Set<String>()
@@ -22,7 +22,9 @@ extension LabSuite {
         guard let data = try? Data(contentsOf: url),
               let top = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let controllers = top["controllers"] as? [String: Any] else { return [] }
+        let nics = (top["nics"] as? [String: Any]) ?? [:]
         return controllers.keys.sorted().flatMap { ((controllers[$0] as? [String: Any])?["linuxModules"] as? [String]) ?? [] }
+            + nics.keys.sorted().flatMap { ((nics[$0] as? [String: Any])?["linuxModules"] as? [String]) ?? [] }
     }
 }
 

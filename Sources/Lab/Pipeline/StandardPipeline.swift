@@ -19,6 +19,11 @@ public struct Pipeline: Sendable {
         var validators: [any Validator] = [DeferredOpenValidator(), GoldenValidator()] + exposureValidators(for: scenario)
         for machine in scenario.machines { validators.append(BootValidator(machine: machine.name)) }
         if scenario.materialize == true { validators.append(MaterializeValidator()) }
+        // The network adapter, from the console the boot left (cells that must boot only).
+        if target.nic != nil, scenario.expectation(for: target.name) == .boots {
+            // The tiny Linux's init prints the adapter lines; the Debian machine's units do not.
+            for machine in scenario.machines where machine.os == nil { validators.append(NICValidator(machine: machine.name)) }
+        }
         validators.append(ImmutabilityValidator())
         return Pipeline(steps: steps, validators: validators)
     }

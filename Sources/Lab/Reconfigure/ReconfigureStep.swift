@@ -28,6 +28,7 @@ public struct ReconfigureStep: LabStep {
             var args = ["reconfigure", plugin, "--target", context.target.name, "--json",
                         "--drivers", context.suite.directory.appendingPathComponent("drivers.json").path]
             args += try ExposeStep.accessArguments(context) + ExposeStep.faultArguments(context)
+            for m in context.options.omitModules { args += ["--omit-module", m] }
             let status = try Self.runChild(args, stdout: out, stderr: log, timeout: Self.timeout)
             attachments["reconfigure-\(machine.name)"] = log.path
             guard status == 0 else {
@@ -73,6 +74,10 @@ public struct ReconfigureStep: LabStep {
             seconds = (top["seconds"] as? NSNumber)?.doubleValue ?? 0
             var t = "target \(report["target"] ?? "?") controller \(report["controller"] ?? "?") os \(report["os"] ?? "?")\n"
             t += "original drivers: \(((report["originalDrivers"] as? [String]) ?? []).joined(separator: " "))\n"
+            if let nic = report["nic"] as? String { t += "network adapter: \(nic)\n" }
+            if let skipped = report["skippedModules"] as? [String], !skipped.isEmpty {
+                t += "not in the guest's modules.dep: \(skipped.joined(separator: " "))\n"
+            }
             for c in changes {
                 t += "\(c["kind"] ?? "?") \(c["location"] ?? "?"): \(c["detail"] ?? "")\n"
             }

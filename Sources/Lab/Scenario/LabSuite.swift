@@ -37,7 +37,8 @@ public struct LabSuite: Sendable {
     }
 
     /// The modules a machine's initramfs loads: those of every target whose controller driver the
-    /// machine carries, in target order, each module once.
+    /// machine carries (its storage modules, then its network adapter's), in target order, each
+    /// module once. A machine that lived on one hypervisor carries that hypervisor's NIC driver.
     public func initramfsModules(for machine: SourceMachine, in scenario: Scenario) -> [String] {
         let drivers = machine.storageDrivers ?? scenario.targets.compactMap { targets[$0]?.controller.driver }
         var seen = Set<String>()
@@ -45,7 +46,7 @@ public struct LabSuite: Sendable {
         let ordered = targets.values.sorted { $0.name < $1.name }
         for driver in drivers {
             for target in ordered where target.controller.driver == driver {
-                for m in target.modules where seen.insert(m).inserted { result.append(m) }
+                for m in target.modules + (target.nic?.modules ?? []) where seen.insert(m).inserted { result.append(m) }
             }
         }
         return result

@@ -21,6 +21,17 @@ public struct Scenario: Sendable, Codable, Equatable {
     /// fills its replacement with interruptions, finalizes it and checks the native file. Nil
     /// when absent, so the canonical JSON (golden inputs) of other scenarios is unchanged.
     public var materialize: Bool? = nil
+    /// `tier: extended`: left out of `bootlab lab run` without scenario names unless `--extended`
+    /// (heavy cells: real distributions); nil is the default tier (left out of the encoding, so
+    /// existing scenarios keep their digest).
+    public var tier: Tier? = nil
+
+    public enum Tier: String, Sendable, Codable, CaseIterable {
+        case `default`
+        case extended
+    }
+
+    public var isExtended: Bool { tier == .extended }
 
     public func expectation(for target: String) -> Expectation { expectations[target] ?? .boots }
 }
@@ -50,6 +61,20 @@ public enum BootLoaderKind: String, Sendable, Codable, CaseIterable {
     /// at LBA 2048, 64 MiB) holding a GRUB EFI loader at \EFI\BOOT\BOOTX64.EFI, the ext4 root as
     /// partition 2 with GRUB's x86_64-efi modules and /boot/grub/grub.cfg on it.
     case grubEFI = "grub-efi"
+    /// GRUB 2 from the volume itself (`os: debian-grub` machines only).
+    case grub
+}
+
+/// What runs on a source machine. The default (nil in `SourceMachine.os`) is the generator's tiny
+/// busybox Linux; `debian-grub` is a real distribution.
+public enum MachineOS: String, Sendable, Codable, CaseIterable {
+    /// The generator's own guest: Debian kernel + busybox initramfs, extlinux/syslinux.
+    case tiny
+    /// A debootstrapped Debian 12 (minbase, cloud kernel, systemd, initramfs-tools, GRUB's
+    /// i386-pc modules on the volume, no boot code anywhere): `Scenarios/machines/make-debian-grub.sh`,
+    /// built once into `$BOOTLAB_CACHE/debian-grub/`. A volume-only backup of it boots only after
+    /// reconfiguration regenerates GRUB's boot code.
+    case debianGrub = "debian-grub"
 }
 
 public struct SourceMachine: Sendable, Codable, Equatable {
@@ -75,6 +100,14 @@ public struct SourceMachine: Sendable, Codable, Equatable {
     /// The source ESP of a UEFI machine: LBA 2048, 64 MiB (FAT32 needs ≥ 33 MiB at 512 B/cluster).
     public static let espStartLBA: UInt64 = 2048
     public static let espSectors: UInt64 = 131_072
+    /// nil: the tiny Linux (left out of the encoding, so existing machines keep their spec digest).
+    public var os: MachineOS? = nil
+
+    /// The console line that proves the boot: `BOOTLAB-MARKER: <marker>` from the tiny Linux's
+    /// init; `BOOTLAB-MARKER debian-grub booted` from the Debian machine's systemd unit.
+    public var markerLine: String {
+        os == .debianGrub ? "BOOTLAB-MARKER \(marker) booted" : Initramfs.markerPrefix + marker
+    }
 }
 
 public struct BackupSpec: Sendable, Codable, Equatable {

@@ -46,6 +46,21 @@ public enum ScenarioLoader {
         if let r = try top.mapping("boot_runner") {
             target.bootRunner = try parseBootRunner(r)
         }
+        if let n = try top.mapping("nic") {
+            let nic = Target.NIC(model: try n.string("model"), driver: try n.string("driver"),
+                                 pciID: try n.string("pci_id"), modules: try n.stringList("modules"))
+            guard nic.modules.contains(nic.driver) else {
+                throw n.error("modules", "does not load the adapter's driver '\(nic.driver)'")
+            }
+            guard nic.pciID.range(of: "^[0-9a-f]{4}:[0-9a-f]{4}$", options: .regularExpression) != nil else {
+                throw n.error("pci_id", "'\(nic.pciID)' is not vendor:device in lower-case hex (e.g. 8086:100e)")
+            }
+            guard nic.model.range(of: "^[a-z0-9_-]+$", options: .regularExpression) != nil else {
+                throw n.error("model", "'\(nic.model)' is not a QEMU NIC model name")
+            }
+            try n.finish()
+            target.nic = nic
+        }
         guard ["pc", "q35"].contains(target.machine) else {
             throw top.error("machine", "'\(target.machine)' is not pc (i440fx) or q35")
         }
@@ -173,15 +188,32 @@ public enum ScenarioLoader {
             machines: machines, backup: backup, targets: targetNames, expectations: expectations, file: file,
             reconfigure: reconfigure)
         scenario.materialize = materialize
+        let tier: Scenario.Tier = try top.choice("tier", default: .default)
+        if tier != .default { scenario.tier = tier }
         try top.finish()
         return scenario
     }
 
     static func parseMachine(_ m: YAMLMapping, defaultName: String?) throws -> SourceMachine {
         let name = try m.optionalString("name") ?? defaultName ?? { throw m.error("name", "required key is missing") }()
+        let os: MachineOS = try m.choice("os", default: .tiny)
         let filesystem: FileSystemKind = try m.choice("filesystem")
-        let bootloader: BootLoaderKind = try m.choice("bootloader", default: filesystem == .ext4 ? .extlinux : .syslinux)
-        if bootloader == .grubEFI ? filesystem != .ext4 : (filesystem == .ext4) != (bootloader == .extlinux) {
+        let bootloader: BootLoaderKind = try m.choice("bootloader", default: os == .debianGrub ? .grub : (filesystem == .ext4 ? .extlinux : .syslinux))
+        if os == .debianGrub {
+            // The fixture script decides these; the scenario states them so readers see them.
+            guard filesystem == .ext4 else { throw m.error("filesystem", "os debian-grub is an ext4 volume") }
+            guard bootloader == .grub else { throw m.error("bootloader", "os debian-grub boots with grub") }
+            guard try m.size("volume_size") == DiskGenerator.debianVolumeSize else { throw m.error("volume_size", "os debian-grub is a 512M volume") }
+            guard try m.string("kernel") == KernelFlavour.cloud.rawValue else { throw m.error("kernel", "os debian-grub runs the cloud kernel") }
+            guard try m.string("marker") == "debian-grub" else {
+                throw m.error("marker", "os debian-grub prints `BOOTLAB-MARKER debian-grub booted`: the marker is debian-grub")
+            }
+            guard !m.has("storage_drivers") else { throw m.error("storage_drivers", "os debian-grub's initramfs is initramfs-tools' (MODULES=most)") }
+        } else if bootloader == .grubEFI {
+            guard filesystem == .ext4 else { throw m.error("bootloader", "grub-efi cannot boot from \(filesystem.rawValue) (grub-efi: ext4)") }
+        } else if bootloader == .grub {
+            throw m.error("bootloader", "grub needs os: debian-grub (the tiny Linux boots with extlinux or syslinux)")
+        } else if (filesystem == .ext4) != (bootloader == .extlinux) {
             throw m.error("bootloader", "\(bootloader.rawValue) cannot boot from \(filesystem.rawValue) (extlinux: ext4, syslinux: fat32, grub-efi: ext4)")
         }
         let volumeSize = try m.size("volume_size")
@@ -211,8 +243,10 @@ public enum ScenarioLoader {
             name: name, kernel: try m.choice("kernel"), filesystem: filesystem, bootloader: bootloader,
             volumeSize: volumeSize, partitionStart: start, diskSize: diskSize,
             storageDrivers: try m.optionalStringList("storage_drivers"), marker: marker)
+        var result = machine
+        if os != .tiny { result.os = os }
         try m.finish()
-        return machine
+        return result
     }
 
     static func parseBackup(_ b: YAMLMapping) throws -> BackupSpec {

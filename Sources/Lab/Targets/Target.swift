@@ -11,6 +11,22 @@ public struct Target: Sendable, Codable, Equatable {
         public var driver: String
     }
 
+    /// The network adapter QEMU gives the guest (`nic:`), and the Linux driver that must bind to it.
+    public struct NIC: Sendable, Codable, Equatable {
+        /// QEMU's NIC model (`-nic user,model=…`): tulip, e1000, virtio-net-pci, vmxnet3.
+        public var model: String
+        /// The Linux driver `/sys/class/net/<if>/device/driver` names once it is bound.
+        public var driver: String
+        /// The adapter's PCI `vendor:device` (lower-case hex), as the guest reads it from sysfs.
+        public var pciID: String
+        /// Modules the guest loads for it, in load order (dependencies are resolved too).
+        public var modules: [String]
+
+        /// QEMU arguments: the adapter on a user-mode network with `restrict=on` (no way out:
+        /// the guest only has to see and drive the device).
+        public var qemuArguments: [String] { ["-nic", "user,model=\(model),restrict=on"] }
+    }
+
     public var name: String
     public var summary: String
     /// The hypervisor's own disk format (vhdx, qcow2, vmdk, vdi): what exposure will synthesize.
@@ -30,6 +46,8 @@ public struct Target: Sendable, Codable, Equatable {
     /// A kernel flavour the target needs (the cloud kernel lacks AHCI), if any.
     public var requiresKernel: KernelFlavour?
     public var memoryMiB: Int
+    /// The network adapter, if the target names one (nil: QEMU gets `-nic none`).
+    public var nic: NIC? = nil
     public var notes: String
     public var file: String
     /// The target's own way to boot a disk (`boot_runner:`), e.g. a script that hands the file to

@@ -85,8 +85,14 @@ public struct CompareValidator: Validator {
             guard a.size == b.size else { return .fail("\(m.name): exposed virtual size \(a.size) ≠ expected \(b.size) (\(source))") }
             let newStart = context.scenario.backup.exposePartitionStart ?? m.partitionStart
             let volume = newStart * 512..<(newStart * 512 + m.volumeSize)
-            if let outside = ranges.first(where: { $0.lowerBound < volume.lowerBound || $0.upperBound > volume.upperBound }) {
-                return .fail("\(m.name): the reconfiguration layer holds \(outside), outside the OS volume \(volume)")
+            // GRUB's boot code (boot.img in sector 0's first 440 bytes, core.img after it) lives
+            // before the partition: allowed there only when the change list says it was written.
+            let changes = context.artefacts.first { $0.machine == m.name && $0.role == ReconfigureStep.changesRole }?.files.first
+                .flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } ?? ""
+            let bootCode: Range<UInt64> = changes.split(separator: "\n").contains { $0.hasPrefix("grub-boot-code ") } ? 0..<volume.lowerBound : 0..<0
+            if let outside = ranges.first(where: { !(($0.lowerBound >= volume.lowerBound && $0.upperBound <= volume.upperBound)
+                                                     || ($0.lowerBound >= bootCode.lowerBound && $0.upperBound <= bootCode.upperBound)) }) {
+                return .fail("\(m.name): the reconfiguration layer holds \(outside), outside the OS volume \(volume)\(bootCode.isEmpty ? "" : " and the boot code before it")")
             }
             // Compare the complement of the layer's ranges, 1 MiB at a time.
             var gaps: [Range<UInt64>] = []
@@ -110,7 +116,7 @@ public struct CompareValidator: Validator {
                 }
             }
             for r in ranges where try a.read(at: r.lowerBound, count: Int(r.count)) != b.read(at: r.lowerBound, count: Int(r.count)) { changedUnits += 1 }
-            notes.append("\(m.name): equal to \(URL(fileURLWithPath: source).lastPathComponent) outside \(ranges.count) layer ranges (\(changedUnits) of them changed), all inside the OS volume")
+            notes.append("\(m.name): equal to \(URL(fileURLWithPath: source).lastPathComponent) outside \(ranges.count) layer ranges (\(changedUnits) of them changed), all inside the OS volume\(bootCode.isEmpty ? "" : " or GRUB's boot code before it")")
         }
         return .pass(notes.joined(separator: "; "))
     }

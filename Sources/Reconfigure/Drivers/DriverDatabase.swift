@@ -33,13 +33,28 @@ public struct DriverDatabase: Sendable, Codable, Equatable {
         public var windows: WindowsDrivers
     }
 
+    /// A network adapter a hypervisor emulates (`nics` in drivers.json): the Linux modules that
+    /// drive it join the controller's in a reconfigured initramfs, so the guest has its network
+    /// at boot, not only its disk.
+    public struct NIC: Sendable, Codable, Equatable {
+        public var description: String
+        /// QEMU arguments that give a guest this adapter.
+        public var qemu: [String]
+        /// Module names; their dependencies come from the guest's modules.dep.
+        public var linuxModules: [String]
+    }
+
     public struct Target: Sendable, Codable, Equatable {
         public var controller: String
+        /// The network adapter's name in `nics`, if the target has one.
+        public var nic: String?
         /// The disk format the hypervisor opens (`expose --target` writes the plugin in it).
         public var nativeFormat: String?
     }
 
     public var controllers: [String: Controller]
+    /// Optional in the file (older drivers files have no network adapters).
+    public var nics: [String: NIC]?
     public var targets: [String: Target]
 
     public static func load(path: String) throws -> DriverDatabase {
@@ -66,6 +81,18 @@ public struct DriverDatabase: Sendable, Codable, Equatable {
             throw ReconfigureError.drivers("unknown target or controller '\(targetOrController)' (targets: \(targets.keys.sorted().joined(separator: ", ")); controllers: \(controllers.keys.sorted().joined(separator: ", ")))")
         }
         return (name, c)
+    }
+}
+
+extension DriverDatabase {
+    /// The network adapter a target names (nil for a controller name or a target without one).
+    /// A target naming an adapter the file does not describe is an error, not a silent omission.
+    public func nic(for target: String) throws -> (name: String, nic: NIC)? {
+        guard let name = targets[target]?.nic else { return nil }
+        guard let n = nics?[name] else {
+            throw ReconfigureError.drivers("target '\(target)' names network adapter '\(name)', which nics does not describe (known: \((nics ?? [:]).keys.sorted().joined(separator: ", ")))")
+        }
+        return (name, n)
     }
 }
 

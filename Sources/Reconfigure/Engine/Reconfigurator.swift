@@ -6,10 +6,15 @@ public struct ReconfigureOptions: Sendable {
     public var dryRun: Bool
     /// Where the scratch overlay lives (default: the system temporary directory).
     public var workDirectory: URL?
+    /// A deliberate fault for the lab's must-shows and mutation runs (`--omit-module`): these
+    /// module names are left out of what the target needs, as a buggy engine would. Empty in
+    /// real use; nothing reads it from the environment.
+    public var omitModules: [String]
 
-    public init(dryRun: Bool = false, workDirectory: URL? = nil) {
+    public init(dryRun: Bool = false, workDirectory: URL? = nil, omitModules: [String] = []) {
         self.dryRun = dryRun
         self.workDirectory = workDirectory
+        self.omitModules = omitModules
     }
 }
 
@@ -29,11 +34,19 @@ public enum Reconfigurator {
     /// Idempotent: a second run finds nothing to do, reports no changes and writes nothing.
     public static func reconfigure(image: DiskImage, layer: WritableBlockSource, target: String,
                                    drivers: DriverDatabase, options: ReconfigureOptions = .init()) throws -> ReconfigurationReport {
-        let (controllerName, controller) = try drivers.controller(for: target)
+        let (controllerName, storage) = try drivers.controller(for: target)
+        let nic = try drivers.nic(for: target)
+        // Linux guests get the network adapter's modules with the storage controller's (the
+        // method's "input output device drivers"); Windows services stay the controller's.
+        let omitted = Set(options.omitModules.map(ModuleDependencies.normalize))
+        var controller = storage
+        controller.linuxModules = storage.linuxModules.filter { !omitted.contains(ModuleDependencies.normalize($0)) }
+        let nicModules = (nic?.nic.linuxModules ?? []).filter { !omitted.contains(ModuleDependencies.normalize($0)) }
         var report = ReconfigurationReport(target: target, controller: controllerName, os: "unknown")
+        report.nic = nic?.name
         let session = try OverlaySession(image: image, layer: layer, workDirectory: options.workDirectory)
         do {
-            let os = try LinuxReconfigurer(session: session, controller: controller).run(report: &report, dryRun: options.dryRun)
+            let os = try LinuxReconfigurer(session: session, controller: controller, nicModules: nicModules).run(report: &report, dryRun: options.dryRun)
                 || WindowsReconfigurer(session: session, controller: controller).run(report: &report, dryRun: options.dryRun)
             // Boot code last: it only writes sectors before the first partition.
             let grub = try GrubReconfigurer(session: session).run(report: &report, dryRun: options.dryRun)

@@ -23,6 +23,8 @@ public struct ReconfigurationChange: Codable, Sendable, Equatable {
 public struct ReconfigurationReport: Codable, Sendable, Equatable {
     public var target: String
     public var controller: String
+    /// The target's network adapter (`nics` in drivers.json), whose Linux modules were added too.
+    public var nic: String?
     /// `linux-initramfs` (boot loader config + initramfs with a module load list),
     /// `linux-initramfs-tools` (Debian/Ubuntu), `windows`, `linux-grub` (only GRUB boot code was
     /// examined: a grub.cfg, but neither initramfs-tools nor a syslinux initramfs).
@@ -38,6 +40,10 @@ public struct ReconfigurationReport: Codable, Sendable, Equatable {
     public var originalDrivers: [String]
     /// Modules (paths under /lib/modules/<version>) this run added, in load order.
     public var addedModules: [String]
+    /// Network-adapter modules the guest's modules.dep does not list (built into its kernel, or
+    /// not built at all: Debian's cloud kernel has neither tulip nor e1000), so not added. A
+    /// storage module missing there is an error instead: without it the guest cannot boot.
+    public var skippedModules: [String] = []
     public var changes: [ReconfigurationChange]
     /// Ranges of the disk this run wrote into the reconfiguration layer.
     public var layerWrites: [Extent]

@@ -25,7 +25,21 @@ struct FilesystemProbe {
 struct LinuxReconfigurer {
     let session: OverlaySession
     let controller: DriverDatabase.Controller
+    /// The target's network-adapter modules: added like the controller's when the guest's
+    /// kernel has them, skipped (and reported) when it does not.
+    var nicModules: [String] = []
     var g: Guestfs { session.g }
+
+    /// The module names to add for this target: the controller's, then the adapter's that
+    /// `deps` lists.
+    func wantedModules(_ deps: ModuleDependencies, report: inout ReconfigurationReport) -> [String] {
+        var names = controller.linuxModules
+        for m in nicModules where !names.contains(m) {
+            if deps.pathByName[ModuleDependencies.normalize(m)] != nil { names.append(m) }
+            else if !report.skippedModules.contains(m) { report.skippedModules.append(m) }
+        }
+        return names
+    }
 
     /// Inspects and edits the guest; fills `report`. Returns false when it found no Linux.
     func run(report: inout ReconfigurationReport, dryRun: Bool) throws -> Bool {
@@ -120,7 +134,7 @@ struct LinuxReconfigurer {
             guard let deps = try volumeDep ?? initramfsDep.map({ try ModuleDependencies(text: $0) }) else {
                 throw ReconfigureError.guest("no modules.dep for \(version) in \(item.path) or on any volume")
             }
-            let order = try deps.loadOrder(for: controller.linuxModules)
+            let order = try deps.loadOrder(for: wantedModules(deps, report: &report))
             let listKind: String
             var list: [String]
             if let e = img.entry(ModuleLoadList.bootlabPath) {
@@ -245,7 +259,8 @@ struct LinuxReconfigurer {
         report.kernelVersion = version
         let modulesDir = try g.isDir("/lib/modules/\(version)") ? "/lib/modules/\(version)" : "/usr/lib/modules/\(version)"
         let deps = try ModuleDependencies(text: String(decoding: try g.readFile("\(modulesDir)/modules.dep"), as: UTF8.self))
-        let order = try deps.loadOrder(for: controller.linuxModules)
+        let wanted = wantedModules(deps, report: &report)
+        let order = try deps.loadOrder(for: wanted)
         let initrd = "/boot/initrd.img-\(version)"
         guard try g.isFile(initrd) else { throw ReconfigureError.guest("\(initrd) not found on \(root.device)") }
         report.initramfs = ["\(root.device):\(initrd)"]
@@ -265,7 +280,7 @@ struct LinuxReconfigurer {
         let missing = order.filter { !present.contains($0) }
         let listText = String(decoding: try g.readFile("/etc/initramfs-tools/modules"), as: UTF8.self)
         let listed = Set(listText.split(separator: "\n").map { $0.split(separator: " ").first.map(String.init) ?? "" }.map(ModuleDependencies.normalize))
-        let toList = controller.linuxModules.filter { !listed.contains(ModuleDependencies.normalize($0)) }
+        let toList = wanted.filter { !listed.contains(ModuleDependencies.normalize($0)) }
         var rootConfigEdits: [(path: String, old: String, new: String)] = []
         if let cfg = root.grubConfig ?? root.syslinuxConfig {
             let text = String(decoding: try g.readFile(cfg), as: UTF8.self)

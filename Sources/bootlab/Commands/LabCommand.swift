@@ -11,7 +11,7 @@ struct LabCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lab",
         abstract: "Run the verification lab: generate scenarios, boot them on emulated targets, compare with golden files.",
-        subcommands: [LabRun.self, LabList.self, LabShow.self, LabMergeCommand.self, LabMutate.self]
+        subcommands: [LabRun.self, LabList.self, LabShow.self, LabMergeCommand.self, LabMutate.self, LabPairwise.self]
     )
 }
 
@@ -48,13 +48,17 @@ struct LabRun: ParsableCommand {
     @Flag(help: "Print the report as JSON on stdout.") var json = false
     @Flag(name: .customLong("independent-only"), help: "Leave out the golden validator: verdicts from independent expectations only (ci/mutants).") var independentOnly = false
 
+    @Flag(help: "Without scenario names: also the extended tier (`tier: extended`: real distributions, docs/testing.md).") var extended = false
+    @Flag(help: "Run the pairwise matrix (`bootlab lab pairwise --list`) instead of the scenario files; scenario names then name its rows (pairwise-NN).") var pairwise = false
+
     func run() throws {
         do {
             guard repeatCount >= 1 else { throw LabError.argument("--repeat \(repeatCount)", reason: "need at least 1") }
             if repeatCount > 1 && updateGolden { throw LabError.argument("--repeat with --update-golden", reason: "record goldens from one run") }
             let located = try suiteOptions.locate()
-            let suite = try LabSuite.load(directory: located.url)
-            let chosen = scenarios.isEmpty ? suite.scenarios : try scenarios.map { try suite.scenario(named: $0) }
+            var suite = try LabSuite.load(directory: located.url)
+            if pairwise { suite.scenarios = try PairwiseMatrix(suite: suite).scenarios }
+            let chosen = scenarios.isEmpty ? suite.scenarios.filter { extended || !$0.isExtended } : try scenarios.map { try suite.scenario(named: $0) }
             for t in targets where suite.targets[t] == nil { throw LabError.argument("target '\(t)'", reason: "unknown (known: \(suite.targets.keys.sorted().joined(separator: ", ")))") }
             var cells = Cell.all(chosen, targets: targets)
             let identity = try SuiteIdentity.make(cells: cells, suite: suite)
@@ -235,11 +239,49 @@ struct LabList: ParsableCommand {
         }
         print("Scenarios:")
         for s in suite.scenarios {
-            print("  \(s.name.padding(toLength: 28, withPad: " ", startingAt: 0)) \(s.targets.map { "\($0)(\(s.expectation(for: $0) == .boots ? "boots" : "must-not-boot"))" }.joined(separator: " "))")
+            print("  \(s.name.padding(toLength: 28, withPad: " ", startingAt: 0))\(s.isExtended ? " [extended]" : "") \(s.targets.map { "\($0)(\(s.expectation(for: $0) == .boots ? "boots" : "must-not-boot"))" }.joined(separator: " "))")
         }
         print("Targets:")
         for t in suite.targets.values.sorted(by: { $0.name < $1.name }) {
             print("  \(t.name.padding(toLength: 28, withPad: " ", startingAt: 0)) \(t.nativeFormat), \(t.machine), \(t.controller.kind) (\(t.controller.driver))")
+        }
+    }
+}
+
+/// `bootlab lab pairwise`: the all-pairs matrix of the pipeline's options (docs/testing.md).
+struct LabPairwise: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pairwise",
+        abstract: "Show the pairwise matrix (backup × reconfigure × front-end × backup kind × target) and check that it covers every pair.",
+        discussion: "Run it with `bootlab lab run --pairwise`.")
+    @OptionGroup var suiteOptions: LabSuiteOptions
+    @Flag(help: "List the rows (the default).") var list = false
+    @Flag(help: "Print each row's scenario as YAML-equivalent JSON.") var json = false
+
+    func run() throws {
+        do {
+            let matrix = try PairwiseMatrix(suite: try suiteOptions.load())
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(matrix.scenarios), as: UTF8.self))
+            } else {
+                print(matrix.table(), terminator: "")
+            }
+            let total = AllPairs.allPairs(sizes: matrix.factors.map(\.values.count)).count
+            let full = matrix.factors.map(\.values.count).reduce(1, *)
+            let missing = matrix.missingPairs()
+            writeStandardError("pairwise: \(matrix.scenarios.count) cells (of \(full) combinations) cover \(total - missing.count)/\(total) pairs\n")
+            if !missing.isEmpty {
+                for m in missing { writeStandardError("  not covered: \(m)\n") }
+                throw ExitCode(1)
+            }
+        } catch let error as ScenarioError {
+            writeStandardError("bootlab lab pairwise: \(error)\n")
+            throw ExitCode(1)
+        } catch let error as LabError {
+            writeStandardError("bootlab lab pairwise: \(error)\n")
+            throw ExitCode(1)
         }
     }
 }

@@ -44,6 +44,11 @@ struct ReconfigureCommand: ParsableCommand {
     @Flag(name: .long, help: "Print the report as JSON.")
     var json = false
 
+    /// A deliberate fault for the lab (a driver left out of the reconfigured initramfs), like
+    /// `--inject-fault` on `mount`/`serve`: hidden, never read from the environment.
+    @Option(name: .customLong("omit-module"), help: ArgumentHelp("Leave this module out (a deliberate fault, for lab tests).", visibility: .hidden))
+    var omitModules: [String] = []
+
     @OptionGroup var access: PluginAccessOptions
     @OptionGroup var faults: FaultInjectionOptions
 
@@ -59,7 +64,8 @@ struct ReconfigureCommand: ParsableCommand {
             if let plugin {
                 guard disk == nil, layer == nil else { throw ValidationError("give a plugin file, or --disk and --layer, not both") }
                 let result = try Self.reconfigurePlugin(plugin, target: target, drivers: db,
-                                                        access: try access.openOptions(plugins: [plugin]), dryRun: dryRun)
+                                                        access: try access.openOptions(plugins: [plugin]), dryRun: dryRun,
+                                                        omitModules: omitModules)
                 if json { try BackupCommand.printJSON(result) } else { Self.printReport(result.report, dryRun: dryRun, layer: result.layer) }
                 return
             }
@@ -72,7 +78,7 @@ struct ReconfigureCommand: ParsableCommand {
                 layerFile = try RawFile.create(path: layer, size: size)
             }
             let report = try Reconfigurator.reconfigure(image: DiskImage(path: disk, format: format), layer: layerFile,
-                                                        target: target, drivers: db, options: .init(dryRun: dryRun))
+                                                        target: target, drivers: db, options: .init(dryRun: dryRun, omitModules: omitModules))
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -92,15 +98,20 @@ struct ReconfigureCommand: ParsableCommand {
 
     /// Shared with `expose --target`: reconfigure a plugin through its layer.
     static func reconfigurePlugin(_ plugin: String, target: String, drivers: DriverDatabase, access: PluginFile.OpenOptions,
-                                  dryRun: Bool) throws -> PluginReconfiguration.Result {
+                                  dryRun: Bool, omitModules: [String] = []) throws -> PluginReconfiguration.Result {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return try PluginReconfiguration.run(pluginPath: plugin, options: .init(target: target, drivers: drivers, bootlabExecutable: exe,
-                                                                               access: access, dryRun: dryRun))
+        var options = PluginReconfiguration.Options(target: target, drivers: drivers, bootlabExecutable: exe, access: access, dryRun: dryRun)
+        options.omitModules = omitModules
+        return try PluginReconfiguration.run(pluginPath: plugin, options: options)
     }
 
     static func printReport(_ report: ReconfigurationReport, dryRun: Bool, layer: PluginFile.LayerRecord?) {
         print("target \(report.target) (controller \(report.controller)), OS \(report.os), boot loader \(report.bootLoader ?? "?"), kernel \(report.kernelVersion ?? "?")")
         print("original drivers: \(report.originalDrivers.joined(separator: " "))")
+        if let nic = report.nic { print("network adapter: \(nic)") }
+        if !report.skippedModules.isEmpty {
+            print("not in the guest's modules.dep, not added: \(report.skippedModules.joined(separator: " "))")
+        }
         if report.changes.isEmpty { print("no changes: the guest already fits \(report.target)") }
         for c in report.changes { print("  \(c.kind) \(c.location): \(c.detail)") }
         print("layer: \(report.layerBytesWritten) bytes written in \(report.layerWrites.count) ranges\(dryRun ? " (dry run)" : "")")

@@ -1,0 +1,96 @@
+import Foundation
+
+/// `os: debian-grub` machines: a real distribution in the lab. The volume is the debootstrapped
+/// Debian 12 that `Scenarios/machines/make-debian-grub.sh` builds once into
+/// `$BOOTLAB_CACHE/debian-grub/<key>/` (minbase + cloud kernel + systemd + initramfs-tools +
+/// grub-pc-bin, `grub.cfg` and fstab by UUID, a oneshot unit printing
+/// `BOOTLAB-MARKER debian-grub booted` on ttyS0); the reconfiguration unit tests use the same
+/// script. The source disk is that volume behind syslinux's generic `mbr.bin` at the scenario's
+/// partition start: no GRUB boot code anywhere, as a volume-only backup of a GRUB machine has none.
+extension DiskGenerator {
+    /// The script's volume size.
+    public static let debianVolumeSize: UInt64 = 512 << 20
+
+    static func generateDebian(_ machine: SourceMachine, of scenario: Scenario, suite: LabSuite, machines: URL) throws -> GeneratedMachine {
+        let script = suite.directory.appendingPathComponent("machines/make-debian-grub.sh")
+        guard FileManager.default.fileExists(atPath: script.path) else {
+            throw LabError.file(path: script.path, reason: "missing: os debian-grub machines are built by it")
+        }
+        guard getuid() == 0 else { throw LabError.missing("root", need: "debootstrap (os: debian-grub) runs as root") }
+        // Cached after the first run (~50 s debootstrap + mke2fs); the script holds a lock.
+        let out = try Shell.run("bash", [script.path], environment: ["BOOTLAB_CACHE": LabCache.root.path])
+        guard let volumePath = out.stdout.split(separator: "\n").last.map(String.init), FileManager.default.fileExists(atPath: volumePath) else {
+            throw LabError.tool("make-debian-grub.sh", reason: "printed no volume path: \(out.stdout.suffix(300)) \(out.stderr.suffix(300))")
+        }
+        let fixture = URL(fileURLWithPath: volumePath).deletingLastPathComponent()
+        let volume = URL(fileURLWithPath: volumePath)
+        let size = try FileManager.default.attributesOfItem(atPath: volumePath)[.size] as? UInt64 ?? 0
+        guard size == machine.volumeSize else {
+            throw LabError.file(path: volumePath, reason: "is \(size) bytes, the scenario says volume_size \(machine.volumeSize)")
+        }
+        let release = try String(contentsOf: fixture.appendingPathComponent("kernel-version"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let uuid = try Shell.run("blkid", ["-p", "-o", "value", "-s", "UUID", volumePath]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+
+        // Package versions as the script recorded them (`name version` lines).
+        var packages: [String: String] = [:]
+        let versionsText = (try? String(contentsOf: fixture.appendingPathComponent("versions.txt"), encoding: .utf8)) ?? ""
+        for line in versionsText.split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
+            if parts.count == 2 { packages[parts[0]] = parts[1] }
+        }
+        // The debootstrapped volume is an external input in itself: debootstrap's output is not
+        // byte-reproducible, so a rebuilt volume (another machine, a cleared cache) is drift with
+        // the volume named, never a regression of this repository's code.
+        struct Spec: Codable { var machine: SourceMachine; var seed: UInt64; var os: String }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let spec = Digest.string(String(decoding: try encoder.encode(Spec(machine: machine, seed: scenario.seed, os: "debian-grub")), as: UTF8.self))
+        var external = ExternalInputs(packages: packages)
+        try external.addFile("debootstrapped Debian volume", volume)
+        try external.addFile("make-debian-grub.sh", script)
+        try external.addFile("syslinux mbr.bin", URL(fileURLWithPath: mbrCodePath))
+        let inputs = GeneratorInputs(spec: spec, external: external)
+        let key = String(Digest.string(String(decoding: try encoder.encode(inputs), as: UTF8.self)).prefix(24))
+
+        let lock = lock(for: machines.path + "/" + key)
+        lock.lock()
+        defer { lock.unlock() }
+        let dir = machines.appendingPathComponent(key)
+        let manifestURL = dir.appendingPathComponent("manifest.json")
+        if let data = try? Data(contentsOf: manifestURL),
+           let cached = try? JSONDecoder().decode(GeneratedMachine.self, from: data),
+           FileManager.default.fileExists(atPath: cached.diskPath) {
+            return cached
+        }
+        let fm = FileManager.default
+        let work = machines.appendingPathComponent(".work-\(key)-\(getpid())")
+        try? fm.removeItem(at: work)
+        try fm.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? fm.removeItem(at: work) }
+        let disk = work.appendingPathComponent("disk.raw")
+        try createSparse(disk, size: machine.diskSize)
+        let mbrCode = try Data(contentsOf: URL(fileURLWithPath: mbrCodePath))
+        let signature = Digest.derivedBytes(seed: scenario.seed, "\(machine.name):disk-signature", count: 4).le32(0)
+        let mbr = MBRImage(bootCode: Array(mbrCode), signature: signature, partitionType: FileSystemKind.ext4.partitionType,
+                           startLBA: UInt32(machine.partitionStart), sectorCount: UInt32(machine.volumeSize / 512))
+        try copy(bytes: mbr.bytes(), into: disk, at: 0)
+        try copy(file: volume, into: disk, at: machine.partitionStart * 512)
+        let result = GeneratedMachine(
+            machine: machine.name,
+            diskPath: dir.appendingPathComponent("disk.raw").path,
+            volumePath: volumePath,
+            diskDigest: try Digest.file(disk), volumeDigest: try Digest.file(volume),
+            cacheKey: key, versions: ToolVersions(packages: packages), inputs: inputs, rootSpec: "UUID=\(uuid)",
+            kernelRelease: release, modules: .init(files: [], builtin: [], absent: []))
+        try? fm.removeItem(at: dir)
+        try fm.createDirectory(at: dir, withIntermediateDirectories: true)
+        try fm.moveItem(at: disk, to: URL(fileURLWithPath: result.diskPath))
+        let pretty = JSONEncoder()
+        pretty.outputFormatting = [.sortedKeys, .prettyPrinted]
+        try pretty.encode(result.versions).write(to: dir.appendingPathComponent("versions.json"))
+        try pretty.encode(result).write(to: manifestURL)
+        return result
+    }
+}
