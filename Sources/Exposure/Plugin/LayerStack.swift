@@ -92,7 +92,13 @@ public enum LayerStack {
     /// backup ▸ composed disk ▸ reconfiguration layer (as `use` says).
     static func lower(pointer: PluginPointer, pluginPath: String, options: PluginFile.OpenOptions, layer use: LayerUse) throws -> Lower {
         let (backup, sourceIdentity) = try openSource(pointer: pointer, pluginPath: pluginPath, options: options)
-        let below: any BlockSource = options.faults.servesStaleBlock ? try StaleBlockSource(backup) : backup
+        var below: any BlockSource = backup
+        if options.faults.servesStaleBlock {
+            guard let reader = backup as? BackupImageReader else {
+                throw FaultPlanError(text: "stale-block", reason: "the plugin's source is not a .bli backup chain")
+            }
+            below = try StaleBlockSource(reader)
+        }
         let composed = try DiskComposer.compose(volume: below, composition: pointer.composition,
                                                 pluginDirectory: PluginFile.directory(of: PluginFile.absolutePath(pluginPath)))
         // A layer is never replayed over another backup or another placement of the volume.
