@@ -192,6 +192,11 @@ private func volumeBytes() -> [UInt8] {
         #expect { _ = try Self.expose(bli4, s4.file("plug"), table: .mbr) } throws: {
             "\($0)".contains("needs 512-byte sectors")
         }
+        // Nor a native format without a sector-size field: only VHDX carries 4096 (the drivers say so).
+        #expect { _ = try Self.expose(bli4, s4.file("plug"), format: "qcow2") } throws: {
+            "\($0)".contains("qcow2 has no sector size field")
+        }
+        #expect(!FileManager.default.fileExists(atPath: s4.file("plug/vm.qcow2")), "no plugin is left behind")
     }
 
     /// A bare volume (no table recorded) composed as GPT: GUIDs derived from the backup's image
