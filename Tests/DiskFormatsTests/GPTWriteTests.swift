@@ -140,3 +140,34 @@ let gptToolsMissing: String? = getuid() != 0 ? "not root (4096-byte-sector check
         #expect(try GPT.read(from: f, sectorSize: ss) == g)
     }
 }
+
+/// `bootlab info` (ImageInfoProbes) shows a raw disk's GPT: every partition with type and type
+/// name, GUIDs, start/end, attributes and name, in text and JSON; a damaged GPT shows its error.
+@Suite struct PartitionTableInfoTests {
+    @Test func rawDiskShowsItsGPT() throws {
+        let d = Scratch("gpt-info")
+        let g = try GPTWriteTests.sample(4096)
+        let path = d.file("disk.raw")
+        try g.write(to: try RawFile.create(path: path, size: g.diskBytes))
+        let info = try ImageInfoProbes.describe(path: path, probes: [])
+        let text = info.text
+        for line in ["partition table:", "  scheme: gpt", "  sector size: 4096", "  disk guid: \(GPTWriteTests.diskGUID)",
+                     "  first usable lba: 6", "    1:", "      type: C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "      type name: EFI System",
+                     "      unique guid: \(GPTWriteTests.espGUID)", "      start lba: 256", "      attributes: 0x1", "      name: EFI system",
+                     "    3:", "      type name: Linux filesystem", "      attributes: 0x1000000000000004", "      name: root"] {
+            #expect(text.contains(line + "\n") || text.hasSuffix(line), "missing '\(line)' in\n\(text)")
+        }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        let json = String(decoding: try enc.encode(info), as: UTF8.self)
+        #expect(json.contains(#""partition_table":{"disk_guid":"0C8F4B2E-1D35-4A4B-9A0B-3E2F5C6D7E8F""#), "\(json)")
+        #expect(json.contains(#""3":{"attributes":"0x1000000000000004","last_lba":10239,"name":"root","size":32505856,"start_lba":2304,"type":"0FC63DAF-8483-4772-8E79-3D69D8477DE4""#), "\(json)")
+
+        // Both headers damaged: the table is shown with the reader's error, not silently dropped.
+        let f = try RawFile(path: path, writable: true)
+        try f.write(at: 4096 + 60, [0x55])
+        try f.write(at: g.diskBytes - 4096 + 60, [0x55])
+        let bad = try ImageInfoProbes.describe(path: path, probes: []).text
+        #expect(bad.contains("  scheme: gpt") && bad.contains("header CRC-32 mismatch"), "\(bad)")
+    }
+}

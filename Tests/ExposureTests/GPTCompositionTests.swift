@@ -183,6 +183,9 @@ private func volumeBytes() -> [UInt8] {
         let bli = try Self.backup(original, s.file("plug"))
         let e = try Self.expose(bli, s.file("plug"), table: .mbr)
         #expect(e.report.composition == "volume" && e.pointer.composition.gpt == nil)
+        // An MBR composition's pointer is what releases before GPT wrote: no "gpt" key.
+        let json = String(decoding: try e.pointer.encode(), as: UTF8.self)
+        #expect(json.contains("\"kind\":\"volume\"") && !json.contains("\"gpt\""), "\(json)")
         let t = try PartitionTable.read(from: RawFile(path: e.raw))
         #expect(t.scheme == .mbr && t.entries.map(\.startLBA) == [2048] && t.entries[0].bootable)
         // A 4096-byte-sector volume cannot be an MBR composition: a clear error.
@@ -192,6 +195,11 @@ private func volumeBytes() -> [UInt8] {
         #expect { _ = try Self.expose(bli4, s4.file("plug"), table: .mbr) } throws: {
             "\($0)".contains("needs 512-byte sectors")
         }
+        // Nor a native format without a sector-size field: only VHDX carries 4096 (the drivers say so).
+        #expect { _ = try Self.expose(bli4, s4.file("plug"), format: "qcow2") } throws: {
+            "\($0)".contains("qcow2 has no sector size field")
+        }
+        #expect(!FileManager.default.fileExists(atPath: s4.file("plug/vm.qcow2")), "no plugin is left behind")
     }
 
     /// A bare volume (no table recorded) composed as GPT: GUIDs derived from the backup's image

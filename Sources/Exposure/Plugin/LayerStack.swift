@@ -7,7 +7,7 @@ import DiskFormats
 ///
 ///     backup reader            BackupImageReader, checked against the pointer (`checkIdentity`),
 ///                              or an external source (`ExternalSource`: nbdkit, NBD, an image), checked by `SourceIdentity`
-///     ▸ composed disk          DiskComposer.compose: synthesized MBR + gap + PatchedSource(volume) + tail
+///     ▸ composed disk          DiskComposer.compose: synthesized MBR (or GPT: GPTComposedDisk) + gap + PatchedSource(volume) + tail
 ///     ▸ reconfiguration layer  a WriteOverlay over the composed disk (read-only when served)
 ///     ▸ native view            the format's view (VHDXView, …) with the pointer's parameters, checked against the skeleton
 ///     ▸ plugin file bytes      ExposedImage: skeleton and trailer from the plugin file, the rest from the view
