@@ -43,6 +43,15 @@ struct ScenarioParsingTests {
         #expect(vault.machines.map(\.name) == ["alpha", "beta"])
         #expect(vault.backup.vault == "shared")
         #expect(try suite.scenario(named: "relocated-volume").machines[0].partitionStart == 63)
+        // Issue 13: the materialize scenario — volume-only zstd + AES on two targets of two
+        // native formats — runs the materialize validator; no other scenario does.
+        let mat = try suite.scenario(named: "materialize")
+        #expect(mat.materialize == true && mat.backup.kind == .volumeOnly)
+        #expect(mat.backup.compression == .zstd && mat.backup.encryption == .aes256gcm)
+        #expect(Set(mat.targets.compactMap { suite.targets[$0]?.nativeFormat }).count >= 2)
+        #expect(Pipeline.standard(for: mat, target: suite.targets["kvm-virtio"]!).validators.map(\.name).contains("materialize"))
+        #expect(!Pipeline.standard(for: foreign, target: suite.targets["kvm-virtio"]!).validators.map(\.name).contains("materialize"))
+        #expect(foreign.materialize == nil)
     }
 
     static let good = """
@@ -133,6 +142,12 @@ struct ScenarioParsingTests {
         #expect(e.key == "backup.incrementals[0].write[0].path")
         e = try rejection("name: [unclosed")
         #expect(e.reason.contains("not valid YAML"))
+    }
+
+    @Test func materializeKeyIsABoolean() throws {
+        #expect(try parse(Self.good + "materialize: true\n").materialize == true)
+        #expect(try parse(Self.good + "materialize: false\n").materialize == nil)
+        #expect(try rejection(Self.good + "materialize: maybe\n").key == "materialize")
     }
 
     @Test func badTargetFile() throws {
