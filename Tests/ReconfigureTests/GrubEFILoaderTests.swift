@@ -1,0 +1,77 @@
+import BlockCore
+import Foundation
+import Testing
+@testable import Reconfigure
+
+/// The GRUB EFI loader of a synthesized ESP (docs/uefi.md), without an appliance: built from the
+/// volume's own x86_64-efi modules (read with debugfs), its embedded config, determinism, and the
+/// typed refusal for a volume without EFI modules (unless the host's are allowed explicitly).
+/// The OVMF boot of it is the lab's uefi-esp-synthesized scenario.
+@Suite(.enabled(if: FileManager.default.fileExists(atPath: "/usr/lib/grub/x86_64-efi/kernel.img"),
+                "platform lacks a capability: grub-efi-amd64-bin is not installed (ci/packages/uefi.txt)"))
+struct GrubEFILoaderTests {
+    static let uuid = "6a7e0c5d-1b2f-4c3d-8e9f-0000000e0f10"
+
+    /// A 48 MiB ext4 volume with /boot/grub/grub.cfg and, optionally, grub-efi-amd64-bin's modules.
+    static func volume(at path: String, efiModules: Bool) throws {
+        let root = path + ".root"
+        try? FileManager.default.removeItem(atPath: root)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try FileManager.default.createDirectory(atPath: root + "/boot/grub", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: root + "/usr/lib/grub", withIntermediateDirectories: true)
+        if efiModules { try Fixture.sh(["cp", "-r", "/usr/lib/grub/x86_64-efi", root + "/usr/lib/grub/"]) }
+        try Data("set timeout=0\n".utf8).write(to: URL(fileURLWithPath: root + "/boot/grub/grub.cfg"))
+        try? FileManager.default.removeItem(atPath: path)
+        try Fixture.sh(["env", "E2FSPROGS_FAKE_TIME=1700000000", "mke2fs", "-q", "-t", "ext4", "-b", "4096", "-U", uuid,
+                        "-E", "hash_seed=\(uuid)", "-d", root, path, "48M"])
+    }
+
+    @Test func builtFromTheVolumesOwnModules() throws {
+        let dir = try Fixture.tempDir("grub-efi")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let vol = dir.appendingPathComponent("vol.raw").path
+        try Self.volume(at: vol, efiModules: true)
+        let l = try GrubEFILoader.build(volumePath: vol)
+        #expect(l.moduleSource == .volume)
+        #expect(l.moduleDirectory == "/usr/lib/grub/x86_64-efi")
+        #expect(l.filesystemUUID == Self.uuid)
+        #expect(l.configPath == "/boot/grub/grub.cfg")
+        // Modules are not next to grub.cfg: $prefix points at them on the volume, normal mode at grub.cfg.
+        #expect(l.embeddedConfig == """
+            search.fs_uuid \(Self.uuid) root
+            set prefix=($root)/usr/lib/grub
+            normal ($root)/boot/grub/grub.cfg
+
+            """)
+        #expect(l.modules.contains("part_gpt") && l.modules.contains("ext2") && l.modules.contains("linux"))
+        // A PE32+ image for x86-64 (machine 0x8664), with the embedded config inside.
+        let pe = Int(l.image.le32(0x3C))
+        #expect(Array(l.image[0..<2]) == Array("MZ".utf8))
+        #expect(Array(l.image[pe..<pe + 4]) == [0x50, 0x45, 0, 0])
+        #expect(l.image.le16(pe + 4) == 0x8664)
+        #expect(GrubBootCode.contains(l.image, Array("search.fs_uuid \(Self.uuid) root".utf8)))
+        #expect(l.espFiles.map(\.path) == ["/EFI/BOOT/BOOTX64.EFI"])
+        // Deterministic, and the same from a block source that is not a file (the backup reader's case).
+        #expect(try GrubEFILoader.build(volumePath: vol) == l)
+        #expect(try GrubEFILoader.build(volume: WrappedSource(inner: try RawFile(path: vol))) == l)
+    }
+
+    @Test func aVolumeWithoutEFIModulesIsRefusedUnlessTheHostsAreAllowed() throws {
+        let dir = try Fixture.tempDir("grub-efi-none")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let vol = dir.appendingPathComponent("vol.raw").path
+        try Self.volume(at: vol, efiModules: false)
+        do {
+            _ = try GrubEFILoader.build(volumePath: vol)
+            Issue.record("a volume without x86_64-efi modules was accepted")
+        } catch let e as GrubEFIError {
+            #expect(e == .noEFIModules(volume: vol, looked: ["/boot/grub/x86_64-efi", "/usr/lib/grub/x86_64-efi"]))
+            #expect(e.description.contains("the volume carries no x86_64-efi GRUB modules"))
+            #expect(e.description.contains("--esp-loader-modules host"))
+        }
+        let host = try GrubEFILoader.build(volumePath: vol, allowHostModules: true)
+        #expect(host.moduleSource == .host)
+        #expect(host.moduleDirectory == GrubEFILoader.hostModuleDirectory)
+        #expect(host.embeddedConfig == "search.fs_uuid \(Self.uuid) root\nset prefix=($root)/boot/grub\n")
+    }
+}
