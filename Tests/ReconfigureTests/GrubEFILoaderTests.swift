@@ -74,4 +74,25 @@ struct GrubEFILoaderTests {
         #expect(host.moduleDirectory == GrubEFILoader.hostModuleDirectory)
         #expect(host.embeddedConfig == "search.fs_uuid \(Self.uuid) root\nset prefix=($root)/boot/grub\n")
     }
+
+    /// fstab's /boot/efi entry follows the disk's ESP when it names a file system the disk lacks.
+    @Test func fstabBootEFIFollowsTheSynthesizedESP() {
+        let fstab = """
+            # <file system> <mount point> <type> <options> <dump> <pass>
+            UUID=\(Self.uuid) / ext4 errors=remount-ro 0 1
+            UUID=ABCD-0001\t/boot/efi\tvfat\tumask=0077\t0\t1
+            #UUID=ABCD-0002 /boot/efi vfat umask=0077 0 1
+            /dev/sdb1 /data ext4 defaults 0 2
+            """
+        let disk: Set<String> = [Self.uuid, "1A2B-3C4D"]
+        let (text, changes) = BootConfig.fstabWithESP(fstab, espUUID: "1A2B-3C4D", diskUUIDs: disk)
+        #expect(changes == ["UUID=ABCD-0001 /boot/efi → UUID=1A2B-3C4D (the disk's EFI System Partition)"])
+        #expect(text == fstab.replacingOccurrences(of: "UUID=ABCD-0001\t/boot/efi", with: "UUID=1A2B-3C4D\t/boot/efi"))
+        // Idempotent, and an entry that names a file system on the disk is left alone.
+        #expect(BootConfig.fstabWithESP(text, espUUID: "1A2B-3C4D", diskUUIDs: disk).1.isEmpty)
+        #expect(BootConfig.fstabWithESP(fstab, espUUID: "1A2B-3C4D", diskUUIDs: disk.union(["abcd-0001"])).1.isEmpty)
+        // A device node is pointed at the ESP too (the disk's names differ under every hypervisor).
+        let dev = BootConfig.fstabWithESP("/dev/sda1 /boot/efi vfat defaults 0 1\n", espUUID: "1A2B-3C4D", diskUUIDs: disk)
+        #expect(dev.0 == "UUID=1A2B-3C4D /boot/efi vfat defaults 0 1\n")
+    }
 }
