@@ -165,4 +165,49 @@ import TestSupport
             try PluginFile.expose(backupPath: s.file("plug/vol.bli"), pluginPath: s.file("plug/vol.vhdx"), options: e)
         }
     }
+
+    /// `bootlab expose --esp` end to end: a volume without x86_64-efi modules is refused with the
+    /// typed error naming the option; `--esp-loader-modules host` builds the loader from this
+    /// host's grub-efi-amd64-bin, and its embedded config searches for the volume's UUID.
+    @Test(.requires(missing: toolsMissing(["sgdisk", "mke2fs", "mcopy", "grub-mkimage"])
+                    ?? (FileManager.default.fileExists(atPath: "/usr/lib/grub/x86_64-efi/kernel.img") ? nil : "grub-efi-amd64-bin is not installed (ci/packages/uefi.txt)")))
+    func exposeCommandBuildsTheLoaderOrSaysWhy() throws {
+        let s = Scratch("esp-cli")
+        let uuid = "0e5f1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
+        let root = s.dir("root")
+        try FileManager.default.createDirectory(atPath: root + "/boot/grub", withIntermediateDirectories: true)
+        try Data("set timeout=0\n".utf8).write(to: URL(fileURLWithPath: root + "/boot/grub/grub.cfg"))
+        let vol = s.file("vol.raw")
+        let mk = try run("mke2fs", ["-q", "-t", "ext4", "-b", "4096", "-U", uuid, "-d", root, vol, "16M"])
+        #expect(mk.status == 0, "\(mk.stderr)")
+        let disk = s.file("disk.raw")
+        _ = try RawFile.create(path: disk, size: 24 << 20)
+        #expect(try run("sgdisk", ["-n", "1:2048:34815", "-t", "1:8300", disk]).status == 0)
+        #expect(try run("dd", ["if=\(vol)", "of=\(disk)", "bs=512", "seek=2048", "conv=notrunc,sparse", "status=none"]).status == 0)
+        try FileManager.default.createDirectory(atPath: s.file("plug"), withIntermediateDirectories: true)
+        #expect(try run(bootlabPath, ["backup", "create", disk, s.file("plug/vm.bli"), "--partition", "1"]).status == 0)
+
+        let refused = try run(bootlabPath, ["expose", s.file("plug/vm.bli"), "--out", s.file("plug/vm.vhdx"), "--esp"])
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("the volume carries no x86_64-efi GRUB modules"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("--esp-loader-modules host"), "\(refused.stderr)")
+
+        let ok = try run(bootlabPath, ["expose", s.file("plug/vm.bli"), "--out", s.file("plug/vm.vhdx"), "--esp", "--esp-loader-modules", "host"])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        let raw = s.file("composed.raw")
+        #expect(try Self.convert(s.file("plug/vm.vhdx"), raw).status == 0)
+        #expect(try run("sgdisk", ["-v", raw]).stdout.contains("No problems found"))
+        guard let esp = try Self.sgdiskPartitions(raw).first(where: { $0.code == "EF00" }) else {
+            Issue.record("no ESP in \(try run("sgdisk", ["-p", raw]).stdout)"); return
+        }
+        let loader = s.file("BOOTX64.EFI")
+        let m = try run("mcopy", ["-n", "-i", "\(raw)@@\(esp.first * 512)", "::/EFI/BOOT/BOOTX64.EFI", loader],
+                        environment: ["MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"])
+        #expect(m.status == 0, "\(m.stderr)")
+        let image = [UInt8]((try? Data(contentsOf: URL(fileURLWithPath: loader))) ?? Data())
+        #expect(image.starts(with: Array("MZ".utf8)))
+        let needle = Array("search.fs_uuid \(uuid) root".utf8)
+        #expect(image.count > needle.count && (0...(image.count - needle.count)).contains { image[$0..<$0 + needle.count].elementsEqual(needle) },
+                "the loader's embedded config does not search for \(uuid)")
+    }
 }

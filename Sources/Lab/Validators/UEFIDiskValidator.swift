@@ -34,8 +34,10 @@ public struct UEFIDiskValidator: Validator {
                 return .fail("\(m.name): disk GUID is not the source's \(ids.disk): \(table)", details: table)
             }
             let root = try Shell.run("sgdisk", ["-i", "2", raw]).stdout
-            let rootEnd = m.partitionStart + m.volumeSize / 512 - 1
-            for (what, want) in [("unique GUID", "Partition unique GUID: \(ids.root)"), ("first sector", "First sector: \(m.partitionStart) "),
+            // Where exposure put the root (its original start unless the scenario moves it).
+            let rootStart = context.scenario.backup.kind == .volumeOnly ? (context.scenario.backup.exposePartitionStart ?? m.partitionStart) : m.partitionStart
+            let rootEnd = rootStart + m.volumeSize / 512 - 1
+            for (what, want) in [("unique GUID", "Partition unique GUID: \(ids.root)"), ("first sector", "First sector: \(rootStart) "),
                                  ("last sector", "Last sector: \(rootEnd) "), ("name", "Partition name: 'bootlab root'"),
                                  ("type", "Partition GUID code: 0FC63DAF-8483-4772-8E79-3D69D8477DE4")]
             where !root.localizedCaseInsensitiveContains(want) {
