@@ -21,7 +21,8 @@ public struct BootValidator: Validator {
         }
         let log = context.directory.appendingPathComponent("console-\(machine).log")
         let result = try BootRunner.boot(disk: disk.disk, target: context.target, marker: spec.marker,
-                                         consoleLog: log, timeout: context.options.bootTimeout)
+                                         consoleLog: log,
+                                         timeout: context.options.bootTimeout * BootRunner.timeoutScale(firmware: context.target.firmware))
         let attachments = ["console": result.consoleLogPath]
         let details = "disk: \(disk.disk.description)\ncommand: \(result.commandLine.joined(separator: " "))"
         let seconds = String(format: "%.1f s", result.seconds)
