@@ -95,4 +95,42 @@ struct GrubEFILoaderTests {
         let dev = BootConfig.fstabWithESP("/dev/sda1 /boot/efi vfat defaults 0 1\n", espUUID: "1A2B-3C4D", diskUUIDs: disk)
         #expect(dev.0 == "UUID=1A2B-3C4D /boot/efi vfat defaults 0 1\n")
     }
+
+    /// Reconfiguring a UEFI disk (GPT, an ESP with the fallback loader, a GRUB root) through the
+    /// appliance: no BIOS boot code is attempted — before, a GPT disk with a grub.cfg was refused
+    /// ("BIOS GRUB there needs a BIOS boot partition") — and nothing is written before the root.
+    @Test func reconfiguringAUEFIDiskKeepsItsLoader() throws {
+        let dir = try Fixture.tempDir("grub-efi-reconf")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let root = dir.appendingPathComponent("root").path
+        try FileManager.default.createDirectory(atPath: root + "/boot/grub", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: root + "/etc", withIntermediateDirectories: true)
+        try Data("set timeout=0\n".utf8).write(to: URL(fileURLWithPath: root + "/boot/grub/grub.cfg"))
+        try Data("UUID=\(Self.uuid) / ext4 defaults 0 1\nUUID=DEAD-BEEF /boot/efi vfat umask=0077 0 1\n".utf8)
+            .write(to: URL(fileURLWithPath: root + "/etc/fstab"))
+        let vol = dir.appendingPathComponent("vol.raw").path
+        _ = try Fixture.sh(["mke2fs", "-q", "-t", "ext4", "-b", "4096", "-U", Self.uuid, "-d", root, vol, "16M"])
+        let esp = dir.appendingPathComponent("esp.img").path
+        _ = try Fixture.sh(["truncate", "-s", "40M", esp])
+        _ = try Fixture.sh(["mkfs.fat", "-F", "32", "-i", "1A2B3C4D", esp])
+        _ = try Fixture.sh(["env", "MTOOLS_SKIP_CHECK=1", "mmd", "-i", esp, "::/EFI", "::/EFI/BOOT"])
+        let loader = dir.appendingPathComponent("BOOTX64.EFI").path
+        try Data("MZ not really a loader".utf8).write(to: URL(fileURLWithPath: loader))
+        _ = try Fixture.sh(["env", "MTOOLS_SKIP_CHECK=1", "mcopy", "-i", esp, loader, "::/EFI/BOOT/BOOTX64.EFI"])
+        let disk = dir.appendingPathComponent("disk.raw").path
+        _ = try Fixture.sh(["truncate", "-s", "60M", disk])
+        _ = try Fixture.sh(["sgdisk", "-n", "1:2048:83967", "-t", "1:EF00", "-n", "2:83968:116735", "-t", "2:8300", disk])
+        _ = try Fixture.sh(["dd", "if=\(esp)", "of=\(disk)", "bs=512", "seek=2048", "conv=notrunc,sparse", "status=none"])
+        _ = try Fixture.sh(["dd", "if=\(vol)", "of=\(disk)", "bs=512", "seek=83968", "conv=notrunc,sparse", "status=none"])
+        let layer = try RawFile.create(path: dir.appendingPathComponent("layer").path, size: try RawFile(path: disk).size)
+        let r = try Reconfigurator.reconfigure(image: DiskImage(path: disk, format: "raw"), layer: layer, target: "kvm-uefi",
+                                               drivers: try Fixture.drivers)
+        #expect(!r.changes.contains { $0.kind == "grub-boot-code" }, "\(r.changes)")
+        #expect(r.bootLoader?.contains("UEFI") == true, "\(String(describing: r.bootLoader))")
+        // fstab is edited only on the Linux paths that reconfigure an initramfs (tiny Linux,
+        // initramfs-tools); this grub-only volume has none, so its fstab is left as it was.
+        #expect(!r.changes.contains { $0.kind == "fstab-uuid" }, "\(r.changes)")
+        // Sector 0 (the protective MBR) is untouched: nothing in the layer's first MiB.
+        #expect(try layer.allExtents().filter { $0.kind == .data && $0.offset < 1 << 20 }.isEmpty)
+    }
 }
