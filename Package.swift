@@ -40,7 +40,7 @@ let package = Package(
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
         // The verification lab: scenarios, targets, generator, pipeline steps/validators, boot runner, reports.
         .target(name: "Lab", dependencies: ["Archives", "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Processes", "Reconfigure", .product(name: "Yams", package: "Yams")]),
-        .testTarget(name: "LabTests", dependencies: ["Lab", "BlockCore"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "BlockCore", "DiskFormats", "TestSupport"]),
         // libguestfs and libhivex, for OS reconfiguration.
         .systemLibrary(name: "CGuestfs", pkgConfig: "libguestfs"),
         .systemLibrary(name: "CHivex", pkgConfig: "hivex"),
@@ -61,6 +61,7 @@ let package = Package(
         .executableTarget(name: "FuzzQCOW2", dependencies: ["DiskFormats"], path: "Sources/Fuzz/FuzzQCOW2"),
         .executableTarget(name: "FuzzVHD", dependencies: ["DiskFormats"], path: "Sources/Fuzz/FuzzVHD"),
         .executableTarget(name: "FuzzVDI", dependencies: ["DiskFormats"], path: "Sources/Fuzz/FuzzVDI"),
+        .executableTarget(name: "FuzzGPT", dependencies: ["DiskFormats"], path: "Sources/Fuzz/FuzzGPT"),
         // Backup benchmarks with ratios against zstd (ci/bench-backup).
         .executableTarget(name: "bootlab-bench-backup", dependencies: ["BackupImage", "BlockCore", "Processes"]),
         // Exposure: composed disk, plugin file (expose/open), write overlay, replacement file.

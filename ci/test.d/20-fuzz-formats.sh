@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Short libFuzzer runs of every native format's parser (reader + check: VHDX, VMDK, VHD, VDI,
-# qcow2) over its committed seed corpus. New crashes are written to Tests/FuzzCorpus/<FORMAT>/
+# qcow2) and of the GPT reader/writer (FuzzGPT) over its committed seed corpus. New crashes are written to Tests/FuzzCorpus/<FORMAT>/
 # crash-*; commit them: each format's corpus test replays every file there as a regression test.
 # Tier: CI (FUZZ_SECONDS per format, default 10). Long fuzzing: FUZZ_SECONDS=3600 bash ci/test.d/20-fuzz-formats.sh
 # (or FUZZ_FORMATS="VMDK" to pick formats).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . ci/lib.sh
-formats=${FUZZ_FORMATS:-"VHDX VMDK VHD VDI QCOW2"}
+formats=${FUZZ_FORMATS:-"VHDX VMDK VHD VDI QCOW2 GPT"}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for f in $formats; do

@@ -93,8 +93,17 @@ public enum ImageInfoProbes {
         let f = try RawFile(path: path)
         let head = try f.read(at: 0, count: Int(min(4096, f.size)))
         for p in probes where p.matches(head: head) { return try p.info(path: path) }
-        if let driver = try DiskFormatRegistry.detect(path: path) { return try driver.info(path: path) }
-        return try RawInfoProbe().info(path: path)
+        var info: ImageInfo
+        let disk: (any BlockSource)?
+        if let driver = try DiskFormatRegistry.detect(path: path) {
+            info = try driver.info(path: path)
+            disk = try? driver.open(path: path)
+        } else {
+            info = try RawInfoProbe().info(path: path)
+            disk = f
+        }
+        if let disk, let table = PartitionTableInfo.field(of: disk) { info.fields.append(table) }
+        return info
     }
 }
 

@@ -66,15 +66,15 @@ extension GPT {
             guard p.firstLBA <= p.lastLBA else {
                 throw GPTError(.partitionRange, "partition entry \(p.number)", at: at + 32, "StartingLBA \(p.firstLBA) after EndingLBA \(p.lastLBA)")
             }
-            // §5.3.1: FirstUsableLBA/LastUsableLBA bound the space "that may be used by a
-            // partition described by a GUID Partition Entry" (table 5-5); a partition outside it
-            // would overlap a header or an entry array.
+            // §5.3.1: "GPT Partition Entries define a partition that is contained in a range
+            // that is within the usable space declared by the GPT Header" (FirstUsableLBA …
+            // LastUsableLBA, table 5-5); outside it a partition would overlap a header or an array.
             guard p.firstLBA >= firstUsableLBA, p.lastLBA <= lastUsableLBA else {
                 throw GPTError(.partitionOutsideUsable, "partition entry \(p.number)", at: at + 32,
                                "LBAs \(p.firstLBA)...\(p.lastLBA) outside the usable \(firstUsableLBA)...\(lastUsableLBA)")
             }
         }
-        // §5.3.3: the partitions an entry array defines must not overlap one another.
+        // §5.3.1: "Each defined partition must not overlap with any other defined partition."
         let sorted = partitions.sorted { ($0.firstLBA, $0.number) < ($1.firstLBA, $1.number) }
         for (a, b) in zip(sorted, sorted.dropFirst()) where b.firstLBA <= a.lastLBA {
             let later = max(a.number, b.number)

@@ -97,9 +97,11 @@ extension GPT {
         // located after the LastUsableLBA and end before the backup GPT Header."
         let arraySectors = (h.entryArrayBytes + ss - 1) / ss
         let (arrayEnd, overflow) = h.partitionEntryLBA.addingReportingOverflow(arraySectors)
+        // (The backup header cannot see the primary array, but its FirstUsableLBA must still
+        // leave room for the primary header and an array of the same size.)
         let placed = isPrimary
-            ? h.partitionEntryLBA > lba && arrayEnd <= h.firstUsableLBA && h.firstUsableLBA <= h.lastUsableLBA
-            : h.partitionEntryLBA > h.lastUsableLBA && arrayEnd <= lba
+            ? h.partitionEntryLBA > lba && arrayEnd <= h.firstUsableLBA
+            : h.partitionEntryLBA > h.lastUsableLBA && arrayEnd <= lba && h.firstUsableLBA >= 2 + arraySectors
         guard !overflow, placed else {
             let rule = isPrimary ? "after the header (LBA 1) and end by FirstUsableLBA \(h.firstUsableLBA)"
                                  : "after LastUsableLBA \(h.lastUsableLBA) and end by the backup header (LBA \(lba))"

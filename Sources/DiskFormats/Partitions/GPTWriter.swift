@@ -2,8 +2,8 @@ import BlockCore
 
 extension GPT {
     /// Entries in the array a writer makes by default: 128 of 128 bytes, the 16 KiB §5.3.1 asks
-    /// software to reserve ("a minimum of 16,384 bytes of space must be reserved for the GPT
-    /// Partition Entry Array"), and what sgdisk, sfdisk and Windows write.
+    /// for ("A minimum of 16,384 bytes of space must be reserved for the GPT Partition Entry
+    /// Array"), and what sgdisk and sfdisk write.
     public static let defaultEntryCount = 128
     public static let defaultEntrySize = 128
 

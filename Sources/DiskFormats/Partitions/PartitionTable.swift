@@ -31,8 +31,9 @@ public struct PartitionTable: Sendable, Hashable {
 
     public func entry(number: Int) -> Entry? { entries.first { $0.number == number } }
 
-    /// Reads the table of `disk`: GPT when sector 0 holds a protective MBR (tried with 512- then
-    /// 4096-byte sectors), MBR otherwise. Partitions past the end of the disk are an error.
+    /// Reads the table of `disk`: GPT when sector 0 holds a protective MBR (tried with 512- and
+    /// 4096-byte sectors, the one with a header signature at LBA 1 first; `GPT.read` applies UEFI
+    /// §5.3's rules), MBR otherwise. Partitions past the end of the disk are an error.
     public static func read(from disk: some BlockSource) throws -> PartitionTable {
         guard disk.size >= 512 else {
             throw FormatError("MBR", "sector 0", at: 0, "disk of \(disk.size) bytes is smaller than one sector")
@@ -40,7 +41,12 @@ public struct PartitionTable: Sendable, Hashable {
         let mbr = try MBR.parse(try disk.read(at: 0, count: 512))
         if mbr.isProtective {
             var firstError: Error?
-            for ss in [512, 4096] {
+            // The sector size whose LBA 1 holds a header signature is tried first, so a damaged
+            // table is reported with that reading's error, not "no signature" from the other.
+            func signed(_ ss: Int) -> Bool {
+                disk.size >= UInt64(2 * ss) && (try? disk.read(at: UInt64(ss), count: 8)) == GPT.signature
+            }
+            for ss in signed(4096) && !signed(512) ? [4096, 512] : [512, 4096] {
                 do {
                     let g = try GPT.read(from: disk, sectorSize: ss)
                     let entries = try g.partitions.map { p -> Entry in

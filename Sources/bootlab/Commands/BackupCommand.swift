@@ -121,6 +121,10 @@ struct BackupCommand: ParsableCommand {
                 if let g = info.gptDiskGUID { print("disk GUID: \(g)") }
                 if let t = info.mbrPartitionType { print("partition type: \(t)") }
                 if let t = info.gptPartitionType { print("partition type GUID: \(t)") }
+                if let g = info.gptPartitionGUID { print("partition unique GUID: \(g)") }
+                if let a = info.gptAttributes { print("partition attributes: \(a)") }
+                if let n = info.gptPartitionName { print("partition name: \(n)") }
+                if let c = info.gptEntryCount { print("GPT entries: \(c)") }
                 if info.sourceKind == "volume" {
                     print("partition start LBA: \(info.partitionStartLBA), size \(info.partitionSizeBytes), bootable \(info.bootable)")
                 }

@@ -19,7 +19,8 @@ struct InfoCommand: ParsableCommand {
             try PluginInfo.append(to: &info, path: file)
             if json {
                 let enc = JSONEncoder()
-                enc.outputFormatting = [.prettyPrinted, .withoutEscapingSlashes]
+                // Sorted keys: the same file prints the same bytes (JSONEncoder's order is not stable).
+                enc.outputFormatting = [.prettyPrinted, .withoutEscapingSlashes, .sortedKeys]
                 print(String(decoding: try enc.encode(info), as: UTF8.self))
             } else {
                 print(info.text)
