@@ -10,10 +10,15 @@ struct ScenarioParsingTests {
 
     @Test func shippedSuiteLoads() throws {
         let suite = try Self.suite()
-        #expect(Set(suite.targets.keys) == ["hyperv-gen1", "kvm-virtio", "vmware-pvscsi", "virtualbox-ahci", "azure-gen1"])
+        #expect(Set(suite.targets.keys) == ["hyperv-gen1", "kvm-virtio", "vmware-pvscsi", "virtualbox-ahci", "azure-gen1",
+                                            "hyperv-gen2", "kvm-uefi"])
         // Every target is served its own native format, and the drivers' data agrees.
         #expect(suite.targets.mapValues(\.nativeFormat) == ["hyperv-gen1": "vhdx", "kvm-virtio": "qcow2", "vmware-pvscsi": "vmdk",
-                                                             "virtualbox-ahci": "vdi", "azure-gen1": "vhd"])
+                                                             "virtualbox-ahci": "vdi", "azure-gen1": "vhd",
+                                                             "hyperv-gen2": "vhdx", "kvm-uefi": "qcow2"])
+        // UEFI targets (docs/uefi.md): OVMF on q35; everything else SeaBIOS.
+        #expect(suite.targets.filter { $0.value.firmware == "ovmf" }.keys.sorted() == ["hyperv-gen2", "kvm-uefi"])
+        #expect(suite.targets.values.allSatisfy { $0.firmware == "seabios" || $0.machine == "q35" })
         #expect(suite.targets["azure-gen1"]?.formatOptions == ["subformat": "fixed"])
         let foreign = try suite.scenario(named: "foreign-drivers-unreconfigured")
         #expect(foreign.expectation(for: "kvm-virtio") == .mustNotBoot(reason: "root device not found"))
@@ -52,6 +57,16 @@ struct ScenarioParsingTests {
         #expect(Pipeline.standard(for: mat, target: suite.targets["kvm-virtio"]!).validators.map(\.name).contains("materialize"))
         #expect(!Pipeline.standard(for: foreign, target: suite.targets["kvm-virtio"]!).validators.map(\.name).contains("materialize"))
         #expect(foreign.materialize == nil)
+        // The UEFI pair: the same machine and backup, with and without a synthesized ESP.
+        let esp = try suite.scenario(named: "uefi-esp-synthesized"), noESP = try suite.scenario(named: "uefi-no-esp")
+        #expect(esp.machines == noESP.machines && esp.seed == noESP.seed && esp.machines[0].isUEFI)
+        #expect(esp.backup.esp == .synthesize && noESP.backup.esp == BackupSpec.ESPMode.none)
+        #expect(esp.machines[0].rootPartitionNumber == 2)
+        #expect(esp.targets.allSatisfy { esp.expectation(for: $0) == .boots })
+        guard case .mustNotBoot(let why) = noESP.expectation(for: "kvm-uefi") else { Issue.record("the twin must not boot"); return }
+        #expect(why.contains("BdsDxe"))
+        #expect(Pipeline.standard(for: esp, target: suite.targets["kvm-uefi"]!).validators.map(\.name).contains("gpt-esp"))
+        #expect(try suite.scenario(named: "uefi-whole-disk").backup.kind == .disk)
     }
 
     static let good = """
@@ -120,8 +135,16 @@ struct ScenarioParsingTests {
     @Test func badFilesNameKeyAndReason() throws {
         var e = try rejection(Self.good.replacingOccurrences(of: "filesystem: ext4", with: "filesystem: ntfs"))
         #expect(e.key == "machine.filesystem" && e.reason.contains("ntfs") && e.reason.contains("fat32"))
-        e = try rejection(Self.good.replacingOccurrences(of: "targets: [kvm-virtio]", with: "targets: [hyperv-gen2]"))
-        #expect(e.key == "targets[0]" && e.reason.contains("unknown target 'hyperv-gen2'"))
+        e = try rejection(Self.good.replacingOccurrences(of: "targets: [kvm-virtio]", with: "targets: [hyperv-gen3]"))
+        #expect(e.key == "targets[0]" && e.reason.contains("unknown target 'hyperv-gen3'"))
+        // UEFI machines: grub-efi boots from ext4 only, and the root must leave room for the ESP.
+        e = try rejection(Self.good.replacingOccurrences(of: "filesystem: ext4", with: "filesystem: fat32\n  bootloader: grub-efi")
+            .replacingOccurrences(of: "volume_size: 32M", with: "volume_size: 48M"))
+        #expect(e.key == "machine.bootloader" && e.reason.contains("grub-efi: ext4"))
+        e = try rejection(Self.good.replacingOccurrences(of: "filesystem: ext4", with: "filesystem: ext4\n  bootloader: grub-efi"))
+        #expect(e.key == "machine.partition_start" && e.reason.contains("133120"))
+        e = try rejection(Self.good + "backup:\n  kind: disk\n  esp: synthesize\n")
+        #expect(e.key == "backup.esp" && e.reason.contains("volume-only"))
         e = try rejection(Self.good + "\ncolour: blue\n")
         #expect(e.key == "colour" && e.reason.contains("unknown key"))
         e = try rejection(Self.good.replacingOccurrences(of: "volume_size: 32M", with: "volume_size: lots"))
@@ -162,6 +185,16 @@ struct ScenarioParsingTests {
         #expect(throws: ScenarioError.self) { try ScenarioLoader.parseTarget(yaml: yaml, file: "targets/t.yaml") }
         do { _ = try ScenarioLoader.parseTarget(yaml: yaml, file: "targets/t.yaml") } catch let e as ScenarioError {
             #expect(e.key == "qemu" && e.reason.contains("{drive}"))
+        }
+        let ovmfOnPC = yaml.replacingOccurrences(of: "qemu: [\"-hda\", \"x\"]", with: "qemu: [\"-drive\", \"{drive},if=ide\"]\nfirmware: ovmf")
+        do { _ = try ScenarioLoader.parseTarget(yaml: ovmfOnPC, file: "targets/t.yaml"); Issue.record("ovmf on pc accepted") } catch let e as ScenarioError {
+            #expect(e.key == "firmware" && e.reason.contains("q35"))
+        }
+        do {
+            _ = try ScenarioLoader.parseTarget(yaml: ovmfOnPC.replacingOccurrences(of: "ovmf", with: "coreboot"), file: "targets/t.yaml")
+            Issue.record("an unknown firmware accepted")
+        } catch let e as ScenarioError {
+            #expect(e.key == "firmware" && e.reason.contains("seabios, ovmf"))
         }
     }
 }

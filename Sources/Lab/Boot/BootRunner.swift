@@ -60,6 +60,12 @@ public enum BootRunner {
     public static let ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
     public static let ovmfVarsTemplate = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 
+    /// How much longer than the lab's boot timeout a firmware may take: OVMF's own start-up under
+    /// TCG costs what SeaBIOS's does many times over (on a loaded 2-core machine it alone can take
+    /// a minute), so UEFI targets get twice the timeout. A failed UEFI boot is stopped at the
+    /// firmware's shell, so the larger timeout only ever delays a hung boot.
+    public static func timeoutScale(firmware: String) -> Double { firmware == "ovmf" ? 2 : 1 }
+
     /// Firmware names a target may state (`firmware:`).
     public static let firmwares = ["seabios", "ovmf"]
 

@@ -25,7 +25,8 @@ public struct BootValidator: Validator {
         // GRUB + systemd takes 15–19 s under TCG on a quiet machine (the tiny Linux 3–6 s).
         let timeout = spec.os == .debianGrub ? max(context.options.bootTimeout, Self.distributionTimeout) : context.options.bootTimeout
         let result = try BootRunner.boot(disk: disk.disk, target: context.target, marker: spec.marker,
-                                         consoleLog: log, timeout: timeout, markerLine: spec.markerLine)
+                                         consoleLog: log, timeout: timeout * BootRunner.timeoutScale(firmware: context.target.firmware),
+                                         markerLine: spec.markerLine)
         let attachments = ["console": result.consoleLogPath]
         let details = "disk: \(disk.disk.description)\ncommand: \(result.commandLine.joined(separator: " "))"
         let seconds = String(format: "%.1f s", result.seconds)

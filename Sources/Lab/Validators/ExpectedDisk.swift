@@ -99,16 +99,9 @@ public enum ExpectedDisk {
         let end = start + machine.volumeSize / 512 - 1
         try Shell.run("sgdisk", ["--disk-guid=\(ids.disk)", "-n", "2:\(start):\(end)", "-t", "2:8300", "-u", "2:\(ids.root)",
                                  "-c", "2:bootlab root", tmp])
-        let source = try RawFile(path: state)
-        let dst2 = try RawFile(path: tmp, writable: true)
-        var done: UInt64 = 0
-        while done < machine.volumeSize {
-            let n = Int(min(UInt64(1 << 20), machine.volumeSize - done))
-            let bytes = try source.read(at: machine.partitionStart * 512 + done, count: n)
-            if bytes.contains(where: { $0 != 0 }) { try dst2.write(at: start * 512 + done, bytes) }
-            done += UInt64(n)
-        }
-        try dst2.flush()
+        // The source volume at its start (dd, sparse: this runs in debug builds too).
+        try Shell.run("dd", ["if=\(state)", "of=\(tmp)", "bs=512", "skip=\(machine.partitionStart)", "seek=\(start)",
+                             "count=\(machine.volumeSize / 512)", "conv=sparse,notrunc", "status=none"])
         guard rename(tmp, out.path) == 0 else { throw IOError("rename", path: out.path, errno: errno) }
         return out.path
     }

@@ -37,7 +37,13 @@ struct GrubReconfigurer {
             // GPT: GRUB's core lives in a BIOS boot partition we do not rebuild. A boot sector that
             // is GRUB's is taken as installed; anything else is refused.
             if GrubBootCode.contains(Array(sector0[0..<MBR.bootCodeSize]), Array("GRUB ".utf8)) { return true }
-            throw GrubError.partitionTable("\(disk) is GPT-partitioned and has no GRUB boot sector; BIOS GRUB there needs a BIOS boot partition (not supported)")
+            // A UEFI disk (e.g. a volume exposed with a synthesized ESP, docs/uefi.md): the firmware
+            // boots \EFI\BOOT\BOOTX64.EFI from the ESP; there is no BIOS boot code to make.
+            if let esp = try uefiLoader() {
+                report.bootLoader = "grub (UEFI: \\EFI\\BOOT\\BOOTX64.EFI on \(esp))"
+                return true
+            }
+            throw GrubError.partitionTable("\(disk) is GPT-partitioned and has no GRUB boot sector; BIOS GRUB there needs a BIOS boot partition (not supported), and no FAT file system holds \\EFI\\BOOT\\BOOTX64.EFI for UEFI")
         }
         let installed = try GrubBootCode.isInstalled(sector0: sector0) { lba in
             try g.preadDevice(disk, count: MBR.size, at: lba * UInt64(MBR.size))
@@ -67,5 +73,15 @@ struct GrubReconfigurer {
         guard !dryRun else { return true }
         for p in code.patches { try g.pwriteDevice(disk, p.bytes, at: p.offset) }
         return true
+    }
+
+    /// The FAT file system holding the UEFI fallback loader, if any (path case-insensitive, as FAT is).
+    private func uefiLoader() throws -> String? {
+        for (dev, type) in try g.listFilesystems() where type == "vfat" {
+            do { try g.mountReadOnly(dev) } catch { continue }
+            defer { try? g.umountAll() }
+            if let path = try? g.caseSensitivePath("/EFI/BOOT/BOOTX64.EFI"), (try? g.isFile(path)) == true { return dev }
+        }
+        return nil
     }
 }

@@ -73,4 +73,28 @@ public enum BootConfig {
         }
         return (lines.joined(separator: "\n"), changed)
     }
+
+    /// Keeps fstab's `/boot/efi` entry consistent with the disk's EFI System Partition
+    /// (docs/uefi.md): a volume exposed with a synthesized ESP has a FAT volume ID that is not the
+    /// original ESP's, so an entry naming a file system the disk does not have (`UUID=`, or a
+    /// `/dev/…` node) is pointed at `espUUID`. Entries already naming a file system on the disk,
+    /// comment lines and other mount points are left alone. Returns the new text and the changes.
+    public static func fstabWithESP(_ text: String, espUUID: String, diskUUIDs: Set<String>) -> (String, [String]) {
+        var changed: [String] = []
+        var lines: [String] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            let trimmed = line.drop { $0 == " " || $0 == "\t" }
+            let fields = trimmed.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard !trimmed.hasPrefix("#"), fields.count >= 2, fields[1] == "/boot/efi" || fields[1] == "/efi" else {
+                lines.append(String(line)); continue
+            }
+            let spec = String(fields[0])
+            let named = spec.hasPrefix("UUID=") ? String(spec.dropFirst(5)) : nil
+            let onDisk = named.map { n in diskUUIDs.contains { $0.caseInsensitiveCompare(n) == .orderedSame } } ?? false
+            guard !onDisk, spec != "UUID=\(espUUID)" else { lines.append(String(line)); continue }
+            lines.append(String(line.prefix(line.count - trimmed.count)) + "UUID=\(espUUID)" + trimmed.dropFirst(fields[0].count))
+            changed.append("\(spec) \(fields[1]) → UUID=\(espUUID) (the disk's EFI System Partition)")
+        }
+        return (lines.joined(separator: "\n"), changed)
+    }
 }

@@ -224,7 +224,12 @@ struct LinuxReconfigurer {
             try g.mountReadOnly(p.device)
             let text = String(decoding: try g.readFile("/etc/fstab"), as: UTF8.self)
             try g.umountAll()
-            let (newText, rewritten) = try BootConfig.fstabWithUUIDs(text) { try uuidOfPartition($0) }
+            var (newText, rewritten) = try BootConfig.fstabWithUUIDs(text) { try uuidOfPartition($0) }
+            if let esp = try espFilesystem() {
+                let (t, r) = BootConfig.fstabWithESP(newText, espUUID: esp.uuid, diskUUIDs: esp.all)
+                newText = t
+                rewritten += r
+            }
             if !rewritten.isEmpty {
                 fstabs.append((p.device, newText))
                 for r in rewritten { report.changes.append(.init(kind: "fstab-uuid", location: "\(p.device):/etc/fstab", detail: r)) }
@@ -293,7 +298,12 @@ struct LinuxReconfigurer {
             if newText != text { rootConfigEdits.append((cfg, text, newText)) }
         }
         let fstab = String(decoding: try g.readFile("/etc/fstab"), as: UTF8.self)
-        let (newFstab, rewritten) = try BootConfig.fstabWithUUIDs(fstab) { try uuidOfPartition($0) }
+        var (newFstab, rewritten) = try BootConfig.fstabWithUUIDs(fstab) { try uuidOfPartition($0) }
+        if let esp = try espFilesystem() {
+            let (t, r) = BootConfig.fstabWithESP(newFstab, espUUID: esp.uuid, diskUUIDs: esp.all)
+            newFstab = t
+            rewritten += r
+        }
         for r in rewritten { report.changes.append(.init(kind: "fstab-uuid", location: "\(root.device):/etc/fstab", detail: r)) }
         try g.umountAll()
 
@@ -340,6 +350,21 @@ struct LinuxReconfigurer {
     }
 
     /// The UUID of partition `n` of the disk (the appliance sees the disk as /dev/sda).
+    /// The disk's one FAT file system (a UEFI disk's ESP, e.g. the one exposure synthesized) and
+    /// every file system UUID on the disk; nil when there is no FAT file system or several.
+    private func espFilesystem() throws -> (uuid: String, all: Set<String>)? {
+        let fss = try g.listFilesystems()
+        let fat = fss.filter { $0.type == "vfat" }
+        guard fat.count == 1 else { return nil }
+        let uuid = try g.vfsUUID(fat[0].device)
+        guard !uuid.isEmpty else { return nil }
+        var all = Set<String>()
+        for fs in fss where !["unknown", ""].contains(fs.type) {
+            if let u = try? g.vfsUUID(fs.device), !u.isEmpty { all.insert(u) }
+        }
+        return (uuid, all)
+    }
+
     private func uuidOfPartition(_ n: Int) throws -> String {
         let dev = "\(session.device)\(n)"
         guard try g.listPartitions().contains(dev) else { throw ReconfigureError.guest("boot configuration names partition \(n), but the disk has no \(dev)") }
