@@ -82,6 +82,8 @@ let package = Package(
         .target(name: "CNBDKit"),
         .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "BackupImage", "Exposure"]),
         .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"], path: "Sources/Fuzz/FuzzOverlayJournal"),
+        // libFuzzer harness for the plugin pointer (external sources) and source specs (ci/test.d/75-user-sources.sh).
+        .executableTarget(name: "FuzzPluginPointer", dependencies: ["Exposure"], path: "Sources/Fuzz/FuzzPluginPointer"),
         .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats", "Processes", "TestSupport"]),
         .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "BackupImage", "TestSupport"]),
         // Reconfiguration of a plugin's OS: the engine over the plugin's composed disk (served over

@@ -149,7 +149,7 @@ public struct BackupSourceSpec: Codable, Sendable, Equatable, CustomStringConver
     /// What may run and be read, checked wherever a plugin's source is opened (mount, serve,
     /// convert, reconfigure): every path inside the plugin's tree (unless `allowOutside`), and a
     /// plugin named rather than given as a path on `allowedPlugins`.
-    func checkConfinement(pluginDirectory: String, allowOutside: Bool, allowedPlugins: Set<String>) throws {
+    public func checkConfinement(pluginDirectory: String, allowOutside: Bool, allowedPlugins: Set<String>) throws {
         var allowedProgram = false
         if kind == .nbdkit, let plugin = argv.first {
             if !plugin.contains("/") {

@@ -9,68 +9,98 @@ import Glibc
 /// read use libnbd's asynchronous calls and `nbd_poll` with a deadline, so a server that hangs
 /// gives `SourceError.readTimeout`/`.connect` instead of a hang.
 ///
-/// One connection, serialized by a lock: a source plugin may use any nbdkit thread model
-/// (a second connection to a `serialize_connections` plugin would wait for the first to close).
-/// A read times out → the connection is closed (its command is still in flight) and the source
-/// fails every later read: a half-dead server is not trusted again.
+/// One connection per concurrent reader, up to `maxConnections`, only when the server says
+/// connections are consistent (NBD multi-conn); otherwise one connection serialized by a lock —
+/// a source plugin may use any nbdkit thread model (a second connection to a
+/// `serialize_connections` plugin would wait for the first to close). A read that times out
+/// closes its connection (its command is still in flight) and the source fails every later read:
+/// a half-dead server is not trusted again.
 public final class NBDSource: BlockSource, @unchecked Sendable {
-    // @unchecked: `handle` is used only under `lock`; `size` and the names are immutable.
+    // @unchecked: each connection's handle is used only under its lock; `dead` is atomic-ish
+    // behind its own lock; the rest is immutable.
     public let size: UInt64
     /// What error messages call this source (the spec, not the socket).
     public let name: String
     public let timeout: Double
-    private var handle: OpaquePointer?
-    private let lock = NSLockish()
+    private let connections: [Connection]
+    private let next = Locked<Int>(0)
+    private let dead = Locked<Bool>(false)
     /// The server process behind the export, when we started it (kept alive with the source).
     private let server: SourceServer?
     /// Largest request sent at once (NBD servers refuse requests above 32 MiB).
     static let maxRequest = 8 << 20
+    /// Connections opened when the server allows several (nbdcopy's default is 4 too).
+    public static let maxConnections = 4
+
+    final class Connection: @unchecked Sendable {
+        // @unchecked: `handle` only under `lock`.
+        var handle: OpaquePointer?
+        let lock = NSLockish()
+        init(_ h: OpaquePointer) { handle = h }
+        deinit { if let handle { nbd_close(handle) } }
+    }
 
     /// Connects to `uri` (nbd://…, nbd+unix://…) within `timeout` seconds.
     public init(uri: String, name: String, timeout: Double, server: SourceServer? = nil) throws {
         self.name = name
         self.timeout = timeout
         self.server = server
-        guard let h = nbd_create() else { throw SourceError.connect(source: name, reason: Self.lastError()) }
-        do {
-            guard nbd_aio_connect_uri(h, uri) == 0 else { throw SourceError.connect(source: name, reason: Self.lastError()) }
-            let deadline = Self.now + timeout
-            while nbd_aio_is_connecting(h) != 0 {
-                let ms = Self.milliseconds(until: deadline)
-                if ms == 0 { throw SourceError.connect(source: name, reason: "handshake did not complete within \(SourceError.seconds(timeout))") }
-                if nbd_poll(h, ms) < 0 { throw SourceError.connect(source: name, reason: Self.lastError()) }
+        let first = try Self.connect(uri: uri, name: name, timeout: timeout)
+        let s = nbd_get_size(first)
+        guard s >= 0 else {
+            let e = Self.lastError()
+            nbd_close(first)
+            throw SourceError.connect(source: name, reason: e)
+        }
+        size = UInt64(s)
+        var all = [Connection(first)]
+        if nbd_can_multi_conn(first) == 1 {
+            for _ in 1..<Self.maxConnections {
+                guard let h = try? Self.connect(uri: uri, name: name, timeout: timeout) else { break }
+                all.append(Connection(h))
             }
-            guard nbd_aio_is_ready(h) != 0 else { throw SourceError.connect(source: name, reason: Self.lastError()) }
-            let s = nbd_get_size(h)
-            guard s >= 0 else { throw SourceError.connect(source: name, reason: Self.lastError()) }
-            size = UInt64(s)
+        }
+        connections = all
+    }
+
+    /// How many connections reads are spread over.
+    public var connectionCount: Int { connections.count }
+
+    static func connect(uri: String, name: String, timeout: Double) throws -> OpaquePointer {
+        guard let h = nbd_create() else { throw SourceError.connect(source: name, reason: lastError()) }
+        do {
+            guard nbd_aio_connect_uri(h, uri) == 0 else { throw SourceError.connect(source: name, reason: lastError()) }
+            let deadline = now + timeout
+            while nbd_aio_is_connecting(h) != 0 {
+                let ms = milliseconds(until: deadline)
+                if ms == 0 { throw SourceError.connect(source: name, reason: "handshake did not complete within \(SourceError.seconds(timeout))") }
+                if nbd_poll(h, ms) < 0 { throw SourceError.connect(source: name, reason: lastError()) }
+            }
+            guard nbd_aio_is_ready(h) != 0 else { throw SourceError.connect(source: name, reason: lastError()) }
         } catch {
             nbd_close(h)
             throw error
         }
-        handle = h
-    }
-
-    deinit {
-        if let handle { nbd_close(handle) }
+        return h
     }
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         try checkRange(offset, buffer.count)
         guard buffer.count > 0 else { return }
-        try lock.withLock {
+        let c = connections[next.withLock { n in defer { n = (n + 1) % connections.count }; return n }]
+        try c.lock.withLock {
             var done = 0
             while done < buffer.count {
                 let n = min(Self.maxRequest, buffer.count - done)
-                try readLocked(at: offset + UInt64(done), into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)]))
+                try readLocked(c, at: offset + UInt64(done), into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)]))
                 done += n
             }
         }
     }
 
-    private func readLocked(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        guard let h = handle else {
-            throw SourceError.read(source: name, offset: offset, length: buffer.count, reason: "the connection was closed after an earlier timeout")
+    private func readLocked(_ c: Connection, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        guard !dead.current, let h = c.handle else {
+            throw SourceError.read(source: name, offset: offset, length: buffer.count, reason: "the source was abandoned after an earlier read timed out")
         }
         let cookie = bl_nbd_aio_pread(h, buffer.baseAddress!, buffer.count, offset)
         guard cookie >= 0 else { throw SourceError.read(source: name, offset: offset, length: buffer.count, reason: Self.lastError()) }
@@ -82,9 +112,10 @@ public final class NBDSource: BlockSource, @unchecked Sendable {
             let ms = Self.milliseconds(until: deadline)
             if ms == 0 {
                 // The command is still in flight into `buffer`: close the connection before the
-                // buffer goes away, and never use it again.
+                // buffer goes away, and never use the source again.
                 nbd_close(h)
-                handle = nil
+                c.handle = nil
+                dead.withLock { $0 = true }
                 throw SourceError.readTimeout(source: name, offset: offset, length: buffer.count, seconds: timeout)
             }
             if nbd_poll(h, ms) < 0 { throw SourceError.read(source: name, offset: offset, length: buffer.count, reason: Self.lastError()) }

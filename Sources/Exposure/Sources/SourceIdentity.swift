@@ -25,11 +25,14 @@ public struct SourceIdentity: Codable, Sendable, Equatable {
 
     public static let defaultSampleCount = 64
     public static let defaultSampleLength: UInt64 = 64 << 10
+    public static let maxSampleCount = 4096
     static let tag = Array("bootlab source samples v1".utf8)
 
     /// The sampled ranges for a source of `size` bytes.
-    public static func samplePositions(size: UInt64, count: Int, length: UInt64) -> [Range<UInt64>] {
-        guard size > 0, count > 0 else { return [] }
+    public static func samplePositions(size: UInt64, count requested: Int, length: UInt64) -> [Range<UInt64>] {
+        // Bounded whatever a pointer says (the check refuses more than this anyway).
+        let count = min(requested, maxSampleCount)
+        guard size > 0, count > 0, length > 0 else { return [] }
         let len = min(length, size)
         if count == 1 || size <= len { return [0..<len] }
         let span = size - len
@@ -89,7 +92,7 @@ public struct SourceIdentity: Codable, Sendable, Equatable {
         guard source.size == size else {
             throw SourceError.changed(source: name, reason: "its size is \(source.size) bytes, it was \(size) when exposed")
         }
-        guard sampleCount > 0, sampleCount <= 4096, sampleLength > 0, sampleLength <= 1 << 20 else {
+        guard sampleCount > 0, sampleCount <= Self.maxSampleCount, sampleLength > 0, sampleLength <= 1 << 20 else {
             throw SourceError.changed(source: name, reason: "the recorded sampling (\(sampleCount) × \(sampleLength) bytes) is out of bounds")
         }
         let found = try Self.sampleDigest(of: source, count: sampleCount, length: sampleLength)

@@ -20,10 +20,15 @@ struct BackupImageInfoProbe: ImageInfoProbe {
 enum PluginInfo {
     static func append(to info: inout ImageInfo, path: String) throws {
         guard PluginFile.isPlugin(path: path) else { return }
-        var o = PluginFile.OpenOptions()
-        o.allowOutside = true  // describing, not serving
-        let plugin = try PluginFile.open(pluginPath: path, options: o)
-        info.fields.append(InfoField("plugin", .object(try infoFields(of: plugin.pointer))))
+        // Describing, not serving: an external source is described from the pointer alone
+        // (neither confined nor started); a backup's plugin is opened (checked) as before.
+        let (pointer, _) = try PluginPointer.read(pluginPath: path)
+        if pointer.source == nil {
+            var o = PluginFile.OpenOptions()
+            o.allowOutside = true
+            _ = try PluginFile.open(pluginPath: path, options: o)
+        }
+        info.fields.append(InfoField("plugin", .object(try infoFields(of: pointer))))
     }
 }
 
