@@ -110,7 +110,7 @@ public struct MutationReport: Sendable, Codable, Equatable {
 public final class MutationRun: Sendable {
     public let suite: LabSuite
     public let options: MutationOptions
-    /// Called after each mutant (from a worker thread).
+    /// Called after each mutant (from a worker thread, one call at a time).
     public let progress: @Sendable (_ done: Int, _ total: Int, _ result: MutantResult) -> Void
     private let runners = Locked<[ObjectIdentifier: RunningCells]>([:])
 
@@ -138,9 +138,11 @@ public final class MutationRun: Sendable {
     public func run(mutants: [Mutant], catalogSize: Int? = nil, uncovered: [String] = []) -> MutationReport {
         let start = Date()
         let size = catalogSize ?? mutants.count
+        let reporting = Locked(0)
         let results = parallel(mutants.count) { i, done in
             let r = self.runMutant(mutants[i])
-            self.progress(done(), mutants.count, r)
+            // One progress call at a time: the callback need not be thread-safe.
+            reporting.withLock { _ in self.progress(done(), mutants.count, r) }
             return r
         }
         var final = results
@@ -260,7 +262,7 @@ public final class MutationRun: Sendable {
         var v: [String: Verdict] = [:]
         for rec in r.records where rec.kind == .validator { v[rec.name] = rec.outcome.verdict }
         // A step that refused a mutant must succeed without it (else the environment failed, not the product).
-        for rec in r.records where rec.kind == .step { v["step:" + rec.name] = rec.outcome.verdict }
+        for rec in r.records where rec.kind == .step && validators.contains("step:" + rec.name) { v["step:" + rec.name] = rec.outcome.verdict }
         // A failed step leaves the validators skipped: that is not a pass.
         for name in validators where v[name] == nil { v[name] = .fail }
         return ControlResult(cell: cell, validators: v, seconds: r.seconds)
