@@ -248,8 +248,8 @@ public final class MutationRun: Sendable {
         }
         let failed = r.records.filter { $0.kind == .validator && $0.outcome.verdict == .fail }
         if let v = failed.first {
-            return MutantResult(mutant: m, status: .caught, caughtBy: v.name, message: v.outcome.message, ran: ran, seconds: r.seconds,
-                                failedValidators: failed.map(\.name))
+            return MutantResult(mutant: m, status: .caught, caughtBy: v.name, message: v.outcome.message, ran: ran,
+                                failedValidators: failed.map(\.name), seconds: r.seconds)
         }
         return MutantResult(mutant: m, status: .survived, caughtBy: nil,
                             message: "every validator passed: " + r.records.filter { $0.kind == .validator }.map { "\($0.name)=\($0.outcome.verdict.rawValue)" }.joined(separator: " "),
