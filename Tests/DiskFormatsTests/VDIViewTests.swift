@@ -195,3 +195,22 @@ struct VDIViewStructureTests {
         #expect(huge.layout.blockCount == 2 << 20 && huge.payloadStart == 9 * MiB && huge.size == 9 * MiB)
     }
 }
+
+/// `VDIView.blockMapEntry` (public: what callers and layout dumps ask) must agree with the block
+/// map the view serves, entry by entry, read back by our reader from a written file. Added after
+/// the source mutant `Tests/Mutants/vdi-block-map-off-by-one.patch` survived the whole lab: the
+/// served path computes the map itself, so nothing else held this function to it.
+@Suite struct VDIBlockMapContractTests {
+    @Test func blockMapEntryAgreesWithTheServedMap() throws {
+        let d = Scratch("vdi-map")
+        let src = d.file("src.raw"), out = d.file("out.vdi")
+        try makeSourceFile(src, size: 37 * MiB + 1536, blockSize: MiB, chunkRatio: 1, pattern: .sparseRandom, seed: 7)
+        let view = try writeVDI(try RawFile(path: src), out)
+        let f = try VDIFile.open(path: out)
+        #expect(f.blockMap.count >= 38)
+        #expect(f.blockMap.contains(where: VDI.isAllocated) && f.blockMap.contains { !VDI.isAllocated($0) }, "the case needs both kinds of block")
+        for (p, served) in f.blockMap.enumerated() {
+            #expect(view.blockMapEntry(UInt64(p)) == served, "block \(p): blockMapEntry \(view.blockMapEntry(UInt64(p))) ≠ served \(served)")
+        }
+    }
+}

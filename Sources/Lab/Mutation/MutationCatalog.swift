@@ -70,7 +70,7 @@ public enum MutationCatalog {
                 entries.append(Entry(id: "\(format)/\(name)", family: "structure",
                                      summary: "one byte of the \(format) \(name) flipped in the served file",
                                      fault: { _, _ in "structure-byte:\(name)" },
-                                     expected: ["bootlab-check", "qemu-img-check", "qemu-img-compare", "independent-reader"], needsBoot: false,
+                                     expected: ["deferred-open", "bootlab-check", "qemu-img-check", "qemu-img-compare", "independent-reader"], needsBoot: false,
                                      applies: { s, t in plain(s) && t.nativeFormat == format && t.formatOptions == options }))
             }
         }

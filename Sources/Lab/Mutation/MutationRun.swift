@@ -15,6 +15,9 @@ public struct MutationOptions: Sendable {
     /// Also run each mutated cell without its fault, with the validators that caught its mutants:
     /// a catch counts only if the same validator (or step) passes on the unmutated cell.
     public var control: Bool = true
+    /// True: stop each mutant at its first catch (cheapest first). False: run every validator
+    /// (without boots, unless `boots`) and report every one that fails (`failedValidators`).
+    public var stopAtFirstCatch: Bool = true
     /// Mutants run in parallel.
     public var jobs: Int = 1
     public var bootTimeout: Double = BootRunner.defaultTimeout
@@ -42,6 +45,9 @@ public struct MutantResult: Sendable, Codable, Equatable {
     public var message: String
     /// Each validator or step that ran, and its verdict (validators after the catch are not run).
     public var ran: [String: Verdict]
+    /// Every validator that failed, in cost order (only the first, `caughtBy`, unless the run
+    /// had `stopAtFirstCatch` off).
+    public var failedValidators: [String] = []
     public var seconds: Double
     /// Whether the catcher is one of `mutant.expected`.
     public var expectedCatcher: Bool { caughtBy.map { mutant.expected.contains($0) } ?? false }
@@ -85,7 +91,8 @@ public struct MutationReport: Sendable, Codable, Equatable {
     public var markdownTable: String {
         var t = "| Mutant | Fault | Cell | Caught by | Expected | Result |\n|---|---|---|---|---|---|\n"
         for r in results {
-            t += "| \(r.mutant.id) | `\(r.mutant.fault)` | \(r.mutant.cell.id) | \(r.caughtBy ?? "—") | \(r.mutant.expected.joined(separator: ", ")) | \(r.status.rawValue)\(r.status == .caught && !r.expectedCatcher ? " (unexpected catcher)" : "") |\n"
+            let by = r.failedValidators.count > 1 ? r.failedValidators.joined(separator: ", ") : (r.caughtBy ?? "—")
+            t += "| \(r.mutant.id) | `\(r.mutant.fault)` | \(r.mutant.cell.id) | \(by) | \(r.mutant.expected.joined(separator: ", ")) | \(r.status.rawValue)\(r.status == .caught && !r.expectedCatcher ? " (unexpected catcher)" : "") |\n"
         }
         return t
     }
@@ -110,7 +117,7 @@ public struct MutationReport: Sendable, Codable, Equatable {
 public final class MutationRun: Sendable {
     public let suite: LabSuite
     public let options: MutationOptions
-    /// Called after each mutant (from a worker thread).
+    /// Called after each mutant (from a worker thread, one call at a time).
     public let progress: @Sendable (_ done: Int, _ total: Int, _ result: MutantResult) -> Void
     private let runners = Locked<[ObjectIdentifier: RunningCells]>([:])
 
@@ -138,9 +145,11 @@ public final class MutationRun: Sendable {
     public func run(mutants: [Mutant], catalogSize: Int? = nil, uncovered: [String] = []) -> MutationReport {
         let start = Date()
         let size = catalogSize ?? mutants.count
+        let reporting = Locked(0)
         let results = parallel(mutants.count) { i, done in
             let r = self.runMutant(mutants[i])
-            self.progress(done(), mutants.count, r)
+            // One progress call at a time: the callback need not be thread-safe.
+            reporting.withLock { _ in self.progress(done(), mutants.count, r) }
             return r
         }
         var final = results
@@ -214,14 +223,14 @@ public final class MutationRun: Sendable {
 
     func runMutantOnce(_ m: Mutant, attempt: Int) -> MutantResult {
         let latch = CatchLatch()
-        let boots = options.boots
+        let boots = options.boots, stop = options.stopAtFirstCatch
         let label = Self.label(m.id) + (attempt > 1 ? "-\(attempt)" : "")
         let runner = LabRunner(suite: suite, options: runOptions(faults: m.fault, label: label), jobs: 1, pipeline: { s, t in
             var p = Pipeline.standard(for: s, target: t)
             if let i = p.steps.firstIndex(where: { $0.name == "expose" }) { p.steps.insert(MutantPreflightStep(mutant: m), at: i + 1) }
             p.validators.removeAll { $0.name == GoldenValidator.recordName || (!boots && Self.isBoot($0)) }
             p.validators = p.validators.enumerated().sorted { (Self.costRank($0.element.name), $0.offset) < (Self.costRank($1.element.name), $1.offset) }
-                .map { FirstCatch(inner: $0.element, latch: latch) }
+                .map { stop ? FirstCatch(inner: $0.element, latch: latch) : $0.element }
             return p
         })
         let key = ObjectIdentifier(runner.running)
@@ -237,8 +246,10 @@ public final class MutationRun: Sendable {
         if let step = r.records.first(where: { $0.kind == .step && $0.outcome.verdict == .fail }) {
             return MutantResult(mutant: m, status: .caught, caughtBy: "step:\(step.name)", message: step.outcome.message, ran: ran, seconds: r.seconds)
         }
-        if let v = r.records.first(where: { $0.kind == .validator && $0.outcome.verdict == .fail }) {
-            return MutantResult(mutant: m, status: .caught, caughtBy: v.name, message: v.outcome.message, ran: ran, seconds: r.seconds)
+        let failed = r.records.filter { $0.kind == .validator && $0.outcome.verdict == .fail }
+        if let v = failed.first {
+            return MutantResult(mutant: m, status: .caught, caughtBy: v.name, message: v.outcome.message, ran: ran,
+                                failedValidators: failed.map(\.name), seconds: r.seconds)
         }
         return MutantResult(mutant: m, status: .survived, caughtBy: nil,
                             message: "every validator passed: " + r.records.filter { $0.kind == .validator }.map { "\($0.name)=\($0.outcome.verdict.rawValue)" }.joined(separator: " "),
@@ -260,7 +271,7 @@ public final class MutationRun: Sendable {
         var v: [String: Verdict] = [:]
         for rec in r.records where rec.kind == .validator { v[rec.name] = rec.outcome.verdict }
         // A step that refused a mutant must succeed without it (else the environment failed, not the product).
-        for rec in r.records where rec.kind == .step { v["step:" + rec.name] = rec.outcome.verdict }
+        for rec in r.records where rec.kind == .step && validators.contains("step:" + rec.name) { v["step:" + rec.name] = rec.outcome.verdict }
         // A failed step leaves the validators skipped: that is not a pass.
         for name in validators where v[name] == nil { v[name] = .fail }
         return ControlResult(cell: cell, validators: v, seconds: r.seconds)

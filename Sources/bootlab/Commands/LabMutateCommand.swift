@@ -18,6 +18,7 @@ struct LabMutate: ParsableCommand {
     @Option(help: "Seed of --sample.") var seed: UInt64 = 0
     @Flag(name: .customLong("no-boot"), help: "Leave out mutants only a boot can catch; run the others without booting.") var noBoot = false
     @Flag(name: .customLong("no-control"), help: "Skip the control runs (each mutated cell without its fault).") var noControl = false
+    @Flag(name: .customLong("all-validators"), help: "Run every validator on each mutant and list every one that fails (no stop at the first catch; combine with --no-boot).") var allValidators = false
     @Flag(name: .customLong("list"), help: "List the mutants the run would run, and exit.") var list = false
     @Option(help: "Mutants run in parallel.") var jobs: Int = 2
     @Option(help: "Boot timeout in seconds.") var timeout: Double = BootRunner.defaultTimeout
@@ -42,6 +43,7 @@ struct LabMutate: ParsableCommand {
         o.boots = !noBoot
         o.control = !noControl
         o.jobs = jobs
+        o.stopAtFirstCatch = !allValidators
         o.bootTimeout = timeout
         let run = MutationRun(suite: suite, options: o, progress: { done, total, r in
             writeStandardError(String(format: "[%d/%d] %@ %@ on %@: %@ (%.1f s)\n", done, total, r.status.rawValue.uppercased(), r.mutant.id, r.mutant.cell.id,
@@ -53,7 +55,7 @@ struct LabMutate: ParsableCommand {
             print("\(plan.mutants.count) of \(plan.catalogSize) catalog mutants" + (plan.uncovered.isEmpty ? "" : "; no cell for: \(plan.uncovered.joined(separator: ", "))"))
             return
         }
-        writeStandardError("bootlab lab mutate: \(plan.mutants.count) of \(plan.catalogSize) mutants\(sample.map { " (sample \($0), seed \(seed))" } ?? "")\(noBoot ? ", no boots" : ""), \(jobs) jobs; validators in cost order, each mutant stops at its first catch\n")
+        writeStandardError("bootlab lab mutate: \(plan.mutants.count) of \(plan.catalogSize) mutants\(sample.map { " (sample \($0), seed \(seed))" } ?? "")\(noBoot ? ", no boots" : ""), \(jobs) jobs; validators in cost order, \(allValidators ? "every validator runs" : "each mutant stops at its first catch")\n")
         let interrupts = InterruptHandler { signal in
             let stopped = run.stopAll()
             try? FileManager.default.removeItem(at: work)
