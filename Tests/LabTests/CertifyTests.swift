@@ -304,6 +304,13 @@ struct CertifyTests {
         // Another N.
         try Self.shardReport(1, of: 2, cells: all, suite: suite, in: dir.appendingPathComponent("n2"))
         #expect(refusal([dirs[0], dirs[1], dirs[2], dir.appendingPathComponent("n2")]).hasPrefix("shards disagree on N"))
+        // N from a hostile file: named, not walked.
+        let huge = dir.appendingPathComponent("huge/report.json")
+        try FileManager.default.createDirectory(at: huge.deletingLastPathComponent(), withIntermediateDirectories: true)
+        var h = try JSONDecoder().decode(LabReport.self, from: Data(contentsOf: dirs[0].appendingPathComponent("report.json")))
+        h.shard = "1/4000000000"
+        try JSONEncoder().encode(h).write(to: huge)
+        #expect(refusal([huge.deletingLastPathComponent()]).hasPrefix("missing shards 2/4000000000, 3/4000000000"))
         // A report that is not a shard.
         var whole = LabReport(cells: [], shard: nil, tool: "t")
         whole.suite = try SuiteIdentity.make(cells: all, suite: suite)
