@@ -184,10 +184,23 @@ struct CertifyTests {
     struct FixedValidator: Validator {
         let name = "boot"
         let verdicts: Locked<[Verdict]>
+        var console: URL? = nil
         func validate(in context: CellContext) throws -> StepOutcome {
             let v = verdicts.withLock { $0.removeFirst() }
-            return StepOutcome(v, v == .pass ? "marker seen" : "did not boot")
+            guard let console else { return StepOutcome(v, v == .pass ? "marker seen" : "did not boot") }
+            try Data("boot said \(v.rawValue)\n".utf8).write(to: console)
+            return StepOutcome(v, v == .pass ? "marker seen" : "did not boot", attachments: ["console": console.path])
         }
+    }
+
+    @Test func aFlakyCellShowsTheFailingBootsConsole() throws {
+        let ctx = try Self.context("repeat-console")
+        let log = ctx.options.workDirectory.appendingPathComponent("console-main.log")
+        let o = try RepeatedBootValidator(FixedValidator(verdicts: Locked([.pass, .fail, .pass]), console: log), boots: 3).validate(in: ctx)
+        #expect(Set(o.attachments.keys) == ["console", "console (boot 1)", "console (boot 2)", "console (boot 3)"])
+        #expect(try String(contentsOfFile: o.attachments["console"]!, encoding: .utf8) == "boot said fail\n")
+        #expect(Certificate.consoleExcerpt(o.attachments) == "boot said fail")
+        #expect(try String(contentsOfFile: o.attachments["console (boot 3)"]!, encoding: .utf8) == "boot said pass\n")
     }
 
     static func context(_ name: String) throws -> CellContext {
