@@ -336,4 +336,22 @@ struct CertifyTests {
         try JSONEncoder().encode(cut).write(to: s1)
         #expect(refusal(dirs).contains("shard 1/3 does not hold its cells; missing: \(lost)"))
     }
+
+    // MARK: lab run --repeat
+
+    @Test func repeatedRunsFailTheCellsWhoseVerdictChanged() {
+        func run(_ a: Verdict, _ b: Verdict) -> [CellResult] {
+            [CellResult(cell: Cell(scenario: "s", target: "a"), expectation: "boots", records: [Self.record("boot", a, "x")], seconds: 1),
+             CellResult(cell: Cell(scenario: "s", target: "b"), expectation: "boots", records: [Self.record("boot", b, "x")], seconds: 1)]
+        }
+        let (same, sameLine) = LabReport.compareRuns([run(.pass, .fail), run(.pass, .fail), run(.pass, .fail)])
+        #expect(sameLine == "bootlab lab: repeat: 3 runs, identical verdicts for all 2 cells")
+        #expect(same.map(\.verdict) == [.pass, .fail])
+        #expect(same[0].records.last?.outcome.message == "same verdict in 3 runs: pass")
+        let (flaky, line) = LabReport.compareRuns([run(.pass, .fail), run(.fail, .fail), run(.pass, .fail)])
+        #expect(line == "bootlab lab: repeat: 3 runs, 1 of 2 cells changed verdict: s/a (pass, fail, pass)")
+        // The last run passed s/a, but the cell is flaky: it fails.
+        #expect(flaky[0].verdict == .fail)
+        #expect(flaky[0].records.last?.outcome.message == "flaky: verdicts differ across 3 runs: pass, fail, pass")
+    }
 }
