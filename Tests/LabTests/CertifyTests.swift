@@ -184,10 +184,23 @@ struct CertifyTests {
     struct FixedValidator: Validator {
         let name = "boot"
         let verdicts: Locked<[Verdict]>
+        var console: URL? = nil
         func validate(in context: CellContext) throws -> StepOutcome {
             let v = verdicts.withLock { $0.removeFirst() }
-            return StepOutcome(v, v == .pass ? "marker seen" : "did not boot")
+            guard let console else { return StepOutcome(v, v == .pass ? "marker seen" : "did not boot") }
+            try Data("boot said \(v.rawValue)\n".utf8).write(to: console)
+            return StepOutcome(v, v == .pass ? "marker seen" : "did not boot", attachments: ["console": console.path])
         }
+    }
+
+    @Test func aFlakyCellShowsTheFailingBootsConsole() throws {
+        let ctx = try Self.context("repeat-console")
+        let log = ctx.options.workDirectory.appendingPathComponent("console-main.log")
+        let o = try RepeatedBootValidator(FixedValidator(verdicts: Locked([.pass, .fail, .pass]), console: log), boots: 3).validate(in: ctx)
+        #expect(Set(o.attachments.keys) == ["console", "console (boot 1)", "console (boot 2)", "console (boot 3)"])
+        #expect(try String(contentsOfFile: o.attachments["console"]!, encoding: .utf8) == "boot said fail\n")
+        #expect(Certificate.consoleExcerpt(o.attachments) == "boot said fail")
+        #expect(try String(contentsOfFile: o.attachments["console (boot 3)"]!, encoding: .utf8) == "boot said pass\n")
     }
 
     static func context(_ name: String) throws -> CellContext {
@@ -304,6 +317,13 @@ struct CertifyTests {
         // Another N.
         try Self.shardReport(1, of: 2, cells: all, suite: suite, in: dir.appendingPathComponent("n2"))
         #expect(refusal([dirs[0], dirs[1], dirs[2], dir.appendingPathComponent("n2")]).hasPrefix("shards disagree on N"))
+        // N from a hostile file: named, not walked.
+        let huge = dir.appendingPathComponent("huge/report.json")
+        try FileManager.default.createDirectory(at: huge.deletingLastPathComponent(), withIntermediateDirectories: true)
+        var h = try JSONDecoder().decode(LabReport.self, from: Data(contentsOf: dirs[0].appendingPathComponent("report.json")))
+        h.shard = "1/4000000000"
+        try JSONEncoder().encode(h).write(to: huge)
+        #expect(refusal([huge.deletingLastPathComponent()]).hasPrefix("missing shards 2/4000000000, 3/4000000000"))
         // A report that is not a shard.
         var whole = LabReport(cells: [], shard: nil, tool: "t")
         whole.suite = try SuiteIdentity.make(cells: all, suite: suite)
@@ -315,5 +335,23 @@ struct CertifyTests {
         let lost = cut.cells.removeLast().cell.id
         try JSONEncoder().encode(cut).write(to: s1)
         #expect(refusal(dirs).contains("shard 1/3 does not hold its cells; missing: \(lost)"))
+    }
+
+    // MARK: lab run --repeat
+
+    @Test func repeatedRunsFailTheCellsWhoseVerdictChanged() {
+        func run(_ a: Verdict, _ b: Verdict) -> [CellResult] {
+            [CellResult(cell: Cell(scenario: "s", target: "a"), expectation: "boots", records: [Self.record("boot", a, "x")], seconds: 1),
+             CellResult(cell: Cell(scenario: "s", target: "b"), expectation: "boots", records: [Self.record("boot", b, "x")], seconds: 1)]
+        }
+        let (same, sameLine) = LabReport.compareRuns([run(.pass, .fail), run(.pass, .fail), run(.pass, .fail)])
+        #expect(sameLine == "bootlab lab: repeat: 3 runs, identical verdicts for all 2 cells")
+        #expect(same.map(\.verdict) == [.pass, .fail])
+        #expect(same[0].records.last?.outcome.message == "same verdict in 3 runs: pass")
+        let (flaky, line) = LabReport.compareRuns([run(.pass, .fail), run(.fail, .fail), run(.pass, .fail)])
+        #expect(line == "bootlab lab: repeat: 3 runs, 1 of 2 cells changed verdict: s/a (pass, fail, pass)")
+        // The last run passed s/a, but the cell is flaky: it fails.
+        #expect(flaky[0].verdict == .fail)
+        #expect(flaky[0].records.last?.outcome.message == "flaky: verdicts differ across 3 runs: pass, fail, pass")
     }
 }

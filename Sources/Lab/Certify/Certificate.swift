@@ -137,7 +137,7 @@ extension Certificate {
     /// The console's last meaningful lines (ANSI stripped): what a reader needs to see why a boot
     /// failed without opening the log.
     static func consoleExcerpt(_ attachments: [String: String]) -> String? {
-        guard let path = attachments.keys.sorted().filter({ $0.hasPrefix("console") }).last.flatMap({ attachments[$0] }),
+        guard let path = attachments["console"] ?? attachments.keys.sorted().filter({ $0.hasPrefix("console") }).last.flatMap({ attachments[$0] }),
               let data = FileManager.default.contents(atPath: path) else { return nil }
         let text = HTMLReport.stripANSI(String(decoding: data, as: UTF8.self))
         let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }

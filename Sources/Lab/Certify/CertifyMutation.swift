@@ -1,3 +1,4 @@
+import BlockCore
 import Foundation
 
 /// The mutation sample on the certified target (issue 15 part A's catalog, `MutationRun`): a
@@ -6,6 +7,15 @@ import Foundation
 /// vouch for a target on which it does not notice broken bytes. Cells that failed are left out
 /// (their controls would fail too: no catch could count there).
 public enum CertifyMutation {
+    /// The mutation runs in progress, so an interrupt can stop what their mutants started.
+    private static let active = Locked<[MutationRun]>([])
+
+    /// Interrupt: stops QEMU, mounts and servers of the running mutants.
+    @discardableResult
+    public static func stopAll() -> (cells: Int, processes: Int) {
+        active.current.reduce((0, 0)) { acc, run in let s = run.stopAll(); return (acc.0 + s.cells, acc.1 + s.processes) }
+    }
+
     public struct Options: Sendable {
         /// Mutants in the sample; 0: not run (the certificate says so under "not covered").
         public var count: Int
@@ -41,7 +51,9 @@ public enum CertifyMutation {
             let run = MutationRun(suite: suite, options: o) { done, all, r in
                 progress("mutant \(done)/\(all) \(r.mutant.id) on \(r.mutant.cell.id): \(r.status.rawValue)\(r.caughtBy.map { " by \($0)" } ?? "")")
             }
+            active.withLock { $0.append(run) }
             let report = run.run(cells: passing)
+            active.withLock { $0.removeAll { $0 === run } }
             caught += report.caught
             total += report.total
             failures += report.failures.map { "\($0.mutant.id) on \($0.mutant.cell.id) [\($0.status.rawValue)]: \($0.message)" }

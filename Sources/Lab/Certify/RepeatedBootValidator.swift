@@ -37,6 +37,11 @@ public struct RepeatedBootValidator: Validator {
         let line = Self.verdictsPrefix + verdicts.map(\.rawValue).joined(separator: " ")
         let details = ([line] + outcomes.enumerated().map { "boot \($0.offset + 1): \($0.element.verdict.rawValue): \($0.element.message)" }
                        + (outcomes.first?.details.map { [$0] } ?? [])).joined(separator: "\n")
+        // `console` names the log a reader needs: the first failing boot's (the others stay
+        // attached as `console (boot N)`).
+        if boots > 1, let i = outcomes.firstIndex(where: { $0.verdict == .fail }), let failing = attachments["console (boot \(i + 1))"] {
+            attachments["console"] = failing
+        }
         if Set(verdicts).count > 1 {
             let passes = verdicts.filter { $0 == .pass }.count
             let firstFail = outcomes.first { $0.verdict != .pass }?.message ?? ""

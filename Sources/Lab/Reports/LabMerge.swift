@@ -76,9 +76,16 @@ public enum LabMerge {
         for (k, list) in byIndex.sorted(by: { $0.key < $1.key }) where list.count > 1 {
             throw MergeError("shard \(k)/\(n) appears \(list.count) times: " + list.map(\.dir.path).joined(separator: ", "))
         }
-        let missing = (1...n).filter { byIndex[$0] == nil }
+        // N comes from a file: name at most ten missing shards rather than walk 1...N.
+        var missing: [Int] = []
+        var k = 1
+        while k <= n && missing.count < 10 {
+            if byIndex[k] == nil { missing.append(k) }
+            k += 1
+        }
         guard missing.isEmpty else {
-            throw MergeError("missing shard\(missing.count == 1 ? "" : "s") " + missing.map { "\($0)/\(n)" }.joined(separator: ", ") + " of a \(suite.cells.count)-cell suite")
+            let more = n - shards.count > missing.count ? " (and \(n - shards.count - missing.count) more)" : ""
+            throw MergeError("missing shard\(missing.count == 1 ? "" : "s") " + missing.map { "\($0)/\(n)" }.joined(separator: ", ") + more + " of a \(suite.cells.count)-cell suite")
         }
         let all = suite.cells.map { id -> Cell in
             let parts = id.split(separator: "/", maxSplits: 1).map(String.init)

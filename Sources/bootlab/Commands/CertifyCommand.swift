@@ -52,6 +52,7 @@ struct CertifyCommand: ParsableCommand {
             let certifier = Certifier(plan: plan, options: options, jobs: jobs, boots: boots)
             let interrupts = InterruptHandler { signal in
                 let stopped = certifier.running.stopAll()
+                CertifyMutation.stopAll()
                 writeStandardError("bootlab certify: interrupted by signal \(signal): stopped \(stopped.cells) running cells and \(stopped.processes) processes\n")
                 Glibc.exit(128 + signal)
             }

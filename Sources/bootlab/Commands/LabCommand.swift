@@ -103,7 +103,7 @@ struct LabRun: ParsableCommand {
             }
             var results = runs.last!
             if repeatCount > 1 {
-                let (compared, line) = Self.compareRuns(runs)
+                let (compared, line) = LabReport.compareRuns(runs)
                 results = compared
                 writeStandardError(line + "\n")
             }
@@ -168,25 +168,6 @@ extension LabRun {
                     + "with --golden DIR or $BOOTLAB_GOLDEN (copy \(found.path) there first to keep the other cells' goldens)")
         }
         return found.url
-    }
-
-    /// `--repeat N`: the last run's results, each cell with a `repeat` record that passes when
-    /// its verdict was the same in every run and fails (flaky) otherwise; and a summary line.
-    static func compareRuns(_ runs: [[CellResult]]) -> ([CellResult], String) {
-        var results = runs.last!
-        var flaky: [String] = []
-        for i in results.indices {
-            let id = results[i].cell.id
-            let verdicts = runs.map { run in run.first { $0.cell.id == id }?.verdict.rawValue ?? "missing" }
-            let same = Set(verdicts).count == 1
-            if !same { flaky.append("\(id) (\(verdicts.joined(separator: ", ")))") }
-            let outcome: StepOutcome = same ? .pass("same verdict in \(runs.count) runs: \(verdicts[0])")
-                                            : .fail("flaky: verdicts differ across \(runs.count) runs: \(verdicts.joined(separator: ", "))")
-            results[i].records.append(StepRecord(name: "repeat", kind: .validator, outcome: outcome, seconds: 0))
-        }
-        let line = flaky.isEmpty ? "bootlab lab: repeat: \(runs.count) runs, identical verdicts for all \(results.count) cells"
-                                 : "bootlab lab: repeat: \(runs.count) runs, \(flaky.count) of \(results.count) cells changed verdict: \(flaky.joined(separator: "; "))"
-        return (results, line)
     }
 }
 
