@@ -2,7 +2,8 @@
 # make-debian-grub.sh  →  prints the path of a cached Debian ext4 volume image (volume.raw)
 # A real distribution for the GRUB must-show (docs/reconfigure.md, platform-notes):
 # debootstrap --variant=minbase bookworm with the cloud kernel and grub-pc-bin, a hand-written
-# /boot/grub/grub.cfg (root=UUID=…, console=ttyS0), fstab by UUID, and a systemd oneshot unit that
+# /boot/grub/grub.cfg (root=UUID=…, console=ttyS0, no_timer_check: TCG on a loaded host fails the
+# kernel's IO-APIC timer check), fstab by UUID, and a systemd oneshot unit that
 # prints the marker on /dev/ttyS0 and powers off. It is only a *volume*: no boot code anywhere.
 #
 # Cached under $BOOTLAB_CACHE/debian-grub/<key>/ (default /var/tmp/bootlab-cache), where <key>
@@ -56,7 +57,7 @@ menuentry 'Debian GNU/Linux (BootLab)' {
   insmod part_msdos
   insmod ext2
   search --no-floppy --fs-uuid --set=root $UUID
-  linux /boot/vmlinuz-$KV root=UUID=$UUID ro console=ttyS0 quiet
+  linux /boot/vmlinuz-$KV root=UUID=$UUID ro console=ttyS0 quiet no_timer_check
   initrd /boot/initrd.img-$KV
 }
 EOF
