@@ -24,7 +24,7 @@ public enum PluginReconfiguration {
         public var dryRun: Bool
         /// Scratch space for the socket and the engine's overlay (default: the temporary directory).
         public var workDirectory: URL?
-        /// A deliberate fault (`--omit-module`, `ReconfigureOptions.omitModules`); empty in real use.
+        /// A deliberate fault (`--inject-fault omit-driver:NAME`, `ReconfigureOptions.omitModules`); empty in real use.
         public var omitModules: [String] = []
 
         public init(target: String, drivers: DriverDatabase, bootlabExecutable: String,

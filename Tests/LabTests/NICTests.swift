@@ -76,7 +76,7 @@ struct NICTests {
     }
 
     /// The must-show: `kvm-virtio-only-reconfigured` on hyperv-gen1 with the reconfiguration told
-    /// to leave `tulip` out (`--omit-module tulip`, the explicit fault option). Storage drivers
+    /// to leave `tulip` out (`--inject-fault omit-driver:tulip`, the explicit fault option). Storage drivers
     /// still go in, so the guest boots from IDE; the tulip adapter is there but nothing drives
     /// it, and the nic validator says so.
     @Test(.requiresFUSE) func leftOutNICDriverFailsTheNICCheck() throws {
@@ -85,7 +85,7 @@ struct NICTests {
         try? FileManager.default.removeItem(at: work)
         defer { try? FileManager.default.removeItem(at: work) }
         var options = RunOptions(goldenDirectory: ScenarioParsingTests.repo.appendingPathComponent("Golden"), bootTimeout: 90, workDirectory: work)
-        options.omitModules = ["tulip"]
+        options.faults = "omit-driver:tulip"
         let r = LabRunner(suite: suite, options: options).runCell(Cell(scenario: "kvm-virtio-only-reconfigured", target: "hyperv-gen1"))
         let record = { (name: String) in r.records.first { $0.name == name }?.outcome }
         let summary = r.records.map { "\($0.name)=\($0.outcome.verdict.rawValue): \($0.outcome.message.prefix(200))" }.joined(separator: "\n")

@@ -20,9 +20,6 @@ public struct RunOptions: Sendable {
     /// Generous: the slowest cell measured (a reconfigured, encrypted vault chain booted twice)
     /// takes about 2 minutes on a loaded 2-core machine.
     public static let defaultCellTimeout: Double = 600
-    /// Modules the reconfigure step tells `bootlab reconfigure` to leave out (`--omit-module`):
-    /// a deliberate fault (a driver missing from the reconfigured initramfs); empty in real runs.
-    public var omitModules: [String] = []
 
     public init(goldenDirectory: URL, updateGolden: Bool = false, bootTimeout: Double = BootRunner.defaultTimeout, workDirectory: URL) {
         self.goldenDirectory = goldenDirectory

@@ -29,7 +29,6 @@ public struct ReconfigureStep: LabStep {
             var args = ["reconfigure", plugin, "--target", context.target.name, "--json",
                         "--drivers", context.suite.directory.appendingPathComponent("drivers.json").path]
             args += try ExposeStep.accessArguments(context) + ExposeStep.faultArguments(context)
-            for m in context.options.omitModules { args += ["--omit-module", m] }
             let status = try Self.runChild(args, stdout: out, stderr: log, timeout: Self.timeout)
             attachments["reconfigure-\(machine.name)"] = log.path
             guard status == 0 else {

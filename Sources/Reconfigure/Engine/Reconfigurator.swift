@@ -6,7 +6,7 @@ public struct ReconfigureOptions: Sendable {
     public var dryRun: Bool
     /// Where the scratch overlay lives (default: the system temporary directory).
     public var workDirectory: URL?
-    /// A deliberate fault for the lab's must-shows and mutation runs (`--omit-module`): these
+    /// A deliberate fault for the lab's must-shows and mutation runs (`--inject-fault omit-driver:NAME`): these
     /// module names are left out of what the target needs, as a buggy engine would. Empty in
     /// real use; nothing reads it from the environment.
     public var omitModules: [String]

@@ -44,23 +44,16 @@ struct ReconfigureCommand: ParsableCommand {
     @Flag(name: .long, help: "Print the report as JSON.")
     var json = false
 
-    /// A deliberate fault for the lab (a driver left out of the reconfigured initramfs), like
-    /// `--inject-fault` on `mount`/`serve`: hidden, never read from the environment.
-    @Option(name: .customLong("omit-module"), help: ArgumentHelp("Leave this module out (a deliberate fault, for lab tests).", visibility: .hidden))
-    var omitModules: [String] = []
-
     @OptionGroup var access: PluginAccessOptions
     @OptionGroup var faults: FaultInjectionOptions
 
     func run() throws {
         do {
             let driversPath = try DriverDatabase.defaultPath(explicit: drivers)
-            var db = try DriverDatabase.load(path: driversPath)
-            // Lab fault (`omit-driver:NAME`, test-only): the module is left out of what is injected.
-            let omitted = try faults.plan().omittedDrivers
-            if !omitted.isEmpty {
-                for k in db.controllers.keys { db.controllers[k]!.linuxModules.removeAll { omitted.contains($0) } }
-            }
+            let db = try DriverDatabase.load(path: driversPath)
+            // Lab fault (`--inject-fault omit-driver:NAME`, test-only): the engine leaves that module
+            // (a storage or NIC driver) out of what it injects, as a buggy engine would.
+            let omitModules = try faults.plan().omittedDrivers
             if let plugin {
                 guard disk == nil, layer == nil else { throw ValidationError("give a plugin file, or --disk and --layer, not both") }
                 let result = try Self.reconfigurePlugin(plugin, target: target, drivers: db,
