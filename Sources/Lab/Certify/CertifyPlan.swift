@@ -42,7 +42,9 @@ public struct CertifyPlan: Sendable {
 
     /// `only`: restrict to these scenario names (the CI subset); others are listed as not run.
     /// `derivedDirectory`: where the certification suite's `drivers.json` is written.
-    public static func make(target: Target, suite: LabSuite, only: [String] = [], derivedDirectory: URL) throws -> CertifyPlan {
+    /// `extended`: also the extended tier's scenarios (`lab run --extended`: real distributions,
+    /// minutes per cell); otherwise they are listed as not run.
+    public static func make(target: Target, suite: LabSuite, only: [String] = [], extended: Bool = false, derivedDirectory: URL) throws -> CertifyPlan {
         for name in only where !suite.scenarios.contains(where: { $0.name == name }) {
             throw LabError.argument("scenario '\(name)'", reason: "unknown (known: \(suite.scenarios.map(\.name).joined(separator: ", ")))")
         }
@@ -56,6 +58,10 @@ public struct CertifyPlan: Sendable {
         for scenario in suite.scenarios {
             if !only.isEmpty && !only.contains(scenario.name) {
                 notApplicable.append(.init(what: scenario.name, reason: "not selected (--scenario \(only.joined(separator: ", ")))"))
+                continue
+            }
+            if scenario.isExtended && !extended && !only.contains(scenario.name) {
+                notApplicable.append(.init(what: scenario.name, reason: "extended tier: not run without --extended (a real distribution, minutes per boot)"))
                 continue
             }
             if target.bootRunner != nil && scenario.backup.frontend == .nbd {

@@ -17,6 +17,7 @@ struct CertifyCommand: ParsableCommand {
     @Argument(help: "The target profile (YAML, the format of Scenarios/targets/*.yaml, optionally with boot_runner:).") var targetFile: String
     @OptionGroup var suiteOptions: LabSuiteOptions
     @Option(name: .customLong("scenario"), help: "Only these scenarios (repeatable); the others are listed as not run.") var only: [String] = []
+    @Flag(help: "Also the extended tier's scenarios (real distributions; see lab run --extended).") var extended = false
     @Option(help: "Boots per cell: every boot must give the same verdict (flakiness).") var boots: Int = 3
     @Option(help: "Write certificate.html, certificate.json, junit.xml and logs/ here (default: ./certificate-<target>).") var report: String?
     @Option(help: "Golden directory (default: Golden/ beside the scenario directory).") var golden: String?
@@ -44,7 +45,7 @@ struct CertifyCommand: ParsableCommand {
             let suite = try suiteOptions.load()
             let out = URL(fileURLWithPath: report ?? "certificate-\(target.name)")
             let work = out.appendingPathComponent("work")
-            let plan = try CertifyPlan.make(target: target, suite: suite, only: only, derivedDirectory: work.appendingPathComponent("suite"))
+            let plan = try CertifyPlan.make(target: target, suite: suite, only: only, extended: extended, derivedDirectory: work.appendingPathComponent("suite"))
             let goldenDir = golden.map { URL(fileURLWithPath: $0) } ?? suite.directory.deletingLastPathComponent().appendingPathComponent("Golden")
             var options = RunOptions(goldenDirectory: goldenDir, bootTimeout: timeout, workDirectory: work)
             options.cellTimeout = cellTimeout == 0 ? nil : cellTimeout + Double(boots - 1) * timeout
