@@ -132,6 +132,27 @@ struct ScenarioParsingTests {
         #expect(s.expectation(for: "kvm-virtio") == .boots)
     }
 
+    /// A user's backup tool (docs/bring-your-own-format.md): argv arrays kept word for word, both
+    /// keys required, not combined with the .bli writer's options; the example suite loads.
+    @Test func userBackupCommandAndSource() throws {
+        let tool = Self.good.replacingOccurrences(of: "targets: [kvm-virtio]", with: """
+            backup:
+              command: ["my tool", "backup", "{source}", "{out}"]
+              source_files: ["reader.py"]
+              source: ["nbdkit", "{dir}/reader.py", "file={out}"]
+            targets: [kvm-virtio]
+            """)
+        let s = try parse(tool)
+        #expect(s.backup.command == ["my tool", "backup", "{source}", "{out}"])
+        #expect(s.backup.source == ["nbdkit", "{dir}/reader.py", "file={out}"])
+        #expect(s.backup.sourceFiles == ["reader.py"])
+        #expect(try rejection(tool.replacingOccurrences(of: "  source: [\"nbdkit\", \"{dir}/reader.py\", \"file={out}\"]\n", with: "")).key == "backup.command")
+        #expect(try rejection(tool.replacingOccurrences(of: "backup:\n", with: "backup:\n  compression: zstd\n")).reason.contains("cannot be combined"))
+        let example = try LabSuite.load(directory: Self.repo.appendingPathComponent("examples/vendor-format/scenarios"))
+        #expect(Set(example.scenarios.map(\.name)) == ["vendor-format", "qcow2-disk", "vmdk-volume"])
+        #expect(example.scenarios.allSatisfy { $0.backup.command != nil && $0.backup.source != nil })
+    }
+
     @Test func badFilesNameKeyAndReason() throws {
         var e = try rejection(Self.good.replacingOccurrences(of: "filesystem: ext4", with: "filesystem: ntfs"))
         #expect(e.key == "machine.filesystem" && e.reason.contains("ntfs") && e.reason.contains("fat32"))

@@ -9,10 +9,8 @@ import Glibc
 /// read use libnbd's asynchronous calls and `nbd_poll` with a deadline, so a server that hangs
 /// gives `SourceError.readTimeout`/`.connect` instead of a hang.
 ///
-/// One connection per concurrent reader, up to `maxConnections`, only when the server says
-/// connections are consistent (NBD multi-conn); otherwise one connection serialized by a lock —
-/// a source plugin may use any nbdkit thread model (a second connection to a
-/// `serialize_connections` plugin would wait for the first to close). A read that times out
+/// Up to `maxConnections` connections, concurrent reads spread over them (each connection one
+/// request at a time, under its lock); a server that serializes connections keeps one. A read that times out
 /// closes its connection (its command is still in flight) and the source fails every later read:
 /// a half-dead server is not trusted again.
 public final class NBDSource: BlockSource, @unchecked Sendable {
@@ -54,11 +52,15 @@ public final class NBDSource: BlockSource, @unchecked Sendable {
         }
         size = UInt64(s)
         var all = [Connection(first)]
-        if nbd_can_multi_conn(first) == 1 {
-            for _ in 1..<Self.maxConnections {
-                guard let h = try? Self.connect(uri: uri, name: name, timeout: timeout) else { break }
-                all.append(Connection(h))
-            }
+        // The source is only read, and its identity is checked: reads over several connections
+        // see the same bytes even where the server does not promise multi-conn consistency
+        // (which is about writes and flushes). A server that serializes connections does not
+        // complete a second handshake while the first is open: such a connection is dropped
+        // after a short wait and the source keeps one.
+        let extraTimeout = nbd_can_multi_conn(first) == 1 ? timeout : min(timeout, 2)
+        for _ in 1..<Self.maxConnections {
+            guard let h = try? Self.connect(uri: uri, name: name, timeout: extraTimeout) else { break }
+            all.append(Connection(h))
         }
         connections = all
     }

@@ -30,7 +30,8 @@ public final class SourceServer: Sendable {
         let argv = make(socket)
         let child: ChildProcess
         do {
-            child = try Command(argv, workingDirectory: workingDirectory, input: .null, stdout: .null, stderr: .file(log, append: false)).spawn()
+            let command = Command(argv, workingDirectory: workingDirectory, input: .null, stdout: .null, stderr: .file(log, append: false))
+            child = try SpawnThread.shared.spawn(command)
         } catch {
             try? FileManager.default.removeItem(atPath: dir)
             throw SourceError.startFailed(command: argv, status: "could not be started (\(error))", stderr: "")
@@ -92,4 +93,45 @@ public final class SourceServer: Sendable {
 
     /// The NBD URI of the socket.
     public var uri: String { "nbd+unix:///?socket=" + socketPath }
+}
+
+/// Starts children from one thread that lives as long as the process. nbdkit's
+/// `--exit-with-parent` (PR_SET_PDEATHSIG) fires when the *thread* that started the child ends,
+/// not the process: a source started from an nbdkit connection thread or a FUSE worker would be
+/// killed when that client disconnects. Started from here, it ends with the process only.
+final class SpawnThread: @unchecked Sendable {
+    // @unchecked: `jobs` only under `condition`.
+    static let shared = SpawnThread()
+    private let condition = NSCondition()
+    private var jobs: [@Sendable () -> Void] = []
+
+    private init() {
+        let thread = Thread { [unowned self] in self.loop() }
+        thread.name = "bootlab-source-spawner"
+        thread.start()
+    }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty { condition.wait() }
+            let job = jobs.removeFirst()
+            condition.unlock()
+            job()
+        }
+    }
+
+    func spawn(_ command: Command) throws -> ChildProcess {
+        let result = Locked<Result<ChildProcess, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        condition.lock()
+        jobs.append {
+            result.withLock { $0 = Result { try command.spawn() } }
+            done.signal()
+        }
+        condition.signal()
+        condition.unlock()
+        done.wait()
+        return try result.current!.get()
+    }
 }

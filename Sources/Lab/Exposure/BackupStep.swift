@@ -119,7 +119,11 @@ public struct BackupStep: LabStep {
             context.sources[machine.name] = try BackupSourceSpec(words: words)
             context.backups[machine.name] = out
             context.finalStates[machine.name] = ChangeSetApplier.finalState(of: [], seed: context.scenario.seed, machine: machine.name, disk: g.diskPath)
-            context.put(Artefact(role: ArtefactRole.backup, machine: machine.name, disk: .file(path: out, format: "user"), files: [out]))
+            // Not golden: a user's tool need not write the same bytes twice (qemu-img's VMDK has a
+            // random CID). The plugin's digest pins the content: its pointer holds the source's
+            // size and sampled digests, and its skeleton the extents.
+            context.put(Artefact(role: ArtefactRole.backup, machine: machine.name, disk: .file(path: out, format: "user"), files: [out],
+                                 deterministic: false))
             let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? NSNumber)?.uint64Value ?? 0
             notes.append("\(machine.name): \(context.scenario.backup.kind.rawValue) by \((argv.first! as NSString).lastPathComponent), \(size) bytes")
         }
