@@ -61,6 +61,9 @@ struct ReconfigureCommand: ParsableCommand {
             if !omitted.isEmpty {
                 for k in db.controllers.keys { db.controllers[k]!.linuxModules.removeAll { omitted.contains($0) } }
             }
+            // The engine leaves these out of the controller's, the adapter's and the hypervisor's
+            // modules alike (the fault and `--omit-module` are the same fault, two spellings).
+            let omitModules = omitModules + omitted
             if let plugin {
                 guard disk == nil, layer == nil else { throw ValidationError("give a plugin file, or --disk and --layer, not both") }
                 let result = try Self.reconfigurePlugin(plugin, target: target, drivers: db,
