@@ -102,6 +102,8 @@ struct LinuxReconfigurer {
             // syslinux resolves relative names against the config file's directory.
             let candidates = name.hasPrefix("/") ? [name] : [configDir + "/" + name, "/" + name]
             guard let found = try candidates.first(where: { try g.isFile($0) }) else {
+                // GRUB may read it from another file system (a separate /boot): the GRUB step's, as before.
+                if isGrub { try g.umountAll(); return false }
                 throw ReconfigureError.guest("initrd \(name) named in \(configPath) not found on \(boot.device)")
             }
             initrdPaths.append(found)
