@@ -40,7 +40,7 @@ let package = Package(
         .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
         // The verification lab: scenarios, targets, generator, pipeline steps/validators, boot runner, reports.
         .target(name: "Lab", dependencies: ["Archives", "BlockCore", "DiskFormats", "BackupImage", "Exposure", "Processes", "Reconfigure", .product(name: "Yams", package: "Yams")]),
-        .testTarget(name: "LabTests", dependencies: ["Lab", "BlockCore", "DiskFormats", "Processes", "TestSupport"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "Archives", "BlockCore", "DiskFormats", "Processes", "Reconfigure", "TestSupport"]),
         // libguestfs and libhivex, for OS reconfiguration.
         .systemLibrary(name: "CGuestfs", pkgConfig: "libguestfs"),
         .systemLibrary(name: "CHivex", pkgConfig: "hivex"),

@@ -30,7 +30,8 @@ struct MutationTests {
         let ids = Set(mutants.map(\.id))
         for id in ["composition/disk-grow-1MiB", "composition/hidden-sectors-skipped", "composition/partition-start-off-by-one",
                    "mbr/disk-signature", "mbr/boot-signature", "volume/bpb-reserved-sectors", "reconfiguration/driver-left-out",
-                   "backup/stale-cache-block", "overlay/dropped-write-fuse", "overlay/dropped-write-nbd"] {
+                   "backup/stale-cache-block", "overlay/dropped-write-fuse", "overlay/dropped-write-nbd",
+                   "reconfiguration/hypervisor-module-left-out"] {
             #expect(ids.contains(id), "\(id) missing")
         }
         // One structure mutant per structure of each target's native format.
@@ -48,6 +49,10 @@ struct MutationTests {
         // The relocated-disk mutant runs where the composer relocates.
         let grow = try #require(mutants.first { $0.id == "composition/disk-grow-1MiB" })
         #expect(grow.cell.scenario == "relocated-volume")
+        // The Hyper-V gen2 module mutant leaves hv_storvsc out where only the validator can see it.
+        let hv = try #require(mutants.first { $0.id == "reconfiguration/hypervisor-module-left-out" })
+        #expect(hv.fault == "omit-driver:hv_storvsc" && hv.cell.target == "hyperv-gen2" && !hv.needsBoot)
+        #expect(hv.expected == ["hypervisor-modules"])
         // Restricting the cells restricts the catalog: no reconfigured cell, no driver mutant.
         let plain = Cell.all(suite.scenarios.filter { !$0.reconfigure })
         #expect(!MutationCatalog.mutants(suite: suite, cells: plain).mutants.contains { $0.family == "reconfiguration" })

@@ -67,7 +67,7 @@ public enum DiskGenerator {
         var wanted = suite.initramfsModules(for: machine, in: scenario)
         wanted += filesystemModules(machine.filesystem)
         let modules = resolver.resolve(wanted)
-        let volumeModules = resolver.resolve(suite.volumeModules(for: machine))
+        let volumeModules = resolver.resolve(suite.volumeModules(for: machine, in: scenario))
 
         var packages = try ToolVersions.host()
         packages[kernel.package] = kernel.version

@@ -110,6 +110,16 @@ public enum MutationCatalog {
                              fault: { _, t in "omit-driver:\(t.controller.driver)" }, expected: ["boot"], needsBoot: true,
                              applies: { s, t in s.reconfigure && s.expectation(for: t.name) == .boots && s.machines.count == 1
                                  && !(main(s).storageDrivers ?? []).contains(t.controller.driver) }))
+        // Reconfiguration: a module only the real hypervisor needs (Hyper-V gen2's hv_storvsc) left
+        // out. No boot can catch it (QEMU has no VMBus); the disk's initramfs read back does.
+        func hypervisorModule(_ t: Target) -> String? {
+            let mods = suite.hypervisorModules(for: [t.name])
+            return mods.contains("hv_storvsc") ? "hv_storvsc" : mods.first
+        }
+        entries.append(Entry(id: "reconfiguration/hypervisor-module-left-out", family: "reconfiguration",
+                             summary: "a module the real hypervisor needs (drivers.json hypervisorModules, e.g. hv_storvsc) left out of the reconfigured initramfs",
+                             fault: { _, t in hypervisorModule(t).map { "omit-driver:\($0)" } }, expected: ["hypervisor-modules"], needsBoot: false,
+                             applies: { s, t in s.reconfigure && s.machines.count == 1 && hypervisorModule(t) != nil }))
         // The backup reader: a stale block of a chain.
         entries.append(Entry(id: "backup/stale-cache-block", family: "backup",
                              summary: "a chain's newest block served as the older image's version (a stale cache entry)",

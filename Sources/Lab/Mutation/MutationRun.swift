@@ -197,7 +197,8 @@ public final class MutationRun: Sendable {
         }
     }
 
-    static func isBoot(_ v: any Validator) -> Bool { v.name == "boot" || v.name.hasPrefix("boot:") }
+    /// The boot, and what reads the console it leaves (the network adapter check).
+    static func isBoot(_ v: any Validator) -> Bool { v.name == "boot" || v.name.hasPrefix("boot:") || v is NICValidator }
 
     func runOptions(faults: String?, label: String) -> RunOptions {
         var o = RunOptions(goldenDirectory: suite.directory.deletingLastPathComponent().appendingPathComponent("Golden"),

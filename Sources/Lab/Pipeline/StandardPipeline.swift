@@ -24,6 +24,9 @@ public struct Pipeline: Sendable {
             // The tiny Linux's init prints the adapter lines; the Debian machine's units do not.
             for machine in scenario.machines where machine.os == nil { validators.append(NICValidator(machine: machine.name)) }
         }
+        // What the real hypervisor needs beyond what QEMU emulates for it (Hyper-V gen2's VMBus
+        // drivers), read back from the reconfigured disk's initramfs.
+        if scenario.reconfigure { validators.append(HypervisorModulesValidator()) }
         validators.append(ImmutabilityValidator())
         return Pipeline(steps: steps, validators: validators)
     }

@@ -66,6 +66,23 @@ public struct CompareValidator: Validator {
     /// except the ranges the reconfiguration layer records, and those ranges must lie inside the
     /// OS volume (the reconfiguration edits files of the guest's file system, nothing else). The
     /// expectation is built from the scenario, never from the disk under test.
+    static func layerRanges(pluginPath: String, layerPath: String, pointer: PluginPointer, identity: [UInt8]) throws -> [Range<UInt64>] {
+        let layer = try WriteOverlay(base: ZeroSource(size: pointer.composition.diskSize), path: layerPath,
+                                     unitSize: ReconfigurationLayer.unitSize, baseIdentity: identity, readOnly: true)
+        return layer.writtenRanges
+    }
+
+    /// The byte ranges a cell's reconfiguration layer holds for machine `m` (empty when the cell
+    /// does not reconfigure).
+    static func layerRanges(machine m: SourceMachine, in context: CellContext) throws -> [Range<UInt64>] {
+        guard context.scenario.reconfigure, let plugin = context.plugins[m.name],
+              let layerPath = context.artefacts.first(where: { $0.machine == m.name && $0.role == ReconfigureStep.layerRole })?.files.first else { return [] }
+        let (pointer, _) = try PluginPointer.read(pluginPath: plugin)
+        guard let digest = [UInt8](hex: pointer.backupHeaderDigest) else { throw LabError.cell(m.name, reason: "the pointer's header digest is not hex") }
+        let identity = try ReconfigurationLayer.identity(backupHeaderDigest: digest, composition: pointer.composition)
+        return try layerRanges(pluginPath: plugin, layerPath: layerPath, pointer: pointer, identity: identity)
+    }
+
     func compareOutsideLayer(_ context: CellContext, _ fe: FrontEndProcess) throws -> StepOutcome {
         var notes: [String] = []
         for m in context.scenario.machines {
@@ -78,9 +95,7 @@ public struct CompareValidator: Validator {
             let (pointer, _) = try PluginPointer.read(pluginPath: plugin)
             guard let digest = [UInt8](hex: pointer.backupHeaderDigest) else { return .fail("\(m.name): the pointer's header digest is not hex") }
             let identity = try ReconfigurationLayer.identity(backupHeaderDigest: digest, composition: pointer.composition)
-            let layer = try WriteOverlay(base: ZeroSource(size: pointer.composition.diskSize), path: layerPath,
-                                         unitSize: ReconfigurationLayer.unitSize, baseIdentity: identity, readOnly: true)
-            let ranges = layer.writtenRanges
+            let ranges = try Self.layerRanges(pluginPath: plugin, layerPath: layerPath, pointer: pointer, identity: identity)
             let a = try RawFile(path: served), b = try RawFile(path: source)
             guard a.size == b.size else { return .fail("\(m.name): exposed virtual size \(a.size) ≠ expected \(b.size) (\(source))") }
             let newStart = context.scenario.backup.exposePartitionStart ?? m.partitionStart
@@ -94,14 +109,18 @@ public struct CompareValidator: Validator {
                                                      || ($0.lowerBound >= bootCode.lowerBound && $0.upperBound <= bootCode.upperBound)) }) {
                 return .fail("\(m.name): the reconfiguration layer holds \(outside), outside the OS volume \(volume)\(bootCode.isEmpty ? "" : " and the boot code before it")")
             }
-            // Compare the complement of the layer's ranges, 1 MiB at a time.
+            // Compare the complement of the layer's ranges, 1 MiB at a time. A UEFI volume exposed
+            // with a synthesized ESP: only the OS volume here (the GPT and the ESP have no
+            // independent bytes; gpt-esp judges them and the rest, outside these same ranges).
+            let compared: Range<UInt64> = m.isUEFI && context.scenario.backup.kind == .volumeOnly ? volume : 0..<a.size
             var gaps: [Range<UInt64>] = []
-            var pos: UInt64 = 0
+            var pos: UInt64 = compared.lowerBound
             for r in ranges.sorted(by: { $0.lowerBound < $1.lowerBound }) {
-                if r.lowerBound > pos { gaps.append(pos..<r.lowerBound) }
+                if r.lowerBound > pos { gaps.append(pos..<min(r.lowerBound, compared.upperBound)) }
                 pos = max(pos, r.upperBound)
             }
-            if pos < a.size { gaps.append(pos..<a.size) }
+            if pos < compared.upperBound { gaps.append(pos..<compared.upperBound) }
+            gaps.removeAll { $0.isEmpty }
             var changedUnits = 0
             for gap in gaps {
                 var at = gap.lowerBound

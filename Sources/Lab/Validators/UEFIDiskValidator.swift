@@ -81,7 +81,10 @@ public struct UEFIDiskValidator: Validator {
                 // independent expectation (the root volume at its start, zeros elsewhere).
                 let expected = try RawFile(path: try ExpectedDisk.sourceExpectation(machine: m, in: context))
                 guard expected.size == src.size else { return .fail("\(m.name): exposed size \(src.size) ≠ expected \(expected.size)") }
-                let skip: [Range<UInt64>] = [0..<(34 * 512), (first * 512)..<((last + 1) * 512), (src.size - 33 * 512)..<src.size]
+                // A reconfigured cell: the layer's ranges too (qemu-img-compare holds them inside the
+                // OS volume and compares the rest of it).
+                let layerRanges = try CompareValidator.layerRanges(machine: m, in: context)
+                let skip: [Range<UInt64>] = [0..<(34 * 512), (first * 512)..<((last + 1) * 512), (src.size - 33 * 512)..<src.size] + layerRanges
                 var ranges: [Range<UInt64>] = []
                 var pos: UInt64 = 0
                 for s in skip.sorted(by: { $0.lowerBound < $1.lowerBound }) {

@@ -50,6 +50,11 @@ public struct DriverDatabase: Sendable, Codable, Equatable {
         public var nic: String?
         /// The disk format the hypervisor opens (`expose --target` writes the plugin in it).
         public var nativeFormat: String?
+        /// Linux modules the real hypervisor needs beyond the emulated controller's and adapter's
+        /// (`hypervisorModules`): devices the lab's QEMU stand-in cannot emulate, e.g. Hyper-V
+        /// generation 2's VMBus (`hv_vmbus`), its synthetic SCSI (`hv_storvsc`) and network
+        /// (`hv_netvsc`). A reconfiguration for the target installs them too.
+        public var hypervisorModules: [String]?
     }
 
     public var controllers: [String: Controller]

@@ -42,11 +42,14 @@ public enum Reconfigurator {
         var controller = storage
         controller.linuxModules = storage.linuxModules.filter { !omitted.contains(ModuleDependencies.normalize($0)) }
         let nicModules = (nic?.nic.linuxModules ?? []).filter { !omitted.contains(ModuleDependencies.normalize($0)) }
+        // What the real hypervisor needs that its QEMU stand-in does not emulate (Hyper-V gen2's
+        // VMBus devices): installed like the adapter's modules.
+        let hypervisorModules = (drivers.targets[target]?.hypervisorModules ?? []).filter { !omitted.contains(ModuleDependencies.normalize($0)) }
         var report = ReconfigurationReport(target: target, controller: controllerName, os: "unknown")
         report.nic = nic?.name
         let session = try OverlaySession(image: image, layer: layer, workDirectory: options.workDirectory)
         do {
-            let os = try LinuxReconfigurer(session: session, controller: controller, nicModules: nicModules).run(report: &report, dryRun: options.dryRun)
+            let os = try LinuxReconfigurer(session: session, controller: controller, nicModules: nicModules, hypervisorModules: hypervisorModules).run(report: &report, dryRun: options.dryRun)
                 || WindowsReconfigurer(session: session, controller: controller).run(report: &report, dryRun: options.dryRun)
             // Boot code last: it only writes sectors before the first partition.
             let grub = try GrubReconfigurer(session: session).run(report: &report, dryRun: options.dryRun)

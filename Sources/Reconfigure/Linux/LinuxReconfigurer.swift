@@ -28,13 +28,18 @@ struct LinuxReconfigurer {
     /// The target's network-adapter modules: added like the controller's when the guest's
     /// kernel has them, skipped (and reported) when it does not.
     var nicModules: [String] = []
+    /// Modules the real hypervisor needs although the lab's stand-in does not emulate its
+    /// devices (drivers.json `targets.*.hypervisorModules`, e.g. Hyper-V gen2's `hv_vmbus`,
+    /// `hv_storvsc`): added like the adapter's when the guest's kernel has them, else reported
+    /// as skipped.
+    var hypervisorModules: [String] = []
     var g: Guestfs { session.g }
 
     /// The module names to add for this target: the controller's, then the adapter's that
     /// `deps` lists.
     func wantedModules(_ deps: ModuleDependencies, report: inout ReconfigurationReport) -> [String] {
         var names = controller.linuxModules
-        for m in nicModules where !names.contains(m) {
+        for m in nicModules + hypervisorModules where !names.contains(m) {
             if deps.pathByName[ModuleDependencies.normalize(m)] != nil { names.append(m) }
             else if !report.skippedModules.contains(m) { report.skippedModules.append(m) }
         }
@@ -52,7 +57,14 @@ struct LinuxReconfigurer {
         }
         if let boot = probes.first(where: { $0.syslinuxConfig != nil }) {
             report.os = "linux-initramfs"
-            try tinyLinux(boot: boot, probes: probes, report: &report, dryRun: dryRun)
+            _ = try tinyLinux(boot: boot, configPath: boot.syslinuxConfig!, probes: probes, report: &report, dryRun: dryRun)
+            return true
+        }
+        // A GRUB-booted (e.g. UEFI) initramfs that lists its own modules: the same edit. Without
+        // such a list it is left to the GRUB step, as before.
+        if let boot = probes.first(where: { $0.grubConfig != nil }),
+           try tinyLinux(boot: boot, configPath: boot.grubConfig!, probes: probes, report: &report, dryRun: dryRun) {
+            report.os = "linux-initramfs"
             return true
         }
         return false
@@ -78,30 +90,48 @@ struct LinuxReconfigurer {
 
     // MARK: tiny Linux: boot loader config + initramfs holding its own module list
 
-    private func tinyLinux(boot: FilesystemProbe, probes: [FilesystemProbe], report: inout ReconfigurationReport, dryRun: Bool) throws {
-        let configPath = boot.syslinuxConfig!
-        report.bootLoader = configPath.contains("extlinux") ? "extlinux" : "syslinux"
-        report.bootConfig = "\(boot.device):\(configPath)"
+    /// Returns false (having changed nothing) for a GRUB configuration whose initramfs has no
+    /// module load list: not an initramfs this step knows how to extend.
+    private func tinyLinux(boot: FilesystemProbe, configPath: String, probes: [FilesystemProbe], report: inout ReconfigurationReport, dryRun: Bool) throws -> Bool {
+        let isGrub = BootConfig.grubPaths.contains(configPath)
         try g.mountReadOnly(boot.device)
         let configText = String(decoding: try g.readFile(configPath), as: UTF8.self)
         let configDir = (configPath as NSString).deletingLastPathComponent
         var initrdPaths: [String] = []
-        for name in BootConfig.syslinuxInitrds(configText) {
+        for name in isGrub ? BootConfig.grubInitrds(configText) : BootConfig.syslinuxInitrds(configText) {
             // syslinux resolves relative names against the config file's directory.
             let candidates = name.hasPrefix("/") ? [name] : [configDir + "/" + name, "/" + name]
             guard let found = try candidates.first(where: { try g.isFile($0) }) else {
+                // GRUB may read it from another file system (a separate /boot): the GRUB step's, as before.
+                if isGrub { try g.umountAll(); return false }
                 throw ReconfigureError.guest("initrd \(name) named in \(configPath) not found on \(boot.device)")
             }
             initrdPaths.append(found)
         }
-        guard !initrdPaths.isEmpty else { throw ReconfigureError.guest("\(configPath) names no initrd") }
+        guard !initrdPaths.isEmpty else {
+            try g.umountAll()
+            if isGrub { return false }
+            throw ReconfigureError.guest("\(configPath) names no initrd")
+        }
         var images: [(path: String, image: Initramfs)] = []
         for p in initrdPaths {
             let host = session.temporaryPath("initrd-\(images.count)")
             try g.download(p, to: host)
-            images.append((p, try Initramfs.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: host))))))
+            let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: host)))
+            if isGrub {
+                // Not an initramfs we can decode (e.g. another distribution's format): the GRUB step's.
+                guard let img = try? Initramfs.decode(bytes) else { try g.umountAll(); return false }
+                images.append((p, img))
+            } else {
+                images.append((p, try Initramfs.decode(bytes)))
+            }
         }
         try g.umountAll()
+        if isGrub, !images.contains(where: { $0.image.entry(ModuleLoadList.bootlabPath) != nil || $0.image.entry(ModuleLoadList.initramfsToolsPath) != nil }) {
+            return false
+        }
+        report.bootLoader = isGrub ? "grub" : (configPath.contains("extlinux") ? "extlinux" : "syslinux")
+        report.bootConfig = "\(boot.device):\(configPath)"
         report.initramfs = initrdPaths.map { "\(boot.device):\($0)" }
 
         // The kernel version: the module tree inside the initramfs, else the volume's only one.
@@ -236,7 +266,7 @@ struct LinuxReconfigurer {
             }
         }
 
-        guard !dryRun else { return }
+        guard !dryRun else { return true }
         if !newImages.isEmpty || newConfig != configText {
             try g.mount(boot.device)
             for (path, bytes) in newImages {
@@ -252,6 +282,7 @@ struct LinuxReconfigurer {
             try g.writeFile("/etc/fstab", Array(text.utf8))
             try g.umountAll()
         }
+        return true
     }
 
     // MARK: Debian/Ubuntu: initramfs-tools inside the guest
