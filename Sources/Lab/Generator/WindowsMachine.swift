@@ -128,7 +128,8 @@ extension DiskGenerator {
     static func generateWindows(_ machine: SourceMachine, of scenario: Scenario, machines: URL) throws -> GeneratedMachine {
         let fm = FileManager.default
         let src = windowsSource(machine, seed: scenario.seed)
-        let hiveDir = machines.appendingPathComponent(".hives-\(machine.name)-\(getpid())-\(scenario.name)")
+        // A scratch name only (parallel cells of one scenario generate at once); the contents are seeded.
+        let hiveDir = machines.appendingPathComponent(".hives-\(machine.name)-\(getpid())-\(UUID().uuidString)")
         try? fm.removeItem(at: hiveDir)
         try fm.createDirectory(at: hiveDir, withIntermediateDirectories: true)
         defer { try? fm.removeItem(at: hiveDir) }
