@@ -46,7 +46,7 @@ import Testing
         #expect(HypervisorModulesValidator.missing(Self.wanted, in: img).isEmpty)
     }
 
-    /// What `omit-driver:hv_storvsc` (`--omit-module hv_storvsc`) leaves: the file absent and
+    /// What `omit-driver:hv_storvsc` (the FaultPlan's fault) leaves: the file absent and
     /// unlisted. The validator names the module and why.
     @Test func omittedModuleIsNamed() throws {
         let kept = ["hv_vmbus", "hv_netvsc"].map { Self.paths[$0]! }

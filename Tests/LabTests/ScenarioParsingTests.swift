@@ -154,8 +154,11 @@ struct ScenarioParsingTests {
     }
 
     @Test func badFilesNameKeyAndReason() throws {
-        var e = try rejection(Self.good.replacingOccurrences(of: "filesystem: ext4", with: "filesystem: ntfs"))
-        #expect(e.key == "machine.filesystem" && e.reason.contains("ntfs") && e.reason.contains("fat32"))
+        var e = try rejection(Self.good.replacingOccurrences(of: "filesystem: ext4", with: "filesystem: btrfs"))
+        #expect(e.key == "machine.filesystem" && e.reason.contains("btrfs") && e.reason.contains("fat32"))
+        // ntfs is a windows-hives volume only.
+        e = try rejection(Self.good.replacingOccurrences(of: "filesystem: ext4", with: "filesystem: ntfs"))
+        #expect(e.key == "machine.filesystem" && e.reason.contains("os: windows-hives"))
         e = try rejection(Self.good.replacingOccurrences(of: "targets: [kvm-virtio]", with: "targets: [hyperv-gen3]"))
         #expect(e.key == "targets[0]" && e.reason.contains("unknown target 'hyperv-gen3'"))
         // UEFI machines: grub-efi boots from ext4 only, and the root must leave room for the ESP.

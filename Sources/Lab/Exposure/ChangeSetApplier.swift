@@ -75,6 +75,8 @@ public enum ChangeSetApplier {
             for (local, path) in files {
                 try Shell.run("mcopy", ["-o", "-m", "-i", image, local, "::\(path)"], environment: env)
             }
+        case .ntfs:
+            throw LabError.argument("filesystem", reason: "change sets on ntfs volumes are not supported")
         }
     }
 

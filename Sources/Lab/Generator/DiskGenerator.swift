@@ -62,6 +62,9 @@ public enum DiskGenerator {
         if machine.os == .debianGrub {
             return try generateDebian(machine, of: scenario, suite: suite, machines: machines)
         }
+        if machine.os == .windowsHives {
+            return try generateWindows(machine, of: scenario, machines: machines)
+        }
         let kernel = try LabCache.kernel(machine.kernel)
         let resolver = try ModuleResolver(kernel: kernel)
         var wanted = suite.initramfsModules(for: machine, in: scenario)
@@ -170,6 +173,8 @@ public enum DiskGenerator {
             try buildFAT32(volume: volume, work: work, machine: machine, seed: scenario.seed,
                            kernel: kernel.vmlinuz, initrd: initrd, initrdName: initrdName, config: bootConfig,
                            moduleTree: moduleTree)
+        case .ntfs:
+            throw LabError.argument("filesystem", reason: "ntfs volumes are made by os: windows-hives machines only")
         }
 
         try createSparse(disk, size: machine.diskSize)
@@ -307,6 +312,7 @@ public enum DiskGenerator {
         // ext4 refuses to mount without crc32c (metadata_csum); the cloud kernel has it built in.
         case .ext4: return ["crc32c_generic", "crc16", "mbcache", "jbd2", "ext4"]
         case .fat32: return ["nls_cp437", "nls_ascii", "nls_utf8", "fat", "vfat"]
+        case .ntfs: return []
         }
     }
 
@@ -316,6 +322,7 @@ public enum DiskGenerator {
         case .fat32:
             let h = volumeID(machine, seed: seed).uppercased()
             return "\(h.prefix(4))-\(h.suffix(4))"
+        case .ntfs: return ""
         }
     }
 

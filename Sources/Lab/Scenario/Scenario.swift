@@ -48,10 +48,24 @@ public enum KernelFlavour: String, Sendable, Codable, CaseIterable {
 public enum FileSystemKind: String, Sendable, Codable, CaseIterable {
     case ext4
     case fat32
+    /// Only for `os: windows-hives` machines (mkntfs + ntfs-3g).
+    case ntfs
 
     /// The MBR partition type the source machine's installer would have used.
-    public var partitionType: UInt8 { self == .ext4 ? 0x83 : 0x0C }
-    public var linuxType: String { self == .ext4 ? "ext4" : "vfat" }
+    public var partitionType: UInt8 {
+        switch self {
+        case .ext4: return 0x83
+        case .fat32: return 0x0C
+        case .ntfs: return 0x07
+        }
+    }
+    public var linuxType: String {
+        switch self {
+        case .ext4: return "ext4"
+        case .fat32: return "vfat"
+        case .ntfs: return "ntfs"
+        }
+    }
 }
 
 public enum BootLoaderKind: String, Sendable, Codable, CaseIterable {
@@ -75,6 +89,10 @@ public enum MachineOS: String, Sendable, Codable, CaseIterable {
     /// built once into `$BOOTLAB_CACHE/debian-grub/`. A volume-only backup of it boots only after
     /// reconfiguration regenerates GRUB's boot code.
     case debianGrub = "debian-grub"
+    /// An NTFS volume holding a Windows installation's `SYSTEM` and `BCD` hives (no Windows: we
+    /// have no Windows kernel to boot), so the Windows reconfiguration runs in the lab and its
+    /// edits are read back with hivex (`WindowsHivesValidator`). `DiskGenerator.generateWindows`.
+    case windowsHives = "windows-hives"
 }
 
 public struct SourceMachine: Sendable, Codable, Equatable {
@@ -188,11 +206,15 @@ public enum Expectation: Sendable, Codable, Equatable {
     /// The boot must fail and the console must match this pattern (a case-insensitive regular
     /// expression), so a boot that fails for another reason is a failure, not a pass.
     case mustNotBoot(reason: String)
+    /// Not booted at all, for the stated reason (e.g. no Windows kernel to boot): no boot step
+    /// runs; the report shows "not booted (reason)", which is neither a pass of a boot nor a skip.
+    case notBooted(reason: String)
 
     public var summary: String {
         switch self {
         case .boots: return "boots"
         case .mustNotBoot(let reason): return "must not boot (\(reason))"
+        case .notBooted(let reason): return "not booted (\(reason))"
         }
     }
 }

@@ -209,6 +209,12 @@ public enum ScenarioLoader {
                 throw m.error("marker", "os debian-grub prints `BOOTLAB-MARKER debian-grub booted`: the marker is debian-grub")
             }
             guard !m.has("storage_drivers") else { throw m.error("storage_drivers", "os debian-grub's initramfs is initramfs-tools' (MODULES=most)") }
+        } else if os == .windowsHives {
+            guard filesystem == .ntfs else { throw m.error("filesystem", "os windows-hives is an ntfs volume") }
+            guard !m.has("bootloader") else { throw m.error("bootloader", "os windows-hives has no boot loader we could run (no Windows)") }
+            guard !m.has("storage_drivers") else { throw m.error("storage_drivers", "os windows-hives has no initramfs") }
+        } else if filesystem == .ntfs {
+            throw m.error("filesystem", "ntfs needs os: windows-hives")
         } else if bootloader == .grubEFI {
             guard filesystem == .ext4 else { throw m.error("bootloader", "grub-efi cannot boot from \(filesystem.rawValue) (grub-efi: ext4)") }
         } else if bootloader == .grub {
@@ -311,10 +317,16 @@ public enum ScenarioLoader {
     static func parseExpectation(_ expect: YAMLMapping, _ key: String) throws -> Expectation {
         let node = expect.raw(key)
         if let s = node as? String {
-            guard s == "boots" else { throw expect.error(key, "'\(s)' is not boots (or a mapping must_not_boot: REASON)") }
+            guard s == "boots" else { throw expect.error(key, "'\(s)' is not boots (or a mapping must_not_boot: REASON or not_booted: REASON)") }
             return .boots
         }
         let m = try YAMLMapping(file: expect.file, path: expect.keyPath(key), node: node)
+        if m.has("not_booted") {
+            let reason = try m.string("not_booted")
+            guard !reason.isEmpty else { throw m.error("not_booted", "must say why the cell is not booted") }
+            try m.finish()
+            return .notBooted(reason: reason)
+        }
         let reason = try m.string("must_not_boot")
         do { _ = try NSRegularExpression(pattern: reason, options: [.caseInsensitive]) } catch {
             throw m.error("must_not_boot", "not a valid regular expression")

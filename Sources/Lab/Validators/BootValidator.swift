@@ -21,6 +21,10 @@ public struct BootValidator: Validator {
         guard let disk = context.bootDisk(machine: machine) else {
             return .fail("no boot disk for machine \(machine): no step produced one")
         }
+        if case .notBooted(let reason) = context.scenario.expectation(for: context.target.name) {
+            // The pipeline leaves this validator out of such cells; reaching here is a wiring error.
+            return .fail("the scenario says this cell is not booted (\(reason)), yet a boot check ran")
+        }
         let log = context.directory.appendingPathComponent("console-\(machine).log")
         // GRUB + systemd takes 15–19 s under TCG on a quiet machine (the tiny Linux 3–6 s).
         let timeout = spec.os == .debianGrub ? max(context.options.bootTimeout, Self.distributionTimeout) : context.options.bootTimeout
@@ -46,6 +50,8 @@ public struct BootValidator: Validator {
                 return .pass("failed as expected: \(line.trimmingCharacters(in: .whitespaces))", details: details, attachments: attachments)
             }
             return .fail("did not boot, but not for the stated reason /\(reason)/: \(why)", details: details, attachments: attachments)
+        case .notBooted:
+            return .fail("unreachable: not-booted cells return before the boot")
         }
     }
 }

@@ -54,6 +54,8 @@ public struct ChangedFilesValidator: Validator {
         case .fat32:
             _ = try Shell.run("mcopy", ["-n", "-i", "\(image)@@\(offset)", "::\(path)", local],
                               environment: ["MTOOLS_SKIP_CHECK": "1"], check: false)
+        case .ntfs:
+            throw LabError.argument("filesystem", reason: "change sets on ntfs volumes are not supported")
         }
     }
 }

@@ -63,6 +63,8 @@ public enum ExpectedDisk {
         try dst.write(at: 0, mbr)
         let chunk = 1 << 20
         var done: UInt64 = 0
+        // NTFS keeps its backup boot sector in the volume's last sector (a copy of the primary).
+        let ntfsPrimary = machine.filesystem == .ntfs ? try source.read(at: volumeOffset, count: 512) : []
         while done < machine.volumeSize {
             let n = Int(min(UInt64(chunk), machine.volumeSize - done))
             var bytes = try source.read(at: volumeOffset + done, count: n)
@@ -74,6 +76,13 @@ public enum ExpectedDisk {
                 let mirrors = bk > 0 && bk + 512 <= bytes.count && Array(bytes[bk..<bk + 512]) == Array(bytes[0..<512])
                 bytes.putLE32(UInt32(newStart), at: 0x1C)
                 if mirrors { bytes.putLE32(UInt32(newStart), at: bk + 0x1C) }
+            }
+            if machine.filesystem == .ntfs {
+                // Hidden sectors (0x1C, u32) in the primary and, when it mirrors it, the backup.
+                if done == 0 { bytes.putLE32(UInt32(newStart), at: 0x1C) }
+                if done + UInt64(n) == machine.volumeSize, n >= 512, Array(bytes[(n - 512)...]) == ntfsPrimary {
+                    bytes.putLE32(UInt32(newStart), at: n - 512 + 0x1C)
+                }
             }
             if bytes.contains(where: { $0 != 0 }) { try dst.write(at: newOffset + done, bytes) }
             done += UInt64(n)

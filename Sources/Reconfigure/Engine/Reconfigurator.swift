@@ -6,7 +6,8 @@ public struct ReconfigureOptions: Sendable {
     public var dryRun: Bool
     /// Where the scratch overlay lives (default: the system temporary directory).
     public var workDirectory: URL?
-    /// A deliberate fault for the lab's must-shows and mutation runs (`--inject-fault omit-driver:NAME`): these
+    /// A deliberate fault for the lab's must-shows and mutation runs (`--inject-fault omit-driver:NAME`;
+    /// a Windows guest's storage service of that name too): these
     /// module names are left out of what the target needs, as a buggy engine would. Empty in
     /// real use; nothing reads it from the environment.
     public var omitModules: [String]
@@ -41,6 +42,8 @@ public enum Reconfigurator {
         let omitted = Set(options.omitModules.map(ModuleDependencies.normalize))
         var controller = storage
         controller.linuxModules = storage.linuxModules.filter { !omitted.contains(ModuleDependencies.normalize($0)) }
+        // The same fault for a Windows guest: the named service is left out (not made boot-start).
+        controller.windows.services = storage.windows.services.filter { !omitted.contains(ModuleDependencies.normalize($0.name)) }
         let nicModules = (nic?.nic.linuxModules ?? []).filter { !omitted.contains(ModuleDependencies.normalize($0)) }
         // What the real hypervisor needs that its QEMU stand-in does not emulate (Hyper-V gen2's
         // VMBus devices): installed like the adapter's modules.
