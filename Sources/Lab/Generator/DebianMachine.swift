@@ -59,15 +59,9 @@ extension DiskGenerator {
         defer { lock.unlock() }
         let dir = machines.appendingPathComponent(key)
         let manifestURL = dir.appendingPathComponent("manifest.json")
-        if let data = try? Data(contentsOf: manifestURL),
-           let cached = try? JSONDecoder().decode(GeneratedMachine.self, from: data),
-           FileManager.default.fileExists(atPath: cached.diskPath) {
-            return cached
-        }
+        if let cached = cachedMachine(manifest: manifestURL) { return cached }
         let fm = FileManager.default
-        let work = machines.appendingPathComponent(".work-\(key)-\(getpid())")
-        try? fm.removeItem(at: work)
-        try fm.createDirectory(at: work, withIntermediateDirectories: true)
+        let work = try freshWorkDirectory(machines: machines, key: key)
         defer { try? fm.removeItem(at: work) }
         let disk = work.appendingPathComponent("disk.raw")
         try createSparse(disk, size: machine.diskSize)

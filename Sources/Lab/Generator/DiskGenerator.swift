@@ -93,16 +93,10 @@ public enum DiskGenerator {
 
         let dir = machines.appendingPathComponent(key)
         let manifestURL = dir.appendingPathComponent("manifest.json")
-        if let data = try? Data(contentsOf: manifestURL),
-           let cached = try? JSONDecoder().decode(GeneratedMachine.self, from: data),
-           FileManager.default.fileExists(atPath: cached.diskPath) {
-            return cached
-        }
+        if let cached = cachedMachine(manifest: manifestURL) { return cached }
 
         let fm = FileManager.default
-        let work = machines.appendingPathComponent(".work-\(key)-\(getpid())")
-        try? fm.removeItem(at: work)
-        try fm.createDirectory(at: work, withIntermediateDirectories: true)
+        let work = try freshWorkDirectory(machines: machines, key: key)
         defer { try? fm.removeItem(at: work) }
 
         let volume = work.appendingPathComponent("volume.raw")
@@ -436,5 +430,25 @@ public enum DiskGenerator {
             }
             position += UInt64(chunk.count)
         }
+    }
+}
+
+extension DiskGenerator {
+    /// The cache's machine behind MANIFEST when it is complete (manifest and disk both there):
+    /// the one rule every machine kind (tiny Linux, Debian, Windows hives) uses to reuse an entry.
+    static func cachedMachine(manifest: URL) -> GeneratedMachine? {
+        guard let data = try? Data(contentsOf: manifest),
+              let cached = try? JSONDecoder().decode(GeneratedMachine.self, from: data),
+              FileManager.default.fileExists(atPath: cached.diskPath) else { return nil }
+        return cached
+    }
+
+    /// An empty scratch directory for building the machine KEY in this process (a stale one from
+    /// a killed run is removed first); the caller removes it when done.
+    static func freshWorkDirectory(machines: URL, key: String) throws -> URL {
+        let work = machines.appendingPathComponent(".work-\(key)-\(getpid())")
+        try? FileManager.default.removeItem(at: work)
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        return work
     }
 }

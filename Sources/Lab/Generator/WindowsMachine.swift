@@ -160,14 +160,8 @@ extension DiskGenerator {
         defer { lock.unlock() }
         let dir = machines.appendingPathComponent(key)
         let manifestURL = dir.appendingPathComponent("manifest.json")
-        if let data = try? Data(contentsOf: manifestURL),
-           let cached = try? JSONDecoder().decode(GeneratedMachine.self, from: data),
-           fm.fileExists(atPath: cached.diskPath) {
-            return cached
-        }
-        let work = machines.appendingPathComponent(".work-\(key)-\(getpid())")
-        try? fm.removeItem(at: work)
-        try fm.createDirectory(at: work, withIntermediateDirectories: true)
+        if let cached = cachedMachine(manifest: manifestURL) { return cached }
+        let work = try freshWorkDirectory(machines: machines, key: key)
         defer { try? fm.removeItem(at: work) }
         let disk = work.appendingPathComponent("disk.raw")
         try createSparse(disk, size: machine.diskSize)
