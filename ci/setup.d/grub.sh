@@ -3,4 +3,4 @@
 # `swift test` does not pay ~80 s for it. Cached under $BOOTLAB_CACHE/debian-grub/<key>.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-Tests/ReconfigureTests/Fixtures/make-debian-grub.sh >/dev/null
+Scenarios/machines/make-debian-grub.sh >/dev/null
