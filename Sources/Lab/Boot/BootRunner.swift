@@ -73,7 +73,11 @@ public enum BootRunner {
     /// shell only once every boot option failed (BdsDxe's "failed to load Boot000N … Not Found"
     /// lines say why). The boot is stopped there rather than left to the timeout.
     static func gaveUpPatterns(firmware: String) -> [String] {
-        firmware == "ovmf" ? ["UEFI Interactive Shell", "No bootable option or device was found"] : []
+        // OVMF tries the disks first, then the NIC (iPXE's option ROM, then its own PXE and HTTP
+        // boot over IPv4 and IPv6: minutes of DHCP timeouts), then its shell. A marker only ever
+        // comes from a disk, so the first sign of network boot means every disk option failed.
+        firmware == "ovmf" ? ["UEFI Interactive Shell", "No bootable option or device was found",
+                              "Open Source Network Boot Firmware", ">>Start PXE over IPv4", ">>Start HTTP Boot"] : []
     }
 
     /// `varsPath`: the per-boot copy of the UEFI variable store (OVMF targets only).
@@ -168,7 +172,7 @@ public enum BootRunner {
         }
         let lines = console.split(whereSeparator: \.isNewline).map(String.init)
         let firmwareFailure = lines.last { $0.contains("BdsDxe: failed to load") || $0.contains("No bootable option") }
-            .map { line in gaveUp.map { "\(Self.stripEscapes(line)) (the firmware then started its UEFI shell: nothing bootable; stopped at '\($0)')" } ?? Self.stripEscapes(line) }
+            .map { line in gaveUp.map { "\(Self.stripEscapes(line)) (the firmware then gave up on its disks: nothing bootable; stopped at '\($0)')" } ?? Self.stripEscapes(line) }
         let (markerSeen, failure) = judge(console: console, marker: marker, stderr: stderr, tool: "qemu", firmwareFailure: firmwareFailure, markerLine: markerLine)
         return BootResult(markerSeen: markerSeen, timedOut: timedOut, exitStatus: termination.foundationStatus,
                           seconds: seconds, consoleLogPath: consoleLog.path, failureLine: markerSeen ? nil : failure,
