@@ -50,3 +50,12 @@ public struct CheckReport: Sendable, Codable, Equatable {
     /// Findings for `structure` (exact match).
     public func findings(for structure: String) -> [CheckFinding] { findings.filter { $0.structure == structure } }
 }
+
+/// Every format's check throws this when it cannot check the file at all — not a file of that
+/// format, or a feature the check does not cover (`bootlab check` exits 1: could not check, as
+/// opposed to 2: corrupt). Each check names it `<Format>Check.CannotCheck`.
+public struct CannotCheckError: Error, CustomStringConvertible, Equatable {
+    public let reason: String
+    public init(reason: String) { self.reason = reason }
+    public var description: String { reason }
+}

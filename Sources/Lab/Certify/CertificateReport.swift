@@ -114,21 +114,7 @@ extension Certificate {
         h += "</table>\n<h2>Cell details</h2>\n"
         for c in cells {
             h += "<h3 id=\"\(anchor(c.cell))\" class=\"\(c.verdict.rawValue)\">\(e(c.cell.id)) (\(c.kind.rawValue)): \(TerminalReport.symbol(c.verdict))</h3>\n"
-            h += "<table><tr><th>check</th><th>kind</th><th>result</th><th>time</th><th>message</th></tr>\n"
-            for r in c.records {
-                h += "<tr class=\"\(r.outcome.verdict.rawValue)\"><td>\(e(r.name))</td><td>\(r.kind.rawValue)</td><td>\(TerminalReport.symbol(r.outcome.verdict))</td><td>\(String(format: "%.1f s", r.seconds))</td><td>\(e(r.outcome.message))</td></tr>\n"
-            }
-            h += "</table>\n"
-            for r in c.records {
-                if let d = r.outcome.details, !d.isEmpty {
-                    h += "<details><summary>\(e(r.name)): details</summary><pre>\(e(d))</pre></details>\n"
-                }
-                for (label, path) in r.outcome.attachments.sorted(by: { $0.key < $1.key }) {
-                    let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : base.appendingPathComponent(path)
-                    let text = (try? Data(contentsOf: url)).map { String(decoding: $0, as: UTF8.self) } ?? "(\(path) unreadable)"
-                    h += "<details\(r.outcome.verdict == .fail ? " open" : "")><summary>\(e(r.name)): \(e(label)) log</summary><pre>\(e(HTMLReport.stripANSI(text)))</pre></details>\n"
-                }
-            }
+            h += HTMLReport.records(c.records, base: base)
         }
         h += "</body></html>\n"
         return h

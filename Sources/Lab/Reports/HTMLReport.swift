@@ -50,23 +50,31 @@ public enum HTMLReport {
         h += "</table>\n<h2>Cells</h2>\n"
         for c in report.cells {
             h += "<h3 id=\"\(anchor(c.cell))\" class=\"\(c.verdict.rawValue)\">\(e(c.cell.scenario)) × \(e(c.cell.target)): \(TerminalReport.symbol(c.verdict))</h3>\n"
-            h += "<p>Expectation: \(e(c.expectation))</p>\n<table><tr><th>check</th><th>kind</th><th>result</th><th>time</th><th>message</th></tr>\n"
-            for r in c.records {
-                h += "<tr class=\"\(r.outcome.verdict.rawValue)\"><td>\(e(r.name))</td><td>\(r.kind.rawValue)</td><td>\(TerminalReport.symbol(r.outcome.verdict))</td><td>\(String(format: "%.1f s", r.seconds))</td><td>\(e(r.outcome.message))</td></tr>\n"
-            }
-            h += "</table>\n"
-            for r in c.records {
-                if let d = r.outcome.details, !d.isEmpty {
-                    h += "<details><summary>\(e(r.name)): details</summary><pre>\(e(d))</pre></details>\n"
-                }
-                for (label, path) in r.outcome.attachments.sorted(by: { $0.key < $1.key }) {
-                    let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : base.appendingPathComponent(path)
-                    let text = (try? Data(contentsOf: url)).map { String(decoding: $0, as: UTF8.self) } ?? "(\(path) unreadable)"
-                    h += "<details\(r.outcome.verdict == .fail ? " open" : "")><summary>\(e(r.name)): \(e(label)) log</summary><pre>\(e(stripANSI(text)))</pre></details>\n"
-                }
-            }
+            h += "<p>Expectation: \(e(c.expectation))</p>\n" + records(c.records, base: base)
         }
         h += "</body></html>\n"
+        return h
+    }
+
+    /// One cell's checks as a table, then each check's details and attached logs (a failed
+    /// check's logs open): the lab report and the certificate show a cell the same way.
+    static func records(_ records: [StepRecord], base: URL) -> String {
+        let e = JUnitReport.escape
+        var h = "<table><tr><th>check</th><th>kind</th><th>result</th><th>time</th><th>message</th></tr>\n"
+        for r in records {
+            h += "<tr class=\"\(r.outcome.verdict.rawValue)\"><td>\(e(r.name))</td><td>\(r.kind.rawValue)</td><td>\(TerminalReport.symbol(r.outcome.verdict))</td><td>\(String(format: "%.1f s", r.seconds))</td><td>\(e(r.outcome.message))</td></tr>\n"
+        }
+        h += "</table>\n"
+        for r in records {
+            if let d = r.outcome.details, !d.isEmpty {
+                h += "<details><summary>\(e(r.name)): details</summary><pre>\(e(d))</pre></details>\n"
+            }
+            for (label, path) in r.outcome.attachments.sorted(by: { $0.key < $1.key }) {
+                let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : base.appendingPathComponent(path)
+                let text = (try? Data(contentsOf: url)).map { String(decoding: $0, as: UTF8.self) } ?? "(\(path) unreadable)"
+                h += "<details\(r.outcome.verdict == .fail ? " open" : "")><summary>\(e(r.name)): \(e(label)) log</summary><pre>\(e(stripANSI(text)))</pre></details>\n"
+            }
+        }
         return h
     }
 

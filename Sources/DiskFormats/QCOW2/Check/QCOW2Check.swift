@@ -8,10 +8,7 @@ import BlockCore
 /// Entries that are unaligned, past the end of the file or have reserved bits set are
 /// corruption; so is a cluster used twice by the active image, and a wrong COPIED flag.
 public enum QCOW2Check {
-    public struct CannotCheck: Error, CustomStringConvertible {
-        public let reason: String
-        public var description: String { reason }
-    }
+    public typealias CannotCheck = CannotCheckError
 
     /// At most this many clusters are counted (512 MiB of counters).
     public static let maxClusters: UInt64 = 1 << 28

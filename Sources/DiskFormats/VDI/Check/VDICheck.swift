@@ -4,10 +4,7 @@ import BlockCore
 /// checks only the block map (an index ≥ blocks in image, an index used twice, the allocated
 /// count); this adds the header rules, slots past the end of the file and overlaps.
 public enum VDICheck {
-    public struct CannotCheck: Error, CustomStringConvertible {
-        public let reason: String
-        public var description: String { reason }
-    }
+    public typealias CannotCheck = CannotCheckError
 
     public static func run(path: String) throws -> CheckReport {
         try run(source: try RawFile(path: path), path: path)

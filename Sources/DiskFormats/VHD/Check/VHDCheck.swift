@@ -5,10 +5,7 @@ import BlockCore
 /// refuses to open a file whose footer copy at 0 (dynamic) or footer at the end (fixed) has a
 /// bad checksum. Every finding names its structure and offset.
 public enum VHDCheck {
-    public struct CannotCheck: Error, CustomStringConvertible {
-        public let reason: String
-        public var description: String { reason }
-    }
+    public typealias CannotCheck = CannotCheckError
 
     public static func run(path: String) throws -> CheckReport {
         try run(source: try RawFile(path: path), path: path)

@@ -3,10 +3,7 @@ import BlockCore
 /// `check` for VHDX: stricter than `qemu-img check`, which only looks at BAT placement
 /// (vhdx-notes §8). Every rule names its structure and offset.
 public enum VHDXCheck {
-    public struct CannotCheck: Error, CustomStringConvertible {
-        public let reason: String
-        public var description: String { reason }
-    }
+    public typealias CannotCheck = CannotCheckError
 
     /// Checks the file at `path`. Throws `CannotCheck`/`IOError` when the file cannot be checked
     /// at all (unreadable, not a VHDX).

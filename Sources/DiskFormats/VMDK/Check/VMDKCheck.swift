@@ -8,10 +8,7 @@ import BlockCore
 /// file, past the metadata and used once (overlapping grains); stream-optimized grain markers
 /// naming their own grain. Every finding names its structure and file offset.
 public enum VMDKCheck {
-    public struct CannotCheck: Error, CustomStringConvertible {
-        public let reason: String
-        public var description: String { reason }
-    }
+    public typealias CannotCheck = CannotCheckError
 
     /// Checks the file at `path` (a sparse extent, or a descriptor file and its extents). Throws
     /// `CannotCheck`/`IOError` when it is not a VMDK at all or cannot be read.
