@@ -65,7 +65,10 @@ public struct BackupSetManifest: Codable, Sendable, Equatable {
         }
 
         /// Sectors the partition spans.
-        public func sectors(_ sectorSize: Int) -> UInt64 { (size + UInt64(sectorSize) - 1) / UInt64(sectorSize) }
+        public func sectors(_ sectorSize: Int) -> UInt64 {
+            let ss = UInt64(max(1, sectorSize))
+            return size / ss + (size % ss == 0 ? 0 : 1)
+        }
     }
 
     public init(diskGUID: GUID, sectorSize: Int, diskSize: UInt64, entryCount: Int, entrySize: Int, volumes: [Volume]) {
