@@ -155,6 +155,55 @@ private func exposeSet(_ dir: String, format: String = "vhdx") throws -> (report
         #expect(failure { try PluginFile.exposeSet(manifestPath: dir + "/vm.blset", pluginPath: dir + "/again.vhdx", options: o) }.satisfies { text in text.contains("vm.p2.bli") && text.contains("cannot be opened") })
     }
 
+    /// Encrypted members (one passphrase for the set), and the reconfiguration layer over the
+    /// composed set: an edit in the gap between the volumes and one over the root's data are
+    /// recorded, the plugin re-rendered, and every reader of the plugin then serves the original
+    /// disk with exactly those two edits.
+    @Test(.requires(missing: volumeSetMissing)) func encryptedMembersAndReconfigurationLayer() throws {
+        let s = Scratch("volume-set-reconf")
+        let original = s.file("original.raw")
+        try sgdiskDisk(original)
+        let dir = s.file("plug")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let pass = PassphraseSource.bytes(Array("volume set passphrase".utf8))
+        var o = BackupCreateOptions()
+        o.imageID = BackupCreateOptions.imageID(seed: "volume-set-encrypted")
+        o.blockSize = 64 << 10
+        o.encrypt = true
+        o.passphrase = pass
+        o.scrypt = .testing
+        _ = try BackupSetWriter.create(sourcePath: original, manifestPath: dir + "/vm.blset", partitions: [1, 2], options: o)
+        #expect(try BackupImageReader.readHeader(path: dir + "/vm.p2.bli").header.isEncrypted)
+        var eo = PluginFile.ExposeOptions()
+        eo.passphrase = pass
+        _ = try PluginFile.exposeSet(manifestPath: dir + "/vm.blset", pluginPath: dir + "/vm.vhdx", options: eo)
+        var open = PluginFile.OpenOptions()
+        open.passphrase = pass
+
+        let layer = try PluginFile.openReconfigurationLayer(pluginPath: dir + "/vm.vhdx", options: open)
+        var rng = Bytes(seed: 77)
+        let gapEdit = rng.bytes(4096), rootEdit = rng.bytes(4096)
+        let gapAt: UInt64 = 18432 * 512, rootAt: UInt64 = 20480 * 512 + 8192
+        try gapEdit.withUnsafeBytes { try layer.write(at: gapAt, from: $0) }
+        try rootEdit.withUnsafeBytes { try layer.write(at: rootAt, from: $0) }
+        try layer.flush()
+        let record = try PluginFile.recordReconfiguration(pluginPath: dir + "/vm.vhdx", target: "kvm-uefi", options: open)
+        #expect(record.pluginRewritten && record.layerBytes == 8192)
+
+        var expected = try RawFile(path: original).read(at: 0, count: 32 << 20)
+        expected.put(gapEdit, at: Int(gapAt))
+        expected.put(rootEdit, at: Int(rootAt))
+        let plugin = try PluginFile.open(pluginPath: dir + "/vm.vhdx", options: open)
+        #expect(plugin.pointer.reconfiguration?.targets == ["kvm-uefi"] && plugin.pointer.backupSet?.members.count == 2)
+        #expect(try plugin.virtualDisk().read(at: 0, count: Int(plugin.virtualSize)) == expected)
+        // The VHDX stream (its skeleton checked against the re-rendered one on open) too.
+        let vhdx = try VHDXFile(source: plugin)
+        #expect(try vhdx.read(at: 0, count: Int(vhdx.size)) == expected)
+        // Without the passphrase nothing is served.
+        let locked = try PluginFile.open(pluginPath: dir + "/vm.vhdx")
+        #expect(failure { try locked.read(at: locked.payloadStart, count: 512) }.satisfies { text in text.contains("vm.p1.bli") })
+    }
+
     /// Options that do not apply to a set are refused by the composer, naming the option.
     @Test func setCompositionRefusals() throws {
         let m = BackupSetManifest(diskGUID: GUID(diskGUID)!, sectorSize: 512, diskSize: 32 << 20, entryCount: 128, entrySize: 128, volumes: [
