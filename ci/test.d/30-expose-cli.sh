@@ -135,6 +135,7 @@ head -c 1000000 /dev/urandom | dd of=gpt.raw bs=512 seek=2048 conv=notrunc statu
 head -c 500000 /dev/urandom | dd of=gpt.raw bs=512 seek=20480 conv=notrunc status=none
 "$B" backup create gpt.raw set/vm.blset --partition 1 --partition 2 --seed cli-set >/dev/null
 [ -f set/vm.p1.bli ] && [ -f set/vm.p2.bli ] || fail "the volume set's images are missing"
+"$B" info set/vm.blset | grep -q "^format: bootlab-volume-set" || fail "bootlab info does not describe the manifest"
 "$B" expose set/vm.blset --out set/vm.vhdx >/dev/null
 "$B" serve set/vm.vhdx --raw --socket "$W/set.sock" > serve.log 2>&1 &
 SERVE_PID=$!
