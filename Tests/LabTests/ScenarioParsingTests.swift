@@ -67,6 +67,9 @@ struct ScenarioParsingTests {
         #expect(why.contains("BdsDxe"))
         #expect(Pipeline.standard(for: esp, target: suite.targets["kvm-uefi"]!).validators.map(\.name).contains("gpt-esp"))
         #expect(try suite.scenario(named: "uefi-whole-disk").backup.kind == .disk)
+        // A volume set of the same kind of machine (ESP + root, one image each).
+        let set = try suite.scenario(named: "uefi-volume-set")
+        #expect(set.backup.kind == .volumeSet && set.machines[0].isUEFI && set.tier == .extended)
     }
 
     static let good = """
@@ -187,6 +190,8 @@ struct ScenarioParsingTests {
         #expect(e.key == "machine.bootloader")
         e = try rejection(Self.good + "backup:\n  incrementals:\n    - write: [{path: relative, size: 1K}]\n")
         #expect(e.key == "backup.incrementals[0].write[0].path")
+        e = try rejection(Self.good + "backup:\n  kind: volume-set\n  incrementals:\n    - write: [{path: /a, size: 1K}]\n")
+        #expect(e.key == "backup.kind" && e.reason.contains("volume set"))
         e = try rejection("name: [unclosed")
         #expect(e.reason.contains("not valid YAML"))
     }

@@ -216,12 +216,53 @@ public enum DiskComposer {
         return r
     }
 
-    /// The bytes of one partition of a GPT composition: the backup's volume (patched), or — for
-    /// contents the composition layer synthesizes — the source that makes them.
-    static func partitionContent(_ record: PluginPointer.Composition.PartitionRecord, volume: any BlockSource,
-                                 pluginDirectory: String?) throws -> any BlockSource {
+    /// A volume set's disk (docs/formats/gpt.md, "Several volumes of one disk"): the original
+    /// GPT — disk GUID, sector size, entry shape, disk size — with one partition per member at
+    /// its original start, with its original entry number, GUIDs, attributes and name, filled by
+    /// that member (`content: "backup:<image ID>"`). The members' bytes are served unchanged (no
+    /// boot-sector patch: nothing moved), so the composed disk equals the original disk wherever
+    /// the original held a backed-up partition or its GPT.
+    public static func planSet(_ manifest: BackupSetManifest, options: Options) throws -> PluginPointer.Composition {
+        guard options.partitionStartLBA == nil else {
+            throw CompositionError.unsupported("--partition-start applies to one volume; a volume set is composed at its original starts")
+        }
+        guard options.partitionTable != .mbr else {
+            throw CompositionError.unsupported("a volume set is composed as its original GPT (--partition-table mbr does not apply)")
+        }
+        guard options.esp == nil else {
+            throw CompositionError.unsupported("--esp with a volume set is not implemented (a set that holds the original ESP needs none)")
+        }
+        try manifest.validate()
+        let partitions = manifest.volumes.sorted { $0.number < $1.number }.map { v in
+            PluginPointer.Composition.PartitionRecord(
+                entry: GPT.Partition(number: v.number, typeGUID: v.typeGUID, uniqueGUID: v.uniqueGUID, firstLBA: v.firstLBA,
+                                     lastLBA: v.firstLBA + v.sectors(manifest.sectorSize) - 1, attributes: v.attributes, name: v.name),
+                content: PluginPointer.BackupSetRecord.content(imageID: v.imageID.description))
+        }
+        let record = PluginPointer.Composition.GPTRecord(sectorSize: manifest.sectorSize, diskGUID: manifest.diskGUID,
+                                                        entryCount: manifest.entryCount, entrySize: manifest.entrySize, partitions: partitions)
+        do { _ = try record.table(diskSize: manifest.diskSize) } catch let e as GPTError {
+            throw CompositionError.unsupported("the volume set's GPT would be invalid: \(e)")
+        }
+        return .init(kind: "gpt", diskSize: manifest.diskSize, gpt: record)
+    }
+
+    /// The bytes of one partition of a GPT composition: the backup's volume (patched), a volume
+    /// set's member (`backup:<image ID>`, from `members`), or — for contents the composition
+    /// layer synthesizes — the source that makes them.
+    static func partitionContent(_ record: PluginPointer.Composition.PartitionRecord, volume: (any BlockSource)?,
+                                 members: [String: any BlockSource], pluginDirectory: String?) throws -> any BlockSource {
         switch record.content {
-        case PluginPointer.Composition.PartitionRecord.backupContent: return volume
+        case PluginPointer.Composition.PartitionRecord.backupContent:
+            guard let volume else {
+                throw FormatError("plugin file", "composition", at: 0, "partition \(record.number): content 'backup' in a volume set's composition")
+            }
+            return volume
+        case let c where c.hasPrefix("backup:"):
+            guard let member = members[c] else {
+                throw FormatError("plugin file", "composition", at: 0, "partition \(record.number): no volume set member for '\(c)'")
+            }
+            return member
         case SynthesizedESP.content:
             guard let esp = record.esp else {
                 throw FormatError("plugin file", "composition", at: 0, "partition \(record.number): an ESP without its record")
@@ -277,15 +318,21 @@ public enum DiskComposer {
 
     /// The composed disk described by `composition` over `volume` (the backup reader).
     /// `pluginDirectory`: where a synthesized ESP's sidecar files are (nil: no ESP can be composed).
-    public static func compose(volume: any BlockSource, composition c: PluginPointer.Composition,
+    /// `members`: a volume set's opened members by `content` string (`backup:<image ID>`); then
+    /// `volume` is nil.
+    public static func compose(volume: (any BlockSource)?, members: [String: any BlockSource] = [:],
+                               composition c: PluginPointer.Composition,
                                pluginDirectory: String? = nil) throws -> any BlockSource {
+        let needsOne = FormatError("plugin file", "composition", at: 0, "a '\(c.kind)' composition needs one backup, not a volume set")
         switch c.kind {
         case "disk":
+            guard let volume else { throw needsOne }
             guard c.diskSize == volume.size else {
                 throw FormatError("plugin file", "composition", at: 0, "disk size \(c.diskSize) differs from the backup's \(volume.size)")
             }
             return volume
         case "volume":
+            guard let volume else { throw needsOne }
             guard let start = c.partitionStartLBA, let hex = c.mbrHex, let mbr = [UInt8](hex: hex), mbr.count == 512 else {
                 throw FormatError("plugin file", "composition", at: 0, "volume composition lacks its partition start or MBR")
             }
@@ -295,8 +342,10 @@ public enum DiskComposer {
             guard let g = c.gpt else {
                 throw FormatError("plugin file", "composition", at: 0, "GPT composition lacks its table")
             }
-            let patched = c.volumePatches.isEmpty ? volume : try PatchedSource(base: volume, patches: c.volumePatches)
-            let parts = try g.partitions.map { ComposedPartition(entry: $0.entry, content: try partitionContent($0, volume: patched, pluginDirectory: pluginDirectory)) }
+            let patched: (any BlockSource)? = try volume.map { c.volumePatches.isEmpty ? $0 : try PatchedSource(base: $0, patches: c.volumePatches) }
+            let parts = try g.partitions.map {
+                ComposedPartition(entry: $0.entry, content: try partitionContent($0, volume: patched, members: members, pluginDirectory: pluginDirectory))
+            }
             return try GPTComposedDisk(table: try g.table(diskSize: c.diskSize), partitions: parts)
         default:
             throw FormatError("plugin file", "composition", at: 0, "unknown composition kind '\(c.kind)'")

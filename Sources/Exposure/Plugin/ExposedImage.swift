@@ -57,9 +57,18 @@ public final class ExposedImage: BlockSource, VHDXParentIdentity, @unchecked Sen
         if let record = pointer.source {
             try record.spec.checkConfinement(pluginDirectory: PluginFile.directory(of: PluginFile.absolutePath(pluginPath)),
                                              allowOutside: options.allowOutside, allowedPlugins: options.allowedSourcePlugins)
+        } else if pointer.backupSet != nil {
+            _ = try memberBackupPaths()
         } else {
             _ = try backupPath()
         }
+    }
+
+    /// The `.bli` images the plugin reads: its backup, or every member of its volume set.
+    public func memberBackupPaths() throws -> [String] {
+        guard let set = pointer.backupSet else { return [try backupPath()] }
+        let directory = PluginFile.directory(of: PluginFile.absolutePath(pluginPath))
+        return try set.members.map { try PluginFile.resolve(pointerPath: $0.backupPath, pluginDirectory: directory, allowOutside: options.allowOutside) }
     }
 
     /// The external source the plugin reads, when it is not a `.bli` backup (version-2 pointer).
@@ -69,6 +78,9 @@ public final class ExposedImage: BlockSource, VHDXParentIdentity, @unchecked Sen
     public func backupPath() throws -> String {
         if let spec = externalSource {
             throw SourceError.badSpec(spec: spec.description, reason: "this plugin reads an external source, not a backup image file")
+        }
+        if pointer.backupSet != nil {
+            throw FormatError("plugin file", "plugin pointer", at: 0, "this plugin reads a volume set (several backup images: memberBackupPaths), not one backup image")
         }
         return try PluginFile.resolve(pointerPath: pointer.backupPath,
                                pluginDirectory: PluginFile.directory(of: PluginFile.absolutePath(pluginPath)),

@@ -41,15 +41,52 @@ public enum LayerStack {
         return backup
     }
 
+    /// Opens every member of a volume set (version-3 pointer), each resolved under the tree rule
+    /// and checked like a single backup (image ID, then header digest, then the virtual size the
+    /// composition was planned with); a member that is missing, another image, or changed is
+    /// refused naming it, and nothing is served. Returned by `content` string.
+    static func openMembers(_ set: PluginPointer.BackupSetRecord, pluginPath: String,
+                            options: PluginFile.OpenOptions) throws -> [String: any BlockSource] {
+        let directory = PluginFile.directory(of: PluginFile.absolutePath(pluginPath))
+        // One resolution of the passphrase for all members (a terminal prompt asks once).
+        var passphrase = options.passphrase
+        var out: [String: any BlockSource] = [:]
+        for m in set.members {
+            let path = try PluginFile.resolve(pointerPath: m.backupPath, pluginDirectory: directory, allowOutside: options.allowOutside)
+            let backup: BackupImageReader
+            do {
+                if let p = passphrase, (try? BackupImageReader.readHeader(path: path))?.header.isEncrypted == true { passphrase = .bytes(try p.resolve()) }
+                backup = try BackupImageReader.open(path: path, passphrase: passphrase, vault: options.vault, stats: options.stats)
+            } catch {
+                throw PluginFile.PluginError.mismatch(.setMember(path: path, reason: "cannot be opened: \(error)"))
+            }
+            guard backup.header.imageID.description == m.backupImageID else {
+                throw PluginFile.PluginError.mismatch(.setMember(path: path, reason: "image ID \(backup.header.imageID) ≠ recorded \(m.backupImageID) (another backup at this path)"))
+            }
+            guard backup.headerDigest.hex == m.backupHeaderDigest else {
+                throw PluginFile.PluginError.mismatch(.setMember(path: path, reason: "header digest differs from the one recorded (the image changed)"))
+            }
+            guard backup.size == m.size else {
+                throw PluginFile.PluginError.mismatch(.setMember(path: path, reason: "virtual size \(backup.size) ≠ recorded \(m.size)"))
+            }
+            out[m.content] = backup
+        }
+        return out
+    }
+
     /// What a plugin reads its disk (or volume) from, opened and checked against the pointer,
     /// with the 32 bytes that stand for it in derived identities: a `.bli` backup (its header
     /// digest) or, for a version-2 pointer, an external source — confined first (tree rule,
     /// `--allow-source-plugin`), then started, then its size and sampled digests (and whole
     /// digest, ID) compared with the recorded identity (`SourceIdentity.check`).
-    static func openSource(pointer: PluginPointer, pluginPath: String, options: PluginFile.OpenOptions) throws -> (source: any BlockSource, identity: [UInt8]) {
+    static func openSource(pointer: PluginPointer, pluginPath: String, options: PluginFile.OpenOptions) throws -> (source: (any BlockSource)?, members: [String: any BlockSource], identity: [UInt8]) {
+        if let set = pointer.backupSet {
+            let members = try openMembers(set, pluginPath: pluginPath, options: options)
+            return (nil, members, set.identity)
+        }
         guard let record = pointer.source else {
             let backup = try openBackup(pointer: pointer, pluginPath: pluginPath, options: options)
-            return (backup, backup.headerDigest)
+            return (backup, [:], backup.headerDigest)
         }
         let directory = PluginFile.directory(of: PluginFile.absolutePath(pluginPath))
         try record.spec.checkConfinement(pluginDirectory: directory, allowOutside: options.allowOutside,
@@ -59,7 +96,7 @@ public enum LayerStack {
         options.stats.addOpen()
         let source = StatsCountingSource(base: opened, stats: options.stats)
         try record.identity.check(source, name: record.spec.description, expectedID: options.sourceID)
-        return (source, record.identity.digestBytes)
+        return (source, [:], record.identity.digestBytes)
     }
 
     // MARK: Below the view
@@ -78,8 +115,9 @@ public enum LayerStack {
 
     /// The layers below the view, opened.
     struct Lower {
-        /// The backup reader or external source, checked against the pointer.
-        let backup: any BlockSource
+        /// The backup reader or external source, checked against the pointer (nil for a volume
+        /// set, whose members are in the composed disk).
+        let backup: (any BlockSource)?
         /// The composed disk (volume patches included).
         let composed: any BlockSource
         /// The reconfiguration layer over it, when stacked, and its resolved path.
@@ -91,15 +129,15 @@ public enum LayerStack {
 
     /// backup ▸ composed disk ▸ reconfiguration layer (as `use` says).
     static func lower(pointer: PluginPointer, pluginPath: String, options: PluginFile.OpenOptions, layer use: LayerUse) throws -> Lower {
-        let (backup, sourceIdentity) = try openSource(pointer: pointer, pluginPath: pluginPath, options: options)
-        var below: any BlockSource = backup
+        let (backup, members, sourceIdentity) = try openSource(pointer: pointer, pluginPath: pluginPath, options: options)
+        var below: (any BlockSource)? = backup
         if options.faults.servesStaleBlock {
             guard let reader = backup as? BackupImageReader else {
                 throw FaultPlanError(text: "stale-block", reason: "the plugin's source is not a .bli backup chain")
             }
             below = try StaleBlockSource(reader)
         }
-        let composed = try DiskComposer.compose(volume: below, composition: pointer.composition,
+        let composed = try DiskComposer.compose(volume: below, members: members, composition: pointer.composition,
                                                 pluginDirectory: PluginFile.directory(of: PluginFile.absolutePath(pluginPath)))
         // A layer is never replayed over another backup or another placement of the volume.
         let identity = try ReconfigurationLayer.identity(backupHeaderDigest: sourceIdentity, composition: pointer.composition)

@@ -35,6 +35,8 @@ public enum PluginFile {
             case layerUnitSize(path: String, found: UInt64, recorded: UInt32)
             /// The layer holds other bytes than when the plugin was rendered.
             case layerDigest(path: String, recorded: String, found: String)
+            /// A volume set's member is missing, another image, or changed.
+            case setMember(path: String, reason: String)
 
             public var description: String {
                 switch self {
@@ -49,6 +51,7 @@ public enum PluginFile {
                     return "reconfiguration layer \(path) has \(found)-byte units, the pointer records \(recorded)"
                 case let .layerDigest(path, _, _):
                     return "reconfiguration layer \(path) changed since the plugin was rendered (digest differs); expose the backup again (which discards the layer) and reconfigure"
+                case let .setMember(path, reason): return "volume set member \(path): \(reason)"
                 }
             }
         }
@@ -196,6 +199,100 @@ public enum PluginFile {
                             allocatedBlocks: try view.allocatedUnitCount())
     }
 
+    /// Writes `pluginPath` for a volume set (`BackupSetManifest` at `manifestPath`): one GPT disk
+    /// composed from every member at its original start (`DiskComposer.planSet`), with a
+    /// version-3 pointer naming each member (path relative to the plugin, image ID, header
+    /// digest, size). Each member is opened and checked against the manifest first: a missing
+    /// or changed member, or one whose header disagrees with the manifest, is refused naming it.
+    @discardableResult
+    public static func exposeSet(manifestPath: String, pluginPath: String, options: ExposeOptions) throws -> ExposeReport {
+        let pluginAbs = absolutePath(pluginPath)
+        let manifestAbs = absolutePath(manifestPath)
+        guard realPathOrSelf(pluginAbs) != realPathOrSelf(manifestAbs) else { throw PluginError.pluginIsTheBackup(pluginAbs) }
+        let manifest = try BackupSetManifest.read(path: manifestAbs)
+        let pluginDirectory = directory(of: pluginAbs)
+        let manifestPointerPath = try pointerPath(backup: manifestAbs, pluginDirectory: pluginDirectory, allowOutside: options.allowOutside)
+        var passphrase = options.passphrase
+        var members: [PluginPointer.BackupSetRecord.Member] = []
+        var opened: [String: any BlockSource] = [:]
+        for (i, v) in manifest.volumes.enumerated() {
+            let path = directory(of: manifestAbs) + "/" + v.file
+            guard realPathOrSelf(pluginAbs) != realPathOrSelf(path) else { throw PluginError.pluginIsTheBackup(pluginAbs) }
+            let backup: BackupImageReader
+            do {
+                if let p = passphrase, (try? BackupImageReader.readHeader(path: path))?.header.isEncrypted == true { passphrase = .bytes(try p.resolve()) }
+                backup = try BackupImageReader.open(path: path, passphrase: passphrase, vault: options.vault)
+            } catch {
+                throw PluginError.mismatch(.setMember(path: path, reason: "cannot be opened: \(error)"))
+            }
+            let h = backup.header
+            func differs(_ what: String, _ found: String, _ recorded: String) -> PluginError {
+                .mismatch(.setMember(path: path, reason: "\(what) \(found) ≠ \(recorded) in the manifest (volumes[\(i)])"))
+            }
+            guard h.imageID == v.imageID else { throw differs("image ID", h.imageID.description, v.imageID.description) }
+            guard backup.headerDigest.hex == v.headerDigest else {
+                throw PluginError.mismatch(.setMember(path: path, reason: "header digest differs from the manifest's (the image changed since the set was written)"))
+            }
+            // The header must describe the partition the manifest places it in.
+            guard h.sourceKind == .volume, h.partitionScheme == .gpt else { throw differs("source", "\(h.sourceKind) (\(h.partitionScheme))", "a GPT volume") }
+            guard h.gptDiskGUID == manifest.diskGUID else { throw differs("disk GUID", h.gptDiskGUID.description, manifest.diskGUID.description) }
+            guard Int(h.partitionNumber) == v.number else { throw differs("partition number", "\(h.partitionNumber)", "\(v.number)") }
+            guard h.partitionStartLBA == v.firstLBA else { throw differs("start LBA", "\(h.partitionStartLBA)", "\(v.firstLBA)") }
+            guard h.virtualSize == v.size else { throw differs("size", "\(h.virtualSize)", "\(v.size)") }
+            guard h.gptPartitionGUID == v.uniqueGUID, h.gptPartitionType == v.typeGUID else {
+                throw differs("partition GUIDs", "\(h.gptPartitionType)/\(h.gptPartitionGUID)", "\(v.typeGUID)/\(v.uniqueGUID)")
+            }
+            guard (h.logicalSectorSize == 0 ? 512 : Int(h.logicalSectorSize)) == manifest.sectorSize else {
+                throw differs("sector size", "\(h.logicalSectorSize)", "\(manifest.sectorSize)")
+            }
+            let member = PluginPointer.BackupSetRecord.Member(
+                backupPath: try pointerPath(backup: path, pluginDirectory: pluginDirectory, allowOutside: options.allowOutside),
+                backupImageID: h.imageID.description, backupHeaderDigest: backup.headerDigest.hex, size: backup.size)
+            members.append(member)
+            opened[member.content] = backup
+        }
+        let set = PluginPointer.BackupSetRecord(members: members)
+        let composition = try DiskComposer.planSet(manifest, options: options.composer)
+        let disk = try DiskComposer.compose(volume: nil, members: opened, composition: composition, pluginDirectory: pluginDirectory)
+        let identity = set.identity
+        let seed = Array(SHA256.hash(identity).prefix(16))
+        var pointer: PluginPointer
+        if options.format == VHDXView.formatName {
+            guard options.formatKeys.isEmpty else {
+                throw NativeFormatOptionError(format: options.format, reason: "a VHDX plugin takes no format options (\(options.formatKeys.keys.sorted().joined(separator: ", ")))")
+            }
+            pointer = PluginPointer(backupPath: manifestPointerPath, backupImageID: "set", backupHeaderDigest: identity.hex,
+                                    composition: composition,
+                                    vhdx: .init(blockSize: 0, logicalSectorSize: UInt32(composition.sectorSize),
+                                                physicalSectorSize: UInt32(composition.sectorSize),
+                                                seedHex: seed.hex, fileSize: 0, payloadStart: 0))
+        } else {
+            guard DiskFormatRegistry.driver(named: options.format) != nil else {
+                throw NativeFormatOptionError(format: options.format, reason: "not a native format this bootlab writes (\(DiskFormatRegistry.names.joined(separator: ", ")))")
+            }
+            var keys = options.formatKeys
+            let subformat = keys.removeValue(forKey: "subformat")
+            pointer = PluginPointer(backupPath: manifestPointerPath, backupImageID: "set", backupHeaderDigest: identity.hex,
+                                    composition: composition,
+                                    native: .init(format: options.format.lowercased(), subformat: subformat,
+                                                  logicalSectorSize: UInt32(composition.sectorSize),
+                                                  allocationUnit: 0, seedHex: seed.hex, keys: keys))
+            pointer.native!.fileName = String(pluginAbs.split(separator: "/").last ?? "")
+        }
+        pointer.version = PluginPointer.volumeSetVersion
+        pointer.backupSet = set
+        let view = try LayerStack.renderRecordingLayout(&pointer, over: disk, allocationUnit: options.blockSize.map(UInt64.init))
+        try writeSkeleton(view, to: pluginAbs)
+        let layer = ReconfigurationLayer.defaultPath(forPlugin: pluginAbs)
+        unlink(layer)
+        unlink(layer + ".map")
+        return ExposeReport(plugin: pluginPath, backup: manifestPath, backupPathInPlugin: manifestPointerPath,
+                            composition: "gpt", partitionStartLBA: nil, patchedBytes: 0,
+                            virtualSize: disk.size, format: pointer.format, fileSize: view.size, vhdxFileSize: view.size,
+                            payloadStart: view.payloadStart, blockSize: UInt32(clamping: view.allocationUnit),
+                            allocatedBlocks: try view.allocatedUnitCount())
+    }
+
     /// Writes `pluginPath` for an external source (an nbdkit plugin, an NBD export, an image):
     /// as `expose` for a backup, with a version-2 pointer recording the source's argv (paths
     /// relative to the plugin's directory) and its identity (size, sampled digests; whole digest
@@ -252,7 +349,7 @@ public enum PluginFile {
                                                   allocationUnit: 0, seedHex: seed.hex, keys: keys))
             pointer.native!.fileName = String(pluginAbs.split(separator: "/").last ?? "")
         }
-        pointer.version = 2
+        pointer.version = PluginPointer.externalSourceVersion
         pointer.source = .init(spec: recorded, identity: identity)
         let view = try LayerStack.renderRecordingLayout(&pointer, over: disk, allocationUnit: options.blockSize.map(UInt64.init))
         try writeSkeleton(view, to: pluginAbs)

@@ -30,11 +30,15 @@ public struct PluginPointer: Codable, Sendable, Equatable {
     /// `source` (an nbdkit plugin, an NBD export, an image). A pointer to a `.bli` backup is still
     /// written as version 1 (`backupImageVersion`): its fields and meaning are unchanged, so
     /// plugins of `.bli` backups keep their exact bytes and stay readable by older releases.
-    public static let currentVersion = 2
+    public static let currentVersion = 3
     /// The version of a pointer to a `.bli` backup (no `source`).
     public static let backupImageVersion = 1
+    /// The version of a pointer to an external `source`.
+    public static let externalSourceVersion = 2
+    /// The version of a pointer to a volume set (`backupSet`: several `.bli` images of one disk).
+    public static let volumeSetVersion = 3
     /// The versions this release reads.
-    public static let readableVersions: ClosedRange<Int> = 1...2
+    public static let readableVersions: ClosedRange<Int> = 1...3
 
     public var version: Int = PluginPointer.backupImageVersion
     /// Path of the backup, relative to the plugin file's directory (absolute only with
@@ -60,6 +64,54 @@ public struct PluginPointer: Codable, Sendable, Equatable {
     /// reconfiguration layer's). A version-1 reader would ignore the field and serve the wrong
     /// bytes, hence the version.
     public var source: ExternalSourceRecord?
+    /// Version 3: the disk is composed from several `.bli` images of one disk (a volume set,
+    /// `BackupSetManifest`); each GPT partition whose `content` is `backup:<image ID>` reads the
+    /// member with that ID. `backupPath` is then the manifest's path (for messages and
+    /// re-exposing; opening does not read it), `backupImageID` is "set", and
+    /// `backupHeaderDigest` is `BackupSetRecord.identity` (hex), the base of derived identities.
+    /// A version-1 reader would look for one backup at the manifest's path, hence the version.
+    public var backupSet: BackupSetRecord?
+
+    /// The members of a volume set, each with its identity check.
+    public struct BackupSetRecord: Codable, Sendable, Equatable {
+        /// At most this many members (a bound checked on decode).
+        public static let maxMembers = 128
+        public var members: [Member]
+
+        public struct Member: Codable, Sendable, Equatable {
+            /// The `content` string of the partition it fills: `backup:<image ID>`.
+            public var content: String
+            /// Relative to the plugin's directory (tree rule as for `backupPath`).
+            public var backupPath: String
+            public var backupImageID: String
+            /// SHA-256 (hex) of the member's header.
+            public var backupHeaderDigest: String
+            /// The member's virtual size: the composition is planned without opening it.
+            public var size: UInt64
+
+            public init(backupPath: String, backupImageID: String, backupHeaderDigest: String, size: UInt64) {
+                content = BackupSetRecord.content(imageID: backupImageID)
+                self.backupPath = backupPath
+                self.backupImageID = backupImageID
+                self.backupHeaderDigest = backupHeaderDigest
+                self.size = size
+            }
+        }
+
+        public init(members: [Member]) { self.members = members }
+
+        /// The `content` string of a member's partition.
+        public static func content(imageID: String) -> String { "backup:" + imageID }
+
+        /// The set's identity: SHA-256 of the tag `bootlab volume set v1`, then each member's
+        /// image ID (its text, NUL-terminated) and header digest (hex text, NUL-terminated), in
+        /// order. It stands for the set where a single backup's header digest stands elsewhere.
+        public var identity: [UInt8] {
+            var bytes = Array("bootlab volume set v1".utf8)
+            for m in members { bytes += Array(m.backupImageID.utf8) + [0] + Array(m.backupHeaderDigest.utf8) + [0] }
+            return SHA256.hash(bytes)
+        }
+    }
 
     /// The external source a version-2 pointer reads, and how to know it is still the same one.
     public struct ExternalSourceRecord: Codable, Sendable, Equatable {
@@ -239,8 +291,20 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         } catch {
             throw v.error(at: 16, "invalid document: \(error)")
         }
-        guard (pointer.source != nil) == (pointer.version >= 2) else {
+        guard (pointer.source != nil) == (pointer.version == externalSourceVersion) else {
             throw v.error(at: 16, "invalid document: version \(pointer.version) \(pointer.source == nil ? "requires" : "cannot carry") an external `source`")
+        }
+        guard (pointer.backupSet != nil) == (pointer.version == volumeSetVersion) else {
+            throw v.error(at: 16, "invalid document: version \(pointer.version) \(pointer.backupSet == nil ? "requires" : "cannot carry") a `backupSet`")
+        }
+        if let set = pointer.backupSet {
+            guard !set.members.isEmpty, set.members.count <= BackupSetRecord.maxMembers else {
+                throw v.error(at: 16, "invalid document: \(set.members.count) volume set members (expected 1 … \(BackupSetRecord.maxMembers))")
+            }
+            guard Set(set.members.map(\.content)).count == set.members.count,
+                  set.members.allSatisfy({ $0.content == BackupSetRecord.content(imageID: $0.backupImageID) }) else {
+                throw v.error(at: 16, "invalid document: volume set members must have distinct image IDs and contents `backup:<image ID>`")
+            }
         }
         guard (pointer.vhdx == nil) != (pointer.native == nil) else {
             throw v.error(at: 16, "invalid document: exactly one of the view parameters `vhdx` and `native` must be present")

@@ -47,6 +47,19 @@ public struct BackupStep: LabStep {
             o.imageID = BackupCreateOptions.imageID(seed: "\(context.scenario.seed)/\(machine.name)")
             o.partition = spec.kind == .volumeOnly ? machine.rootPartitionNumber : nil
             o.label = machine.name
+            if spec.kind == .volumeSet {
+                // Every partition of the machine's GPT, one image each, and the manifest.
+                guard machine.isUEFI else { return .fail("\(machine.name): a volume set needs a GPT (UEFI) machine") }
+                let manifest = dir.appendingPathComponent("\(machine.name).blset").path
+                let set = try BackupSetWriter.create(sourcePath: g.diskPath, manifestPath: manifest, partitions: [1, machine.rootPartitionNumber], options: o)
+                context.backups[machine.name] = manifest
+                context.finalStates[machine.name] = ChangeSetApplier.finalState(of: [], seed: context.scenario.seed, machine: machine.name, disk: g.diskPath)
+                context.put(Artefact(role: ArtefactRole.backup, machine: machine.name, disk: .file(path: manifest, format: "blset"),
+                                     files: [manifest] + set.volumes.map(\.path)))
+                notes.append("\(machine.name): volume set of \(set.volumes.count) (\(set.volumes.map { "\($0.blocks) blocks" }.joined(separator: ", ")))"
+                             + (o.encrypt ? ", encrypted" : ""))
+                continue
+            }
             var out = dir.appendingPathComponent("\(machine.name).bli").path
             let summary = try BackupImageWriter.create(sourcePath: g.diskPath, outputPath: out, options: o)
             var chain = [out]
@@ -160,7 +173,8 @@ public struct BackupStep: LabStep {
             guard (try url.resourceValues(forKeys: [.isRegularFileKey])).isRegularFile == true else { continue }
             let rel = url.path.replacingOccurrences(of: dir.path + "/", with: "")
             // .backup: what a user's backup tool wrote (`backup.command`).
-            guard rel.hasSuffix(".bli") || rel.hasPrefix("vault-") || rel.hasSuffix(".backup") else { continue }
+            // .blset: a volume set's manifest.
+            guard rel.hasSuffix(".bli") || rel.hasPrefix("vault-") || rel.hasSuffix(".backup") || rel.hasSuffix(".blset") else { continue }
             out[rel] = try Digest.file(url)
         }
         return out

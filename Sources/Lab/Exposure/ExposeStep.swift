@@ -46,7 +46,9 @@ public struct ExposeStep: LabStep {
                     let loader = try GrubEFILoader.build(volume: reader, workDirectory: context.directory)
                     mopts.composer.esp = .init(files: loader.espFiles)
                 }
-                r = try PluginFile.expose(backupPath: backup, pluginPath: plugin, options: mopts)
+                r = context.scenario.backup.kind == .volumeSet
+                    ? try PluginFile.exposeSet(manifestPath: backup, pluginPath: plugin, options: mopts)
+                    : try PluginFile.expose(backupPath: backup, pluginPath: plugin, options: mopts)
             }
             context.plugins[machine.name] = plugin
             context.put(Artefact(role: ArtefactRole.plugin, machine: machine.name, disk: .file(path: plugin, format: format.qemuDriver), files: [plugin]))

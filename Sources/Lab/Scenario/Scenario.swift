@@ -132,6 +132,9 @@ public struct BackupSpec: Sendable, Codable, Equatable {
     public enum Kind: String, Sendable, Codable, CaseIterable {
         case volumeOnly = "volume-only"
         case disk
+        /// Every partition of a GPT machine's disk, one `.bli` each plus a manifest (a volume
+        /// set, docs/formats/gpt.md), composed back into one disk at expose.
+        case volumeSet = "volume-set"
     }
 
     public enum Compression: String, Sendable, Codable, CaseIterable {

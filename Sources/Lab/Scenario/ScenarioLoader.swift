@@ -310,6 +310,11 @@ public enum ScenarioLoader {
                 return ChangeSet(writes: writes, deletes: deletes)
             }
         }
+        if spec.kind == .volumeSet {
+            guard spec.incrementals.isEmpty, spec.command == nil, spec.vault == nil else {
+                throw b.error("kind", "a volume set cannot be combined with incrementals, a vault or a user's backup tool (not implemented)")
+            }
+        }
         try b.finish()
         return spec
     }

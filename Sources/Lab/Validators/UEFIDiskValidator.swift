@@ -44,7 +44,8 @@ public struct UEFIDiskValidator: Validator {
                 return .fail("\(m.name): root partition 2's \(what) is not the source's ('\(want)'): \(root)", details: root)
             }
             let espLines = table.split(separator: "\n").filter { $0.contains(" EF00 ") }
-            let wantESP = context.scenario.backup.kind == .disk || context.scenario.backup.esp == .synthesize
+            // A volume set holds the original ESP.
+            let wantESP = context.scenario.backup.kind != .volumeOnly || context.scenario.backup.esp == .synthesize
             guard espLines.count == (wantESP ? 1 : 0) else {
                 return .fail("\(m.name): \(espLines.count) EFI System Partitions, expected \(wantESP ? 1 : 0): \(table)", details: table)
             }
@@ -76,7 +77,16 @@ public struct UEFIDiskValidator: Validator {
                 return .fail("\(m.name): the ESP's loader does not search for the root file system \(uuid)")
             }
             var compared = ""
-            if context.scenario.backup.kind == .volumeOnly {
+            if context.scenario.backup.kind == .volumeSet && !context.scenario.reconfigure {
+                // A volume set composed back: the whole disk equals the source disk (its GPT
+                // re-encoded, its ESP and root from their images), byte for byte.
+                let expected = try ExpectedDisk.sourceExpectation(machine: m, in: context)
+                let c = try Shell.run("cmp", [raw, expected], check: false)
+                guard c.status == 0 else {
+                    return .fail("\(m.name): the composed volume set differs from the source disk: \((c.stdout + c.stderr).trimmingCharacters(in: .whitespacesAndNewlines))")
+                }
+                compared = ", the whole disk equals the source disk"
+            } else if context.scenario.backup.kind == .volumeOnly {
                 // Everything outside the GPT structures and the synthesized ESP equals the
                 // independent expectation (the root volume at its start, zeros elsewhere).
                 let expected = try RawFile(path: try ExpectedDisk.sourceExpectation(machine: m, in: context))

@@ -32,8 +32,8 @@ struct BackupCommand: ParsableCommand {
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Back up a raw disk image, volume image, block device or one partition.")
         @Argument(help: "Source: raw disk or volume image, or block device.") var source: String
-        @Argument(help: "Output .bli file (must not exist).") var output: String
-        @Option(help: "Back up only partition N (1-based) of the source's MBR or GPT.") var partition: Int?
+        @Argument(help: "Output .bli file (must not exist); with several --partition, the volume set's manifest (its images are written beside it as NAME.pN.bli).") var output: String
+        @Option(help: "Back up only partition N (1-based) of the source's MBR or GPT; repeat it to back up several partitions of one GPT disk as a volume set (docs/formats/gpt.md).") var partition: [Int] = []
         @Option(help: "Block size, 64K...4M (default 256K, or the parent's).") var blockSize: String?
         @Option(help: "zstd[:LEVEL] or none.") var compress: String = "zstd:3"
         @Flag(help: "Encrypt with AES-256-GCM (key from the passphrase by scrypt).") var encrypt = false
@@ -53,7 +53,7 @@ struct BackupCommand: ParsableCommand {
         func run() throws {
             do {
                 var o = BackupCreateOptions()
-                o.partition = partition
+                o.partition = partition.count == 1 ? partition[0] : nil
                 if let bs = blockSize { o.blockSize = UInt32(clamping: try ByteSize.parse(bs)) }
                 let parts = compress.split(separator: ":")
                 switch parts.first.map(String.init) {
@@ -85,6 +85,16 @@ struct BackupCommand: ParsableCommand {
                 o.fileSystemHint = fsHint
                 o.creationTime = created
                 o.progress = progress
+                if partition.count > 1 {
+                    guard sourceKind == nil || sourceKind == "volume" else { throw ValidationError("a volume set holds volumes (--source-kind volume)") }
+                    let set = try BackupSetWriter.create(sourcePath: source, manifestPath: output, partitions: partition, options: o)
+                    if json { try BackupCommand.printJSON(set); return }
+                    print("created volume set \(set.manifest): \(set.volumes.count) images")
+                    for s in set.volumes {
+                        print("  \(s.path): image \(s.imageID), \(ByteSize.format(s.virtualSize)) in \(s.blocks) blocks, file \(ByteSize.format(s.fileSize))")
+                    }
+                    return
+                }
                 let s = try BackupImageWriter.create(sourcePath: source, outputPath: output, options: o)
                 if json { try BackupCommand.printJSON(s) } else {
                     print("created \(s.path): image \(s.imageID), \(ByteSize.format(s.virtualSize)) in \(s.blocks) blocks "

@@ -105,6 +105,12 @@ struct ExposeCommand: ParsableCommand {
                 guard sourceKind == nil, !verifySource, sourceId == nil, sourceTimeout == nil else {
                     throw ValidationError("--source-kind, --verify-source, --source-id and --source-timeout apply to --source")
                 }
+                if BackupSetManifest.looksLikeManifest(path: backup) {
+                    // A volume set: one GPT disk composed from every member (docs/formats/gpt.md).
+                    guard !esp else { throw ValidationError("--esp with a volume set is not implemented (a set that holds its ESP needs none)") }
+                    o.passphrase = passphrase.source
+                    r = try PluginFile.exposeSet(manifestPath: backup, pluginPath: out, options: o)
+                } else {
                 let header = try BackupImageReader.readHeader(path: backup).header
                 if header.isEncrypted { o.passphrase = passphrase.source }
                 if esp {
@@ -120,6 +126,7 @@ struct ExposeCommand: ParsableCommand {
                     throw ValidationError("--esp-loader-modules applies with --esp")
                 }
                 r = try PluginFile.expose(backupPath: backup, pluginPath: out, options: o)
+                }
             }
             if let target {
                 let driversPath = try DriverDatabase.defaultPath(explicit: drivers)

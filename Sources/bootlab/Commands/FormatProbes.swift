@@ -16,6 +16,19 @@ struct BackupImageInfoProbe: ImageInfoProbe {
     }
 }
 
+/// `info` for a volume set's manifest (docs/formats/gpt.md): validated, then shown as it is.
+struct VolumeSetInfoProbe: ImageInfoProbe {
+    var formatName: String { BackupSetManifest.formatName }
+    func matches(head: [UInt8]) -> Bool {
+        head.first { ![0x20, 0x09, 0x0A, 0x0D].contains($0) } == UInt8(ascii: "{")
+            && String(decoding: head, as: UTF8.self).contains("\"\(BackupSetManifest.formatName)\"")
+    }
+    func info(path: String) throws -> ImageInfo {
+        let manifest = try BackupSetManifest.read(path: path)
+        return ImageInfo(format: formatName, path: path, fields: try infoFields(of: manifest).filter { $0.key != "format" })
+    }
+}
+
 /// `info` of a plugin file (in any native format): the format's facts plus where the pointer leads.
 enum PluginInfo {
     static func append(to info: inout ImageInfo, path: String) throws {

@@ -8,7 +8,7 @@ struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "info", abstract: "Describe a disk image (format detected by content).")
 
     /// What DiskFormats cannot describe on its own (it knows the registered disk formats and raw).
-    static let probes: [any ImageInfoProbe] = [BackupImageInfoProbe()]
+    static let probes: [any ImageInfoProbe] = [BackupImageInfoProbe(), VolumeSetInfoProbe()]
 
     @Argument(help: "The image file.") var file: String
     @Flag(help: "Print JSON.") var json = false

@@ -54,7 +54,9 @@ struct PluginAccessOptions: ParsableArguments {
         let (pointer, _) = try PluginPointer.read(pluginPath: plugin)
         guard pointer.source == nil else { return false }  // an external source takes no passphrase
         let disk = try PluginFile.open(pluginPath: plugin, options: o)
-        return try BackupImageReader.readHeader(path: try disk.backupPath()).header.isEncrypted
+        guard pointer.backupSet != nil else { return try BackupImageReader.readHeader(path: try disk.backupPath()).header.isEncrypted }
+        // A volume set: a member that cannot be read here is refused by the open, naming it.
+        return try disk.memberBackupPaths().contains { (try? BackupImageReader.readHeader(path: $0))?.header.isEncrypted == true }
     }
 }
 
