@@ -238,7 +238,7 @@ private func volumeBytes() -> [UInt8] {
 
         #expect(try sgdiskVerify(raw, ss: 4096).contains("No problems found"))
         let table = try device(raw, 4096) { try sh(["sgdisk", "-p", $0]).out }
-        #expect(table.contains("Sector size (logical): 4096 bytes"), "\(table)")
+        #expect(table.contains("Sector size (logical/physical): 4096/4096 bytes"), "\(table)")
         let rows = table.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
         let esp = rows.first { $0.count >= 6 && $0[5] == "EF00" }, root = rows.first { $0.count >= 6 && $0[5] == "8300" }
         #expect(esp.map { [$0[0], $0[1], $0[2]] } == ["1", "256", "66815"], "\(table)")

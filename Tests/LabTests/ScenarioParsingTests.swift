@@ -152,7 +152,7 @@ struct ScenarioParsingTests {
         for (target, why) in reasons {
             do {
                 _ = try ScenarioLoader.parseScenario(yaml: yaml.replacingOccurrences(of: "targets: [kvm-uefi]", with: "targets: [kvm-uefi, \(target)]"),
-                                                     file: "x.yaml", targets: suite.targets)
+                                                     file: "uefi-4kn-esp-synthesized.yaml", targets: suite.targets)
                 Issue.record("\(target) accepted for a 4Kn machine")
             } catch let e as ScenarioError {
                 #expect(e.key == "targets[1]" && e.reason.contains("4096-byte sectors") && e.reason.contains(why), "\(target): \(e.reason)")
@@ -162,14 +162,15 @@ struct ScenarioParsingTests {
         #expect(CertifyPlan.inapplicability(of: s, to: kvm, controller: nil) == nil)
         // Paths whose lab checks count 512-byte sectors are refused, not half-checked.
         func refusal(_ text: String) -> ScenarioError? {
-            do { _ = try ScenarioLoader.parseScenario(yaml: text, file: "x.yaml", targets: suite.targets); return nil } catch let e as ScenarioError { return e } catch { return nil }
+            do { _ = try ScenarioLoader.parseScenario(yaml: text, file: "uefi-4kn-esp-synthesized.yaml", targets: suite.targets); return nil } catch let e as ScenarioError { return e } catch { return nil }
         }
         #expect(refusal(yaml + "reconfigure: true\n")?.key == "reconfigure")
         #expect(refusal(yaml + "materialize: true\n")?.key == "materialize")
         #expect(refusal(yaml.replacingOccurrences(of: "logical_sector_size: 4096", with: "logical_sector_size: 2048"))?.reason.contains("512 or 4096") == true)
         #expect(refusal(yaml.replacingOccurrences(of: "partition_start: 66816", with: "partition_start: 2048"))?.reason.contains("66816") == true)
         let bios = Self.good.replacingOccurrences(of: "filesystem: ext4", with: "filesystem: ext4\n  logical_sector_size: 4096")
-        #expect(refusal(bios)?.key == "machine.logical_sector_size")
+        let e = try rejection(bios)
+        #expect(e.key == "machine.logical_sector_size" && e.reason.contains("UEFI"), "\(e)")
     }
 
     @Test func minimalScenarioGetsDefaults() throws {
