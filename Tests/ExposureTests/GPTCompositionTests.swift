@@ -261,6 +261,32 @@ private func volumeBytes() -> [UInt8] {
         #expect([UInt8]((try? Data(contentsOf: URL(fileURLWithPath: back))) ?? Data()) == loaderBytes)
     }
 
+    /// A whole 4Kn disk (its backup records 4096-byte sectors): served as it is, and the native
+    /// view says so — VHDX advertises 4096 (libvhdi: "Bytes per sector: 4096", and its reading
+    /// equals the disk), qcow2 holds it, 512-byte-sector formats refuse it; a 512-byte disk's
+    /// pointer is unchanged (no `diskSectorSize` key).
+    @Test(.requires(missing: gptCompositionMissing)) func whole4KnDiskAdvertisesItsSectors() throws {
+        let s = Scratch("gpt-whole-4kn")
+        let original = s.file("o.raw")
+        try sgdiskDisk(original, ss: 4096, size: 16 << 20, start: 256, volume: volumeBytes())
+        let bli = try Self.backup(original, s.file("plug"), partition: nil, kind: .disk)
+        let v = try Self.expose(bli, s.file("plug"))
+        #expect(v.pointer.composition.kind == "disk" && v.pointer.composition.diskSectorSize == 4096)
+        #expect(v.pointer.vhdx?.logicalSectorSize == 4096 && v.pointer.vhdx?.physicalSectorSize == 4096)
+        let cmp = try compareVHDX(v.stream, original, ss: 4096, scratch: s)
+        #expect(cmp.status == 0 && cmp.out.contains("Images are identical"), "\(cmp.out)")
+        let q = try Self.expose(bli, s.file("plug"), format: "qcow2")
+        let qc = try sh(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", q.stream, original])
+        #expect(qc.status == 0 && qc.out.contains("Images are identical"), "\(qc.out)")
+        #expect { _ = try Self.expose(bli, s.file("plug"), format: "vmdk") } throws: { "\($0)".contains("VMDK sectors are 512 bytes") }
+
+        let s512 = Scratch("gpt-whole-512")
+        try sgdiskDisk(s512.file("o.raw"), ss: 512, size: 16 << 20, start: 2048, volume: volumeBytes())
+        let e = try Self.expose(try Self.backup(s512.file("o.raw"), s512.file("plug"), partition: nil, kind: .disk), s512.file("plug"))
+        let json = String(decoding: try e.pointer.encode(), as: UTF8.self)
+        #expect(e.pointer.composition.sectorSize == 512 && !json.contains("diskSectorSize"), "\(json)")
+    }
+
     /// A bare volume (no table recorded) composed as GPT: GUIDs derived from the backup's image
     /// ID — the same on every expose, different per role — and the type from the file system.
     @Test(.requires(missing: gptCompositionMissing)) func derivedGUIDsWhenNoneRecorded() throws {

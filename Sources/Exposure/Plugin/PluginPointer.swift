@@ -105,6 +105,10 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         public var volumePatches: [PatchedSource.Patch]
         /// The GPT composition ("gpt" kind only; absent, so not encoded, for the others).
         public var gpt: GPTRecord?
+        /// A whole disk's logical sector size when it is not 512 (a 4Kn disk's backup records
+        /// 4096): the native view must advertise it (VHDX) or refuse (formats with 512-byte
+        /// sectors). Absent — so not encoded, and every existing pointer unchanged — for 512.
+        public var diskSectorSize: Int?
 
         public init(kind: String, diskSize: UInt64, partitionStartLBA: UInt64? = nil, mbrHex: String? = nil,
                     volumePatches: [PatchedSource.Patch] = [], gpt: GPTRecord? = nil) {
@@ -117,7 +121,7 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         }
 
         /// Logical block size of the composed disk (what the native view must advertise).
-        public var sectorSize: Int { gpt?.sectorSize ?? 512 }
+        public var sectorSize: Int { gpt?.sectorSize ?? diskSectorSize ?? 512 }
     }
 
     public struct VHDXParameters: Codable, Sendable, Equatable {
