@@ -279,6 +279,14 @@ private func volumeBytes() -> [UInt8] {
         let qc = try sh(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", q.stream, original])
         #expect(qc.status == 0 && qc.out.contains("Images are identical"), "\(qc.out)")
         #expect { _ = try Self.expose(bli, s.file("plug"), format: "vmdk") } throws: { "\($0)".contains("VMDK sectors are 512 bytes") }
+        // An untrusted pointer cannot claim another sector size, nor one on a composed disk.
+        for (kind, size) in [("disk", 2048), ("gpt", 4096)] {
+            var bad = v.pointer
+            bad.composition.kind = kind
+            bad.composition.diskSectorSize = size
+            #expect { _ = try PluginPointer.decode(try bad.encode()) } throws: { "\($0)".contains("diskSectorSize \(size)") }
+        }
+        #expect(try PluginPointer.decode(try v.pointer.encode()) == v.pointer)
 
         let s512 = Scratch("gpt-whole-512")
         try sgdiskDisk(s512.file("o.raw"), ss: 512, size: 16 << 20, start: 2048, volume: volumeBytes())

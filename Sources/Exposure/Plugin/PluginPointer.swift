@@ -249,6 +249,12 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         guard (pointer.vhdx == nil) != (pointer.native == nil) else {
             throw v.error(at: 16, "invalid document: exactly one of the view parameters `vhdx` and `native` must be present")
         }
+        if let ss = pointer.composition.diskSectorSize {
+            // Only a whole disk records it, and only a sector size a disk has (512 is left out).
+            guard pointer.composition.kind == "disk", ss == 4096 else {
+                throw v.error(at: 16, "invalid document: diskSectorSize \(ss) (only 4096, on a \"disk\" composition)")
+            }
+        }
         guard pointer.payloadStart <= pointer.trailerStart, pointer.trailerStart <= pointer.fileSize else {
             throw v.error(at: 16, "invalid document: payload start \(pointer.payloadStart), trailer start \(pointer.trailerStart) and file size \(pointer.fileSize) are out of order")
         }
