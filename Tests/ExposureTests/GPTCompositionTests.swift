@@ -195,11 +195,104 @@ private func volumeBytes() -> [UInt8] {
         #expect { _ = try Self.expose(bli4, s4.file("plug"), table: .mbr) } throws: {
             "\($0)".contains("needs 512-byte sectors")
         }
-        // Nor a native format without a sector-size field: only VHDX carries 4096 (the drivers say so).
-        #expect { _ = try Self.expose(bli4, s4.file("plug"), format: "qcow2") } throws: {
-            "\($0)".contains("qcow2 has no sector size field")
+        // Nor a native format whose sectors are 512 bytes (the drivers say so; docs/uefi.md, "4 KiB sectors").
+        for (format, says) in [("vmdk", "VMDK sectors are 512 bytes"), ("vhd", "VHD has 512-byte sectors only"),
+                               ("vdi", "VDI has 512-byte sectors only")] {
+            #expect { _ = try Self.expose(bli4, s4.file("plug"), format: format) } throws: { "\($0)".contains(says) }
+            #expect(!FileManager.default.fileExists(atPath: s4.file("plug/vm.\(format)")), "no \(format) plugin is left behind")
         }
-        #expect(!FileManager.default.fileExists(atPath: s4.file("plug/vm.qcow2")), "no plugin is left behind")
+        // qcow2 stores no sector size: it holds the 4096-byte composition's bytes (the hypervisor
+        // presents 4096-byte sectors), equal to the original 4Kn disk by qemu-img's reading.
+        let q = try Self.expose(bli4, s4.file("plug"), format: "qcow2")
+        #expect(q.pointer.composition.sectorSize == 4096)
+        let cmp4 = try sh(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", q.stream, s4.file("o.raw")])
+        #expect(cmp4.status == 0 && cmp4.out.contains("Images are identical"), "\(cmp4.out)")
+        #expect(try sgdiskVerify(q.raw, ss: 4096).contains("No problems found"))
+    }
+
+    /// A 4Kn volume exposed as qcow2 with a synthesized ESP (docs/uefi.md, "4 KiB sectors"), read
+    /// back by qemu-img: the ESP is FAT32 with 4096-byte sectors, 260 MiB at LBA 256 (the 1 MiB
+    /// boundary, before the volume at LBA 66816 — where the source's ESP was); sgdisk (through a
+    /// 4096-byte loop device) finds the GPT clean, fsck.fat -n the ESP, minfo reads 4096-byte
+    /// sectors and the ESP's hidden sectors, mcopy the loader byte for byte; the volume is the source's.
+    @Test(.requires(missing: gptCompositionMissing ?? toolsMissing(["fsck.fat", "minfo", "mcopy"])))
+    func fourKnVolumeWithSynthesizedESPAsQcow2() throws {
+        let s = Scratch("gpt-4kn-esp")
+        let original = s.file("o.raw")
+        let start: UInt64 = 66_816, volume = volumeBytes()
+        try sgdiskDisk(original, ss: 4096, size: (start << 12) + UInt64(volume.count) + (1 << 20), start: start, volume: volume)
+        let bli = try Self.backup(original, s.file("plug"))
+        var loader = Bytes(seed: 4096)
+        let loaderBytes = [UInt8]("MZ".utf8) + loader.bytes(200_000)
+        var o = PluginFile.ExposeOptions()
+        o.format = "qcow2"
+        o.composer.esp = .init(files: [.init(path: SynthesizedESP.fallbackLoaderPath, bytes: loaderBytes)])
+        try PluginFile.expose(backupPath: bli, pluginPath: s.file("plug/vm.qcow2"), options: o)
+        let plugin = try PluginFile.open(pluginPath: s.file("plug/vm.qcow2"))
+        let stream = try RawFile.create(path: s.file("stream.qcow2"), size: 0)
+        try stream.write(at: 0, try plugin.read(at: 0, count: Int(plugin.size)))
+        try stream.flush()
+        let raw = s.file("composed.raw")
+        let conv = try sh(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", s.file("stream.qcow2"), raw])
+        #expect(conv.status == 0, "\(conv.out)")
+
+        #expect(try sgdiskVerify(raw, ss: 4096).contains("No problems found"))
+        let table = try device(raw, 4096) { try sh(["sgdisk", "-p", $0]).out }
+        #expect(table.contains("Sector size (logical/physical): 4096/4096 bytes"), "\(table)")
+        let rows = table.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+        let esp = rows.first { $0.count >= 6 && $0[5] == "EF00" }, root = rows.first { $0.count >= 6 && $0[5] == "8300" }
+        #expect(esp.map { [$0[0], $0[1], $0[2]] } == ["1", "256", "66815"], "\(table)")
+        #expect(root.map { [$0[0], $0[1]] } == ["2", "66816"], "\(table)")
+
+        let composed = try RawFile(path: raw)
+        #expect(try composed.read(at: start << 12, count: volume.count) == volume)
+        let img = s.file("esp.img")
+        let d = try sh(["dd", "if=\(raw)", "of=\(img)", "bs=4096", "skip=256", "count=66560", "conv=sparse", "status=none"])
+        #expect(d.status == 0, "\(d.out)")
+        let fsck = try sh(["fsck.fat", "-n", img])
+        let findings = fsck.out.split(separator: "\n").filter { !$0.hasPrefix("fsck.fat ") && !$0.contains(" files, ") }
+        #expect(fsck.status == 0 && findings.isEmpty, "fsck.fat -n: \(fsck.out)")
+        let env = ["MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"]
+        let info = try Command(["minfo", "-i", img, "::"], environment: env, stderr: .stdout).run(check: false).stdoutText
+        #expect(info.contains("sector size: 4096 bytes") && info.contains("hidden sectors: 256"), "\(info)")
+        let back = s.file("BOOTX64.EFI")
+        let m = try Command(["mcopy", "-n", "-i", img, "::/EFI/BOOT/BOOTX64.EFI", back], environment: env, stderr: .stdout).run(check: false)
+        #expect(m.termination.status == 0, "\(m.stdoutText)")
+        #expect([UInt8]((try? Data(contentsOf: URL(fileURLWithPath: back))) ?? Data()) == loaderBytes)
+    }
+
+    /// A whole 4Kn disk (its backup records 4096-byte sectors): served as it is, and the native
+    /// view says so — VHDX advertises 4096 (libvhdi: "Bytes per sector: 4096", and its reading
+    /// equals the disk), qcow2 holds it, 512-byte-sector formats refuse it; a 512-byte disk's
+    /// pointer is unchanged (no `diskSectorSize` key).
+    @Test(.requires(missing: gptCompositionMissing)) func whole4KnDiskAdvertisesItsSectors() throws {
+        let s = Scratch("gpt-whole-4kn")
+        let original = s.file("o.raw")
+        try sgdiskDisk(original, ss: 4096, size: 16 << 20, start: 256, volume: volumeBytes())
+        let bli = try Self.backup(original, s.file("plug"), partition: nil, kind: .disk)
+        let v = try Self.expose(bli, s.file("plug"))
+        #expect(v.pointer.composition.kind == "disk" && v.pointer.composition.diskSectorSize == 4096)
+        #expect(v.pointer.vhdx?.logicalSectorSize == 4096 && v.pointer.vhdx?.physicalSectorSize == 4096)
+        let cmp = try compareVHDX(v.stream, original, ss: 4096, scratch: s)
+        #expect(cmp.status == 0 && cmp.out.contains("Images are identical"), "\(cmp.out)")
+        let q = try Self.expose(bli, s.file("plug"), format: "qcow2")
+        let qc = try sh(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", q.stream, original])
+        #expect(qc.status == 0 && qc.out.contains("Images are identical"), "\(qc.out)")
+        #expect { _ = try Self.expose(bli, s.file("plug"), format: "vmdk") } throws: { "\($0)".contains("VMDK sectors are 512 bytes") }
+        // An untrusted pointer cannot claim another sector size, nor one on a composed disk.
+        for (kind, size) in [("disk", 2048), ("gpt", 4096)] {
+            var bad = v.pointer
+            bad.composition.kind = kind
+            bad.composition.diskSectorSize = size
+            #expect { _ = try PluginPointer.decode(try bad.encode()) } throws: { "\($0)".contains("diskSectorSize \(size)") }
+        }
+        #expect(try PluginPointer.decode(try v.pointer.encode()) == v.pointer)
+
+        let s512 = Scratch("gpt-whole-512")
+        try sgdiskDisk(s512.file("o.raw"), ss: 512, size: 16 << 20, start: 2048, volume: volumeBytes())
+        let e = try Self.expose(try Self.backup(s512.file("o.raw"), s512.file("plug"), partition: nil, kind: .disk), s512.file("plug"))
+        let json = String(decoding: try e.pointer.encode(), as: UTF8.self)
+        #expect(e.pointer.composition.sectorSize == 512 && !json.contains("diskSectorSize"), "\(json)")
     }
 
     /// A bare volume (no table recorded) composed as GPT: GUIDs derived from the backup's image

@@ -126,6 +126,56 @@ struct ScenarioParsingTests {
         #expect(needsDrivers(chain), "\(chain.targets)")
     }
 
+    /// Issue 14, a 4Kn GPT disk (docs/uefi.md, "4 KiB sectors"): the shipped cell, its LBAs in
+    /// 4096-byte sectors, the boot runner told to present them; every target whose format (or
+    /// firmware, or controller) cannot hold them is refused with the reason, never left to fail.
+    @Test func fourKnSectorsWhereTheFormatsAllowIt() throws {
+        let suite = try Self.suite()
+        let s = try suite.scenario(named: "uefi-4kn-esp-synthesized")
+        let m = s.machines[0]
+        #expect(m.sectorSize == 4096 && m.isUEFI && s.targets == ["kvm-uefi"] && s.backup.esp == .synthesize)
+        #expect(m.espStart == 256 && m.espSectorCount == 66_560 && m.partitionStart == 66_816)
+        #expect(m.gptHeadBytes == 6 * 4096 && m.gptTailBytes == 5 * 4096)
+        // The disk: root end + 5 backup sectors, rounded up to 1 MiB.
+        #expect(m.diskSize == (66_816 * 4096 + (64 << 20) + 5 * 4096 + (1 << 20) - 1) / (1 << 20) * (1 << 20))
+        let kvm = suite.targets["kvm-uefi"]!
+        let args = BootRunner.arguments(disk: .file(path: "/d", format: "qcow2"), target: kvm, sectorSize: m.sectorSize)
+        #expect(args.joined(separator: " ").contains("-global virtio-blk-pci.logical_block_size=4096 -global virtio-blk-pci.physical_block_size=4096"))
+        #expect(!BootRunner.arguments(disk: .file(path: "/d", format: "qcow2"), target: kvm).contains("-global"), "512: no change")
+        #expect(BootRunner.blockSizeArguments(sectorSize: 4096, target: suite.targets["hyperv-gen2"]!).contains("scsi-hd.logical_block_size=4096"))
+        // 512-byte machines keep their encoding (and so their generator cache keys and goldens).
+        let json = String(decoding: try JSONEncoder().encode(try suite.scenario(named: "uefi-relocated-volume").machines[0]), as: UTF8.self)
+        #expect(!json.contains("logicalSectorSize"))
+
+        // Every other target is refused for the stated reason (the format's, then the firmware's).
+        let yaml = try String(contentsOf: Self.repo.appendingPathComponent("Scenarios/uefi-4kn-esp-synthesized.yaml"), encoding: .utf8)
+        let reasons = ["hyperv-gen2": "QEMU 7.2's vhdx driver refuses", "vmware-pvscsi": "VMDK counts 512-byte sectors",
+                       "azure-gen1": "VHD has no sector-size field", "virtualbox-ahci": "VDI's sector size is 512",
+                       "hyperv-gen1": "QEMU 7.2's vhdx driver refuses", "kvm-virtio": "firmware seabios"]
+        for (target, why) in reasons {
+            do {
+                _ = try ScenarioLoader.parseScenario(yaml: yaml.replacingOccurrences(of: "targets: [kvm-uefi]", with: "targets: [kvm-uefi, \(target)]"),
+                                                     file: "uefi-4kn-esp-synthesized.yaml", targets: suite.targets)
+                Issue.record("\(target) accepted for a 4Kn machine")
+            } catch let e as ScenarioError {
+                #expect(e.key == "targets[1]" && e.reason.contains("4096-byte sectors") && e.reason.contains(why), "\(target): \(e.reason)")
+            }
+            #expect(CertifyPlan.inapplicability(of: s, to: suite.targets[target]!, controller: nil)?.contains(why) == true, "\(target)")
+        }
+        #expect(CertifyPlan.inapplicability(of: s, to: kvm, controller: nil) == nil)
+        // Paths whose lab checks count 512-byte sectors are refused, not half-checked.
+        func refusal(_ text: String) -> ScenarioError? {
+            do { _ = try ScenarioLoader.parseScenario(yaml: text, file: "uefi-4kn-esp-synthesized.yaml", targets: suite.targets); return nil } catch let e as ScenarioError { return e } catch { return nil }
+        }
+        #expect(refusal(yaml + "reconfigure: true\n")?.key == "reconfigure")
+        #expect(refusal(yaml + "materialize: true\n")?.key == "materialize")
+        #expect(refusal(yaml.replacingOccurrences(of: "logical_sector_size: 4096", with: "logical_sector_size: 2048"))?.reason.contains("512 or 4096") == true)
+        #expect(refusal(yaml.replacingOccurrences(of: "partition_start: 66816", with: "partition_start: 2048"))?.reason.contains("66816") == true)
+        let bios = Self.good.replacingOccurrences(of: "filesystem: ext4", with: "filesystem: ext4\n  logical_sector_size: 4096")
+        let e = try rejection(bios)
+        #expect(e.key == "machine.logical_sector_size" && e.reason.contains("UEFI"), "\(e)")
+    }
+
     @Test func minimalScenarioGetsDefaults() throws {
         let s = try parse(Self.good)
         #expect(s.machines[0].bootloader == .extlinux)

@@ -66,8 +66,13 @@ public struct QCOW2Driver: DiskFormatDriver {
         if let c = options.keys["compat"], c != "1.1", c != "v3" {
             throw NativeFormatOptionError(format: name, reason: "compat \(c): only 1.1 (version 3) is written")
         }
-        guard options.logicalSectorSize == 512 else {
-            throw NativeFormatOptionError(format: name, reason: "qcow2 has no sector size field; logical_sector_size must be 512")
+        // qcow2 stores no sector size (its header has none; docs/formats/qcow2.md): the disk is
+        // bytes, and the hypervisor presents them with the sector size it is told (QEMU:
+        // `logical_block_size=4096` on virtio-blk / scsi-hd). So a 4096-byte composition (a 4Kn
+        // GPT) is accepted, and the VM must be configured to present 4096-byte sectors
+        // (docs/uefi.md, "4 KiB sectors"); anything else is not a sector size a disk has.
+        guard [512, 4096].contains(options.logicalSectorSize) else {
+            throw NativeFormatOptionError(format: name, reason: "qcow2 has no sector size field; logical_sector_size \(options.logicalSectorSize) is neither 512 nor 4096 (the hypervisor presents the sectors)")
         }
         var o = QCOW2ViewOptions(pluginPointer: pluginPointer)
         if let u = options.allocationUnit ?? options.keys["cluster_size"].flatMap({ try? ByteSize.parse($0) }) {

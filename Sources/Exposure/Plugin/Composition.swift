@@ -72,7 +72,16 @@ public enum DiskComposer {
             if options.esp != nil {
                 throw CompositionError.unsupported("--esp applies to volume backups; this backup holds a whole disk (its own ESP, if any, is served as it is)")
             }
-            return .init(kind: "disk", diskSize: volume.size)
+            var disk = PluginPointer.Composition(kind: "disk", diskSize: volume.size)
+            // A 4Kn disk (its backup recorded 4096-byte sectors): served as it is, but the native
+            // view must say so — VHDX advertises it, 512-byte-sector formats refuse it.
+            if header.logicalSectorSize != 0 && header.logicalSectorSize != 512 {
+                guard volume.size % UInt64(header.logicalSectorSize) == 0 else {
+                    throw CompositionError.unsupported("a disk of \(volume.size) bytes is not a whole number of its \(header.logicalSectorSize)-byte sectors")
+                }
+                disk.diskSectorSize = Int(header.logicalSectorSize)
+            }
+            return disk
         case .volume:
             let sectorSize = header.logicalSectorSize == 0 ? 512 : Int(header.logicalSectorSize)
             let table = options.partitionTable != .auto ? options.partitionTable

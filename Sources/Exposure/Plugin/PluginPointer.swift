@@ -157,6 +157,10 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         public var volumePatches: [PatchedSource.Patch]
         /// The GPT composition ("gpt" kind only; absent, so not encoded, for the others).
         public var gpt: GPTRecord?
+        /// A whole disk's logical sector size when it is not 512 (a 4Kn disk's backup records
+        /// 4096): the native view must advertise it (VHDX) or refuse (formats with 512-byte
+        /// sectors). Absent — so not encoded, and every existing pointer unchanged — for 512.
+        public var diskSectorSize: Int?
 
         public init(kind: String, diskSize: UInt64, partitionStartLBA: UInt64? = nil, mbrHex: String? = nil,
                     volumePatches: [PatchedSource.Patch] = [], gpt: GPTRecord? = nil) {
@@ -169,7 +173,7 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         }
 
         /// Logical block size of the composed disk (what the native view must advertise).
-        public var sectorSize: Int { gpt?.sectorSize ?? 512 }
+        public var sectorSize: Int { gpt?.sectorSize ?? diskSectorSize ?? 512 }
     }
 
     public struct VHDXParameters: Codable, Sendable, Equatable {
@@ -308,6 +312,12 @@ public struct PluginPointer: Codable, Sendable, Equatable {
         }
         guard (pointer.vhdx == nil) != (pointer.native == nil) else {
             throw v.error(at: 16, "invalid document: exactly one of the view parameters `vhdx` and `native` must be present")
+        }
+        if let ss = pointer.composition.diskSectorSize {
+            // Only a whole disk records it, and only a sector size a disk has (512 is left out).
+            guard pointer.composition.kind == "disk", ss == 4096 else {
+                throw v.error(at: 16, "invalid document: diskSectorSize \(ss) (only 4096, on a \"disk\" composition)")
+            }
         }
         guard pointer.payloadStart <= pointer.trailerStart, pointer.trailerStart <= pointer.fileSize else {
             throw v.error(at: 16, "invalid document: payload start \(pointer.payloadStart), trailer start \(pointer.trailerStart) and file size \(pointer.fileSize) are out of order")

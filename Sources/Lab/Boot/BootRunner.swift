@@ -80,8 +80,27 @@ public enum BootRunner {
                               "Open Source Network Boot Firmware", ">>Start PXE over IPv4", ">>Start HTTP Boot"] : []
     }
 
+    /// The QEMU device whose `logical_block_size` presents a controller's disk, or nil when QEMU
+    /// cannot give it other than 512-byte sectors (IDE, AHCI: ATA disks here are 512).
+    public static func blockSizeDevice(controller kind: String) -> String? {
+        switch kind {
+        case "virtio-blk": return "virtio-blk-pci"
+        case "virtio-scsi", "pvscsi", "lsi", "lsi53c895a", "megasas", "scsi": return "scsi-hd"
+        default: return nil
+        }
+    }
+
+    /// A 4Kn disk (docs/uefi.md, "4 KiB sectors"): qcow2 stores no sector size, so the VM is told —
+    /// `-global <device>.logical_block_size=N` and `physical_block_size=N` (QEMU refuses a logical
+    /// size above the physical). Nothing for 512, so other cells' command lines are unchanged.
+    public static func blockSizeArguments(sectorSize: Int, target: Target) -> [String] {
+        guard sectorSize != 512, let device = blockSizeDevice(controller: target.controller.kind) else { return [] }
+        return ["-global", "\(device).logical_block_size=\(sectorSize)", "-global", "\(device).physical_block_size=\(sectorSize)"]
+    }
+
     /// `varsPath`: the per-boot copy of the UEFI variable store (OVMF targets only).
-    public static func arguments(disk: DiskReference, target: Target, varsPath: String? = nil) -> [String] {
+    /// `sectorSize`: the logical sectors the disk is presented with (the machine's).
+    public static func arguments(disk: DiskReference, target: Target, varsPath: String? = nil, sectorSize: Int = 512) -> [String] {
         var args = ["-accel", "tcg", "-machine", target.machine, "-m", String(target.memoryMiB),
                     "-display", "none", "-monitor", "none"] + (target.nic?.qemuArguments ?? ["-nic", "none"]) + ["-no-reboot"]
         if target.firmware == "ovmf" {
@@ -89,6 +108,7 @@ public enum BootRunner {
                      "-drive", "if=pflash,format=raw,unit=1,file=\((varsPath ?? "ovmf-vars.fd").replacingOccurrences(of: ",", with: ",,"))"]
         }
         let drive = disk.driveOptions
+        args += blockSizeArguments(sectorSize: sectorSize, target: target)
         args += target.qemuArguments.map { $0.replacingOccurrences(of: "{drive}", with: drive) }
         return args
     }
@@ -96,7 +116,7 @@ public enum BootRunner {
     /// `markerLine` is the console text that proves the boot (default: the tiny Linux's
     /// `BOOTLAB-MARKER: <marker>`).
     public static func boot(disk: DiskReference, target: Target, marker: String, consoleLog: URL,
-                            timeout: Double = defaultTimeout, markerLine: String? = nil) throws -> BootResult {
+                            timeout: Double = defaultTimeout, markerLine: String? = nil, sectorSize: Int = 512) throws -> BootResult {
         if let runner = target.bootRunner {
             return try bootWithCustomRunner(runner, disk: disk, target: target, marker: marker, consoleLog: consoleLog, timeout: timeout, markerLine: markerLine)
         }
@@ -115,7 +135,7 @@ public enum BootRunner {
             }
             varsPath = vars.path
         }
-        let args = arguments(disk: disk, target: target, varsPath: varsPath) + ["-serial", "file:\(consoleLog.path)"]
+        let args = arguments(disk: disk, target: target, varsPath: varsPath, sectorSize: sectorSize) + ["-serial", "file:\(consoleLog.path)"]
         // Past the timeout QEMU gets SIGTERM, then SIGKILL 5 s later; a hung boot is a result here.
         let start = Date()
         let timedOut: Bool

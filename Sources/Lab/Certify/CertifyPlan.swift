@@ -110,6 +110,9 @@ public struct CertifyPlan: Sendable {
     /// cell that must boot).
     static func inapplicability(of scenario: Scenario, to target: Target, controller: String?) -> String? {
         for m in scenario.machines {
+            if let why = ScenarioLoader.sectorSizeRefusal(machine: m, target: target) {
+                return "machine \(m.name) has \(m.sectorSize)-byte sectors: \(why)"
+            }
             if let needed = target.requiresKernel, needed != m.kernel {
                 return "machine \(m.name) runs the \(m.kernel.rawValue) kernel; the target requires the \(needed.rawValue) kernel"
             }

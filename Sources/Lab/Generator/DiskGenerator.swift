@@ -181,7 +181,7 @@ public enum DiskGenerator {
                                startLBA: UInt32(machine.partitionStart), sectorCount: UInt32(machine.volumeSize / 512))
             try copy(bytes: mbr.bytes(), into: disk, at: 0)
         }
-        try copy(file: volume, into: disk, at: machine.partitionStart * 512)
+        try copy(file: volume, into: disk, at: machine.partitionStart * UInt64(machine.sectorSize))
 
         let result = GeneratedMachine(
             machine: machine.name,
@@ -265,12 +265,18 @@ public enum DiskGenerator {
     /// GUIDs, the ESP's serial: from the seed.
     static func buildUEFIDisk(disk: URL, volume: URL, work: URL, machine: SourceMachine, seed: UInt64) throws {
         let g = uefiGUIDs(machine, seed: seed)
-        let espEnd = SourceMachine.espStartLBA + SourceMachine.espSectors - 1
-        let rootEnd = machine.partitionStart + machine.volumeSize / 512 - 1
-        try Shell.run("sgdisk", ["--disk-guid=\(g.disk)",
-                                 "-n", "1:\(SourceMachine.espStartLBA):\(espEnd)", "-t", "1:EF00", "-u", "1:\(g.esp)", "-c", "1:EFI System",
-                                 "-n", "2:\(machine.partitionStart):\(rootEnd)", "-t", "2:8300", "-u", "2:\(g.root)", "-c", "2:bootlab root",
-                                 disk.path])
+        // A 4Kn machine (docs/uefi.md, "4 KiB sectors"): LBAs count 4096-byte sectors, sgdisk works
+        // through a loop device with 4096-byte blocks (it assumes 512 on a plain file), and the
+        // ESP is FAT32 with 4096-byte sectors (mkfs.fat -S 4096), 260 MiB.
+        let ss = UInt64(machine.sectorSize)
+        let espStart = machine.espStart, espEnd = machine.espStart + machine.espSectorCount - 1
+        let rootEnd = machine.partitionStart + machine.volumeSize / ss - 1
+        try GPTImage.withDevice(disk.path, sectorSize: machine.sectorSize) { dev in
+            try Shell.run("sgdisk", ["--disk-guid=\(g.disk)",
+                                     "-n", "1:\(espStart):\(espEnd)", "-t", "1:EF00", "-u", "1:\(g.esp)", "-c", "1:EFI System",
+                                     "-n", "2:\(machine.partitionStart):\(rootEnd)", "-t", "2:8300", "-u", "2:\(g.root)", "-c", "2:bootlab root",
+                                     dev])
+        }
         let cfg = work.appendingPathComponent("esp-load.cfg")
         try Data("""
             search.fs_uuid \(rootUUID(machine, seed: seed)) root
@@ -282,14 +288,15 @@ public enum DiskGenerator {
         try Shell.run("grub-mkimage", ["-O", "x86_64-efi", "-d", grubEFIModules, "-c", cfg.path, "-p", "/EFI/BOOT", "-o", loader.path,
                                        "part_gpt", "fat", "ext2", "search_fs_uuid", "normal", "configfile", "linux", "echo", "test", "gzio"])
         let esp = work.appendingPathComponent("esp.img")
-        try createSparse(esp, size: SourceMachine.espSectors * 512)
+        try createSparse(esp, size: machine.espSectorCount * ss)
         let env = ["SOURCE_DATE_EPOCH": String(fixedTime), "MTOOLS_SKIP_CHECK": "1"]
+        let sectorArgs = ss == 512 ? [] : ["-S", String(ss), "-s", "1"]
         try Shell.run("mkfs.fat", ["--invariant", "-i", Digest.derivedBytes(seed: seed, "\(machine.name):esp-volume-id", count: 4).hex,
-                                   "-F", "32", "-h", String(SourceMachine.espStartLBA), "-n", "EFI", esp.path], environment: env)
+                                   "-F", "32"] + sectorArgs + ["-h", String(espStart), "-n", "EFI", esp.path], environment: env)
         try Shell.run("mmd", ["-i", esp.path, "::/EFI", "::/EFI/BOOT"], environment: env)
         try Shell.run("mcopy", ["-i", esp.path, loader.path, "::/EFI/BOOT/BOOTX64.EFI"], environment: env)
         try Shell.run("fsck.fat", ["-n", esp.path])
-        try copy(file: esp, into: disk, at: SourceMachine.espStartLBA * 512)
+        try copy(file: esp, into: disk, at: espStart * ss)
     }
 
     /// A UEFI machine's GPT identities (the lab's own derivation, from the seed).

@@ -93,6 +93,7 @@ public struct GPTImage: Sendable, Hashable {
 
     /// Runs `body` with a block device of `sectorSize`-byte logical blocks over `file` (the file
     /// itself for 512), detaching the loop device afterwards.
+    @discardableResult
     static func withDevice<T>(_ file: String, sectorSize: Int, _ body: (String) throws -> T) throws -> T {
         if sectorSize == 512 { return try body(file) }
         let dev = try Shell.run("losetup", ["-b", String(sectorSize), "-f", "--show", file]).stdout

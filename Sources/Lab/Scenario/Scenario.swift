@@ -120,6 +120,22 @@ public struct SourceMachine: Sendable, Codable, Equatable {
     public static let espSectors: UInt64 = 131_072
     /// nil: the tiny Linux (left out of the encoding, so existing machines keep their spec digest).
     public var os: MachineOS? = nil
+    /// `logical_sector_size: 4096`: a 4Kn disk (docs/uefi.md, "4 KiB sectors") — its GPT, ESP and
+    /// partition LBAs count 4096-byte sectors, and the boot runner presents 4096-byte logical and
+    /// physical blocks. nil: 512 (left out of the encoding, so existing machines keep their digest).
+    public var logicalSectorSize: Int? = nil
+
+    /// The disk's logical sector size: every LBA of the machine (`partitionStart`, the ESP) counts these.
+    public var sectorSize: Int { logicalSectorSize ?? 512 }
+    /// The source ESP's first LBA: 1 MiB, in the disk's sectors.
+    public var espStart: UInt64 { (1 << 20) / UInt64(sectorSize) }
+    /// The source ESP's length in sectors: 64 MiB at 512 bytes; 260 MiB at 4096 bytes, the
+    /// smallest common FAT32 with 4 KiB clusters (≥ 65 525 clusters; what Windows makes on 4Kn).
+    public var espSectorCount: UInt64 { sectorSize == 512 ? Self.espSectors : (260 << 20) / UInt64(sectorSize) }
+    /// The GPT's backup entry array and header at the disk's end (sgdisk's 128 × 128-byte array).
+    public var gptTailBytes: UInt64 { (1 + (16_384 + UInt64(sectorSize) - 1) / UInt64(sectorSize)) * UInt64(sectorSize) }
+    /// The primary GPT's protective MBR, header and entry array at the disk's start.
+    public var gptHeadBytes: UInt64 { gptTailBytes + UInt64(sectorSize) }
 
     /// The console line that proves the boot: `BOOTLAB-MARKER: <marker>` from the tiny Linux's
     /// init; `BOOTLAB-MARKER debian-grub booted` from the Debian machine's systemd unit.

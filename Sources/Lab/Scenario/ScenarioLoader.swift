@@ -161,6 +161,16 @@ public enum ScenarioLoader {
                 throw ScenarioError(file: file, key: "machine(\(machine.name)).storage_drivers",
                                     reason: "no target's controller uses driver '\(driver)' (known: \(Set(targets.values.map(\.controller.driver)).sorted().joined(separator: ", ")))")
             }
+            if machine.sectorSize != 512 {
+                // "Where the formats allow it" (docs/uefi.md): refused here, with the reason, rather
+                // than a cell that cannot boot for a reason nobody stated.
+                for (index, t) in targetNames.enumerated() {
+                    guard let target = targets[t] else { continue }
+                    if let why = Self.sectorSizeRefusal(machine: machine, target: target) {
+                        throw ScenarioError(file: file, key: "targets[\(index)]", reason: "machine \(machine.name) has \(machine.sectorSize)-byte sectors; target \(t): \(why)")
+                    }
+                }
+            }
             for t in targetNames {
                 guard let target = targets[t], let needed = target.requiresKernel, needed != machine.kernel,
                       (expectations[t] ?? .boots) == .boots else { continue }
@@ -188,10 +198,36 @@ public enum ScenarioLoader {
             machines: machines, backup: backup, targets: targetNames, expectations: expectations, file: file,
             reconfigure: reconfigure)
         scenario.materialize = materialize
+        if let m = machines.first(where: { $0.sectorSize != 512 }) {
+            // What the 4Kn cell checks (docs/uefi.md, "4 KiB sectors"); the lab's checks of these
+            // other paths (reconfigured ranges, incremental edits, the materialized file's boot)
+            // count 512-byte sectors, so they are refused rather than half-checked.
+            let why = "is not wired for \(m.sectorSize)-byte sectors (machine \(m.name)): the lab's checks for it count 512-byte sectors"
+            if reconfigure { throw top.error("reconfigure", why) }
+            if materialize == true { throw top.error("materialize", why) }
+            if !backup.incrementals.isEmpty { throw top.error("backup.incrementals", why) }
+        }
         let tier: Scenario.Tier = try top.choice("tier", default: .default)
         if tier != .default { scenario.tier = tier }
         try top.finish()
         return scenario
+    }
+
+    /// Why a machine with non-512-byte sectors cannot be a cell on `target`, or nil: its format
+    /// must hold them (`LabDiskFormat.sectorSizeRefusal`), its firmware boot a 4Kn disk (OVMF;
+    /// SeaBIOS boots MBRs of 512-byte sectors), and its controller present them (virtio-blk,
+    /// SCSI disks: `BootRunner.blockSizeArguments`).
+    public static func sectorSizeRefusal(machine: SourceMachine, target: Target) -> String? {
+        guard machine.sectorSize != 512 else { return nil }
+        if let why = LabDiskFormat.sectorSizeRefusal(format: target.nativeFormat, sectorSize: machine.sectorSize) {
+            return "native format \(target.nativeFormat): \(why)"
+        }
+        if target.firmware != "ovmf" { return "firmware \(target.firmware) boots 512-byte-sector MBR disks; a 4Kn disk needs UEFI (ovmf)" }
+        if BootRunner.blockSizeDevice(controller: target.controller.kind) == nil {
+            return "QEMU's \(target.controller.kind) disk has 512-byte logical sectors only (4096 needs virtio-blk or a SCSI disk)"
+        }
+        if target.bootRunner != nil { return "a custom boot runner is not told the sector size" }
+        return nil
     }
 
     static func parseMachine(_ m: YAMLMapping, defaultName: String?) throws -> SourceMachine {
@@ -228,18 +264,31 @@ public enum ScenarioLoader {
         guard volumeSize >= minimum, volumeSize <= 4 << 30 else {
             throw m.error("volume_size", "must be between \(minimum >> 20) MiB and 4 GiB for \(filesystem.rawValue)")
         }
-        let startValue = try m.optionalInteger("partition_start") ?? 2048
+        // A 4Kn disk (docs/uefi.md, "4 KiB sectors"): GPT + UEFI only — BIOS boot code and the
+        // MBR tools count 512-byte sectors.
+        var shape = SourceMachine(name: name, kernel: .cloud, filesystem: filesystem, bootloader: bootloader, volumeSize: volumeSize,
+                                  partitionStart: 0, diskSize: 0, storageDrivers: nil, marker: "")
+        if let lss = try m.optionalInteger("logical_sector_size") {
+            guard lss == 512 || lss == 4096 else { throw m.error("logical_sector_size", "must be 512 or 4096, not \(lss)") }
+            guard lss == 512 || (bootloader == .grubEFI && os == .tiny) else {
+                throw m.error("logical_sector_size", "4096-byte sectors need a GPT disk booted by UEFI (bootloader: grub-efi): BIOS boot code and MBRs count 512-byte sectors")
+            }
+            if lss == 4096 { shape.logicalSectorSize = lss }
+        }
+        let ss = UInt64(shape.sectorSize)
+        let startValue = try m.optionalInteger("partition_start") ?? Int((1 << 20) / ss)
         guard startValue >= 1, startValue < 1 << 31 else { throw m.error("partition_start", "must be an LBA between 1 and 2^31") }
         let start = UInt64(startValue)
-        if bootloader == .grubEFI, start < SourceMachine.espStartLBA + SourceMachine.espSectors {
-            throw m.error("partition_start", "a grub-efi machine keeps its ESP at LBA \(SourceMachine.espStartLBA)–\(SourceMachine.espStartLBA + SourceMachine.espSectors - 1): the root must start at \(SourceMachine.espStartLBA + SourceMachine.espSectors) or later")
+        if bootloader == .grubEFI, start < shape.espStart + shape.espSectorCount {
+            throw m.error("partition_start", "a grub-efi machine keeps its ESP at LBA \(shape.espStart)–\(shape.espStart + shape.espSectorCount - 1): the root must start at \(shape.espStart + shape.espSectorCount) or later")
         }
-        // A GPT disk also keeps its backup header and entry array in the last 33 sectors.
-        let end = start * 512 + volumeSize + (bootloader == .grubEFI ? 33 * 512 : 0)
+        guard volumeSize % ss == 0 else { throw m.error("volume_size", "must be a multiple of the \(ss)-byte sector") }
+        // A GPT disk also keeps its backup header and entry array in the last 33 sectors (5 of 4096 bytes).
+        let end = start * ss + volumeSize + (bootloader == .grubEFI ? shape.gptTailBytes : 0)
         let defaultDisk = (end + (1 << 20) - 1) / (1 << 20) * (1 << 20)
         let diskSize = try m.optionalSize("disk_size") ?? defaultDisk
-        guard diskSize >= end, diskSize % 512 == 0 else {
-            throw m.error("disk_size", "must hold the partition (\(end) bytes) and be a multiple of 512")
+        guard diskSize >= end, diskSize % ss == 0 else {
+            throw m.error("disk_size", "must hold the partition (\(end) bytes) and be a multiple of \(ss)")
         }
         let marker = try m.string("marker")
         guard !marker.isEmpty, marker.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
@@ -251,6 +300,7 @@ public enum ScenarioLoader {
             storageDrivers: try m.optionalStringList("storage_drivers"), marker: marker)
         var result = machine
         if os != .tiny { result.os = os }
+        result.logicalSectorSize = shape.logicalSectorSize
         try m.finish()
         return result
     }

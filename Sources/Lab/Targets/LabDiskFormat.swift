@@ -31,6 +31,22 @@ public struct LabDiskFormat: Sendable, Equatable {
 
     public var driver: any DiskFormatDriver { DiskFormatRegistry.driver(named: name)! }
 
+    /// Why a disk of `sectorSize`-byte logical sectors cannot be served in `format` and booted
+    /// by the lab's QEMU (7.2), or nil when it can — "where the formats allow it" (docs/uefi.md,
+    /// "4 KiB sectors"). qcow2 stores no sector size: the hypervisor presents the bytes with the
+    /// sectors it is told (`logical_block_size`), so it holds a 4Kn disk.
+    public static func sectorSizeRefusal(format: String, sectorSize: Int) -> String? {
+        guard sectorSize != 512 else { return nil }
+        switch format.lowercased() {
+        case "qcow2": return sectorSize == 4096 ? nil : "only 512 and 4096-byte sectors are presented"
+        case "vhdx": return "VHDX records 4096-byte logical sectors, but QEMU 7.2's vhdx driver refuses to open such a file (\"Operation not supported\"), so no lab boot can read it (libvhdi can; Hyper-V would)"
+        case "vhd": return "VHD has no sector-size field: its sectors are 512 bytes"
+        case "vmdk": return "VMDK counts 512-byte sectors (descriptor extents, grain tables): it has no 4096-byte sectors"
+        case "vdi": return "VDI's sector size is 512 bytes in every image VirtualBox writes or QEMU reads"
+        default: return "\(format) is not a format the lab knows to hold \(sectorSize)-byte sectors"
+        }
+    }
+
     /// QEMU's block driver name (`-f`, `driver=`): VHD is `vpc` in QEMU.
     public var qemuDriver: String { name == "vhd" ? "vpc" : name }
 

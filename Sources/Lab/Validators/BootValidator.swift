@@ -30,7 +30,7 @@ public struct BootValidator: Validator {
         let timeout = spec.os == .debianGrub ? max(context.options.bootTimeout, Self.distributionTimeout) : context.options.bootTimeout
         let result = try BootRunner.boot(disk: disk.disk, target: context.target, marker: spec.marker,
                                          consoleLog: log, timeout: timeout * BootRunner.timeoutScale(firmware: context.target.firmware),
-                                         markerLine: spec.markerLine)
+                                         markerLine: spec.markerLine, sectorSize: spec.sectorSize)
         let attachments = ["console": result.consoleLogPath]
         let details = "disk: \(disk.disk.description)\ncommand: \(result.commandLine.joined(separator: " "))"
         let seconds = String(format: "%.1f s", result.seconds)

@@ -105,12 +105,16 @@ public enum ExpectedDisk {
         let dst = try RawFile.create(path: tmp, size: machine.diskSize)
         try dst.flush()
         let ids = DiskGenerator.uefiGUIDs(machine, seed: context.scenario.seed)
-        let end = start + machine.volumeSize / 512 - 1
-        try Shell.run("sgdisk", ["--disk-guid=\(ids.disk)", "-n", "2:\(start):\(end)", "-t", "2:8300", "-u", "2:\(ids.root)",
-                                 "-c", "2:bootlab root", tmp])
+        // LBAs in the machine's sectors (a 4Kn disk: sgdisk through a 4096-byte loop device).
+        let ss = machine.sectorSize
+        let end = start + machine.volumeSize / UInt64(ss) - 1
+        try GPTImage.withDevice(tmp, sectorSize: ss) { dev in
+            try Shell.run("sgdisk", ["--disk-guid=\(ids.disk)", "-n", "2:\(start):\(end)", "-t", "2:8300", "-u", "2:\(ids.root)",
+                                     "-c", "2:bootlab root", dev])
+        }
         // The source volume at its start (dd, sparse: this runs in debug builds too).
-        try Shell.run("dd", ["if=\(state)", "of=\(tmp)", "bs=512", "skip=\(machine.partitionStart)", "seek=\(start)",
-                             "count=\(machine.volumeSize / 512)", "conv=sparse,notrunc", "status=none"])
+        try Shell.run("dd", ["if=\(state)", "of=\(tmp)", "bs=\(ss)", "skip=\(machine.partitionStart)", "seek=\(start)",
+                             "count=\(machine.volumeSize / UInt64(ss))", "conv=sparse,notrunc", "status=none"])
         guard rename(tmp, out.path) == 0 else { throw IOError("rename", path: out.path, errno: errno) }
         return out.path
     }

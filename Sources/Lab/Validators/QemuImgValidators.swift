@@ -99,7 +99,8 @@ public struct CompareValidator: Validator {
             let a = try RawFile(path: served), b = try RawFile(path: source)
             guard a.size == b.size else { return .fail("\(m.name): exposed virtual size \(a.size) ≠ expected \(b.size) (\(source))") }
             let newStart = context.scenario.backup.exposePartitionStart ?? m.partitionStart
-            let volume = newStart * 512..<(newStart * 512 + m.volumeSize)
+            let ss = UInt64(m.sectorSize)
+            let volume = newStart * ss..<(newStart * ss + m.volumeSize)
             // GRUB's boot code (boot.img in sector 0's first 440 bytes, core.img after it) lives
             // before the partition: allowed there only when the change list says it was written.
             let changes = context.artefacts.first { $0.machine == m.name && $0.role == ReconfigureStep.changesRole }?.files.first

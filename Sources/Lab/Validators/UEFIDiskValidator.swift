@@ -23,20 +23,26 @@ public struct UEFIDiskValidator: Validator {
             try QemuImg.convertToRaw(imageOptions: fe.imageOptions(machine: m.name), output: raw)
             defer { try? FileManager.default.removeItem(atPath: raw) }
 
-            let verify = try Shell.run("sgdisk", ["-v", raw], check: false)
+            // LBAs count the machine's sectors: a 4Kn disk is read through a loop device with
+            // 4096-byte blocks (sgdisk assumes 512 on a plain file; docs/uefi.md, "4 KiB sectors").
+            let ss = UInt64(m.sectorSize)
+            func sgdisk(_ args: [String], check: Bool = true) throws -> Shell.Output {
+                try GPTImage.withDevice(raw, sectorSize: m.sectorSize) { try Shell.run("sgdisk", args + [$0], check: check) }
+            }
+            let verify = try sgdisk(["-v"], check: false)
             let vtext = verify.stdout + verify.stderr
             guard verify.status == 0, vtext.contains("No problems found") else {
                 return .fail("\(m.name): sgdisk -v finds problems: \(vtext.trimmingCharacters(in: .whitespacesAndNewlines))", details: vtext)
             }
             let ids = DiskGenerator.uefiGUIDs(m, seed: context.scenario.seed)
-            let table = try Shell.run("sgdisk", ["-p", raw]).stdout
+            let table = try sgdisk(["-p"]).stdout
             guard table.localizedCaseInsensitiveContains("Disk identifier (GUID): \(ids.disk)") else {
                 return .fail("\(m.name): disk GUID is not the source's \(ids.disk): \(table)", details: table)
             }
-            let root = try Shell.run("sgdisk", ["-i", "2", raw]).stdout
+            let root = try sgdisk(["-i", "2"]).stdout
             // Where exposure put the root (its original start unless the scenario moves it).
             let rootStart = context.scenario.backup.kind == .volumeOnly ? (context.scenario.backup.exposePartitionStart ?? m.partitionStart) : m.partitionStart
-            let rootEnd = rootStart + m.volumeSize / 512 - 1
+            let rootEnd = rootStart + m.volumeSize / ss - 1
             for (what, want) in [("unique GUID", "Partition unique GUID: \(ids.root)"), ("first sector", "First sector: \(rootStart) "),
                                  ("last sector", "Last sector: \(rootEnd) "), ("name", "Partition name: 'bootlab root'"),
                                  ("type", "Partition GUID code: 0FC63DAF-8483-4772-8E79-3D69D8477DE4")]
@@ -58,7 +64,7 @@ public struct UEFIDiskValidator: Validator {
             defer { try? FileManager.default.removeItem(atPath: esp) }
             let src = try RawFile(path: raw)
             // dd (sparse) rather than a byte loop: this runs in debug builds too.
-            try Shell.run("dd", ["if=\(raw)", "of=\(esp)", "bs=512", "skip=\(first)", "count=\(last - first + 1)", "conv=sparse", "status=none"])
+            try Shell.run("dd", ["if=\(raw)", "of=\(esp)", "bs=\(ss)", "skip=\(first)", "count=\(last - first + 1)", "conv=sparse", "status=none"])
             let fsck = try Shell.run("fsck.fat", ["-n", esp], check: false)
             let ftext = fsck.stdout + fsck.stderr
             let findings = ftext.split(separator: "\n").filter { !$0.hasPrefix("fsck.fat ") && !$0.contains(" files, ") }
@@ -94,7 +100,7 @@ public struct UEFIDiskValidator: Validator {
                 // A reconfigured cell: the layer's ranges too (qemu-img-compare holds them inside the
                 // OS volume and compares the rest of it).
                 let layerRanges = try CompareValidator.layerRanges(machine: m, in: context)
-                let skip: [Range<UInt64>] = [0..<(34 * 512), (first * 512)..<((last + 1) * 512), (src.size - 33 * 512)..<src.size] + layerRanges
+                let skip: [Range<UInt64>] = [0..<m.gptHeadBytes, (first * ss)..<((last + 1) * ss), (src.size - m.gptTailBytes)..<src.size] + layerRanges
                 var ranges: [Range<UInt64>] = []
                 var pos: UInt64 = 0
                 for s in skip.sorted(by: { $0.lowerBound < $1.lowerBound }) {
@@ -110,7 +116,7 @@ public struct UEFIDiskValidator: Validator {
                 }
                 compared = ", the rest equals the expectation"
             }
-            notes.append("\(m.name): sgdisk -v clean, root as recorded, ESP at LBA \(first)–\(last) fsck-clean, BOOTX64.EFI \(image.count) bytes finds UUID \(uuid)\(compared)")
+            notes.append("\(m.name): \(ss == 512 ? "" : "\(ss)-byte sectors, ")sgdisk -v clean, root as recorded, ESP at LBA \(first)–\(last) fsck-clean, BOOTX64.EFI \(image.count) bytes finds UUID \(uuid)\(compared)")
         }
         return .pass(notes.joined(separator: "; "))
     }
