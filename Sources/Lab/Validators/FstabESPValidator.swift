@@ -26,8 +26,15 @@ public struct FstabESPValidator: Validator {
         let raw = context.directory.appendingPathComponent("fstab-esp-\(m.name).raw").path
         try QemuImg.convertToRaw(imageOptions: fe.imageOptions(machine: m.name), output: raw)
         defer { try? FileManager.default.removeItem(atPath: raw) }
+        let start = context.scenario.backup.kind == .disk ? m.partitionStart : (context.scenario.backup.exposePartitionStart ?? m.partitionStart)
+        return try Self.check(disk: raw, machine: m, rootStart: start, sourceVolume: context.generated[m.name]?.volumePath,
+                              work: context.directory)
+    }
 
-        // The ESP(s) of the exposed disk, from its GPT as util-linux reads it.
+    /// The check on a raw disk image whose root file system starts at sector `rootStart`;
+    /// `sourceVolume` (the backed-up volume) only adds what its fstab said to the message.
+    static func check(disk raw: String, machine m: SourceMachine, rootStart start: UInt64, sourceVolume: String?, work: URL) throws -> StepOutcome {
+        // The ESP(s) of the disk, from its GPT as util-linux reads it.
         let table = try Shell.run("sfdisk", ["--json", raw])
         guard let top = try JSONSerialization.jsonObject(with: Data(table.stdout.utf8)) as? [String: Any],
               let pt = top["partitiontable"] as? [String: Any],
@@ -46,16 +53,15 @@ public struct FstabESPValidator: Validator {
             return .fail("blkid -p at the ESP (LBA \(espStart)) finds no FAT file system with a volume ID: \(blkid.stdout) \(blkid.stderr)")
         }
 
-        // /etc/fstab on the exposed root, and on the source volume (what the reconfiguration started from).
-        let start = context.scenario.backup.kind == .disk ? m.partitionStart : (context.scenario.backup.exposePartitionStart ?? m.partitionStart)
-        let local = context.directory.appendingPathComponent("fstab-\(m.name)").path
+        // /etc/fstab on the disk's root, and on the source volume (what the reconfiguration started from).
+        let local = work.appendingPathComponent("fstab-\(m.name)").path
         try ChangedFilesValidator().extract(m, image: raw, offset: start * UInt64(sectorSize), path: "/etc/fstab", to: local)
         guard let text = try? String(contentsOfFile: local, encoding: .utf8) else {
             return .fail("no /etc/fstab on the exposed root (partition at LBA \(start))")
         }
         var original = "?"
-        if let volume = context.generated[m.name]?.volumePath {
-            let src = context.directory.appendingPathComponent("fstab-\(m.name).source").path
+        if let volume = sourceVolume {
+            let src = work.appendingPathComponent("fstab-\(m.name).source").path
             try ChangedFilesValidator().extract(m, image: volume, offset: 0, path: "/etc/fstab", to: src)
             defer { try? FileManager.default.removeItem(atPath: src) }
             if let t = try? String(contentsOfFile: src, encoding: .utf8), case .success(let spec) = Self.espEntry(in: t) { original = spec }
