@@ -63,7 +63,8 @@ import Testing
         func image(udev: Bool, aliases: [String]) throws -> Reconfigure.Initramfs {
             var entries: [CpioEntry] = [.file("init", Array("#!/bin/sh\n".utf8), mode: 0o755),
                                         .file("scripts/init-top/udev", Array("#!/bin/sh\n".utf8), mode: 0o755)]
-            if udev { entries.append(.file("usr/lib/systemd/systemd-udevd", [0x7F, 0x45, 0x4C, 0x46], mode: 0o755)) }
+            // As in Debian 12's image: systemd-udevd is a symlink to udevadm.
+            if udev { entries += [.file("usr/bin/udevadm", [0x7F, 0x45, 0x4C, 0x46], mode: 0o755), .symlink("usr/lib/systemd/systemd-udevd", to: "../../bin/udevadm")] }
             for m in Self.wanted { entries.append(.file(prefix + Self.paths[m]!, [0x7F, 0x45, 0x4C, 0x46])) }
             entries.append(.file(prefix + "modules.alias", Array(aliases.map { $0 + "\n" }.joined().utf8)))
             return try Reconfigure.Initramfs.decode(try Reconfigure.Initramfs(compression: .gzip, entries: entries).encode())

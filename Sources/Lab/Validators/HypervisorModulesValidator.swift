@@ -82,7 +82,8 @@ public struct HypervisorModulesValidator: Validator {
             .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { !$0.isEmpty && !$0.hasPrefix("#") }
             .map { moduleName(String($0.split(separator: " ").first ?? "")) })
-        let udev = image.entries.contains { $0.isRegularFile && ($0.name.hasSuffix("/systemd-udevd") || $0.name.hasSuffix("sbin/udevd")) }
+        // Debian 12's systemd-udevd is a symlink to udevadm: any entry of that name counts.
+        let udev = image.entries.contains { $0.name.hasSuffix("/systemd-udevd") || $0.name.hasSuffix("sbin/udevd") }
             && image.entries.contains { $0.name == "scripts/init-top/udev" }
         var aliased = Set<String>()
         if udev, let aliases = image.entries.first(where: { $0.isRegularFile && $0.name.contains("/modules/") && $0.name.hasSuffix("/modules.alias") }) {
