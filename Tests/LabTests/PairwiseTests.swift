@@ -114,4 +114,49 @@ struct RealOSScenarioTests {
             #expect(throws: ScenarioError.self, "\(bad)") { try parse(bad) }
         }
     }
+
+    /// The real Debian UEFI install (issue 14): a GPT machine like `bootloader: grub-efi`, with
+    /// the distribution's boot timeout and the fstab-esp validator.
+    @Test func debianUEFIScenarioLoads() throws {
+        let suite = try ScenarioParsingTests.suite()
+        let s = try suite.scenario(named: "debian-uefi")
+        #expect(s.isExtended && s.reconfigure && s.backup.kind == .volumeOnly && s.backup.esp == .synthesize)
+        let m = s.machines[0]
+        #expect(m.os == .debianUEFI && m.bootloader == .grubEFI && m.isUEFI && m.rootPartitionNumber == 2)
+        #expect(m.markerLine == "BOOTLAB-MARKER debian-uefi booted")
+        #expect(Set(s.targets) == ["hyperv-gen2", "kvm-uefi"])
+        for target in ["hyperv-gen2", "kvm-uefi"] {
+            let names = Pipeline.standard(for: s, target: suite.targets[target]!).validators.map(\.name)
+            #expect(names.contains("boot") && names.contains("gpt-esp") && names.contains("fstab-esp") && !names.contains("nic"), "\(target): \(names)")
+        }
+        // Only Debian UEFI machines get the fstab check.
+        let tiny = try suite.scenario(named: "uefi-esp-synthesized")
+        #expect(!Pipeline.standard(for: tiny, target: suite.targets["kvm-uefi"]!).validators.map(\.name).contains("fstab-esp"))
+    }
+
+    @Test func debianUEFIMachineRules() throws {
+        let targets = try ScenarioParsingTests.suite().targets
+        func parse(_ machine: String) throws -> Scenario {
+            try ScenarioLoader.parseScenario(yaml: "name: x\nseed: 1\nmachine:\n" + machine + "targets: [kvm-uefi]\n", file: "x.yaml", targets: targets)
+        }
+        let ok = "  os: debian-uefi\n  kernel: cloud\n  filesystem: ext4\n  volume_size: 512M\n  partition_start: 133120\n  marker: debian-uefi\n"
+        #expect(try parse(ok).machines[0].bootloader == .grubEFI)
+        #expect(try parse(ok + "  bootloader: grub-efi\n").machines[0].os == .debianUEFI)
+        for bad in [ok.replacingOccurrences(of: "ext4", with: "fat32"), ok.replacingOccurrences(of: "512M", with: "64M"),
+                    ok.replacingOccurrences(of: "cloud", with: "generic"), ok.replacingOccurrences(of: "marker: debian-uefi", with: "marker: debian-grub"),
+                    ok.replacingOccurrences(of: "133120", with: "2048"),
+                    ok + "  storage_drivers: [virtio_blk]\n", ok + "  bootloader: grub\n"] {
+            #expect(throws: ScenarioError.self, "\(bad)") { try parse(bad) }
+        }
+    }
+
+    /// The fstab-esp validator's reading of fstab: the one non-comment /boot/efi line, vfat.
+    @Test func fstabESPEntry() {
+        let good = "UUID=b0071ab0-6e1b-4d2e-9a5c-0000000e1f12 / ext4 errors=remount-ro 0 1\nUUID=1A2B-3C4D\t/boot/efi  vfat umask=0077 0 1\n"
+        #expect(FstabESPValidator.espEntry(in: good) == .success("UUID=1A2B-3C4D"))
+        #expect(FstabESPValidator.espEntry(in: "# UUID=0000-0000 /boot/efi vfat 0 1\n" + good) == .success("UUID=1A2B-3C4D"))
+        #expect(FstabESPValidator.espEntry(in: "UUID=x / ext4 defaults 0 1\n") == .failure(.none))
+        #expect(FstabESPValidator.espEntry(in: good + "/dev/sda1 /boot/efi vfat defaults 0 2\n") == .failure(.several(2)))
+        #expect(FstabESPValidator.espEntry(in: "UUID=1A2B-3C4D /boot/efi ext4 defaults 0 2\n") == .failure(.notVFAT("ext4")))
+    }
 }

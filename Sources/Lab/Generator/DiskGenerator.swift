@@ -59,7 +59,7 @@ public enum DiskGenerator {
     public static func generate(_ machine: SourceMachine, of scenario: Scenario, suite: LabSuite,
                                 machinesDirectory: URL? = nil) throws -> GeneratedMachine {
         let machines = machinesDirectory ?? LabCache.root.appendingPathComponent("machines")
-        if machine.os == .debianGrub {
+        if machine.os?.isDebian == true {
             return try generateDebian(machine, of: scenario, suite: suite, machines: machines)
         }
         if machine.os == .windowsHives {
@@ -291,12 +291,18 @@ public enum DiskGenerator {
         try createSparse(esp, size: machine.espSectorCount * ss)
         let env = ["SOURCE_DATE_EPOCH": String(fixedTime), "MTOOLS_SKIP_CHECK": "1"]
         let sectorArgs = ss == 512 ? [] : ["-S", String(ss), "-s", "1"]
-        try Shell.run("mkfs.fat", ["--invariant", "-i", Digest.derivedBytes(seed: seed, "\(machine.name):esp-volume-id", count: 4).hex,
+        try Shell.run("mkfs.fat", ["--invariant", "-i", espVolumeID(machine, seed: seed),
                                    "-F", "32"] + sectorArgs + ["-h", String(espStart), "-n", "EFI", esp.path], environment: env)
         try Shell.run("mmd", ["-i", esp.path, "::/EFI", "::/EFI/BOOT"], environment: env)
         try Shell.run("mcopy", ["-i", esp.path, loader.path, "::/EFI/BOOT/BOOTX64.EFI"], environment: env)
         try Shell.run("fsck.fat", ["-n", esp.path])
         try copy(file: esp, into: disk, at: espStart * ss)
+    }
+
+    /// The FAT volume ID (8 hex digits) of a UEFI machine's source ESP, from the seed; an
+    /// `os: debian-uefi` volume's fstab names it (`UUID=XXXX-XXXX /boot/efi`).
+    static func espVolumeID(_ machine: SourceMachine, seed: UInt64) -> String {
+        Digest.derivedBytes(seed: seed, "\(machine.name):esp-volume-id", count: 4).hex
     }
 
     /// A UEFI machine's GPT identities (the lab's own derivation, from the seed).

@@ -44,7 +44,8 @@ public enum MutationCatalog {
     /// Relative cost of a cell, to pick where a mutant runs: reconfiguration launches an
     /// appliance, chains and encryption cost a little more, everything else is equal.
     static func cost(_ s: Scenario) -> Int {
-        (s.reconfigure ? 100 : 0) + s.backup.incrementals.count * 3 + (s.backup.encryption != .none ? 2 : 0)
+        // The extended tier (debootstrapped distributions: minutes per cell) only when nothing else fits.
+        (s.isExtended ? 10_000 : 0) + (s.reconfigure ? 100 : 0) + s.backup.incrementals.count * 3 + (s.backup.encryption != .none ? 2 : 0)
             + (s.backup.vault != nil ? 2 : 0) + s.machines.count - 1
     }
 

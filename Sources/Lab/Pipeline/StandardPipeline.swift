@@ -34,6 +34,8 @@ public struct Pipeline: Sendable {
         // What the real hypervisor needs beyond what QEMU emulates for it (Hyper-V gen2's VMBus
         // drivers), read back from the reconfigured disk's initramfs.
         if scenario.reconfigure { validators.append(HypervisorModulesValidator()) }
+        // A Debian UEFI install's /boot/efi entry against the ESP of the disk it boots from.
+        for machine in scenario.machines where machine.os == .debianUEFI { validators.append(FstabESPValidator(machine: machine.name)) }
         validators.append(ImmutabilityValidator())
         return Pipeline(steps: steps, validators: validators)
     }

@@ -89,10 +89,19 @@ public enum MachineOS: String, Sendable, Codable, CaseIterable {
     /// built once into `$BOOTLAB_CACHE/debian-grub/`. A volume-only backup of it boots only after
     /// reconfiguration regenerates GRUB's boot code.
     case debianGrub = "debian-grub"
+    /// A debootstrapped Debian 12 installed for UEFI (minbase, cloud kernel, systemd,
+    /// initramfs-tools, grub-efi-amd64-bin's x86_64-efi modules on the volume, fstab with a
+    /// `/boot/efi` vfat entry by UUID): `Scenarios/machines/make-debian-uefi.sh`, built once into
+    /// `$BOOTLAB_CACHE/debian-uefi/`; the generator puts it on a GPT disk as partition 2 behind an
+    /// ESP like any `bootloader: grub-efi` machine's (docs/uefi.md, "A real Debian UEFI install").
+    case debianUEFI = "debian-uefi"
     /// An NTFS volume holding a Windows installation's `SYSTEM` and `BCD` hives (no Windows: we
     /// have no Windows kernel to boot), so the Windows reconfiguration runs in the lab and its
     /// edits are read back with hivex (`WindowsHivesValidator`). `DiskGenerator.generateWindows`.
     case windowsHives = "windows-hives"
+
+    /// A debootstrapped Debian (GRUB + systemd, marker `BOOTLAB-MARKER <marker> booted`).
+    public var isDebian: Bool { self == .debianGrub || self == .debianUEFI }
 }
 
 public struct SourceMachine: Sendable, Codable, Equatable {
@@ -138,9 +147,9 @@ public struct SourceMachine: Sendable, Codable, Equatable {
     public var gptHeadBytes: UInt64 { gptTailBytes + UInt64(sectorSize) }
 
     /// The console line that proves the boot: `BOOTLAB-MARKER: <marker>` from the tiny Linux's
-    /// init; `BOOTLAB-MARKER debian-grub booted` from the Debian machine's systemd unit.
+    /// init; `BOOTLAB-MARKER debian-grub booted` (`debian-uefi`) from the Debian machines' systemd unit.
     public var markerLine: String {
-        os == .debianGrub ? "BOOTLAB-MARKER \(marker) booted" : Initramfs.markerPrefix + marker
+        os?.isDebian == true ? "BOOTLAB-MARKER \(marker) booted" : Initramfs.markerPrefix + marker
     }
 }
 

@@ -234,8 +234,19 @@ public enum ScenarioLoader {
         let name = try m.optionalString("name") ?? defaultName ?? { throw m.error("name", "required key is missing") }()
         let os: MachineOS = try m.choice("os", default: .tiny)
         let filesystem: FileSystemKind = try m.choice("filesystem")
-        let bootloader: BootLoaderKind = try m.choice("bootloader", default: os == .debianGrub ? .grub : (filesystem == .ext4 ? .extlinux : .syslinux))
-        if os == .debianGrub {
+        let bootloader: BootLoaderKind = try m.choice("bootloader", default: os == .debianGrub ? .grub : os == .debianUEFI ? .grubEFI
+                                                          : (filesystem == .ext4 ? .extlinux : .syslinux))
+        if os == .debianUEFI {
+            // The fixture script decides these; the scenario states them so readers see them.
+            guard filesystem == .ext4 else { throw m.error("filesystem", "os debian-uefi is an ext4 volume") }
+            guard bootloader == .grubEFI else { throw m.error("bootloader", "os debian-uefi boots with grub-efi") }
+            guard try m.size("volume_size") == DiskGenerator.debianVolumeSize else { throw m.error("volume_size", "os debian-uefi is a 512M volume") }
+            guard try m.string("kernel") == KernelFlavour.cloud.rawValue else { throw m.error("kernel", "os debian-uefi runs the cloud kernel") }
+            guard try m.string("marker") == "debian-uefi" else {
+                throw m.error("marker", "os debian-uefi prints `BOOTLAB-MARKER debian-uefi booted`: the marker is debian-uefi")
+            }
+            guard !m.has("storage_drivers") else { throw m.error("storage_drivers", "os debian-uefi's initramfs is initramfs-tools' (MODULES=most)") }
+        } else if os == .debianGrub {
             // The fixture script decides these; the scenario states them so readers see them.
             guard filesystem == .ext4 else { throw m.error("filesystem", "os debian-grub is an ext4 volume") }
             guard bootloader == .grub else { throw m.error("bootloader", "os debian-grub boots with grub") }

@@ -6,7 +6,7 @@ import Foundation
 public struct BootValidator: Validator {
     public let machine: String
     public let name: String
-    /// The least boot timeout for a real distribution (`os: debian-grub`), in seconds.
+    /// The least boot timeout for a real distribution (`os: debian-grub`, `debian-uefi`), in seconds.
     public static let distributionTimeout: Double = 240
 
     public init(machine: String, named name: String? = nil) {
@@ -27,7 +27,7 @@ public struct BootValidator: Validator {
         }
         let log = context.directory.appendingPathComponent("console-\(machine).log")
         // GRUB + systemd takes 15–19 s under TCG on a quiet machine (the tiny Linux 3–6 s).
-        let timeout = spec.os == .debianGrub ? max(context.options.bootTimeout, Self.distributionTimeout) : context.options.bootTimeout
+        let timeout = spec.os?.isDebian == true ? max(context.options.bootTimeout, Self.distributionTimeout) : context.options.bootTimeout
         let result = try BootRunner.boot(disk: disk.disk, target: context.target, marker: spec.marker,
                                          consoleLog: log, timeout: timeout * BootRunner.timeoutScale(firmware: context.target.firmware),
                                          markerLine: spec.markerLine, sectorSize: spec.sectorSize)

@@ -62,6 +62,12 @@ public struct HypervisorModulesValidator: Validator {
     /// Each wanted module missing from `image`, with why: no `.ko` file under
     /// `lib/modules/<version>/`, or not in the init's load list (`etc/bootlab/modules` by path,
     /// `conf/modules` by name). Names compare with `-` and `_` alike, as the kernel does.
+    ///
+    /// An image that runs udev (initramfs-tools' `scripts/init-top/udev` with `systemd-udevd`,
+    /// e.g. a Debian install's `MODULES=most` image) loads drivers by modalias, not from a list:
+    /// there a module also counts as loaded when the image's `modules.alias` maps a device alias
+    /// to it (`hv_vmbus`: `acpi*:VMBUS:*`, `hv_storvsc`/`hv_netvsc`: `vmbus:…` class GUIDs) —
+    /// what udev matches the device Hyper-V presents against.
     public static func missing(_ wanted: [String], in image: Reconfigure.Initramfs) -> [String] {
         func norm(_ s: String) -> String { s.replacingOccurrences(of: "-", with: "_") }
         func moduleName(_ path: String) -> String {
@@ -76,10 +82,21 @@ public struct HypervisorModulesValidator: Validator {
             .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { !$0.isEmpty && !$0.hasPrefix("#") }
             .map { moduleName(String($0.split(separator: " ").first ?? "")) })
+        // Debian 12's systemd-udevd is a symlink to udevadm: any entry of that name counts.
+        let udev = image.entries.contains { $0.name.hasSuffix("/systemd-udevd") || $0.name.hasSuffix("sbin/udevd") }
+            && image.entries.contains { $0.name == "scripts/init-top/udev" }
+        var aliased = Set<String>()
+        if udev, let aliases = image.entries.first(where: { $0.isRegularFile && $0.name.contains("/modules/") && $0.name.hasSuffix("/modules.alias") }) {
+            for line in String(decoding: aliases.data, as: UTF8.self).split(separator: "\n") {
+                let f = line.split(separator: " ")
+                if f.count == 3, f[0] == "alias" { aliased.insert(norm(String(f[2]))) }
+            }
+        }
         var out: [String] = []
         for w in wanted {
             let n = norm(w)
             if !files.contains(n) { out.append("\(w) (no \(w).ko in the initramfs)") }
+            else if aliased.contains(n) && !listed.contains(n) { continue }
             else if listEntry == nil { out.append("\(w) (the initramfs has no /\(ModuleLoadList.bootlabPath) or /\(ModuleLoadList.initramfsToolsPath) load list)") }
             else if !listed.contains(n) { out.append("\(w) (its .ko is there, but the load list does not name it)") }
         }
