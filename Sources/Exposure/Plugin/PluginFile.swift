@@ -16,6 +16,8 @@ public enum PluginFile {
         case mismatch(Mismatch)
         /// `expose` was asked to write the plugin over the backup itself.
         case pluginIsTheBackup(String)
+        /// `expose` of a volume set: a member cannot be opened or disagrees with the manifest.
+        case setMemberRefused(path: String, reason: String)
         /// Internal invariant: the view's layout changed with the pointer's contents (it must not:
         /// every format keeps the pointer in a reserved area of fixed size).
         case unstableLayout(draftFileSize: UInt64, finalFileSize: UInt64, draftPayloadStart: UInt64, finalPayloadStart: UInt64)
@@ -63,6 +65,7 @@ public enum PluginFile {
                 return "the backup \(backup) lies outside the plugin's directory tree (\(plugin)); pass --allow-outside to permit it"
             case .mismatch(let m): return "the backup does not match the plugin file: \(m); nothing is served"
             case .pluginIsTheBackup: return "refusing to write the plugin file over the backup itself"
+            case let .setMemberRefused(path, reason): return "volume set member \(path): \(reason); nothing was exposed"
             case let .unstableLayout(df, ff, dp, fp):
                 return "internal: the plugin's layout changed with the pointer's contents (file size \(df) → \(ff), payload start \(dp) → \(fp))"
             }
@@ -223,15 +226,15 @@ public enum PluginFile {
                 if let p = passphrase, (try? BackupImageReader.readHeader(path: path))?.header.isEncrypted == true { passphrase = .bytes(try p.resolve()) }
                 backup = try BackupImageReader.open(path: path, passphrase: passphrase, vault: options.vault)
             } catch {
-                throw PluginError.mismatch(.setMember(path: path, reason: "cannot be opened: \(error)"))
+                throw PluginError.setMemberRefused(path: path, reason: "cannot be opened: \(error)")
             }
             let h = backup.header
             func differs(_ what: String, _ found: String, _ recorded: String) -> PluginError {
-                .mismatch(.setMember(path: path, reason: "\(what) \(found) ≠ \(recorded) in the manifest (volumes[\(i)])"))
+                .setMemberRefused(path: path, reason: "\(what) \(found) ≠ \(recorded) in the manifest (volumes[\(i)])")
             }
             guard h.imageID == v.imageID else { throw differs("image ID", h.imageID.description, v.imageID.description) }
             guard backup.headerDigest.hex == v.headerDigest else {
-                throw PluginError.mismatch(.setMember(path: path, reason: "header digest differs from the manifest's (the image changed since the set was written)"))
+                throw PluginError.setMemberRefused(path: path, reason: "header digest differs from the manifest's (the image changed since the set was written)")
             }
             // The header must describe the partition the manifest places it in.
             guard h.sourceKind == .volume, h.partitionScheme == .gpt else { throw differs("source", "\(h.sourceKind) (\(h.partitionScheme))", "a GPT volume") }

@@ -108,24 +108,10 @@ struct ExposeCommand: ParsableCommand {
                 if BackupSetManifest.looksLikeManifest(path: backup) {
                     // A volume set: one GPT disk composed from every member (docs/formats/gpt.md).
                     guard !esp else { throw ValidationError("--esp with a volume set is not implemented (a set that holds its ESP needs none)") }
-                    o.passphrase = passphrase.source
+                    if try Self.setHasEncryptedMember(backup) { o.passphrase = passphrase.source }
                     r = try PluginFile.exposeSet(manifestPath: backup, pluginPath: out, options: o)
                 } else {
-                let header = try BackupImageReader.readHeader(path: backup).header
-                if header.isEncrypted { o.passphrase = passphrase.source }
-                if esp {
-                    guard ["volume", "host"].contains(espLoaderModules) else {
-                        throw ValidationError("--esp-loader-modules \(espLoaderModules): expected volume or host")
-                    }
-                    // Resolved once: the loader build and the expose both open the backup.
-                    if let p = o.passphrase { o.passphrase = .bytes(try p.resolve()) }
-                    let reader = try BackupImageReader.open(path: backup, passphrase: o.passphrase, vault: vault)
-                    let loader = try GrubEFILoader.build(volume: reader, allowHostModules: espLoaderModules == "host")
-                    o.composer.esp = .init(files: loader.espFiles)
-                } else if espLoaderModules != "volume" {
-                    throw ValidationError("--esp-loader-modules applies with --esp")
-                }
-                r = try PluginFile.expose(backupPath: backup, pluginPath: out, options: o)
+                    r = try exposeBackup(backup, options: &o)
                 }
             }
             if let target {
@@ -156,6 +142,35 @@ struct ExposeCommand: ParsableCommand {
             }
         } catch {
             throw BackupCommand.fail(error)
+        }
+    }
+
+    /// One `.bli` backup (optionally with a synthesized ESP).
+    private func exposeBackup(_ backup: String, options o: inout PluginFile.ExposeOptions) throws -> PluginFile.ExposeReport {
+        let header = try BackupImageReader.readHeader(path: backup).header
+        if header.isEncrypted { o.passphrase = passphrase.source }
+        if esp {
+            guard ["volume", "host"].contains(espLoaderModules) else {
+                throw ValidationError("--esp-loader-modules \(espLoaderModules): expected volume or host")
+            }
+            // Resolved once: the loader build and the expose both open the backup.
+            if let p = o.passphrase { o.passphrase = .bytes(try p.resolve()) }
+            let reader = try BackupImageReader.open(path: backup, passphrase: o.passphrase, vault: vault)
+            let loader = try GrubEFILoader.build(volume: reader, allowHostModules: espLoaderModules == "host")
+            o.composer.esp = .init(files: loader.espFiles)
+        } else if espLoaderModules != "volume" {
+            throw ValidationError("--esp-loader-modules applies with --esp")
+        }
+        return try PluginFile.expose(backupPath: backup, pluginPath: out, options: o)
+    }
+
+    /// Whether any image a volume set's manifest names is encrypted (the passphrase is then
+    /// needed; an unreadable member is refused by the expose itself, naming it).
+    static func setHasEncryptedMember(_ manifestPath: String) throws -> Bool {
+        let manifest = try BackupSetManifest.read(path: manifestPath)
+        let directory = (manifestPath as NSString).deletingLastPathComponent
+        return manifest.volumes.contains { v in
+            (try? BackupImageReader.readHeader(path: directory.isEmpty ? v.file : directory + "/" + v.file))?.header.isEncrypted == true
         }
     }
 }
