@@ -61,6 +61,9 @@ struct ReplacementFixture {
         var o = Materializer.Options()
         o.chunkSize = chunk
         o.batchBytes = 4 * chunk
+        // Several batches per data sync, several data syncs per journal sync: the deferred paths.
+        o.syncBytes = 2 * o.batchBytes
+        o.journalSyncEvery = 2
         o.stopAfterBytes = stopAfter
         o.writeStatusFile = false
         return o
