@@ -82,7 +82,8 @@ public final class Materializer: BlockSource, @unchecked Sendable {
     // @unchecked: mutable state behind `state` / `runtime` locks; files are thread-safe.
     public struct Options: Sendable {
         public var chunkSize: UInt64 = 1 << 20
-        /// Bytes per fill batch: read, hashed and written together (memory: two batches).
+        /// Bytes per fill batch: read, hashed and written together (memory: two batches; at
+        /// most a quarter of the file).
         public var batchBytes: UInt64 = 32 << 20
         /// Bytes written between two syncs of the replacement (whole batches, at least one; at
         /// most a quarter of the file). Each sync is followed by the `filled` records of what it made durable. Under
@@ -493,7 +494,8 @@ public final class Materializer: BlockSource, @unchecked Sendable {
     private func nextBatch(excluding inFlight: Set<Int>) -> [Int] {
         let digests = state.withLock { $0.digests }
         // Throttled, a batch is about a quarter second of the rate, so progress stays smooth.
-        var batchBytes = options.batchBytes
+        // At most a quarter of the file, so even a small file is filled (and recorded) in steps.
+        var batchBytes = min(options.batchBytes, plugin.size / 4)
         if let rate = options.rateLimit { batchBytes = min(batchBytes, rate / 4) }
         if let limit = options.stopAfterBytes { batchBytes = min(batchBytes, limit) }
         let perBatch = max(1, Int(batchBytes / chunkSize))
