@@ -529,8 +529,11 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
             do {
                 let r = chunkRange(chunks[i])
-                var buf = [UInt8](repeating: 0, count: r.count)
-                try buf.withUnsafeMutableBytes { try plugin.read(at: r.lowerBound, into: $0) }
+                // Not zero-filled first: the read fills every byte (or throws, and the buffer goes).
+                var buf = try [UInt8](unsafeUninitializedCapacity: r.count) { b, n in
+                    try plugin.read(at: r.lowerBound, into: UnsafeMutableRawBufferPointer(b))
+                    n = r.count
+                }
                 // The format's identifying bytes are written last, at finalize: a half-filled
                 // replacement is never taken for a complete native file.
                 for d in deferred where d.overlaps(r) {
