@@ -56,7 +56,65 @@ final class LossyFile: DurableFile, @unchecked Sendable {
     }
 }
 
+/// Counts the reads of a file whose bytes the materializer reads back at verification.
+final class ReadCountingFile: DurableFile, @unchecked Sendable {
+    let inner: LossyFile
+    let reads = Locked<[UInt64]>([])
+    init(_ inner: LossyFile) { self.inner = inner }
+    var path: String { inner.path }
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        reads.withLock { $0.append(offset) }
+        try inner.read(at: offset, into: buffer)
+    }
+    func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws { try inner.write(at: offset, from: buffer) }
+    func zero(at offset: UInt64, count: UInt64) throws { try inner.zero(at: offset, count: count) }
+    func size() throws -> UInt64 { try inner.size() }
+    func truncate(to size: UInt64) throws { try inner.truncate(to: size) }
+    func sync() throws { try inner.sync() }
+}
+
 @Suite struct ReplacementPowerCutTests {
+    /// Verification reads back exactly the chunks an earlier process recorded (once each); the
+    /// chunks this process wrote and synced are verified from the bytes it wrote. `.all` reads
+    /// every chunk back. Either way the replacement ends as the stream, and the journal's
+    /// deferred `filled` records (synced every few batches) are all durable once the fill ends.
+    @Test func verificationReadsBackOnlyWhatAnEarlierProcessRecorded() throws {
+        let f = try ReplacementFixture()
+        let plugin = try f.image()
+        var expected = try f.stream()
+        for i in 0..<8 { expected[i] = 0 }
+        for readBack in [Materializer.Options.ReadBack.recordedEarlier, .all] {
+            let data = LossyFile(path: f.s.file("r\(readBack)")), journal = LossyFile(path: f.s.file("j\(readBack)"))
+            let a = try Materializer(plugin: plugin, data: data, journal: journal, options: ReplacementFixture.options(stopAfter: plugin.size / 3))
+            try a.run()
+            let earlier = a.filledChunks
+            #expect(earlier > 0 && earlier < a.chunkCount)
+            var o = ReplacementFixture.options()
+            o.readBack = readBack
+            o.syncBytes = 3 * o.batchBytes
+            o.journalSyncEvery = 3
+            let counting = ReadCountingFile(data)
+            let b = try Materializer(plugin: plugin, data: counting, journal: journal, options: o)
+            try b.run()
+            #expect(b.isComplete)
+            #expect(b.copiedChunks == b.chunkCount - earlier)
+            let readChunks = counting.reads.current.map { Int($0 / b.chunkSize) }
+            #expect(Set(readChunks).count == readChunks.count, "a chunk read back twice")
+            #expect(readChunks.count == (readBack == .all ? b.chunkCount : earlier), "\(readBack): read back \(readChunks.count) chunks")
+            if readBack == .recordedEarlier {
+                let recordedByA = a.state.current.digests
+                #expect(readChunks.allSatisfy { recordedByA[$0] != nil }, "read back a chunk this process wrote")
+            }
+            #expect(try data.read(at: 0, count: expected.count) == expected)
+            // Everything the journal says survives a power cut now that the fill has ended.
+            data.powerCut()
+            journal.powerCut()
+            let c = try Materializer(plugin: plugin, data: data, journal: journal, options: ReplacementFixture.options())
+            #expect(c.isComplete && c.filledChunks == c.chunkCount)
+        }
+    }
+
+
     /// The power goes at many moments of a fill (between any two syncs, with writes made and not
     /// synced): each restart over what was durable resumes, never serves an unfilled range as
     /// filled, never copies a chunk that was recorded again, and ends with the stream's bytes.
@@ -68,6 +126,7 @@ final class LossyFile: DurableFile, @unchecked Sendable {
         let plugin = try f.image()
         var o = ReplacementFixture.options(chunk: 256 << 10)
         o.batchBytes = 512 << 10
+        o.syncBytes = 1 << 20
         for cutAfter in [1, 2, 3, 4, 6, 9, 14, 20, 27, 35] {
             let data = LossyFile(path: f.s.file("r\(cutAfter)")), journal = LossyFile(path: f.s.file("j\(cutAfter)"))
             data.failAfterSyncs = cutAfter

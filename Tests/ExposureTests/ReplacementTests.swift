@@ -61,6 +61,9 @@ struct ReplacementFixture {
         var o = Materializer.Options()
         o.chunkSize = chunk
         o.batchBytes = 4 * chunk
+        // Several batches per data sync, several data syncs per journal sync: the deferred paths.
+        o.syncBytes = 2 * o.batchBytes
+        o.journalSyncEvery = 2
         o.stopAfterBytes = stopAfter
         o.writeStatusFile = false
         return o
@@ -204,6 +207,23 @@ struct ReplacementFixture {
         #expect(try Replacement.finalize(pluginPath: f.plugin).switched == false)
         try Replacement.dropOldPlugin(pluginPath: f.plugin)
         #expect(access(paths.oldPlugin, F_OK) != 0)
+    }
+
+    /// `zero` leaves a hole a hole (no block allocated, nothing read) and zeroes bytes that
+    /// are not zero (a chunk written before a crash, then found all-zero in the stream).
+    @Test func zeroKeepsHolesAndClearsWrittenBytes() throws {
+        let s = Scratch()
+        let f = try PosixDurableFile(path: s.file("z"), create: true)
+        try f.truncate(to: 8 << 20)
+        try f.zero(at: 1 << 20, count: 1 << 20)
+        try f.sync()
+        var st = stat()
+        #expect(stat(s.file("z"), &st) == 0)
+        #expect(st.st_blocks == 0, "zeroing a hole allocated \(st.st_blocks) blocks")
+        try f.write(at: (3 << 20) + 5000, [1, 2, 3])
+        try f.zero(at: 3 << 20, count: 1 << 20)
+        try f.zero(at: 2 << 20, count: 2 << 20)
+        #expect(try f.read(at: 0, count: 8 << 20).allSatisfy { $0 == 0 })
     }
 
     @Test func theBackupIsNeverWritten() throws {

@@ -50,6 +50,9 @@ public final class PosixDurableFile: DurableFile, @unchecked Sendable {
 
     deinit { close(fd) }
 
+    /// `SEEK_DATA` (Linux, glibc declares it only under _GNU_SOURCE).
+    static let seekData: Int32 = 3
+
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         var done = 0
         while done < buffer.count {
@@ -74,6 +77,11 @@ public final class PosixDurableFile: DurableFile, @unchecked Sendable {
 
     public func zero(at offset: UInt64, count: UInt64) throws {
         guard count > 0 else { return }
+        // Already a hole (a fresh replacement, or a range never written): nothing to read or
+        // write. SEEK_DATA finds the next byte that is not a hole; none before the end: done.
+        let nextData = lseek(fd, off_t(offset), PosixDurableFile.seekData)
+        if nextData < 0 && errno == ENXIO { return }
+        if nextData >= 0 && UInt64(nextData) >= offset + count { return }
         // A hole stays a hole: only bytes that are not already zero are overwritten (after a
         // crash or an invalidated chunk); a fresh sparse replacement is never written here.
         var buf = [UInt8](repeating: 0, count: Int(min(count, 1 << 20)))

@@ -82,8 +82,31 @@ public final class Materializer: BlockSource, @unchecked Sendable {
     // @unchecked: mutable state behind `state` / `runtime` locks; files are thread-safe.
     public struct Options: Sendable {
         public var chunkSize: UInt64 = 1 << 20
-        /// Bytes per fill batch (one data sync and one journal sync per batch).
-        public var batchBytes: UInt64 = 16 << 20
+        /// Bytes per fill batch: read, hashed and written together (memory: two batches; at
+        /// most a quarter of the file).
+        public var batchBytes: UInt64 = 32 << 20
+        /// Bytes written between two syncs of the replacement (whole batches, at least one; at
+        /// most a quarter of the file). Each sync is followed by the `filled` records of what it made durable. Under
+        /// `rateLimit` every batch is synced.
+        public var syncBytes: UInt64 = 128 << 20
+        /// Sync the journal every this many data syncs (and whenever the fill ends, before
+        /// verification and with every other kind of record). Records are written only after
+        /// their data sync, so a later journal sync can only lose records (a crash re-copies
+        /// those chunks), never name a chunk whose bytes are not durable. 1: every data sync.
+        public var journalSyncEvery = 2
+        /// Read the next batch from the backup while the current one is written and synced
+        /// (false: one batch at a time, the serial baseline of `ci/bench-materialize`).
+        public var prefetch = true
+        /// Which chunks the verification pass reads back from the replacement and hashes.
+        public var readBack: ReadBack = .recordedEarlier
+        public enum ReadBack: Sendable {
+            /// Only the chunks recorded by an earlier process: those this process wrote are
+            /// verified from the bytes it wrote (their digest was computed from the very buffer
+            /// written and synced; see docs/replacement-file.md).
+            case recordedEarlier
+            /// Every chunk (the slower, belt-and-braces pass).
+            case all
+        }
         /// Bytes per second; nil: as fast as the backup delivers.
         public var rateLimit: UInt64?
         /// Discard an existing fill and start over.
@@ -112,6 +135,11 @@ public final class Materializer: BlockSource, @unchecked Sendable {
     let deferred: [Range<UInt64>]
     let state: Locked<FillJournal.State>
     private let journalLength: Locked<UInt64>
+    /// Journal bytes written but not yet synced (deferred `filled` records).
+    private let journalUnsynced = Locked<Int>(0)
+    /// Chunks whose bytes this process wrote and synced, with the digest of exactly those bytes:
+    /// verification needs no read-back for them (unless `readBack` is `.all`).
+    private let writtenHere = Locked<[Bool]>([])
 
     private struct Runtime: Sendable {
         var priority: [Int] = []
@@ -123,6 +151,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         var copiedChunks = 0
         var lastGuestRead: Double = 0
         var batches = 0
+        var flushes = 0
         var verifiedChunks = 0
         var verifying = false
         var error: String?
@@ -196,6 +225,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         self.chunkCount = st!.header.chunkCount
         self.journalLength = Locked(st!.validLength)
         self.state = Locked(st!)
+        self.writtenHere.withLock { $0 = Array(repeating: false, count: st!.header.chunkCount) }
     }
 
     /// SHA-256 of the plugin's own bytes (skeleton and trailer): a journal is never replayed
@@ -344,10 +374,19 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         writeStatusFile(force: true)
         if state.withLock({ $0.switched }), options.releaseLockWhenComplete { (journal as? PosixDurableFile)?.unlock() }
         var verifications = 0
-        // Two batches at most: the one being written, synced and journaled here, and the next,
-        // read from the backup (decrypted, decompressed) and hashed meanwhile on another thread.
+        // Two batches at most: the one being written here, and the next, read from the backup
+        // (decrypted, decompressed) and hashed meanwhile on another thread.
         var next: Prefetch?
-        defer { next?.discard() }
+        // Batches written and not yet synced: recorded together after one data sync.
+        var pending = Pending()
+        defer {
+            next?.discard()
+            // However the loop ends (stopped, complete, failed), what was written is synced and
+            // recorded, and deferred records are synced; a failure here leaves those chunks
+            // unrecorded (copied again by the next start), never recorded and not durable.
+            try? flush(&pending)
+            try? syncJournal()
+        }
         while !stopRequested {
             if state.withLock({ $0.switched }) {
                 // Complete before this start (a restart after the switch-over).
@@ -359,8 +398,12 @@ public final class Materializer: BlockSource, @unchecked Sendable {
                 next = nil
                 batch = try n.get()
             } else {
-                let chunks = nextBatch(excluding: [])
+                let chunks = nextBatch(excluding: pending.chunks)
                 if chunks.isEmpty {
+                    if !pending.isEmpty {
+                        try flush(&pending)
+                        continue
+                    }
                     let bad = try verify()
                     if stopRequested { break }
                     if bad == 0 {
@@ -380,9 +423,9 @@ public final class Materializer: BlockSource, @unchecked Sendable {
                 yieldToGuest()
                 batch = try prepare(chunks)
             }
-            let stopsAfterThis = options.stopAfterBytes.map { runtime.withLock { $0.bytesThisRun } + batch.bytes >= $0 } ?? false
-            if !stopsAfterThis {
-                let chunks = nextBatch(excluding: Set(batch.chunks))
+            let stopsAfterThis = options.stopAfterBytes.map { runtime.withLock { $0.bytesThisRun } + pending.bytes + batch.bytes >= $0 } ?? false
+            if !stopsAfterThis, options.prefetch {
+                let chunks = nextBatch(excluding: pending.chunks.union(batch.chunks))
                 if !chunks.isEmpty {
                     next = Prefetch { [self] in
                         yieldToGuest()
@@ -390,11 +433,28 @@ public final class Materializer: BlockSource, @unchecked Sendable {
                     }
                 }
             }
-            let bytes = try commit(batch)
+            let bytes = try write(batch)
+            pending.add(batch)
+            // Throttled, every batch is synced and recorded (progress stays smooth).
+            // At least every quarter of the file: an interruption keeps most of the work.
+            if pending.bytes >= min(options.syncBytes, plugin.size / 4) || options.rateLimit != nil || stopsAfterThis { try flush(&pending) }
             progress?(bytes)
             writeStatusFile()
             throttle()
-            if let limit = options.stopAfterBytes, runtime.withLock({ $0.bytesThisRun }) >= limit { break }
+            if stopsAfterThis { break }
+        }
+    }
+
+    /// Batches written to the replacement, not yet synced nor recorded.
+    struct Pending {
+        var batches: [(chunks: [Int], digests: [[UInt8]])] = []
+        var chunks: Set<Int> = []
+        var bytes: UInt64 = 0
+        var isEmpty: Bool { batches.isEmpty }
+        mutating func add(_ b: PreparedBatch) {
+            batches.append((b.chunks, b.digests))
+            chunks.formUnion(b.chunks)
+            bytes += b.bytes
         }
     }
 
@@ -434,7 +494,8 @@ public final class Materializer: BlockSource, @unchecked Sendable {
     private func nextBatch(excluding inFlight: Set<Int>) -> [Int] {
         let digests = state.withLock { $0.digests }
         // Throttled, a batch is about a quarter second of the rate, so progress stays smooth.
-        var batchBytes = options.batchBytes
+        // At most a quarter of the file, so even a small file is filled (and recorded) in steps.
+        var batchBytes = min(options.batchBytes, plugin.size / 4)
         if let rate = options.rateLimit { batchBytes = min(batchBytes, rate / 4) }
         if let limit = options.stopAfterBytes { batchBytes = min(batchBytes, limit) }
         let perBatch = max(1, Int(batchBytes / chunkSize))
@@ -468,15 +529,20 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
             do {
                 let r = chunkRange(chunks[i])
-                var buf = [UInt8](repeating: 0, count: r.count)
-                try buf.withUnsafeMutableBytes { try plugin.read(at: r.lowerBound, into: $0) }
+                // Not zero-filled first: the read fills every byte (or throws, and the buffer goes).
+                var buf = try [UInt8](unsafeUninitializedCapacity: r.count) { b, n in
+                    try plugin.read(at: r.lowerBound, into: UnsafeMutableRawBufferPointer(b))
+                    n = r.count
+                }
                 // The format's identifying bytes are written last, at finalize: a half-filled
                 // replacement is never taken for a complete native file.
                 for d in deferred where d.overlaps(r) {
                     let c = d.clamped(to: r)
                     for k in Int(c.lowerBound - r.lowerBound)..<Int(c.upperBound - r.lowerBound) { buf[k] = 0 }
                 }
-                let d = SHA256.hash(buf)
+                // An all-zero chunk (a third of a typical disk) needs no hashing: its digest is
+                // that of zeros of its length, computed once.
+                let d = buf.withUnsafeBytes { isAllZero($0) } ? zeroDigest(count: buf.count) : SHA256.hash(buf)
                 digests.withLock { $0[i] = d }
                 buffers.withLock { $0[i] = buf }
             } catch {
@@ -487,9 +553,8 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         return PreparedBatch(chunks: chunks, buffers: buffers.current, digests: digests.current)
     }
 
-    /// Writes a prepared batch, syncs the replacement, then records the chunks (and syncs the
-    /// journal): a chunk is recorded only once its bytes are durable.
-    private func commit(_ batch: PreparedBatch) throws -> UInt64 {
+    /// Writes a prepared batch to the replacement (not synced, not recorded).
+    private func write(_ batch: PreparedBatch) throws -> UInt64 {
         let chunks = batch.chunks
         let failure = Locked<(any Error)?>(nil)
         DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
@@ -506,39 +571,77 @@ public final class Materializer: BlockSource, @unchecked Sendable {
             }
         }
         if let e = failure.current { throw e }
-        try data.sync()
         let batchNumber = runtime.withLock { r -> Int in r.batches += 1; return r.batches }
         options.faults.check(.fillWritten(batchNumber))
-        let ds = batch.digests
-        try append(chunks.indices.map { FillJournal.Record(kind: .filled, chunk: UInt64(chunks[$0]), digest: ds[$0]) })
-        let bytes = batch.bytes
+        return batch.bytes
+    }
+
+    /// Syncs the replacement, then records the pending chunks (the journal synced every
+    /// `Options.journalSyncEvery` flushes): a chunk is recorded only once its bytes are durable.
+    private func flush(_ pending: inout Pending) throws {
+        guard !pending.isEmpty else { return }
+        try data.sync()
+        let flushes = runtime.withLock { r -> Int in r.flushes += 1; return r.flushes }
+        let chunks = pending.batches.flatMap(\.chunks), ds = pending.batches.flatMap(\.digests)
+        try append(chunks.indices.map { FillJournal.Record(kind: .filled, chunk: UInt64(chunks[$0]), digest: ds[$0]) },
+                   sync: flushes % max(1, options.journalSyncEvery) == 0)
+        let bytes = pending.bytes
+        pending = Pending()
         let filled = state.withLock { s -> Int in
             for (i, c) in chunks.enumerated() { s.digests[c] = ds[i] }
             return s.filledCount
         }
+        writtenHere.withLock { w in for c in chunks { w[c] = true } }
         runtime.withLock { $0.copiedChunks += chunks.count; $0.bytesThisRun += bytes }
         options.faults.check(.fillChunk(filled))
-        return bytes
     }
 
     func nextBatchForTesting() -> [Int] { nextBatch(excluding: []) }
 
-    /// Appends records to the journal and syncs it.
-    private func append(_ records: [FillJournal.Record]) throws {
+    private let zeroDigests = Locked<[Int: [UInt8]]>([:])
+    /// SHA-256 of `count` zero bytes (one value per length: the full chunk, the last one).
+    func zeroDigest(count: Int) -> [UInt8] {
+        if let d = zeroDigests.withLock({ $0[count] }) { return d }
+        let d = SHA256.hash([UInt8](repeating: 0, count: count))
+        zeroDigests.withLock { $0[count] = d }
+        return d
+    }
+
+    /// Appends records to the journal and syncs it (`sync: false`: later, see
+    /// `Options.journalSyncEvery`; only for `filled` records, written after their data sync).
+    private func append(_ records: [FillJournal.Record], sync: Bool = true) throws {
         let bytes = records.flatMap(FillJournal.encode)
         try journalLength.withLock { len in
             try journal.write(at: len, bytes)
-            try journal.sync()
             len += UInt64(bytes.count)
+            if sync {
+                try journal.sync()
+                journalUnsynced.withLock { $0 = 0 }
+            } else {
+                journalUnsynced.withLock { $0 += bytes.count }
+            }
         }
     }
 
-    /// Re-reads every chunk from the replacement and compares it with the digest recorded from
-    /// the stream; a chunk that differs is invalidated (recorded) and will be copied again.
-    /// Returns how many differed.
+    /// Syncs deferred journal records, if any.
+    private func syncJournal() throws {
+        try journalLength.withLock { _ in
+            guard journalUnsynced.current > 0 else { return }
+            try journal.sync()
+            journalUnsynced.withLock { $0 = 0 }
+        }
+    }
+
+    /// Compares every chunk of the replacement with the digest recorded from the stream; a
+    /// chunk that differs is invalidated (recorded) and will be copied again. Returns how many
+    /// differed. A chunk recorded by an earlier process is read back and hashed; one this
+    /// process wrote and synced is verified from the bytes it wrote (the recorded digest is
+    /// theirs), unless `Options.readBack` is `.all`.
     private func verify() throws -> Int {
         runtime.withLock { $0.verifying = true }
         defer { runtime.withLock { $0.verifying = false } }
+        try syncJournal()
+        let trusted = options.readBack == .all ? Array(repeating: false, count: chunkCount) : writtenHere.current
         // In groups read and hashed in parallel (as the fill reads), then checked in order.
         var bad: [Int] = []
         var checked = 0
@@ -549,8 +652,13 @@ public final class Materializer: BlockSource, @unchecked Sendable {
             let chunks = Array(first..<min(first + group, chunkCount))
             let found = Locked([[UInt8]?](repeating: nil, count: chunks.count))
             let failure = Locked<(any Error)?>(nil)
+            let recorded = state.withLock { s in chunks.map { s.digests[$0] } }
             DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
                 do {
+                    if trusted[chunks[i]] {
+                        found.withLock { $0[i] = recorded[i] }
+                        return
+                    }
                     let r = chunkRange(chunks[i])
                     let buf = try data.read(at: r.lowerBound, count: r.count)
                     let d = SHA256.hash(buf)
@@ -562,7 +670,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
             if let e = failure.current { throw e }
             let digests = found.current
             for (i, c) in chunks.enumerated() {
-                if state.withLock({ $0.digests[c] }) != digests[i] { bad.append(c) }
+                if recorded[i] != digests[i] { bad.append(c) }
                 checked += 1
                 runtime.withLock { $0.verifiedChunks = checked }
                 options.faults.check(.verify(checked))
@@ -572,6 +680,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         if !bad.isEmpty {
             try append(bad.map { FillJournal.Record(kind: .invalidated, chunk: UInt64($0)) })
             state.withLock { s in for c in bad { s.digests[c] = nil } }
+            writtenHere.withLock { w in for c in bad { w[c] = false } }
         }
         return bad.count
     }

@@ -27,6 +27,17 @@ struct MaterializeCommand: ParsableCommand {
     @Flag(help: "Finalize once complete (as `bootlab finalize`).") var finalize = false
     @Flag(name: .customShort("p"), help: "Show a progress bar (default on a terminal).") var progress = false
     @Flag(help: "Print the final status as JSON.") var json = false
+    @Flag(help: "At verification, read every chunk back from the replacement (default: only the chunks recorded by an earlier run; those this run wrote are verified from the bytes it wrote).")
+    var verifyAll = false
+    // Hidden knobs for ci/bench-materialize's A/B rows (docs/replacement-file.md, "Benchmarks").
+    @Flag(name: .customLong("no-prefetch"), help: ArgumentHelp("Fill one batch at a time (no read-ahead of the next batch): the serial baseline.", visibility: .hidden))
+    var noPrefetch = false
+    @Option(name: .customLong("batch-size"), help: ArgumentHelp("Bytes per fill batch (one data sync each; default 32M).", visibility: .hidden))
+    var batchSize: String?
+    @Option(name: .customLong("sync-every"), help: ArgumentHelp("Bytes written between two syncs of the replacement (default 128M).", visibility: .hidden))
+    var syncEvery: String?
+    @Option(name: .customLong("journal-sync-every"), help: ArgumentHelp("Sync the journal every N data syncs (default 2; 1: every one).", visibility: .hidden))
+    var journalSyncEvery: Int?
     @Option(name: .customLong("inject-fault"), help: ArgumentHelp("Kill this process at a point (crash tests): kill:POINT.", visibility: .hidden))
     var fault: String?
     @OptionGroup var access: PluginAccessOptions
@@ -42,6 +53,17 @@ struct MaterializeCommand: ParsableCommand {
             if let rate { o.rateLimit = try ByteSize.parse(rate) }
             if let stopAfter { o.stopAfterBytes = try ByteSize.parse(stopAfter) }
             if let fault { o.faults = try MaterializeFaults(parsing: fault) }
+            o.prefetch = !noPrefetch
+            if verifyAll { o.readBack = .all }
+            if let batchSize {
+                o.batchBytes = try ByteSize.parse(batchSize)
+                guard o.batchBytes >= o.chunkSize, o.batchBytes <= 1 << 30 else { throw ValidationError("--batch-size must be at least the chunk size and at most 1G") }
+            }
+            if let journalSyncEvery {
+                guard journalSyncEvery >= 1 else { throw ValidationError("--journal-sync-every must be at least 1") }
+                o.journalSyncEvery = journalSyncEvery
+            }
+            if let syncEvery { o.syncBytes = try ByteSize.parse(syncEvery) }
             guard let image = try PluginFile.recognize(path: plugin, options: try access.openOptions(plugins: [plugin])) else {
                 throw ReplacementError.notAPlugin(plugin)
             }
