@@ -69,6 +69,20 @@ private func compareVHDX(_ vhdx: String, _ expected: String, ss: Int, scratch: S
 }
 
 /// A 6 MiB volume with data at both ends and a hole between.
+/// Writes a plugin's full served bytes (the native file) to `dir/stream.<format>` and its virtual
+/// disk to `dir/virtual.raw` (also for the volume-set tests).
+func writeServedBytes(of pluginPath: String, into dir: String, format: String) throws -> (stream: String, raw: String, pointer: PluginPointer) {
+    let plugin = try PluginFile.open(pluginPath: pluginPath)
+    let stream = dir + "/stream.\(format)", raw = dir + "/virtual.raw"
+    let s = try RawFile.create(path: stream, size: 0)
+    try s.write(at: 0, try plugin.read(at: 0, count: Int(plugin.size)))
+    try s.flush()
+    let r = try RawFile.create(path: raw, size: 0)
+    try r.write(at: 0, try plugin.virtualDisk().read(at: 0, count: Int(plugin.virtualSize)))
+    try r.flush()
+    return (stream, raw, plugin.pointer)
+}
+
 private func volumeBytes() -> [UInt8] {
     var rng = Bytes(seed: 14)
     var v = [UInt8](repeating: 0, count: 6 << 20)
@@ -104,15 +118,8 @@ private func volumeBytes() -> [UInt8] {
         o.composer.partitionTable = table
         o.composer.bootCode = [UInt8](repeating: 0, count: 440)
         let report = try PluginFile.expose(backupPath: bli, pluginPath: dir + "/vm.\(format)", options: o)
-        let plugin = try PluginFile.open(pluginPath: dir + "/vm.\(format)")
-        let stream = dir + "/stream.\(format)", raw = dir + "/virtual.raw"
-        let s = try RawFile.create(path: stream, size: 0)
-        try s.write(at: 0, try plugin.read(at: 0, count: Int(plugin.size)))
-        try s.flush()
-        let r = try RawFile.create(path: raw, size: 0)
-        try r.write(at: 0, try plugin.virtualDisk().read(at: 0, count: Int(plugin.virtualSize)))
-        try r.flush()
-        return (report, stream, raw, plugin.pointer)
+        let served = try writeServedBytes(of: dir + "/vm.\(format)", into: dir, format: format)
+        return (report, served.stream, served.raw, served.pointer)
     }
 
     @Test(.requires(missing: gptCompositionMissing), arguments: [512, 4096])

@@ -68,15 +68,8 @@ private func exposeSet(_ dir: String, format: String = "vhdx") throws -> (report
     var o = PluginFile.ExposeOptions()
     o.format = format
     let report = try PluginFile.exposeSet(manifestPath: dir + "/vm.blset", pluginPath: dir + "/vm.\(format)", options: o)
-    let plugin = try PluginFile.open(pluginPath: dir + "/vm.\(format)")
-    let stream = dir + "/stream.\(format)", raw = dir + "/virtual.raw"
-    let s = try RawFile.create(path: stream, size: 0)
-    try s.write(at: 0, try plugin.read(at: 0, count: Int(plugin.size)))
-    try s.flush()
-    let r = try RawFile.create(path: raw, size: 0)
-    try r.write(at: 0, try plugin.virtualDisk().read(at: 0, count: Int(plugin.virtualSize)))
-    try r.flush()
-    return (report, stream, raw, plugin.pointer)
+    let served = try writeServedBytes(of: dir + "/vm.\(format)", into: dir, format: format)
+    return (report, served.stream, served.raw, served.pointer)
 }
 
 /// A volume set (issue 14: "a backup may hold several volumes of one disk … and compose them

@@ -142,6 +142,40 @@ public enum PluginFile {
 
     // MARK: Expose
 
+    /// The pointer of a new plugin in `options.format` (VHDX, or a native format's driver), before
+    /// the view records its layout in it; the same for a backup, a volume set and an external source.
+    static func newPointer(options: ExposeOptions, backupPath: String, backupImageID: String, backupHeaderDigest: String,
+                           composition: Composition, sectorSize: UInt32, seed: [UInt8], pluginPath: String) throws -> PluginPointer {
+        if options.format == VHDXView.formatName {
+            guard options.formatKeys.isEmpty else {
+                throw NativeFormatOptionError(format: options.format, reason: "a VHDX plugin takes no format options (\(options.formatKeys.keys.sorted().joined(separator: ", ")))")
+            }
+            return PluginPointer(backupPath: backupPath, backupImageID: backupImageID, backupHeaderDigest: backupHeaderDigest,
+                                 composition: composition,
+                                 vhdx: .init(blockSize: 0, logicalSectorSize: sectorSize, physicalSectorSize: sectorSize,
+                                             seedHex: seed.hex, fileSize: 0, payloadStart: 0))
+        }
+        guard DiskFormatRegistry.driver(named: options.format) != nil else {
+            throw NativeFormatOptionError(format: options.format, reason: "not a native format this bootlab writes (\(DiskFormatRegistry.names.joined(separator: ", ")))")
+        }
+        var keys = options.formatKeys
+        let subformat = keys.removeValue(forKey: "subformat")
+        var pointer = PluginPointer(backupPath: backupPath, backupImageID: backupImageID, backupHeaderDigest: backupHeaderDigest,
+                                    composition: composition,
+                                    native: .init(format: options.format.lowercased(), subformat: subformat, logicalSectorSize: sectorSize,
+                                                  allocationUnit: 0, seedHex: seed.hex, keys: keys))
+        pointer.native!.fileName = String(pluginPath.split(separator: "/").last ?? "")
+        return pointer
+    }
+
+    /// A reconfiguration layer beside the plugin belonged to the plugin just replaced, whose
+    /// pointer recorded it; a new plugin starts without one (`bootlab reconfigure` makes it).
+    static func removeReconfigurationLayer(besidePlugin pluginPath: String) {
+        let layer = ReconfigurationLayer.defaultPath(forPlugin: pluginPath)
+        unlink(layer)
+        unlink(layer + ".map")
+    }
+
     /// Writes `pluginPath` for the backup at `backupPath`: the VHDX skeleton of the exposed disk
     /// plus the pointer, sparse up to the full VHDX size. The backup is opened read-only.
     @discardableResult
@@ -163,37 +197,13 @@ public enum PluginFile {
         let disk = try DiskComposer.compose(volume: backup, composition: composition, pluginDirectory: directory(of: pluginAbs))
 
         // The pointer records the view's layout (allocation unit, file size, payload start).
-        var pointer: PluginPointer
-        if options.format == VHDXView.formatName {
-            guard options.formatKeys.isEmpty else {
-                throw NativeFormatOptionError(format: options.format, reason: "a VHDX plugin takes no format options (\(options.formatKeys.keys.sorted().joined(separator: ", ")))")
-            }
-            pointer = PluginPointer(backupPath: pointerPath, backupImageID: backup.header.imageID.description,
-                                    backupHeaderDigest: backup.headerDigest.hex, composition: composition,
-                                    vhdx: .init(blockSize: 0, logicalSectorSize: UInt32(composition.sectorSize),
-                                                physicalSectorSize: UInt32(composition.sectorSize),
-                                                seedHex: seed(for: backup).hex, fileSize: 0, payloadStart: 0))
-        } else {
-            guard DiskFormatRegistry.driver(named: options.format) != nil else {
-                throw NativeFormatOptionError(format: options.format, reason: "not a native format this bootlab writes (\(DiskFormatRegistry.names.joined(separator: ", ")))")
-            }
-            var keys = options.formatKeys
-            let subformat = keys.removeValue(forKey: "subformat")
-            pointer = PluginPointer(backupPath: pointerPath, backupImageID: backup.header.imageID.description,
-                                    backupHeaderDigest: backup.headerDigest.hex, composition: composition,
-                                    native: .init(format: options.format.lowercased(), subformat: subformat,
-                                                  logicalSectorSize: UInt32(composition.sectorSize),
-                                                  allocationUnit: 0, seedHex: seed(for: backup).hex, keys: keys))
-            pointer.native!.fileName = String(pluginAbs.split(separator: "/").last ?? "")
-        }
+        var pointer = try newPointer(options: options, backupPath: pointerPath, backupImageID: backup.header.imageID.description,
+                                     backupHeaderDigest: backup.headerDigest.hex, composition: composition,
+                                     sectorSize: UInt32(composition.sectorSize), seed: seed(for: backup), pluginPath: pluginAbs)
         let view = try LayerStack.renderRecordingLayout(&pointer, over: disk, allocationUnit: options.blockSize.map(UInt64.init))
 
         try writeSkeleton(view, to: pluginAbs)
-        // A reconfiguration layer beside the plugin belonged to the plugin just replaced, whose
-        // pointer recorded it; the new plugin starts without one (`bootlab reconfigure` makes it).
-        let layer = ReconfigurationLayer.defaultPath(forPlugin: pluginAbs)
-        unlink(layer)
-        unlink(layer + ".map")
+        removeReconfigurationLayer(besidePlugin: pluginAbs)
         return ExposeReport(plugin: pluginPath, backup: backupPath, backupPathInPlugin: pointerPath,
                             composition: composition.kind, partitionStartLBA: composition.partitionStartLBA,
                             patchedBytes: composition.volumePatches.reduce(0) { $0 + $1.bytes.count },
@@ -259,36 +269,14 @@ public enum PluginFile {
         let disk = try DiskComposer.compose(volume: nil, members: opened, composition: composition, pluginDirectory: pluginDirectory)
         let identity = set.identity
         let seed = Array(SHA256.hash(identity).prefix(16))
-        var pointer: PluginPointer
-        if options.format == VHDXView.formatName {
-            guard options.formatKeys.isEmpty else {
-                throw NativeFormatOptionError(format: options.format, reason: "a VHDX plugin takes no format options (\(options.formatKeys.keys.sorted().joined(separator: ", ")))")
-            }
-            pointer = PluginPointer(backupPath: manifestPointerPath, backupImageID: "set", backupHeaderDigest: identity.hex,
-                                    composition: composition,
-                                    vhdx: .init(blockSize: 0, logicalSectorSize: UInt32(composition.sectorSize),
-                                                physicalSectorSize: UInt32(composition.sectorSize),
-                                                seedHex: seed.hex, fileSize: 0, payloadStart: 0))
-        } else {
-            guard DiskFormatRegistry.driver(named: options.format) != nil else {
-                throw NativeFormatOptionError(format: options.format, reason: "not a native format this bootlab writes (\(DiskFormatRegistry.names.joined(separator: ", ")))")
-            }
-            var keys = options.formatKeys
-            let subformat = keys.removeValue(forKey: "subformat")
-            pointer = PluginPointer(backupPath: manifestPointerPath, backupImageID: "set", backupHeaderDigest: identity.hex,
-                                    composition: composition,
-                                    native: .init(format: options.format.lowercased(), subformat: subformat,
-                                                  logicalSectorSize: UInt32(composition.sectorSize),
-                                                  allocationUnit: 0, seedHex: seed.hex, keys: keys))
-            pointer.native!.fileName = String(pluginAbs.split(separator: "/").last ?? "")
-        }
+        var pointer = try newPointer(options: options, backupPath: manifestPointerPath, backupImageID: "set",
+                                     backupHeaderDigest: identity.hex, composition: composition,
+                                     sectorSize: UInt32(composition.sectorSize), seed: seed, pluginPath: pluginAbs)
         pointer.version = PluginPointer.volumeSetVersion
         pointer.backupSet = set
         let view = try LayerStack.renderRecordingLayout(&pointer, over: disk, allocationUnit: options.blockSize.map(UInt64.init))
         try writeSkeleton(view, to: pluginAbs)
-        let layer = ReconfigurationLayer.defaultPath(forPlugin: pluginAbs)
-        unlink(layer)
-        unlink(layer + ".map")
+        removeReconfigurationLayer(besidePlugin: pluginAbs)
         return ExposeReport(plugin: pluginPath, backup: manifestPath, backupPathInPlugin: manifestPointerPath,
                             composition: "gpt", partitionStartLBA: nil, patchedBytes: 0,
                             virtualSize: disk.size, format: pointer.format, fileSize: view.size, vhdxFileSize: view.size,
@@ -331,34 +319,14 @@ public enum PluginFile {
         let composition = try DiskComposer.plan(header: header, volume: source, options: options.composer)
         let disk = try DiskComposer.compose(volume: source, composition: composition)
         let seed = Array(SHA256.hash(identity.digestBytes).prefix(16))
-        var pointer: PluginPointer
-        if options.format == VHDXView.formatName {
-            guard options.formatKeys.isEmpty else {
-                throw NativeFormatOptionError(format: options.format, reason: "a VHDX plugin takes no format options (\(options.formatKeys.keys.sorted().joined(separator: ", ")))")
-            }
-            pointer = PluginPointer(backupPath: "", backupImageID: "source", backupHeaderDigest: identity.digestBytes.hex,
-                                    composition: composition,
-                                    vhdx: .init(blockSize: 0, logicalSectorSize: 512, physicalSectorSize: 512,
-                                                seedHex: seed.hex, fileSize: 0, payloadStart: 0))
-        } else {
-            guard DiskFormatRegistry.driver(named: options.format) != nil else {
-                throw NativeFormatOptionError(format: options.format, reason: "not a native format this bootlab writes (\(DiskFormatRegistry.names.joined(separator: ", ")))")
-            }
-            var keys = options.formatKeys
-            let subformat = keys.removeValue(forKey: "subformat")
-            pointer = PluginPointer(backupPath: "", backupImageID: "source", backupHeaderDigest: identity.digestBytes.hex,
-                                    composition: composition,
-                                    native: .init(format: options.format.lowercased(), subformat: subformat, logicalSectorSize: 512,
-                                                  allocationUnit: 0, seedHex: seed.hex, keys: keys))
-            pointer.native!.fileName = String(pluginAbs.split(separator: "/").last ?? "")
-        }
+        var pointer = try newPointer(options: options, backupPath: "", backupImageID: "source",
+                                     backupHeaderDigest: identity.digestBytes.hex, composition: composition,
+                                     sectorSize: 512, seed: seed, pluginPath: pluginAbs)
         pointer.version = PluginPointer.externalSourceVersion
         pointer.source = .init(spec: recorded, identity: identity)
         let view = try LayerStack.renderRecordingLayout(&pointer, over: disk, allocationUnit: options.blockSize.map(UInt64.init))
         try writeSkeleton(view, to: pluginAbs)
-        let layer = ReconfigurationLayer.defaultPath(forPlugin: pluginAbs)
-        unlink(layer)
-        unlink(layer + ".map")
+        removeReconfigurationLayer(besidePlugin: pluginAbs)
         return ExposeReport(plugin: pluginPath, backup: spec.description, backupPathInPlugin: recorded.description,
                             composition: composition.kind, partitionStartLBA: composition.partitionStartLBA,
                             patchedBytes: composition.volumePatches.reduce(0) { $0 + $1.bytes.count },
