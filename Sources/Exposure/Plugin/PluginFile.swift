@@ -145,7 +145,7 @@ public enum PluginFile {
     /// The pointer of a new plugin in `options.format` (VHDX, or a native format's driver), before
     /// the view records its layout in it; the same for a backup, a volume set and an external source.
     static func newPointer(options: ExposeOptions, backupPath: String, backupImageID: String, backupHeaderDigest: String,
-                           composition: Composition, sectorSize: UInt32, seed: [UInt8], pluginPath: String) throws -> PluginPointer {
+                           composition: PluginPointer.Composition, sectorSize: UInt32, seed: [UInt8], pluginPath: String) throws -> PluginPointer {
         if options.format == VHDXView.formatName {
             guard options.formatKeys.isEmpty else {
                 throw NativeFormatOptionError(format: options.format, reason: "a VHDX plugin takes no format options (\(options.formatKeys.keys.sorted().joined(separator: ", ")))")
