@@ -110,6 +110,11 @@ public struct CertifyPlan: Sendable {
     /// cell that must boot).
     static func inapplicability(of scenario: Scenario, to target: Target, controller: String?) -> String? {
         for m in scenario.machines {
+            // OVMF (4M, no CSM) runs no BIOS boot code, and SeaBIOS no EFI loader: such a cell
+            // could only wait out its boot timeout.
+            if m.isUEFI != (target.firmware == "ovmf") {
+                return "machine \(m.name) boots through \(m.isUEFI ? "UEFI (GPT + ESP)" : "BIOS boot code"); the target's firmware is \(target.firmware)"
+            }
             if let why = ScenarioLoader.sectorSizeRefusal(machine: m, target: target) {
                 return "machine \(m.name) has \(m.sectorSize)-byte sectors: \(why)"
             }
