@@ -110,13 +110,15 @@ public struct CertifyPlan: Sendable {
     /// cell that must boot).
     static func inapplicability(of scenario: Scenario, to target: Target, controller: String?) -> String? {
         for m in scenario.machines {
+            // The format's refusal first: it is the same one `lab run` gives when the scenario
+            // names the target, so both say why in the same words.
+            if let why = ScenarioLoader.sectorSizeRefusal(machine: m, target: target) {
+                return "machine \(m.name) has \(m.sectorSize)-byte sectors: \(why)"
+            }
             // OVMF (4M, no CSM) runs no BIOS boot code, and SeaBIOS no EFI loader: such a cell
             // could only wait out its boot timeout.
             if m.isUEFI != (target.firmware == "ovmf") {
                 return "machine \(m.name) boots through \(m.isUEFI ? "UEFI (GPT + ESP)" : "BIOS boot code"); the target's firmware is \(target.firmware)"
-            }
-            if let why = ScenarioLoader.sectorSizeRefusal(machine: m, target: target) {
-                return "machine \(m.name) has \(m.sectorSize)-byte sectors: \(why)"
             }
             if let needed = target.requiresKernel, needed != m.kernel {
                 return "machine \(m.name) runs the \(m.kernel.rawValue) kernel; the target requires the \(needed.rawValue) kernel"
