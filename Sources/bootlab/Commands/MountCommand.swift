@@ -34,7 +34,7 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Fill each served plugin's replacement file in the background (PLUGIN.replacement; see bootlab status, bootlab finalize).")
     var materialize = false
     @Option(help: "With --materialize: throttle each fill to this many bytes per second (e.g. 20M).") var rate: String?
-    @Flag(help: "With --materialize (read-only): finalize each replacement as soon as it is complete, while serving.")
+    @Flag(help: "With --materialize: finalize each replacement as soon as it is complete, while serving (open files, writable ones too, keep working: they switch to the native file).")
     var finalize = false
     @Option(help: ArgumentHelp("With --materialize: kill this process at a point (crash tests): kill:POINT.", visibility: .hidden))
     var materializeFault: String?
@@ -60,9 +60,6 @@ struct MountCommand: ParsableCommand {
                 var o = Materializer.Options()
                 if let rate { o.rateLimit = try ByteSize.parse(rate) }
                 if let materializeFault { o.faults = try MaterializeFaults(parsing: materializeFault) }
-                guard !(finalize && writable) else {
-                    throw ValidationError("--finalize needs a read-only mount (with --writable, stop the mount, then bootlab finalize)")
-                }
                 materializers = MaterializerSet(options: o, writable: writable, finalizeOnCompletion: finalize)
             } else if rate != nil || materializeFault != nil || finalize {
                 throw ValidationError("--rate and --finalize need --materialize")
