@@ -23,11 +23,16 @@ public final class MaterializerSet: Sendable {
     private let all = Locked<[String: Materializer]>([:])
     private let switches = Locked<[String: WritableSwitchOver]>([:])
     private let finalized = Locked<[String: String]>([:])
+    /// Tests: finalize on completion waits while this file exists (`mount --finalize-hold`,
+    /// hidden), so a test decides when the switch happens; `stopAll` ends the wait.
+    public let finalizeHold: String?
+    private let stopping = Locked(false)
 
-    public init(options: Materializer.Options, writable: Bool, finalizeOnCompletion: Bool = false) {
+    public init(options: Materializer.Options, writable: Bool, finalizeOnCompletion: Bool = false, finalizeHold: String? = nil) {
         self.options = options
         self.writable = writable
         self.finalizeOnCompletion = finalizeOnCompletion
+        self.finalizeHold = finalizeHold
     }
 
     /// What finalize on completion did, by plugin path ("finalized" or the error).
@@ -65,8 +70,10 @@ public final class MaterializerSet: Sendable {
                     let faults = o.faults
                     finalize = { _ = try Replacement.finalize(pluginPath: key, faults: faults) }
                 }
+                let hold = finalizeHold, stopping = stopping
                 m.onComplete.withLock {
                     $0 = {
+                        while let hold, access(hold, F_OK) == 0, !stopping.current { usleep(20_000) }
                         do {
                             try finalize()
                             record.withLock { $0[key] = "finalized" }
@@ -109,6 +116,7 @@ public final class MaterializerSet: Sendable {
 
     /// Stops every fill (each after its current batch: what is recorded stays recorded).
     public func stopAll() {
+        stopping.withLock { $0 = true }
         for m in all.current.values { m.stop() }
     }
 }

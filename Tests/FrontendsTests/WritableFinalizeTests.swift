@@ -113,10 +113,11 @@ import Glibc
     static func phase(_ plugin: String) -> String { (try? Replacement.status(pluginPath: plugin).phase) ?? "?" }
 
     /// A guest boots writable through `mount --writable --materialize --finalize` while the fill
-    /// runs (throttled so the fill lasts about 20 s: the boot to the guest's first write took 5–11 s here) and writes; a descriptor the test opens on the
-    /// mounted file writes mid-fill; the fill completes and the mount finalizes with both open;
-    /// the descriptor writes again after the switch and reads both writes back; the guest reads the
-    /// test's post-switch write, writes its own and reads it back. Then `vm.vhdx` — through the
+    /// runs (throttled to last about 10 s) and writes; a descriptor the test opens on the mounted
+    /// file writes too; the fill completes and the mount finalizes with both open (the test
+    /// chooses the moment: `--finalize-hold`, so a slow boot under load cannot come after the
+    /// switch); the descriptor writes again after the switch and reads both writes back; the
+    /// guest reads that write, writes again and reads its write back. Then `vm.vhdx` — through the
     /// mount and without it — is the native VHDX, `qemu-img check` clean, and `qemu-img compare`
     /// finds it equal to the plugin's disk with exactly those four writes.
     @Test(.requiresFUSE, .requires(missing: guestTools))
@@ -135,10 +136,12 @@ import Glibc
         let offA = try #require(try Self.fileOffset(ofVirtual: vA, in: plugin), "virtual \(vA) is not allocated in the plugin")
         let offB = try #require(try Self.fileOffset(ofVirtual: vB, in: plugin), "virtual \(vB) is not allocated in the plugin")
         let a = Self.pattern("BOOTLAB-TEST-BEFORE", 65536), b = Self.pattern("BOOTLAB-TEST-AFTER", 65536)
-        let size = try RawFile(path: plugin).size
-        let rate = size / 20
+        let rate = try RawFile(path: plugin).size / 10
+        let hold = dir.file("hold"), stats = dir.file("stats.json")
+        try Data().write(to: URL(fileURLWithPath: hold))
 
-        let mount = try Server(["mount", p, mnt, "--writable", "--materialize", "--finalize", "--rate", "\(rate)", "--passphrase-file", pass],
+        let mount = try Server(["mount", p, mnt, "--writable", "--materialize", "--finalize", "--rate", "\(rate)",
+                                "--finalize-hold", hold, "--stats-file", stats, "--passphrase-file", pass],
                                log: dir.file("mount.log"))
         defer { mount.stop(SIGKILL); unmount(mnt) }
         #expect(waitFor { isMounted(mnt) }, "\(mount.log)")
@@ -149,12 +152,19 @@ import Glibc
                               log: dir.file("qemu.log"), executable: "/usr/bin/env")
         defer { qemu.stop(SIGKILL) }
         func consoleText() -> String { (try? String(contentsOfFile: console, encoding: .utf8)) ?? "" }
+        #expect(Self.phase(plugin) == "filling", "the boot did not start mid-fill")
 
-        // Mid-fill: the guest wrote.
+        // The guest wrote: before the finalize, its boot read ranges not yet filled (from the backup).
         #expect(waitFor(180) { consoleText().contains("BOOTLAB-GUEST-WROTE") || !qemu.isRunning }, "\(consoleText())")
         try #require(consoleText().contains("BOOTLAB-GUEST-WROTE"), "the guest did not write: \(consoleText()) \(mount.log)")
-        let midPhase = Self.phase(plugin)
-        #expect(midPhase == "filling", "the guest's write came after the fill (phase \(midPhase)): not mid-fill")
+        #expect(Self.phase(plugin) != "finalized")
+        mount.signal(SIGUSR1)
+        #expect(waitFor {
+            guard let d = FileManager.default.contents(atPath: stats),
+                  let doc = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
+                  let m = (doc["materializations"] as? [[String: Any]])?.first else { return false }
+            return ((m["servedFromBackup"] as? NSNumber)?.uint64Value ?? 0) > 0
+        }, "the boot read nothing from the backup: not mid-fill")
 
         // A descriptor of the test's own on the mounted file, open across the switch.
         let fd = open(mnt + "/vm.vhdx", O_RDWR)
@@ -163,10 +173,13 @@ import Glibc
         #expect(Self.pwriteAll(fd, a, at: offA), "write before the finalize: errno \(errno)")
         #expect(fsync(fd) == 0)
         #expect(Self.pread(fd, a.count, at: offA) == a)
-        #expect(Self.phase(plugin) == "filling", "the test's first write came after the fill")
 
-        // The fill completes; the mount finalizes with the guest and the descriptor open.
-        #expect(waitFor(180) { Self.phase(plugin) == "finalized" }, "phase \(Self.phase(plugin)): \(mount.log)")
+        // The fill completes (the finalize waits for the hold); then the mount finalizes with the
+        // guest and the descriptor open.
+        #expect(waitFor(180) { Self.phase(plugin) == "complete" }, "phase \(Self.phase(plugin)): \(mount.log)")
+        #expect(PluginFile.isPlugin(path: plugin))
+        unlink(hold)
+        #expect(waitFor(60) { Self.phase(plugin) == "finalized" }, "phase \(Self.phase(plugin)): \(mount.log)")
         #expect(!PluginFile.isPlugin(path: plugin) && PluginFile.isPlugin(path: plugin + ".plugin"))
         #expect(qemu.isRunning, "the VM stopped before the switch: \(consoleText())")
 
@@ -292,5 +305,6 @@ import Glibc
         let compare = try run("qemu-img", ["compare", "-f", "vhdx", "-F", "vhdx", plugin, dir.file("expected.vhdx")])
         #expect(compare.status == 0, "\(compare.stdout)\(compare.stderr)")
         #expect(PluginFile.isPlugin(path: plugin + ".plugin") && access(p + "/vm.vhdx.plugin.overlay.map", F_OK) == 0)
+        #expect(access(p + "/vm.vhdx.plugin.replacement", F_OK) != 0, "the mount began filling the old plugin")
     }
 }

@@ -38,6 +38,8 @@ struct MountCommand: ParsableCommand {
     var finalize = false
     @Option(help: ArgumentHelp("With --materialize: kill this process at a point (crash tests): kill:POINT.", visibility: .hidden))
     var materializeFault: String?
+    @Option(help: ArgumentHelp("With --finalize: wait while this file exists before finalizing (tests: a chosen switch point).", visibility: .hidden))
+    var finalizeHold: String?
     @OptionGroup var access: PluginAccessOptions
     @OptionGroup var faults: FaultInjectionOptions
 
@@ -60,8 +62,10 @@ struct MountCommand: ParsableCommand {
                 var o = Materializer.Options()
                 if let rate { o.rateLimit = try ByteSize.parse(rate) }
                 if let materializeFault { o.faults = try MaterializeFaults(parsing: materializeFault) }
-                materializers = MaterializerSet(options: o, writable: writable, finalizeOnCompletion: finalize)
-            } else if rate != nil || materializeFault != nil || finalize {
+                guard finalizeHold == nil || finalize else { throw ValidationError("--finalize-hold needs --finalize") }
+                materializers = MaterializerSet(options: o, writable: writable, finalizeOnCompletion: finalize,
+                                                finalizeHold: finalizeHold.map(absolutePath))
+            } else if rate != nil || materializeFault != nil || finalize || finalizeHold != nil {
                 throw ValidationError("--rate and --finalize need --materialize")
             }
             let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
