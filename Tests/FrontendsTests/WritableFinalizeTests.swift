@@ -234,7 +234,7 @@ import Glibc
         try Self.bootlab(["convert", "-O", "vhdx", plugin, dir.file("expected.vhdx")])
         let region = try #require(try Self.fileOffset(ofVirtual: 1 << 20, in: plugin))
         let slots = 64, record = 4096
-        let rate = try RawFile(path: plugin).size      // about a second of fill
+        let rate = try RawFile(path: plugin).size / 3  // about 3 s of fill: the writer starts mid-fill
 
         let args = ["mount", p, mnt, "--writable", "--materialize", "--finalize"]
         let mount = try Server(args + ["--rate", "\(rate)", "--materialize-fault", "kill:\(point)"], log: dir.file("mount1.log"))
