@@ -33,9 +33,6 @@ public final class WritableSwitchOver: @unchecked Sendable {
         self.overlayPath = overlayPath
     }
 
-    /// What `finalize()` did, once it did.
-    public var report: Replacement.FinalizeReport? { lock.withLock { finalized } }
-
     /// The source a front-end serves: `openStack()` (the layer stack, its write overlay on top)
     /// wrapped so finalize can switch it; after a finalize, the native file itself (`maxSize`: its
     /// growth limit, nil for a fixed size).

@@ -62,11 +62,13 @@ struct MountCommand: ParsableCommand {
                 var o = Materializer.Options()
                 if let rate { o.rateLimit = try ByteSize.parse(rate) }
                 if let materializeFault { o.faults = try MaterializeFaults(parsing: materializeFault) }
+                // As for serve: the fill, its overlay and finalize are the native file's, not the raw disk's.
+                guard !raw else { throw ValidationError("--materialize fills the native file; it does not combine with --raw") }
                 guard finalizeHold == nil || finalize else { throw ValidationError("--finalize-hold needs --finalize") }
                 materializers = MaterializerSet(options: o, writable: writable, finalizeOnCompletion: finalize,
                                                 finalizeHold: finalizeHold.map(absolutePath))
             } else if rate != nil || materializeFault != nil || finalize || finalizeHold != nil {
-                throw ValidationError("--rate and --finalize need --materialize")
+                throw ValidationError("--rate, --finalize and --finalize-hold need --materialize")
             }
             let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
             openOptions = try access.openOptions(plugins: names.map { directory + "/" + $0 } + Array(explicit.values))
