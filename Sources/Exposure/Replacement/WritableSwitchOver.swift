@@ -75,7 +75,7 @@ public final class WritableSwitchOver: @unchecked Sendable {
                     return native.isFile(at: m.paths.plugin) ? native : nil
                 }
                 report = try outcome!.get()
-                        } else {
+            } else {
                 // Not opened yet: the overlay's files (if any) are what was acknowledged.
                 let overlay = try overlayPath.flatMap { path -> WriteOverlay? in
                     guard access(path + ".map", F_OK) == 0 else { return nil }
