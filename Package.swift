@@ -85,7 +85,7 @@ let package = Package(
         // libFuzzer harness for the plugin pointer (external sources) and source specs (ci/test.d/75-user-sources.sh).
         .executableTarget(name: "FuzzPluginPointer", dependencies: ["Exposure"], path: "Sources/Fuzz/FuzzPluginPointer"),
         .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats", "Processes", "TestSupport"]),
-        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "BackupImage", "TestSupport"]),
+        .testTarget(name: "FrontendsTests", dependencies: ["Frontends", "Exposure", "BlockCore", "BackupImage", "DiskFormats", "TestSupport"]),
         // Reconfiguration of a plugin's OS: the engine over the plugin's composed disk (served over
         // NBD by a `bootlab serve --raw` child), changes into the plugin's reconfiguration layer.
         .target(name: "PluginReconfigure", dependencies: ["BlockCore", "BackupImage", "Exposure", "Processes", "Reconfigure"]),

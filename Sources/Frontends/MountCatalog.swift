@@ -63,8 +63,10 @@ public struct MountCatalog: Sendable {
         // read) are served without being named explicitly.
         let backing = backingDirectory + "/" + name
         guard let plugin = try PluginFile.recognize(path: backing, options: access) else { return nil }
-        return SourceOpener.prepare(plugin: plugin, spec: spec(backing), counters: counters(for: name),
-                                    materializer: try materializers.map { try $0.materializer(for: plugin) })
+        let served = spec(backing)
+        let m = try materializers?.materializer(for: plugin, overlayPath: served.overlayPath)
+        let file = SourceOpener.prepare(plugin: plugin, spec: served, counters: counters(for: name), materializer: m)
+        return m == nil ? file : materializers?.served(file, for: plugin) ?? file
     }
 
     public var provider: @Sendable (String) throws -> ExposedFile? {

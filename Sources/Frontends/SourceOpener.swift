@@ -41,8 +41,9 @@ public enum SourceOpener {
     public static func prepare(_ spec: SourceSpec, access: PluginFile.OpenOptions, counters: SourceCounters,
                                materializers: MaterializerSet? = nil) throws -> ExposedFile {
         if let plugin = try PluginFile.recognize(path: spec.path, options: access) {
-            return prepare(plugin: plugin, spec: spec, counters: counters,
-                           materializer: spec.raw ? nil : try materializers.map { try $0.materializer(for: plugin) })
+            let m = spec.raw ? nil : try materializers?.materializer(for: plugin, overlayPath: spec.overlayPath)
+            let file = prepare(plugin: plugin, spec: spec, counters: counters, materializer: m)
+            return m == nil ? file : materializers?.served(file, for: plugin) ?? file
         }
         // Anything else is served as a raw image (identical for --raw and native).
         var st = stat()

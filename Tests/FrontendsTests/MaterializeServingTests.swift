@@ -29,7 +29,7 @@ import TestSupport
         mo.chunkSize = 64 << 10
         mo.writeStatusFile = false
         let set = MaterializerSet(options: mo, writable: true)
-        let m = try set.materializer(for: plugin)
+        let m = try #require(try set.materializer(for: plugin))
         #expect(try set.materializer(for: plugin) === m, "one fill per plugin")
         m.wait()
         #expect(m.isComplete, "\(m.lastError ?? "")")

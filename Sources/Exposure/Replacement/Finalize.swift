@@ -58,13 +58,25 @@ public enum Replacement {
         guard m.isComplete else {
             throw ReplacementError.notComplete(plugin: paths.plugin, done: m.status.doneBytes, total: plugin.size)
         }
+        let overlayFile = overlayPath ?? (access(paths.defaultOverlay + ".map", F_OK) == 0 ? paths.defaultOverlay : nil)
+        let overlay = try overlayFile.map { try WriteOverlay(base: m, path: $0, maxSize: OverlayJournal.maxLimit, readOnly: true) }
+        return try finalize(m, driver: driver, overlay: overlay, faults: faults)
+    }
+
+    /// Finalizes the complete fill `m` (opened by the caller, its lock held) with `overlay`'s
+    /// writes — steps 1 to 4 of the type's comment. A writable mount passes the overlay it serves,
+    /// its writers held off (`WritableSwitchOver`); `bootlab finalize` one opened read-only.
+    static func finalize(_ m: Materializer, driver: any DiskFormatDriver, overlay: WriteOverlay?,
+                         faults: MaterializeFaults) throws -> FinalizeReport {
+        let paths = m.paths, plugin = m.plugin
+        guard m.isComplete else {
+            throw ReplacementError.notComplete(plugin: paths.plugin, done: m.status.doneBytes, total: plugin.size)
+        }
 
         // 1. Build.
-        let overlayFile = overlayPath ?? (access(paths.defaultOverlay + ".map", F_OK) == 0 ? paths.defaultOverlay : nil)
         var merged: any BlockSource = m
         var overlayBytes: UInt64 = 0
-        if let overlayFile {
-            let overlay = try WriteOverlay(base: m, path: overlayFile, maxSize: OverlayJournal.maxLimit, readOnly: true)
+        if let overlay {
             if overlay.size > m.size { try m.data.truncate(to: overlay.size) }
             var buf = [UInt8]()
             for r in overlay.writtenRanges {
@@ -124,7 +136,7 @@ public enum Replacement {
         faults.check(.finalizeRenamed)
 
         // 4. The old plugin's companions follow it.
-        try cleanup(paths, overlayPath: overlayFile)
+        try cleanup(paths, overlayPath: overlay?.path)
         return FinalizeReport(plugin: paths.plugin, oldPlugin: paths.oldPlugin, overlayBytes: overlayBytes,
                               fileSize: finalSize, switched: true)
     }
@@ -133,7 +145,8 @@ public enum Replacement {
         let overlay = overlayPath ?? paths.defaultOverlay
         for (from, to) in [(overlay, paths.oldPlugin + ".overlay"), (overlay + ".map", paths.oldPlugin + ".overlay.map"),
                            (paths.journal, paths.oldPlugin + ".fill")] where access(from, F_OK) == 0 {
-            guard rename(from, to) == 0 else { throw IOError("rename", path: from, errno: errno) }
+            // ENOENT: moved meanwhile by another finalize completing the same steps.
+            guard rename(from, to) == 0 || errno == ENOENT else { throw IOError("rename", path: from, errno: errno) }
         }
         // A companion of the old plugin (kept under its new name since step 2) is not the
         // native file's.

@@ -34,10 +34,12 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Fill each served plugin's replacement file in the background (PLUGIN.replacement; see bootlab status, bootlab finalize).")
     var materialize = false
     @Option(help: "With --materialize: throttle each fill to this many bytes per second (e.g. 20M).") var rate: String?
-    @Flag(help: "With --materialize (read-only): finalize each replacement as soon as it is complete, while serving.")
+    @Flag(help: "With --materialize: finalize each replacement as soon as it is complete, while serving (open files, writable ones too, keep working: they switch to the native file).")
     var finalize = false
     @Option(help: ArgumentHelp("With --materialize: kill this process at a point (crash tests): kill:POINT.", visibility: .hidden))
     var materializeFault: String?
+    @Option(help: ArgumentHelp("With --finalize: wait while this file exists before finalizing (tests: a chosen switch point).", visibility: .hidden))
+    var finalizeHold: String?
     @OptionGroup var access: PluginAccessOptions
     @OptionGroup var faults: FaultInjectionOptions
 
@@ -60,12 +62,13 @@ struct MountCommand: ParsableCommand {
                 var o = Materializer.Options()
                 if let rate { o.rateLimit = try ByteSize.parse(rate) }
                 if let materializeFault { o.faults = try MaterializeFaults(parsing: materializeFault) }
-                guard !(finalize && writable) else {
-                    throw ValidationError("--finalize needs a read-only mount (with --writable, stop the mount, then bootlab finalize)")
-                }
-                materializers = MaterializerSet(options: o, writable: writable, finalizeOnCompletion: finalize)
-            } else if rate != nil || materializeFault != nil || finalize {
-                throw ValidationError("--rate and --finalize need --materialize")
+                // As for serve: the fill, its overlay and finalize are the native file's, not the raw disk's.
+                guard !raw else { throw ValidationError("--materialize fills the native file; it does not combine with --raw") }
+                guard finalizeHold == nil || finalize else { throw ValidationError("--finalize-hold needs --finalize") }
+                materializers = MaterializerSet(options: o, writable: writable, finalizeOnCompletion: finalize,
+                                                finalizeHold: finalizeHold.map(absolutePath))
+            } else if rate != nil || materializeFault != nil || finalize || finalizeHold != nil {
+                throw ValidationError("--rate, --finalize and --finalize-hold need --materialize")
             }
             let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
             openOptions = try access.openOptions(plugins: names.map { directory + "/" + $0 } + Array(explicit.values))
