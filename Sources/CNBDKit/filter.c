@@ -34,8 +34,27 @@ static pthread_mutex_t serial_lock = PTHREAD_MUTEX_INITIALIZER;
 static char **passed_keys, **passed_values;
 static int passed_count;
 
+// The source watchdog (see watch() below).
+static atomic_int in_flight;
+static atomic_ulong completed;
+static atomic_int starting;
+static _Atomic double watch_seconds = 60;
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+// The process whose watchdog thread runs (a fork — nbdkit daemonizing — has none).
+static pid_t watch_pid;
+static void *watch(void *unused);
+static int start_watchdog(void);
+
 static int f_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const char *key, const char *value) {
-    if (strncmp(key, PREFIX, strlen(PREFIX)) == 0) return bl_swift_config(key + strlen(PREFIX), value);
+    if (watch_pid != getpid()) {
+        atomic_store(&starting, 1);
+        if (start_watchdog() == -1) return -1;
+    }
+    if (strncmp(key, PREFIX, strlen(PREFIX)) == 0) {
+        // Known before the plugin's config_complete runs (the watchdog bounds it).
+        if (strcmp(key, PREFIX "source-timeout") == 0) bl_filter_set_timeout(strtod(value, NULL));
+        return bl_swift_config(key + strlen(PREFIX), value);
+    }
     char **k = realloc(passed_keys, (passed_count + 1) * sizeof *k);
     if (k) passed_keys = k;
     char **v = realloc(passed_values, (passed_count + 1) * sizeof *v);
@@ -64,7 +83,10 @@ static int f_get_ready(int model) {
 
 static int f_after_fork(nbdkit_backend *backend) {
     source_backend = backend;
-    return 0;
+    // Ready to serve. A daemonized nbdkit (not bootlab serve's --foreground) lost the thread in
+    // the fork: start it again here.
+    atomic_store(&starting, 0);
+    return start_watchdog();
 }
 
 static void f_cleanup(nbdkit_backend *backend) {
@@ -129,37 +151,42 @@ int bl_filter_source_pread(void *buf, uint32_t count, uint64_t offset, int *err)
     return r;
 }
 
-// A hung plugin read: the two-process path breaks the source's connection after
-// --source-timeout; here the read runs on nbdkit's own request thread, which cannot be
-// interrupted. A watchdog notices when reads are in flight and none completed for the timeout,
-// says so, and ends the server (clients see their connection close: an I/O error, never a hang).
-static atomic_int in_flight;
-static atomic_ulong completed;
-static double watch_seconds;
-static pthread_t watchdog;
-static int watchdog_started;
+// A hung source plugin. The two-process path bounds its start and every read by --source-timeout;
+// here the plugin starts inside this nbdkit and its reads run on nbdkit's own request threads,
+// which cannot be interrupted. A watchdog thread bounds both: (1) from the filter's first
+// configuration call until nbdkit is ready to serve (after_fork), and (2) while serving, when
+// reads of the source are in flight and none completed for the timeout. Either way it says what
+// hangs and ends the server — clients see their connection close (an I/O error), never a hang.
 
 void bl_filter_watch_begin(void) { atomic_fetch_add(&in_flight, 1); }
 void bl_filter_watch_end(void) { atomic_fetch_sub(&in_flight, 1); atomic_fetch_add(&completed, 1); }
 
+static void give_up(const char *what) {
+    char message[320];
+    int n = snprintf(message, sizeof message,
+                     "nbdkit: error: bootlab: the source plugin %s within %g s (it hangs; raise --source-timeout if it "
+                     "is only slow): stopping the server\n", what, atomic_load(&watch_seconds));
+    if (n > 0) { ssize_t w = write(2, message, (size_t)n < sizeof message ? (size_t)n : sizeof message - 1); (void)w; }
+    _exit(1);
+}
+
 static void *watch(void *unused) {
     (void)unused;
     unsigned long seen = atomic_load(&completed);
-    double stalled = 0;
+    double stalled = 0, started = 0;
     for (;;) {
         struct timespec t = { 0, 100 * 1000 * 1000 };
         nanosleep(&t, NULL);
+        double limit = atomic_load(&watch_seconds);
+        if (atomic_load(&starting)) {
+            started += 0.1;
+            if (started >= limit) give_up("did not start serving");
+            continue;
+        }
         unsigned long now = atomic_load(&completed);
         if (atomic_load(&in_flight) > 0 && now == seen) {
             stalled += 0.1;
-            if (stalled >= watch_seconds) {
-                char message[256];
-                int n = snprintf(message, sizeof message,
-                                 "bootlab: the source plugin did not complete a read within %g s (it hangs; raise "
-                                 "--source-timeout if it is only slow): stopping the server\n", watch_seconds);
-                if (n > 0) { ssize_t w = write(2, message, (size_t)n < sizeof message ? (size_t)n : sizeof message - 1); (void)w; }
-                _exit(1);
-            }
+            if (stalled >= limit) give_up("did not complete a read");
         } else {
             stalled = 0;
             seen = now;
@@ -168,12 +195,25 @@ static void *watch(void *unused) {
     return NULL;
 }
 
-int bl_filter_start_watchdog(double seconds) {
-    if (watchdog_started || seconds <= 0) return 0;
-    watch_seconds = seconds;
-    if (pthread_create(&watchdog, NULL, watch, NULL) != 0) { nbdkit_error("bootlab: cannot start the read watchdog"); return -1; }
-    pthread_detach(watchdog);
-    watchdog_started = 1;
+static int start_watchdog(void) {
+    pthread_mutex_lock(&watch_lock);
+    int r = 0;
+    if (watch_pid != getpid()) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, watch, NULL) != 0) {
+            nbdkit_error("bootlab: cannot start the source watchdog");
+            r = -1;
+        } else {
+            pthread_detach(thread);
+            watch_pid = getpid();
+        }
+    }
+    pthread_mutex_unlock(&watch_lock);
+    return r;
+}
+
+int bl_filter_set_timeout(double seconds) {
+    if (seconds > 0) atomic_store(&watch_seconds, seconds);
     return 0;
 }
 

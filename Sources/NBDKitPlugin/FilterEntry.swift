@@ -34,7 +34,7 @@ public func bl_swift_filter_config_complete() -> Int32 {
             (String(cString: bl_filter_passed_key($0)), String(cString: bl_filter_passed_value($0)))
         }
         try FilterError.checkPassed(passed, expected: Array(words.dropFirst()), source: record.spec.description)
-        guard bl_filter_start_watchdog(c.sourceTimeout ?? ExternalSource.defaultTimeout) == 0 else { return -1 }
+        _ = bl_filter_set_timeout(c.sourceTimeout ?? ExternalSource.defaultTimeout)
     } catch {
         return fail(error)
     }

@@ -423,6 +423,48 @@ private func children(of pid: Int32) -> [(pid: Int32, command: String)] {
         #expect(waitFor { server.log.contains("changed since it was exposed") }, "\(server.log)")
     }
 
+    /// Bounded in filter mode: a source plugin that fails at start ends serve with what it said;
+    /// one stuck in its start, or in a read, is stopped by the filter's watchdog after
+    /// `--source-timeout` with a clear error — the client's read fails, never hangs.
+    @Test func filterModeFailingAndHangingSources() throws {
+        let s = Scratch()
+        let plug = s.dir("plug")
+        _ = try writeVolume(plug + "/vol.img")
+        func exposed(_ name: String, hangOnRead: Bool = false, failOnLoad: Bool = false, script: String? = nil) throws -> String {
+            // Exposed from a good reader, then the reader is replaced (the same pointer).
+            try writeShellPlugin(plug + "/\(name).sh", file: plug + "/vol.img", marker: s.file(name))
+            _ = try PluginFile.exposeSource(BackupSourceSpec(kind: .nbdkit, argv: ["sh", plug + "/\(name).sh"]), pluginPath: plug + "/\(name).vhdx", options: exposeOptions())
+            if let script { try writeExecutable(plug + "/\(name).sh", script) } else {
+                try writeShellPlugin(plug + "/\(name).sh", file: plug + "/vol.img", marker: s.file(name), hangOnRead: hangOnRead, failOnLoad: failOnLoad)
+            }
+            return plug + "/\(name).vhdx"
+        }
+        func serve(_ plugin: String, _ name: String) throws -> (Server, String) {
+            let socket = s.file(name + ".sock")
+            let server = try Server(["serve", plugin, "--raw", "--socket", socket, "--allow-source-plugin", "sh", "--source-timeout", "2"], log: s.file(name + ".log"))
+            return (server, "nbd+unix:///?socket=" + socket)
+        }
+
+        let (failing, _) = try serve(try exposed("fails", failOnLoad: true), "fails")
+        #expect(waitFor(20) { !failing.isRunning }, "a source failing at start must end serve")
+        #expect(failing.log.contains("licence file missing"), "\(failing.log)")
+
+        let slow = try exposed("slow", script: "#!/bin/sh\ncase \"$1\" in config_complete) sleep 30 ;; get_size) echo 512 ;; pread) exit 1 ;; *) exit 2 ;; esac\n")
+        let t0 = NBDSource.now
+        let (stuck, _) = try serve(slow, "slow")
+        #expect(waitFor(20) { !stuck.isRunning }, "a source stuck in its start must be stopped")
+        #expect(NBDSource.now - t0 < 15)
+        #expect(stuck.log.contains("did not start serving within 2 s"), "\(stuck.log)")
+
+        let (hanging, uri) = try serve(try exposed("hangs", hangOnRead: true), "hangs")
+        #expect(waitFor { FileManager.default.fileExists(atPath: s.file("hangs.sock")) }, "\(hanging.log)")
+        let t1 = NBDSource.now
+        let read = try run("nbdcopy", ["--no-extents", uri, s.file("hung.raw")], timeout: 30)
+        #expect(read.status != 0, "a hanging source was served")
+        #expect(NBDSource.now - t1 < 15)
+        #expect(waitFor { !hanging.isRunning } && hanging.log.contains("did not complete a read within 2 s"), "\(hanging.log)")
+    }
+
     /// A pointer edited to run a program outside the plugin's tree is refused by `bootlab serve`
     /// before it chooses a mode (nothing runs), as in the two-process path.
     @Test func filterModeRefusesAPointerEditedToRunSomethingElse() throws {

@@ -37,7 +37,8 @@ int bl_filter_source_open(void);
 int64_t bl_filter_source_size(void);
 // 0, or -1 with *err set.
 int bl_filter_source_pread(void *buf, uint32_t count, uint64_t offset, int *err);
-// Ends the server when reads of the source are in flight and none completes for `seconds`.
-int bl_filter_start_watchdog(double seconds);
+// The bound (seconds) on the source plugin's start and on reads of it making no progress: past
+// it the filter's watchdog ends the server with a message (default 60).
+int bl_filter_set_timeout(double seconds);
 void bl_filter_watch_begin(void);
 void bl_filter_watch_end(void);
