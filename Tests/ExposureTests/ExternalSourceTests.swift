@@ -380,6 +380,33 @@ private func children(of pid: Int32) -> [(pid: Int32, command: String)] {
         #expect(children(of: twoRaw.pid).contains { $0.command.hasSuffix("nbdkit") }, "the control: the two-process path's source child")
     }
 
+    /// Writes in filter mode go to the write overlay (nbdkit runs without --readonly; the plugin
+    /// below is still opened read-only): written, read back after a restart of the server, and
+    /// the source file is unchanged.
+    @Test func filterModeTakesWritesIntoTheOverlay() throws {
+        let s = Scratch()
+        let plug = s.dir("plug")
+        let volume = try writeVolume(plug + "/vol.img")
+        _ = try PluginFile.exposeSource(try BackupSourceSpec(parsing: "nbdkit:file:file=vol.img"), pluginPath: plug + "/vm.vhdx", options: exposeOptions())
+        let overlay = s.file("overlay")
+        for round in 0..<2 {
+            let socket = s.file("w\(round).sock")
+            let server = try Server(["serve", plug + "/vm.vhdx", "--raw", "--overlay", overlay, "--socket", socket, "--allow-source-plugin", "file"], log: s.file("w\(round).log"))
+            #expect(waitFor { FileManager.default.fileExists(atPath: socket) }, "\(server.log)")
+            #expect(waitFor { (try? commandLine(of: server.pid).contains { $0.hasPrefix("--filter=") }) == true })
+            let uri = "nbd+unix:///?socket=" + socket
+            if round == 0 {
+                let w = try run("qemu-io", ["-f", "raw", "-c", "write -P 0x5a 1200k 64k", uri])
+                #expect(w.status == 0 && w.stdout.contains("wrote 65536/65536"), "\(w.stdout) \(w.stderr) \(server.log)")
+            }
+            let r = try run("qemu-io", ["-f", "raw", "-c", "read -P 0x5a 1200k 64k", uri])
+            #expect(r.status == 0 && r.stdout.contains("read 65536/65536") && !r.stdout.contains("Pattern verification failed"), "round \(round): \(r.stdout) \(r.stderr)")
+            // SIGTERM: nbdkit unloads, the overlay is flushed (the next round reads it back).
+            server.stop()
+        }
+        #expect(try RawFile(path: plug + "/vol.img").read(at: 0, count: volume.count) == volume, "the source was written")
+    }
+
     /// The refusals hold in filter mode: a plugin not on the allow-list (from `bootlab serve`,
     /// and from the filter itself when nbdkit is run by hand), a pointer edited to run a program
     /// outside the tree, a filter put over another plugin command than the pointer's, and a
