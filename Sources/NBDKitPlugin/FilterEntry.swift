@@ -70,8 +70,8 @@ enum FilterError: Error, CustomStringConvertible {
 final class FilterSource: BlockSource, @unchecked Sendable {
     let name: String
     let size: UInt64
-    /// nbdkit's requests are at most 64 MiB; the layer stack's reads are far smaller, but bound them.
-    static let maxRequest = 32 << 20
+    /// A plugin is promised reads of at most 8 MiB (docs/plugin-protocol.md), as over NBD.
+    static let maxRequest = 8 << 20
 
     init(name: String) throws {
         self.name = name
