@@ -109,6 +109,20 @@ public struct NBDServe: Sendable {
         return .failure(PluginDirectoryUnknown(description: "nbdkit --dump-config printed no plugindir="))
     }
 
+    /// Whether this machine's nbdkit loads BootLab's library as a filter. nbdkit keeps a stable
+    /// ABI for plugins but not for filters: a filter must be built against the very nbdkit version
+    /// that loads it (`_version`), so an nbdkit updated after bootlab was built refuses it. Nil
+    /// when it loads; otherwise what nbdkit said.
+    public static func filterLoadFailure(library: String) -> String? {
+        do {
+            let done = try Command(["nbdkit", "--filter=" + library, "null", "--help"], stdout: .capture, stderr: .capture).run(timeout: 20, check: false)
+            if !done.timedOut, done.termination.succeeded, done.stdoutText.contains("filter: bootlab") { return nil }
+            return (done.stderrText + done.stdoutText).split(separator: "\n").suffix(2).joined(separator: " | ")
+        } catch {
+            return "\(error)"
+        }
+    }
+
     /// nbdkit's command line (argv[0] first).
     public func arguments() throws -> [String] {
         let plugin = try pluginPath ?? NBDServe.locatePlugin()

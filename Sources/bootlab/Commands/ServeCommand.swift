@@ -65,7 +65,15 @@ struct ServeCommand: ParsableCommand {
             }
             // Fail here, with a clear message, rather than inside nbdkit.
             _ = try SourceOpener.prepare(serve.spec, access: o, counters: SourceCounters(name: "check"))
-            if !noFilter && !materialize { serve.filter = try Self.filterMode(file: file) }
+            if !noFilter && !materialize, let mode = try Self.filterMode(file: file) {
+                let library = try serve.pluginPath ?? NBDServe.locatePlugin()
+                if let why = NBDServe.filterLoadFailure(library: library) {
+                    // Served all the same, through the two-process path; said once, on stderr.
+                    writeStandardError("bootlab serve: this nbdkit does not load BootLab's filter (\(why)); the source runs in a second nbdkit (as with --no-filter)\n")
+                } else {
+                    serve.filter = mode
+                }
+            }
             if printCommand {
                 print(try serve.arguments().joined(separator: " "))
                 return
