@@ -125,7 +125,7 @@ private func readWhole(_ s: any BlockSource) throws -> [UInt8] { try s.read(at: 
                                 log: s.file("serve.log"))
         defer { server.stop() }
         #expect(waitFor { FileManager.default.fileExists(atPath: socket) }, "\(server.log)")
-        #expect(try commandLine(of: server.pid).contains { $0.hasPrefix("--filter=") } == filter)
+        #expect(try nbdkitCommandLine(of: server.pid).contains { $0.hasPrefix("--filter=") } == filter)
         let uri = "nbd+unix:///?socket=" + socket
         let info = try run("qemu-img", ["info", "-f", "vhdx", uri])
         #expect(info.status == 0, "\(info.stderr)")
@@ -311,6 +311,13 @@ private func commandLine(of pid: Int32) throws -> [String] {
     return data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
 }
 
+/// argv of `bootlab serve` once it has become nbdkit (it makes its socket, then execs nbdkit:
+/// the socket alone does not say the exec happened).
+private func nbdkitCommandLine(of pid: Int32) throws -> [String] {
+    _ = waitFor { (try? commandLine(of: pid))?.first == "nbdkit" }
+    return try commandLine(of: pid)
+}
+
 /// The processes whose parent is `pid`, with their argv[0] (from /proc).
 private func children(of pid: Int32) -> [(pid: Int32, command: String)] {
     let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
@@ -352,10 +359,10 @@ private func children(of pid: Int32) -> [(pid: Int32, command: String)] {
         let (twoVHDX, twoVHDXURI) = try serve("two-vhdx", ["--no-filter"])
         defer { twoVHDX.stop() }
 
-        let argv = try commandLine(of: filterRaw.pid)
+        let argv = try nbdkitCommandLine(of: filterRaw.pid)
         #expect(argv.first == "nbdkit" && argv.contains { $0.hasPrefix("--filter=") && $0.hasSuffix("libbootlab-nbdkit.so") }, "\(argv)")
         #expect(argv.contains("file=vol.img") && argv.contains("bootlab-raw=true"), "\(argv)")
-        #expect(try !commandLine(of: twoRaw.pid).contains { $0.hasPrefix("--filter=") })
+        #expect(try !nbdkitCommandLine(of: twoRaw.pid).contains { $0.hasPrefix("--filter=") })
 
         let a = s.file("filter.raw"), b = s.file("two.raw")
         for (uri, out) in [(filterRawURI, a), (twoRawURI, b)] {
@@ -393,7 +400,7 @@ private func children(of pid: Int32) -> [(pid: Int32, command: String)] {
             let socket = s.file("w\(round).sock")
             let server = try Server(["serve", plug + "/vm.vhdx", "--raw", "--overlay", overlay, "--socket", socket, "--allow-source-plugin", "file"], log: s.file("w\(round).log"))
             #expect(waitFor { FileManager.default.fileExists(atPath: socket) }, "\(server.log)")
-            #expect(waitFor { (try? commandLine(of: server.pid).contains { $0.hasPrefix("--filter=") }) == true })
+            #expect(try nbdkitCommandLine(of: server.pid).contains { $0.hasPrefix("--filter=") })
             let uri = "nbd+unix:///?socket=" + socket
             if round == 0 {
                 let w = try run("qemu-io", ["-f", "raw", "-c", "write -P 0x5a 1200k 64k", uri])
@@ -444,7 +451,7 @@ private func children(of pid: Int32) -> [(pid: Int32, command: String)] {
         let server = try Server(["serve", plug + "/vm.vhdx", "--raw", "--socket", socket, "--allow-source-plugin", "file"], log: s.file("c.log"))
         defer { server.stop() }
         #expect(waitFor { FileManager.default.fileExists(atPath: socket) }, "\(server.log)")
-        #expect(try commandLine(of: server.pid).contains { $0.hasPrefix("--filter=") })
+        #expect(try nbdkitCommandLine(of: server.pid).contains { $0.hasPrefix("--filter=") })
         let read = try run("nbdcopy", ["--no-extents", "nbd+unix:///?socket=" + socket, s.file("changed.raw")], timeout: 60)
         #expect(read.status != 0, "a changed source was served")
         #expect(waitFor { server.log.contains("changed since it was exposed") }, "\(server.log)")
