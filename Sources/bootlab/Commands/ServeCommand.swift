@@ -10,7 +10,9 @@ struct ServeCommand: ParsableCommand {
         commandName: "serve",
         abstract: "Export a disk over NBD on a Unix socket, or over TCP with TLS (block filter, through nbdkit).",
         discussion: """
-        The process becomes nbdkit (same PID) running BootLab's plugin; the socket is created mode 0600. \
+        The process becomes nbdkit (same PID) running BootLab's plugin — or, for a plugin file whose source is an nbdkit plugin, \
+        that plugin with BootLab's library as an nbdkit filter on top (one process; --no-filter: the source in a second nbdkit). \
+        The socket is created mode 0600. \
         Connect with nbd+unix:///?socket=PATH, or nbds://HOST:PORT with --tcp and TLS. Read-only unless --overlay is given.
         """
     )
