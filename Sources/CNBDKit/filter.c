@@ -121,7 +121,9 @@ int bl_filter_source_open(void) {
             nbdkit_error("bootlab: the source plugin is not reachable (no backend)");
             r = -1;
         } else {
-            // Read-only, the default export, shared by every connection.
+            // Read-only, the default export, shared by every connection. The plugin's open is
+            // watched like a read (a plugin may hang connecting to its data).
+            bl_filter_watch_begin();
             nbdkit_next *n = nbdkit_next_context_open(source_backend, 1, "", 1);
             if (!n) {
                 r = -1;
@@ -131,6 +133,7 @@ int bl_filter_source_open(void) {
             } else {
                 source_next = n;
             }
+            bl_filter_watch_end();
         }
     }
     pthread_mutex_unlock(&source_lock);
@@ -155,7 +158,7 @@ int bl_filter_source_pread(void *buf, uint32_t count, uint64_t offset, int *err)
 // here the plugin starts inside this nbdkit and its reads run on nbdkit's own request threads,
 // which cannot be interrupted. A watchdog thread bounds both: (1) from the filter's first
 // configuration call until nbdkit is ready to serve (after_fork), and (2) while serving, when
-// reads of the source are in flight and none completed for the timeout. Either way it says what
+// the plugin's open or reads of it are in flight and none completed for the timeout. Either way it says what
 // hangs and ends the server — clients see their connection close (an I/O error), never a hang.
 
 void bl_filter_watch_begin(void) { atomic_fetch_add(&in_flight, 1); }
@@ -186,7 +189,7 @@ static void *watch(void *unused) {
         unsigned long now = atomic_load(&completed);
         if (atomic_load(&in_flight) > 0 && now == seen) {
             stalled += 0.1;
-            if (stalled >= limit) give_up("did not complete a read");
+            if (stalled >= limit) give_up("did not complete an open or a read");
         } else {
             stalled = 0;
             seen = now;

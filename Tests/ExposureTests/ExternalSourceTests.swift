@@ -496,7 +496,16 @@ private func children(of pid: Int32) -> [(pid: Int32, command: String)] {
         let read = try run("nbdcopy", ["--no-extents", uri, s.file("hung.raw")], timeout: 30)
         #expect(read.status != 0, "a hanging source was served")
         #expect(NBDSource.now - t1 < 15)
-        #expect(waitFor { !hanging.isRunning } && hanging.log.contains("did not complete a read within 2 s"), "\(hanging.log)")
+        #expect(waitFor { !hanging.isRunning } && hanging.log.contains("did not complete an open or a read within 2 s"), "\(hanging.log)")
+
+        // Hangs in its open (connecting to its data), which filter mode defers to the first payload read.
+        let (opening, openURI) = try serve(try exposed("opens", script: "#!/bin/sh\ncase \"$1\" in open) sleep 30 ;; *) exit 2 ;; esac\n"), "opens")
+        #expect(waitFor { FileManager.default.fileExists(atPath: s.file("opens.sock")) }, "\(opening.log)")
+        let t2 = NBDSource.now
+        let stalled = try run("nbdcopy", ["--no-extents", openURI, s.file("open.raw")], timeout: 30)
+        #expect(stalled.status != 0, "a source hanging in its open was served")
+        #expect(NBDSource.now - t2 < 15)
+        #expect(waitFor { !opening.isRunning } && opening.log.contains("did not complete an open or a read within 2 s"), "\(opening.log)")
     }
 
     /// A pointer edited to run a program outside the plugin's tree is refused by `bootlab serve`
