@@ -39,10 +39,16 @@ static int p_extents(void *h, uint32_t count, uint64_t offset, uint32_t flags, s
     return bl_swift_extents(count, offset, (flags & NBDKIT_FLAG_REQ_ONE) != 0, e);
 }
 
+// The errno of the last error on this thread: a filter returns it through its `err` argument.
+static _Thread_local int last_errno = EIO;
+
 void bl_nbdkit_error(const char *message, int errnum) {
     nbdkit_error("%s", message);
-    nbdkit_set_error(errnum ? errnum : EIO);
+    last_errno = errnum ? errnum : EIO;
+    nbdkit_set_error(last_errno);
 }
+
+int bl_nbdkit_last_errno(void) { return last_errno; }
 
 void bl_nbdkit_debug(const char *message) { nbdkit_debug("%s", message); }
 

@@ -25,6 +25,22 @@ public struct NBDServe: Sendable {
     /// Extra `key=value` parameters for BootLab's plugin (passphrase-file, vault, allow-outside).
     /// `spec` maps to file=, raw=, overlay= and inject-fault= itself.
     public var pluginParameters: [String] = []
+    /// Filter mode: nbdkit runs the plugin file's own source plugin (`words`: PLUGIN ARG…, as
+    /// `ExternalSource.nbdkitPluginWords` gives them) in `directory`, with BootLab's library as a
+    /// filter on top (`--filter=`; its parameters prefixed `bootlab-`). One process: the filter
+    /// reads the source through nbdkit's next->pread, not over a second NBD connection.
+    public struct FilterMode: Sendable, Equatable {
+        public var words: [String]
+        public var directory: String
+        public init(words: [String], directory: String) {
+            self.words = words
+            self.directory = directory
+        }
+    }
+    public var filter: FilterMode?
+    /// The prefix of BootLab's parameters in filter mode (they share nbdkit's command line with
+    /// the source plugin's own).
+    public static let filterParameterPrefix = "bootlab-"
 
     public init(spec: SourceSpec, socketPath: String, stats: String? = nil, pluginPath: String? = nil) {
         self.spec = spec
@@ -93,6 +109,20 @@ public struct NBDServe: Sendable {
         return .failure(PluginDirectoryUnknown(description: "nbdkit --dump-config printed no plugindir="))
     }
 
+    /// Whether this machine's nbdkit loads BootLab's library as a filter. nbdkit keeps a stable
+    /// ABI for plugins but not for filters: a filter must be built against the very nbdkit version
+    /// that loads it (`_version`), so an nbdkit updated after bootlab was built refuses it. Nil
+    /// when it loads; otherwise what nbdkit said.
+    public static func filterLoadFailure(library: String) -> String? {
+        do {
+            let done = try Command(["nbdkit", "--filter=" + library, "null", "--help"], stdout: .capture, stderr: .capture).run(timeout: 20, check: false)
+            if !done.timedOut, done.termination.succeeded, done.stdoutText.contains("filter: bootlab") { return nil }
+            return (done.stderrText + done.stdoutText).split(separator: "\n").suffix(2).joined(separator: " | ")
+        } catch {
+            return "\(error)"
+        }
+    }
+
     /// nbdkit's command line (argv[0] first).
     public func arguments() throws -> [String] {
         let plugin = try pluginPath ?? NBDServe.locatePlugin()
@@ -101,13 +131,17 @@ public struct NBDServe: Sendable {
         if spec.overlayPath == nil { args.append("--readonly") }
         if verbose { args.append("--verbose") }
         args += nbdkitArguments
-        args += [plugin, "file=" + absolute(spec.path)]
-        if spec.raw { args.append("raw=true") }
-        if let o = spec.overlayPath { args.append("overlay=" + absolute(o)) }
-        if let s = stats { args.append("stats=" + (s == "-" ? s : absolute(s))) }
-        if !spec.faults.isEmpty { args.append("\(FaultPlan.optionName)=\(spec.faults)") }
-        args += pluginParameters
-        return args
+        var ours = ["file=" + absolute(spec.path)]
+        if spec.raw { ours.append("raw=true") }
+        if let o = spec.overlayPath { ours.append("overlay=" + absolute(o)) }
+        if let s = stats { ours.append("stats=" + (s == "-" ? s : absolute(s))) }
+        if !spec.faults.isEmpty { ours.append("\(FaultPlan.optionName)=\(spec.faults)") }
+        ours += pluginParameters
+        if let filter {
+            // nbdkit [options] --filter=OURS PLUGIN ARG… bootlab-KEY=VALUE…
+            return args + ["--filter=" + absolute(plugin)] + filter.words + ours.map { NBDServe.filterParameterPrefix + $0 }
+        }
+        return args + [plugin] + ours
     }
 
     /// Replaces this process with nbdkit (same PID: signals and `kill -9` reach the server
@@ -137,6 +171,8 @@ public struct NBDServe: Sendable {
         unsetenv("LISTEN_FDNAMES")
         // nbdkit stops on SIGINT/SIGTERM only if they reach it (exec keeps ignored dispositions).
         bl_reset_server_signals()
+        // Filter mode: the source plugin runs where the plugin file lies (its relative paths).
+        if let filter, chdir(filter.directory) != 0 { throw IOError("chdir", path: filter.directory, errno: errno) }
         let cargs = args.map { strdup($0) } + [nil]
         execvp("nbdkit", cargs)
         throw IOError("exec", path: "nbdkit", errno: errno)

@@ -11,7 +11,7 @@ import Glibc
 // struct). nbdkit calls config/config_complete/get_ready on its main thread before serving, then
 // open/pread/pwrite/... from many threads: the shared state is guarded by `Locked`.
 
-private struct Config: Sendable {
+struct Config: Sendable {
     var file: String?
     var raw = false
     var overlay: String?
@@ -28,7 +28,7 @@ private struct Config: Sendable {
     var materializeRate: UInt64?
 }
 
-private let config = Locked(Config())
+let config = Locked(Config())
 private let counters = SourceCounters(name: "source")
 private let prepared = Locked<ExposedFile?>(nil)
 /// Opened once, at the first connection (deferred open), shared by every connection.
@@ -36,7 +36,7 @@ private let served = Locked<(any BlockSource)?>(nil)
 private let openLock = NSLockish()
 private let reporter = Locked<StatsReporter?>(nil)
 
-private func fail(_ error: any Error) -> Int32 {
+func fail(_ error: any Error) -> Int32 {
     bl_nbdkit_error("bootlab: \(error)", errnoCodeForPlugin(error))
     return -1
 }
@@ -88,6 +88,13 @@ public func bl_swift_config(_ key: UnsafePointer<CChar>?, _ value: UnsafePointer
 
 @_cdecl("bl_swift_config_complete")
 public func bl_swift_config_complete() -> Int32 {
+    configComplete(sourceOpener: nil)
+}
+
+/// The plugin's configuration, once complete: the served file prepared (its size; the source
+/// opens at the first payload read). `sourceOpener` replaces starting an external source's server
+/// (the filter mode: FilterEntry.swift).
+func configComplete(sourceOpener: (@Sendable (BackupSourceSpec, String) throws -> any BlockSource)?) -> Int32 {
     let c = config.current
     guard let file = c.file else {
         bl_nbdkit_error("bootlab: file=PATH is required", 22)
@@ -103,6 +110,7 @@ public func bl_swift_config_complete() -> Int32 {
         if let t = c.sourceTimeout { access.sourceTimeout = t }
         access.sourceID = c.sourceID
         access.faults = c.faults
+        access.sourceOpener = sourceOpener
         // Size only: the source itself opens at the first connection.
         let spec = SourceSpec(path: file, raw: c.raw, overlayPath: c.overlay, faults: c.faults)
         var materializers: MaterializerSet?

@@ -44,8 +44,9 @@ status=0; "$B" serve plug/vm.vhdx --socket "$W/s.sock" > refused.out 2>&1 || sta
 [ "$status" != 0 ] || fail "serve accepted a plugin that runs nbdkit's python plugin without --allow-source-plugin"
 grep -q -- "--allow-source-plugin python" refused.out || fail "the refusal does not say what to allow: $(cat refused.out)"
 
-# With it: deferred open holds under qemu-img info (no python process under the server yet) ...
-"$B" serve plug/vm.vhdx --socket "$W/s.sock" --allow-source-plugin python --source-timeout 30 > serve.log 2>&1 &
+# With it, the two-process path (--no-filter): deferred open holds under qemu-img info (no python
+# process under the server yet) ...
+"$B" serve plug/vm.vhdx --no-filter --socket "$W/s.sock" --allow-source-plugin python --source-timeout 30 > serve.log 2>&1 &
 SERVE_PID=$!
 for _ in $(seq 200); do [ -S "$W/s.sock" ] && break; sleep 0.05; done
 URI="nbd+unix:///?socket=$W/s.sock"
@@ -56,6 +57,18 @@ qemu-img convert -f vhdx -O raw "$URI" disk.raw || fail "qemu-img convert: $(cat
 pgrep -P "$SERVE_PID" -f vendor-nbdkit.py >/dev/null || fail "the source is not running after a payload read"
 qemu-img compare -f raw -F raw vol.img "json:{\"driver\":\"raw\",\"offset\":1048576,\"size\":$((32 << 20)),\"file\":{\"driver\":\"file\",\"filename\":\"$W/disk.raw\"}}" \
   || fail "the exposed volume differs from the original"
+kill "$SERVE_PID"; wait "$SERVE_PID" || true; SERVE_PID=
+# Filter mode (the default for an nbdkit source): one nbdkit running the Python plugin with
+# BootLab's filter on top, no child process; the same disk.
+rm -f "$W/s.sock"
+"$B" serve plug/vm.vhdx --socket "$W/s.sock" --allow-source-plugin python --source-timeout 30 > serve-filter.log 2>&1 &
+SERVE_PID=$!
+# (The socket is made before bootlab execs nbdkit: wait for nbdkit to answer.)
+for _ in $(seq 200); do nbdinfo --size "$URI" >/dev/null 2>&1 && break; sleep 0.05; done
+tr '\0' ' ' < "/proc/$SERVE_PID/cmdline" | grep -q -- "--filter=.*libbootlab-nbdkit.so python vendor-nbdkit.py file=vm.vbk bootlab-file=" \
+  || fail "serve did not run the Python plugin under BootLab's filter: $(tr '\0' ' ' < "/proc/$SERVE_PID/cmdline")"
+qemu-img compare -f vhdx -F raw "$URI" disk.raw || fail "filter mode serves another disk than the two-process path: $(cat serve-filter.log)"
+[ -z "$(pgrep -P "$SERVE_PID" || true)" ] || fail "filter mode started a child process: $(pgrep -a -P "$SERVE_PID")"
 kill "$SERVE_PID"; wait "$SERVE_PID" || true; SERVE_PID=
 
 # A changed backup (another volume backed up to the same name) is refused with a clear error.

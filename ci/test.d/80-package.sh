@@ -101,6 +101,15 @@ kill "$pid"; wait "$pid" || true
 tail -c +$(((1 << 20) + 1)) "$W/served.raw" | cmp - "$W/disk.raw" || fail "the volume served by nbdkit bootlab differs from the backed-up bytes"
 bootlab serve "$W/vm/vm.vhdx" --socket "$W/s.sock" --print-command | grep -q " /usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-bootlab-plugin.so " \
   || fail "bootlab serve does not use the installed plugin: $(bootlab serve "$W/vm/vm.vhdx" --socket "$W/s.sock" --print-command 2>&1)"
+# The same library is BootLab's nbdkit filter (serve's one-process mode over an nbdkit source):
+# it loads as a filter (filter_init survives strip; built against this nbdkit's version), and
+# serve puts it over the source's plugin.
+nbdkit --filter=/usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-bootlab-plugin.so null --help > "$W/filter.txt" 2>&1 \
+  && grep -q "^filter: bootlab" "$W/filter.txt" || fail "the installed library does not load as an nbdkit filter: $(cat "$W/filter.txt")"
+(cd "$W/vm" && cp ../disk.raw vol.img && bootlab expose --source nbdkit:file:file=vol.img --out src.vhdx >/dev/null)
+bootlab serve "$W/vm/src.vhdx" --socket "$W/s.sock" --allow-source-plugin file --print-command \
+  | grep -q -- "--filter=/usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-bootlab-plugin.so file file=vol.img bootlab-file=" \
+  || fail "bootlab serve of an nbdkit source does not use the installed filter: $(bootlab serve "$W/vm/src.vhdx" --socket "$W/s.sock" --allow-source-plugin file --print-command 2>&1)"
 # The installed goldens are read-only for the lab.
 status=0; bootlab lab run mbrless-ext4 --target kvm-virtio --update-golden > "$W/update.log" 2>&1 || status=$?
 [ "$status" = 1 ] && grep -q "belongs to the installed package" "$W/update.log" || fail "--update-golden on the installed goldens: $(cat "$W/update.log")"

@@ -91,7 +91,8 @@ public enum LayerStack {
         let directory = PluginFile.directory(of: PluginFile.absolutePath(pluginPath))
         try record.spec.checkConfinement(pluginDirectory: directory, allowOutside: options.allowOutside,
                                          allowedPlugins: options.allowedSourcePlugins)
-        let opened = try ExternalSource.open(record.spec, directory: directory, timeout: options.sourceTimeout)
+        let opened = try options.sourceOpener.map { try $0(record.spec, directory) }
+            ?? ExternalSource.open(record.spec, directory: directory, timeout: options.sourceTimeout)
         // Counted as a backup's opens and reads are (front-end statistics, the lab's deferred-open check).
         options.stats.addOpen()
         let source = StatsCountingSource(base: opened, stats: options.stats)

@@ -378,6 +378,10 @@ public enum PluginFile {
         public var sourceID: String?
         /// Lab fault plan (test-only): `stale-block` acts on the backup below the composition.
         public var faults: FaultPlan = .none
+        /// Opens the external source instead of `ExternalSource.open` (which starts its server):
+        /// `bootlab serve`'s nbdkit filter mode reads the source through the plugin nbdkit
+        /// already runs below the filter. Confinement and the identity check apply unchanged.
+        public var sourceOpener: (@Sendable (BackupSourceSpec, _ directory: String) throws -> any BlockSource)?
         public init() {}
     }
 
@@ -415,12 +419,12 @@ public enum PluginFile {
         return joined
     }
 
-    static func absolutePath(_ p: String) -> String {
+    public static func absolutePath(_ p: String) -> String {
         if p.hasPrefix("/") { return p }
         return FileManager.default.currentDirectoryPath + "/" + p
     }
 
-    static func directory(of p: String) -> String {
+    public static func directory(of p: String) -> String {
         guard let slash = p.lastIndex(of: "/") else { return "." }
         return slash == p.startIndex ? "/" : String(p[..<slash])
     }

@@ -16,7 +16,7 @@ public enum ExternalSource {
         let name = spec.description
         switch spec.kind {
         case .nbdkit:
-            let plugin = try scriptLanguage(of: spec, directory: directory).map { [$0] + spec.argv } ?? spec.argv
+            let plugin = try nbdkitPluginWords(spec, directory: directory)
             let server = try SourceServer.start({ socket in
                 ["nbdkit", "--foreground", "--exit-with-parent", "--readonly", "--unix", socket] + plugin
             }, workingDirectory: directory, timeout: timeout)
@@ -46,6 +46,14 @@ public enum ExternalSource {
             }
             return try RawFile(path: path)
         }
+    }
+
+    /// The words an nbdkit source puts after nbdkit's own options: the plugin (a script plugin's
+    /// language first, see `scriptLanguage`) and its arguments. `bootlab serve`'s filter mode runs
+    /// nbdkit with the same words, in `directory`.
+    public static func nbdkitPluginWords(_ spec: BackupSourceSpec, directory: String) throws -> [String] {
+        precondition(spec.kind == .nbdkit, "nbdkitPluginWords of a \(spec.kind) source")
+        return try scriptLanguage(of: spec, directory: directory).map { [$0] + spec.argv } ?? spec.argv
     }
 
     /// A plugin given as a script path whose first line is `#!…nbdkit LANG` (nbdkit's convention

@@ -2,6 +2,7 @@ import ArgumentParser
 import BlockCore
 import BackupImage
 import Foundation
+import Exposure
 import Frontends
 
 struct ServeCommand: ParsableCommand {
@@ -9,7 +10,9 @@ struct ServeCommand: ParsableCommand {
         commandName: "serve",
         abstract: "Export a disk over NBD on a Unix socket, or over TCP with TLS (block filter, through nbdkit).",
         discussion: """
-        The process becomes nbdkit (same PID) running BootLab's plugin; the socket is created mode 0600. \
+        The process becomes nbdkit (same PID) running BootLab's plugin — or, for a plugin file whose source is an nbdkit plugin, \
+        that plugin with BootLab's library as an nbdkit filter on top (one process; --no-filter: the source in a second nbdkit). \
+        The socket is created mode 0600. \
         Connect with nbd+unix:///?socket=PATH, or nbds://HOST:PORT with --tcp and TLS. Read-only unless --overlay is given.
         """
     )
@@ -28,6 +31,8 @@ struct ServeCommand: ParsableCommand {
     @Flag(help: "Fill the plugin's replacement file in the background (PLUGIN.replacement; see bootlab status, bootlab finalize).")
     var materialize = false
     @Option(help: "With --materialize: throttle the fill to this many bytes per second (e.g. 20M).") var rate: String?
+    @Flag(help: "For a plugin file over an nbdkit source: run the source in a second nbdkit read over NBD, rather than in this nbdkit below BootLab's filter.")
+    var noFilter = false
     @OptionGroup var access: PluginAccessOptions
     @OptionGroup var faults: FaultInjectionOptions
 
@@ -62,6 +67,15 @@ struct ServeCommand: ParsableCommand {
             }
             // Fail here, with a clear message, rather than inside nbdkit.
             _ = try SourceOpener.prepare(serve.spec, access: o, counters: SourceCounters(name: "check"))
+            if !noFilter && !materialize, let mode = try Self.filterMode(file: file) {
+                let library = try serve.pluginPath ?? NBDServe.locatePlugin()
+                if let why = NBDServe.filterLoadFailure(library: library) {
+                    // Served all the same, through the two-process path; said once, on stderr.
+                    writeStandardError("bootlab serve: this nbdkit does not load BootLab's filter (\(why)); the source runs in a second nbdkit (as with --no-filter)\n")
+                } else {
+                    serve.filter = mode
+                }
+            }
             if printCommand {
                 print(try serve.arguments().joined(separator: " "))
                 return
@@ -71,5 +85,18 @@ struct ServeCommand: ParsableCommand {
             writeStandardError("bootlab serve: \(error)\n")
             throw ExitCode(1)
         }
+    }
+
+    /// Filter mode when `file` is a plugin file whose source is an nbdkit plugin (checked and
+    /// confined by `SourceOpener.prepare` before this): nbdkit runs that plugin, BootLab's filter
+    /// on top. Nil (BootLab's plugin, the source in a second nbdkit) for anything else, and for a
+    /// source argument that would collide with the filter's `bootlab-` parameters.
+    static func filterMode(file: String) throws -> NBDServe.FilterMode? {
+        guard PluginFile.isPlugin(path: file), let record = try PluginPointer.read(pluginPath: file).0.source,
+              record.spec.kind == .nbdkit else { return nil }
+        let directory = PluginFile.directory(of: PluginFile.absolutePath(file))
+        let words = try ExternalSource.nbdkitPluginWords(record.spec, directory: directory)
+        guard !words.dropFirst().contains(where: { $0.hasPrefix(NBDServe.filterParameterPrefix) }) else { return nil }
+        return NBDServe.FilterMode(words: words, directory: directory)
     }
 }
