@@ -55,24 +55,12 @@ struct GeneratorAndBootTests {
         return LabRunner(suite: patched, options: options).runCell(Cell(scenario: scenario.name, target: target))
     }
 
-    @Test func tinyLinuxBootsOnVirtio() throws {
-        let suite = try ScenarioParsingTests.suite()
-        let result = try runCell(try suite.scenario(named: "mbrless-ext4"), "kvm-virtio", suite: suite)
-        let boot = try #require(result.records.first { $0.name == "boot" })
-        #expect(boot.outcome.verdict == .pass, "\(boot.outcome.message)")
-        let log = try String(contentsOfFile: try #require(boot.outcome.attachments["console"]), encoding: .utf8)
-        #expect(log.contains("BOOTLAB-MARKER: MBRLESS-EXT4-OK"))
-        #expect(result.records.first { $0.name == "golden" }?.outcome.verdict == .pass)
-    }
-
-    @Test func foreignDriversFailOnVirtioForTheStatedReason() throws {
-        let suite = try ScenarioParsingTests.suite()
-        let result = try runCell(try suite.scenario(named: "foreign-drivers-unreconfigured"), "kvm-virtio", suite: suite)
-        let boot = try #require(result.records.first { $0.name == "boot" })
-        #expect(boot.outcome.verdict == .pass, "\(boot.outcome.message)")
-        #expect(boot.outcome.message.contains("root device not found"))
-        #expect(result.verdict == .pass)
-    }
+    // A passing boot and a must-not-boot boot failing for its stated reason are the default lab
+    // suite's cells `mbrless-ext4/kvm-virtio` (boot to the marker MBRLESS-EXT4-OK, golden) and
+    // `foreign-drivers-unreconfigured/kvm-virtio` (must_not_boot: root device not found), which
+    // ci/gate runs through the same LabRunner.runCell; the unit tests that booted exactly those
+    // two cells again were removed to keep CI in its budget (docs/testing.md, "Duplicates removed").
+    // Here only what the suite cannot show: an expectation check that fails.
 
     /// The expectation check itself can fail: a guest that boots fails a must-not-boot cell.
     @Test func bootingGuestFailsAMustNotBootExpectation() throws {

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Tier: CI. The CI scripts' own test: CI must not be green on a broken tree. In a scratch copy of
-# this tree (tracked and untracked files, no .build), runs the real entry point `bash .ci/run` as CI
-# does (CI=true, no stdin) and checks its exit status and its computed last line:
+# Tier: CI. The CI scripts' own test: CI must not be green on a broken tree. In a scratch tree, runs
+# the real entry point `bash .ci/run` as CI does (CI=true, no stdin) and checks its exit status and
+# its computed last line:
 #   1. a syntax error in a Sources file  → non-zero, "0 passed, 1 failed" (ci/setup's build)
 #   2. the unchanged tree (control)       → exit 0, "1 passed, 0 failed, 0 skipped"
 #   3. a failing unit test                → non-zero, "0 passed, 1 failed, 0 skipped"
 #   4. a skipped unit test                → non-zero on CI, "0 passed, 0 failed, 1 skipped"
 # plus ci/count-lab on synthetic report.json files (failed, skipped and drifted cells).
 # The control run proves the restrictions below are not what makes 1, 3 and 4 fail.
-# To stay fast, the scratch runs are restricted (same scripts, documented knobs, announced loudly):
-# one probe test (BOOTLAB_TEST_FILTER), no scenario suite (BOOTLAB_CI_SKIP_LAB=1), no ci/test.d
-# checks (BOOTLAB_CI_CHECKS=, which also keeps this script from recursing). ci/setup runs for real
-# in the copy; it installs nothing there (every package is already present).
+# The subject is the CI scripts (.ci/run, ci/test, ci/setup, ci/gate, ci/count-*), copied unchanged.
+# The package they build is a stub, so that the four runs cost seconds, not a cold build of the
+# whole project (which this CI run's own ci/setup and ci/gate build and test anyway): the real
+# Sources/BlockCore and Sources/CCryptoShim, and a BlockCoreTests target holding only the probe.
+# The copy has no ci/setup.d: its warm-ups (kernel cache, GRUB volume, libguestfs appliance, the
+# fuzz build of libvhdi) concern the project, not the scripts, and ran in this CI run's ci/setup.
+# To stay fast, the scratch runs are also restricted (same scripts, documented knobs, announced
+# loudly): one probe test (BOOTLAB_TEST_FILTER), no scenario suite (BOOTLAB_CI_SKIP_LAB=1), no
+# ci/test.d checks (BOOTLAB_CI_CHECKS=, which also keeps this script from recursing). ci/setup
+# runs for real in the copy; it installs nothing there (every package is already present).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 start=$(date +%s)
@@ -19,9 +25,27 @@ fail() { echo "05-ci-scripts: FAIL: $*" >&2; exit 1; }
 
 scratch=$(mktemp -d /tmp/bootlab-ci-selftest.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
-git ls-files -z --cached --others --exclude-standard \
+# The tracked and untracked CI scripts (not ci/setup.d) and the stub package's real sources.
+git ls-files -z --cached --others --exclude-standard -- .ci ci Sources/BlockCore Sources/CCryptoShim \
+  | { grep -zv '^ci/setup\.d/' || true; } \
   | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$scratch"
-[ -x "$scratch/ci/test" ] && [ -f "$scratch/Package.swift" ] || fail "the scratch copy is incomplete"
+cat > "$scratch/Package.swift" <<'EOF'
+// swift-tools-version:6.0
+// 05-ci-scripts' stub package: two of the project's real modules and the self-test's probe.
+import PackageDescription
+let package = Package(
+    name: "BootLabCISelfTest",
+    targets: [
+        .target(name: "CCryptoShim", linkerSettings: [.linkedLibrary("cryptopp")]),
+        .target(name: "BlockCore", dependencies: ["CCryptoShim"]),
+        .testTarget(name: "BlockCoreTests", dependencies: ["BlockCore"]),
+    ]
+)
+EOF
+mkdir -p "$scratch/Tests/BlockCoreTests"
+[ -x "$scratch/ci/test" ] && [ -x "$scratch/ci/setup" ] && [ -f "$scratch/.ci/run" ] \
+  && [ -f "$scratch/Sources/BlockCore/BlockSource.swift" ] && [ ! -e "$scratch/ci/setup.d" ] \
+  || fail "the scratch copy is incomplete"
 probe="$scratch/Tests/BlockCoreTests/CISelfTestProbe.swift"
 victim="$scratch/Sources/BlockCore/BlockSource.swift"
 cp "$victim" "$scratch/victim.orig"
@@ -50,17 +74,20 @@ run() {
   [ "$last" = "ci/test: $want_line" ] || { tail -30 "$log" >&2; fail "$name: expected 'ci/test: $want_line'"; }
 }
 
-# 1. A syntax error in one Swift file of a fresh copy.
-printf '\nfunc ciSelfTestSyntaxError( {\n' >> "$victim"
-run syntax-error nonzero "0 passed, 1 failed, 0 skipped"
-grep -q "ciSelfTestSyntaxError\|error:" "$scratch/run-syntax-error.log" || fail "syntax-error: the log does not show the compiler error"
-cp "$scratch/victim.orig" "$victim"
-
-# 2. Control: the same restricted run on a clean tree passes.
+# The passing probe: with it the tree is the control's, so case 1 differs from 2 by its syntax error.
 cat > "$probe" <<'EOF'
 import Testing
 @Suite struct CISelfTestProbe { @Test func probe() { #expect(1 + 1 == 2) } }
 EOF
+
+# 1. A syntax error in one Swift file of a fresh copy (cold build).
+printf '\nfunc ciSelfTestSyntaxError( {\n' >> "$victim"
+run syntax-error nonzero "0 passed, 1 failed, 0 skipped"
+grep -q "BlockSource.swift:[0-9]*:[0-9]*: error:" "$scratch/run-syntax-error.log" \
+  || fail "syntax-error: the log does not show the compiler error in BlockSource.swift"
+cp "$scratch/victim.orig" "$victim"
+
+# 2. Control: the same restricted run on a clean tree passes.
 run control 0 "1 passed, 0 failed, 0 skipped"
 
 # 3. A failing unit test.

@@ -17,6 +17,7 @@ B="$REPO/.build/debug/bootlab"
 W=$(mktemp -d /tmp/bootlab-user-sources.XXXXXX)
 cleanup() {
   [ -n "${SERVE_PID:-}" ] && kill "$SERVE_PID" 2>/dev/null || true
+  [ -n "${FUZZ_PID:-}" ] && kill "$FUZZ_PID" 2>/dev/null || true
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -82,17 +83,23 @@ cp vm.vbk.orig plug/vm.vbk
 [ "$(sha256sum plug/vm.vbk | cut -d' ' -f1)" = "$sha_before" ] || fail "the backup was modified"
 echo "75-user-sources: CLI: expose/serve/refusals/deferred open/compare/changed source ok"
 
-# The lab on the user's format: one cell (FULL: the qcow2 and VMDK scenarios too).
+# The pointer/source-spec decoder under libFuzzer, on the core the lab cell below leaves idle
+# (one libFuzzer process, one cell booting under TCG): started here, waited for after the cell.
 cd "$REPO"
+swift build --product FuzzPluginPointer --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | quiet
+mkdir -p "$W/corpus" && cp Tests/FuzzCorpus/PluginPointer/* "$W/corpus/"
+SWIFT_BACKTRACE=enable=no .build-fuzz/debug/FuzzPluginPointer -max_total_time="${FUZZ_SECONDS:-10}" -rss_limit_mb=2048 -timeout=10 \
+  -artifact_prefix=Tests/FuzzCorpus/PluginPointer/ "$W/corpus" > "$W/fuzz.log" 2>&1 &
+FUZZ_PID=$!
+
+# The lab on the user's format: one cell (FULL: the qcow2 and VMDK scenarios too).
 cells=(vendor-format)
 [ "${BOOTLAB_USER_SOURCES_FULL:-0}" = 1 ] && cells+=(vmdk-volume qcow2-disk)
 "$B" lab run --scenarios examples/vendor-format/scenarios "${cells[@]}" --jobs 2 --report "$W/report" > "$W/lab.out" 2>&1 \
   || fail "lab run on examples/vendor-format: $(grep -E 'FAIL|lab:' "$W/lab.out" | head -8)"
 grep -E "^lab: " "$W/lab.out"
 
-# The pointer/source-spec decoder under libFuzzer.
-swift build --product FuzzPluginPointer --sanitize fuzzer --scratch-path .build-fuzz 2>&1 | quiet
-mkdir -p "$W/corpus" && cp Tests/FuzzCorpus/PluginPointer/* "$W/corpus/"
-SWIFT_BACKTRACE=enable=no .build-fuzz/debug/FuzzPluginPointer -max_total_time="${FUZZ_SECONDS:-10}" -rss_limit_mb=2048 -timeout=10 \
-  -artifact_prefix=Tests/FuzzCorpus/PluginPointer/ "$W/corpus" 2>&1 | tail -2
+status=0; wait "$FUZZ_PID" || status=$?; FUZZ_PID=
+tail -2 "$W/fuzz.log"
+[ "$status" = 0 ] || fail "FuzzPluginPointer: exit $status, a finding (artifacts in Tests/FuzzCorpus/PluginPointer/)"
 echo "75-user-sources: ok"
