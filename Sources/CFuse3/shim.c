@@ -45,8 +45,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
     if (s->max_read) conn->max_read = s->max_read;  // libfuse requires init to repeat the mount option
     if (s->splice == BL_SPLICE_LIBFUSE) {
         // libfuse splices a read_buf reply that names a file (op_read_buf) through its own pipe.
+        // Not SPLICE_MOVE: the reader's pages are not the page cache's (direct_io), nothing to move.
         if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
-        if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
     }
     // Page cache or not is decided per file in op_open (fi->direct_io, fi->keep_cache): the
     // global switches would override it. docs/benchmarks-frontends.md has the measured effect.
@@ -567,8 +567,11 @@ int bl_fuse_run(const char *mountpoint, const char *backing_dir, const bl_fuse_c
     // aligned read of max_read bytes plus its header fills the pipe exactly.
     char max_read[48];
     size_t pipe_bytes = s.splice == BL_SPLICE_OFF ? 0 : largest_pipe();
-    if (pipe_bytes >= 3 * 4096 && pipe_bytes < MAX_REPLY + 4096) {
-        s.max_read = (unsigned)(pipe_bytes - 4096);
+    // libfuse's own splice (fuse_send_data_iov) wants room for a page per buffer and per iovec
+    // beyond the reply itself, else it copies: three pages more.
+    size_t reserve = s.splice == BL_SPLICE_LIBFUSE ? 4 * 4096 : 4096;
+    if (pipe_bytes >= reserve + 4096 && pipe_bytes < MAX_REPLY + reserve) {
+        s.max_read = (unsigned)(pipe_bytes - reserve);
         snprintf(max_read, sizeof(max_read), "max_read=%u", s.max_read);
         argv[argc++] = "-o";
         argv[argc++] = max_read;
