@@ -299,15 +299,18 @@ static const struct fuse_operations ops = {
 
 // MARK: Reads answered by the shim (BL_SPLICE_OWN)
 //
-// libfuse 3.14 splices a reply only when it and its header fit the pipe it sized to
-// fs.pipe-max-size (1 MiB by default), so the 1 MiB reads exposed files get would always fall back
-// to a copy. Here each worker thread receives requests itself: a READ of an exposed file is
-// answered by the shim — the header written into the thread's own pipe (2 MiB: root may exceed
-// fs.pipe-max-size), the file-backed pieces spliced from their file into it (page references, no
-// copy), the other pieces written from memory, then the whole reply spliced to /dev/fuse in one
-// call, where the kernel copies it once into the reader's pages. Every other request goes to
-// libfuse as fuse_loop_mt would pass it. A thread whose pipe cannot be sized (no CAP_SYS_RESOURCE
-// and a lower limit) answers with a copy, as libfuse would.
+// libfuse 3.14 splices a reply only when it, its header and three more pages fit the pipe it
+// sized to fs.pipe-max-size (1 MiB by default), so the 1 MiB reads exposed files get would always
+// fall back to a copy. Here each worker thread receives requests itself: a READ of an exposed file
+// is answered by the shim — the header written into the thread's own pipe, the file-backed pieces
+// spliced from their file into it (page references, no copy), zero pieces written from memory,
+// then the whole reply spliced to /dev/fuse in one call, where the kernel copies it once into the
+// reader's pages. The pipe is 2 MiB with CAP_SYS_RESOURCE, else fs.pipe-max-size; then the mount's
+// max_read is one page less (bl_fuse_run), so a whole aligned reply still fits. A reply that does
+// not fit, or a source that is not file-backed, is answered from memory (writev, as libfuse).
+// Every other request goes to libfuse as fuse_loop_mt would pass it.
+// Known gap: an INTERRUPT for a READ answered here finds no request in libfuse's list and stays
+// queued there (a few bytes per interrupted read, e.g. a reader killed mid-read).
 
 #define MAX_REPLY (1u << 20)          // FUSE_MAX_MAX_PAGES pages: the largest read libfuse 3.14 accepts
 #define PIPE_BYTES (2u << 20)         // a 1 MiB reply plus its header (pipe sizes are powers of 2 pages)
