@@ -569,7 +569,9 @@ int bl_fuse_run(const char *mountpoint, const char *backing_dir, const bl_fuse_c
     // (fs.pipe-max-size, no CAP_SYS_RESOURCE) requests stop one page short of 1 MiB, so an
     // aligned read of max_read bytes plus its header fills the pipe exactly.
     char max_read[48];
-    size_t pipe_bytes = s.splice == BL_SPLICE_OFF ? 0 : largest_pipe();
+    // Only mounts that serve file-backed exposures: other sources (a backup's 1 MiB blocks) read
+    // best in whole 1 MiB requests (a 1020 KiB one is a partial block: through the reader's cache).
+    size_t pipe_bytes = (s.splice == BL_SPLICE_OFF || !opts->file_backed) ? 0 : largest_pipe();
     // libfuse's own splice (fuse_send_data_iov) wants room for a page per buffer and per iovec
     // beyond the reply itself, else it copies: three pages more.
     size_t reserve = s.splice == BL_SPLICE_LIBFUSE ? 4 * 4096 : 4096;

@@ -27,6 +27,10 @@ public final class FuseMount: @unchecked Sendable {
         /// reader; `$BOOTLAB_FUSE_SPLICE` (own, libfuse, off) overrides the default for A/B
         /// benchmarks (docs/benchmarks-frontends.md).
         public var splice = SpliceMode.fromEnvironment()
+        /// Some exposed file serves a file's bytes unchanged (an `--expose` of a raw image,
+        /// read-only): requests are then sized so a spliced reply fits a pipe (1020 KiB when
+        /// pipes stop at 1 MiB). Mounts of backups keep whole 1 MiB requests (their blocks).
+        public var fileBackedExposures = false
         /// Names shown at the root although no backing file has them (each must be claimed by the provider).
         public var extraNames: [String] = []
         public init() {}
@@ -116,7 +120,8 @@ public final class FuseMount: @unchecked Sendable {
         }
         var opts = bl_fuse_options(foreground: options.foreground ? 1 : 0, allow_other: options.allowOther ? 1 : 0,
                                    single_thread: options.singleThreaded ? 1 : 0, debug: options.debug ? 1 : 0,
-                                   page_cache: options.pageCache ? 1 : 0, splice: options.splice.cValue)
+                                   page_cache: options.pageCache ? 1 : 0, splice: options.splice.cValue,
+                                   file_backed: options.fileBackedExposures ? 1 : 0)
         let status = withExtendedLifetime(self) { bl_fuse_run(mountpoint, backingDirectory, &cb, &opts) }
         // Flush every overlay on the way out: an unmount is a natural sync point.
         for source in opened.current.values { try? (source as? any WritableBlockSource)?.flush() }

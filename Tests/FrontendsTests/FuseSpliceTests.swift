@@ -70,6 +70,7 @@ import Glibc
         let back = dir.dir("back"), mnt = dir.dir("mnt")
         var o = FuseMount.Options()
         o.splice = .own
+        o.fileBackedExposures = true
         o.extraNames = ["mixed.raw"]
         let mount = FuseMount(mountpoint: mnt, backingDirectory: back, options: o) { path in
             path == "mixed.raw" ? ExposedFile(source: counted) : nil

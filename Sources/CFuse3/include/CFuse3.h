@@ -46,6 +46,7 @@ typedef struct bl_fuse_options {
     int debug;
     int page_cache;      // 1: read-only exposed files through the kernel page cache (keep_cache); 0: direct_io
     int splice;          // how file-backed reads are answered: BL_SPLICE_* below
+    int file_backed;     // 1: some exposed file is file-backed; requests then fit a spliced reply in a pipe
 } bl_fuse_options;
 
 // BL_SPLICE_OWN (the default): the shim answers reads of exposed files itself, splicing file-backed
