@@ -12,6 +12,8 @@ public final class SourceCounters: Sendable {
     private let _bytesWritten = Atomic<UInt64>(0)
     private let _extentQueries = Atomic<UInt64>(0)
     private let _flushes = Atomic<UInt64>(0)
+    private let _fileBackedReads = Atomic<UInt64>(0)
+    private let _fileBackedBytes = Atomic<UInt64>(0)
 
     private let backupProvider = Mutex<(@Sendable () -> BackupCounts)?>(nil)
 
@@ -32,6 +34,12 @@ public final class SourceCounters: Sendable {
         _writes.add(1, ordering: .relaxed)
         _bytesWritten.add(UInt64(n), ordering: .relaxed)
     }
+    func recordFileBacked(_ n: Int, fileBytes: UInt64) {
+        _reads.add(1, ordering: .relaxed)
+        _bytesRead.add(UInt64(n), ordering: .relaxed)
+        _fileBackedReads.add(1, ordering: .relaxed)
+        _fileBackedBytes.add(fileBytes, ordering: .relaxed)
+    }
     func recordExtents() { _extentQueries.add(1, ordering: .relaxed) }
     func recordFlush() { _flushes.add(1, ordering: .relaxed) }
 
@@ -45,6 +53,8 @@ public final class SourceCounters: Sendable {
             bytesWritten: _bytesWritten.load(ordering: .relaxed),
             extentQueries: _extentQueries.load(ordering: .relaxed),
             flushes: _flushes.load(ordering: .relaxed),
+            fileBackedReads: _fileBackedReads.load(ordering: .relaxed),
+            fileBackedBytes: _fileBackedBytes.load(ordering: .relaxed),
             backup: backupProvider.withLock { $0 }?()
         )
     }
@@ -67,13 +77,18 @@ public struct SourceStatistics: Sendable, Codable, Equatable {
     public var bytesWritten: UInt64
     public var extentQueries: UInt64
     public var flushes: UInt64
+    /// Reads answered by naming the backing file instead of copying its bytes (`FileBackedSource`:
+    /// a FUSE splice, a kernel copy), and the file bytes among them; also counted in `reads` and
+    /// `bytesRead`.
+    public var fileBackedReads: UInt64 = 0
+    public var fileBackedBytes: UInt64 = 0
     /// The backup's own counters, when the source is a plugin file's disk.
     public var backup: BackupCounts? = nil
 }
 
 /// A pass-through layer that counts reads, bytes, extent queries and writes of the source below
 /// (nbdkit's `stats` filter is the model). Writable when the wrapped source is.
-public final class CountingSource: WritableBlockSource {
+public final class CountingSource: WritableBlockSource, FileBackedSource {
     public let base: any BlockSource
     public let counters: SourceCounters
 
@@ -88,6 +103,15 @@ public final class CountingSource: WritableBlockSource {
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         try base.read(at: offset, into: buffer)
         counters.recordRead(buffer.count)
+    }
+
+    /// The base's spans, when its bytes are a file's; their file bytes count as one read here
+    /// (nobody calls `read` for them: a FUSE splice or a kernel copy moves them).
+    public func fileSpans(in range: Range<UInt64>) -> [FileSpan]? {
+        guard let spans = (base as? any FileBackedSource)?.fileSpans(in: range) else { return nil }
+        let n = spans.reduce(0 as UInt64) { if case let .file(_, _, k) = $1 { return $0 + k } else { return $0 } }
+        counters.recordFileBacked(Int(range.count), fileBytes: n)
+        return spans
     }
 
     public func extents(in range: Range<UInt64>) throws -> [Extent] {

@@ -23,9 +23,42 @@ public final class FuseMount: @unchecked Sendable {
         /// Read-only exposed files through the kernel page cache (FUSE keep_cache) instead of
         /// direct_io: re-reads at memory speed, first reads slower (docs/benchmarks-frontends.md).
         public var pageCache = false
+        /// How reads whose bytes are a file's (`FileBackedSource`: an exposed raw file) reach the
+        /// reader; `$BOOTLAB_FUSE_SPLICE` (own, libfuse, off) overrides the default for A/B
+        /// benchmarks (docs/benchmarks-frontends.md).
+        public var splice = SpliceMode.fromEnvironment()
+        /// Some exposed file serves a file's bytes unchanged (an `--expose` of a raw image,
+        /// read-only): requests are then sized so a spliced reply fits a pipe (1020 KiB when
+        /// pipes stop at 1 MiB). Mounts of backups keep whole 1 MiB requests (their blocks).
+        public var fileBackedExposures = false
         /// Names shown at the root although no backing file has them (each must be claimed by the provider).
         public var extraNames: [String] = []
         public init() {}
+    }
+
+    /// See `Options.splice`.
+    public enum SpliceMode: String, Sendable, CaseIterable {
+        /// The shim answers reads itself and splices file-backed pieces through a pipe sized for
+        /// a whole 1 MiB reply: the bytes are copied once, by the kernel, into the reader's pages.
+        case own
+        /// libfuse's read_buf with FUSE_CAP_SPLICE_WRITE (its pipe is fs.pipe-max-size: 1 MiB
+        /// replies fall back to a copy).
+        case libfuse
+        /// Every read copies the bytes through this process (pread, then the reply).
+        case off
+
+        public static func fromEnvironment() -> SpliceMode {
+            guard let v = getenv("BOOTLAB_FUSE_SPLICE") else { return .own }
+            return SpliceMode(rawValue: String(cString: v)) ?? .own
+        }
+
+        var cValue: Int32 {
+            switch self {
+            case .own: return Int32(BL_SPLICE_OWN)
+            case .libfuse: return Int32(BL_SPLICE_LIBFUSE)
+            case .off: return Int32(BL_SPLICE_OFF)
+            }
+        }
     }
 
     public let mountpoint: String
@@ -69,6 +102,9 @@ public final class FuseMount: @unchecked Sendable {
         cb.read = { ctx, h, buf, size, off in
             FuseMount.from(ctx).cRead(h, UnsafeMutableRawBufferPointer(start: buf, count: size), off)
         }
+        cb.read_segments = { ctx, h, buf, size, off, segs, nsegs in
+            FuseMount.from(ctx).cReadSegments(h, UnsafeMutableRawBufferPointer(start: buf, count: size), off, segs!, nsegs!)
+        }
         cb.write = { ctx, h, buf, size, off in
             FuseMount.from(ctx).cWrite(h, UnsafeRawBufferPointer(start: buf, count: size), off)
         }
@@ -84,7 +120,8 @@ public final class FuseMount: @unchecked Sendable {
         }
         var opts = bl_fuse_options(foreground: options.foreground ? 1 : 0, allow_other: options.allowOther ? 1 : 0,
                                    single_thread: options.singleThreaded ? 1 : 0, debug: options.debug ? 1 : 0,
-                                   page_cache: options.pageCache ? 1 : 0)
+                                   page_cache: options.pageCache ? 1 : 0, splice: options.splice.cValue,
+                                   file_backed: options.fileBackedExposures ? 1 : 0)
         let status = withExtendedLifetime(self) { bl_fuse_run(mountpoint, backingDirectory, &cb, &opts) }
         // Flush every overlay on the way out: an unmount is a natural sync point.
         for source in opened.current.values { try? (source as? any WritableBlockSource)?.flush() }
@@ -177,6 +214,48 @@ public final class FuseMount: @unchecked Sendable {
             guard offset < size else { return 0 }
             let n = Int(min(UInt64(buf.count), size - offset))
             try s.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]))
+            return n
+        } catch {
+            report("read \(entry.path) at \(offset)", error)
+            return -Int(errnoCode(for: error))
+        }
+    }
+
+    /// A read answered as pieces: when the source says its bytes are a file's (`FileBackedSource`:
+    /// an exposed raw file, a view's payload over one), the file ranges are named (the shim
+    /// splices them) and zero spans written into `buf`; otherwise one piece read into `buf`, as
+    /// `cRead`. Every piece sits at its offset in the request.
+    private func cReadSegments(_ h: UInt64, _ buf: UnsafeMutableRawBufferPointer, _ offset: UInt64,
+                               _ segs: UnsafeMutablePointer<bl_fuse_segment>, _ nsegs: UnsafeMutablePointer<Int32>) -> Int {
+        nsegs.pointee = 0
+        guard let entry = handles.withLock({ $0[h] }) else { return -Int(EBADF) }
+        guard offset < currentSize(entry.path, entry.file) else { return 0 }
+        do {
+            let s = try source(for: entry.path, entry.file)
+            let size = s.size
+            guard offset < size else { return 0 }
+            let n = Int(min(UInt64(buf.count), size - offset))
+            if let spans = (s as? any FileBackedSource)?.fileSpans(in: offset..<offset + UInt64(n)),
+               spans.count <= Int(BL_FUSE_MAX_SEGMENTS) {
+                var at = 0
+                for (i, span) in spans.enumerated() {
+                    let k = Int(span.length)
+                    switch span {
+                    case let .file(fd, fileOffset, _):
+                        segs[i] = bl_fuse_segment(fd: fd, pos: fileOffset, len: k)
+                    case .zeros:
+                        UnsafeMutableRawBufferPointer(rebasing: buf[at..<at + k]).initializeMemory(as: UInt8.self, repeating: 0)
+                        segs[i] = bl_fuse_segment(fd: -1, pos: UInt64(at), len: k)
+                    }
+                    at += k
+                }
+                guard at == n else { fatalError("fileSpans covered \(at) of \(n) bytes") }
+                nsegs.pointee = Int32(spans.count)
+                return n
+            }
+            try s.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]))
+            segs[0] = bl_fuse_segment(fd: -1, pos: 0, len: n)
+            nsegs.pointee = 1
             return n
         } catch {
             report("read \(entry.path) at \(offset)", error)

@@ -6,6 +6,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// One piece of a read's reply: `fd` >= 0: `len` bytes of that file at `pos` (the shim hands them
+// to the kernel with splice, never copying them through memory); `fd` < 0: `len` bytes the read
+// callback wrote into the request buffer at `pos`.
+typedef struct bl_fuse_segment {
+    int fd;
+    uint64_t pos;
+    size_t len;
+} bl_fuse_segment;
+
+#define BL_FUSE_MAX_SEGMENTS 16
+
 typedef struct bl_fuse_callbacks {
     void *ctx;
     // 1 if `path` is an exposed file (fills size and writable), 0 if it passes through, <0 -errno.
@@ -15,6 +26,11 @@ typedef struct bl_fuse_callbacks {
     // Bytes read (the whole request unless past the end), or -errno.
     long (*read)(void *ctx, uint64_t handle, char *buf, size_t size, uint64_t offset);
     long (*write)(void *ctx, uint64_t handle, const char *buf, size_t size, uint64_t offset);
+    // Optional. A read answered as pieces (at most BL_FUSE_MAX_SEGMENTS, in order, covering the
+    // bytes read): file ranges where the bytes are a file's unchanged bytes, else bytes written
+    // into `buf` (`size` bytes, at the request's relative offsets). Bytes read, or -errno.
+    long (*read_segments)(void *ctx, uint64_t handle, char *buf, size_t size, uint64_t offset,
+                          bl_fuse_segment *segs, int *nsegs);
     // Sets an exposed file's size (truncate/ftruncate to a size other than the current one): 0 or -errno.
     int (*truncate)(void *ctx, const char *path, uint64_t size);
     int (*flush)(void *ctx, uint64_t handle);
@@ -29,7 +45,16 @@ typedef struct bl_fuse_options {
     int single_thread;
     int debug;
     int page_cache;      // 1: read-only exposed files through the kernel page cache (keep_cache); 0: direct_io
+    int splice;          // how file-backed reads are answered: BL_SPLICE_* below
+    int file_backed;     // 1: some exposed file is file-backed; requests then fit a spliced reply in a pipe
 } bl_fuse_options;
+
+// BL_SPLICE_OWN (the default): the shim answers reads of exposed files itself, splicing file-backed
+// pieces through a per-thread pipe sized for a whole 1 MiB reply (root may exceed
+// fs.pipe-max-size); BL_SPLICE_LIBFUSE: libfuse's read_buf with FUSE_CAP_SPLICE_WRITE (its pipe is
+// fs.pipe-max-size, so 1 MiB replies fall back to a copy); BL_SPLICE_OFF: every read copies through
+// memory. docs/benchmarks-frontends.md has the measured effect of each.
+enum { BL_SPLICE_OWN = 0, BL_SPLICE_LIBFUSE = 1, BL_SPLICE_OFF = 2 };
 
 // Mounts `mountpoint`, passing through `backing_dir` and asking `cb` about exposed files; blocks
 // until unmounted (SIGINT/SIGTERM/SIGHUP unmount cleanly). Returns 0, or a nonzero libfuse status.

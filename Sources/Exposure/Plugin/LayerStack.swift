@@ -297,10 +297,12 @@ struct StatsCountingSource: BlockSource {
 }
 
 /// Hides a source's write side: the base below an overlay is never written, even by mistake.
-struct ReadOnly: BlockSource {
+/// Bytes pass unchanged, so a file-backed base stays file-backed (FUSE splices them).
+struct ReadOnly: FileBackedSource {
     let base: any BlockSource
     init(_ base: any BlockSource) { self.base = base }
     var size: UInt64 { base.size }
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws { try base.read(at: offset, into: buffer) }
     func extents(in range: Range<UInt64>) throws -> [Extent] { try base.extents(in: range) }
+    func fileSpans(in range: Range<UInt64>) -> [FileSpan]? { (base as? any FileBackedSource)?.fileSpans(in: range) }
 }

@@ -101,6 +101,8 @@ struct MountCommand: ParsableCommand {
         options.debug = debug
         options.pageCache = pageCache
         options.extraNames = catalog.extraNames
+        // A read-only --expose of a raw image is served by splicing the file (docs/frontends.md).
+        options.fileBackedExposures = !writable && !materialize && explicit.values.contains { !PluginFile.isPlugin(path: $0) }
         // Before installing handlers: a parent may have left these ignored or blocked.
         resetServerSignals()
         let reporting = stats || statsFile != nil

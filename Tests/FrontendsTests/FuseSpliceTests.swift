@@ -1,0 +1,141 @@
+import Testing
+import Foundation
+import TestSupport
+import BlockCore
+import Frontends
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads of file-backed exposures are spliced from the file to the reader (the shim's own reply
+/// path, `FuseMount.SpliceMode`): the bytes must be the file's for every shape of read, and the
+/// path must really be taken (`fileBackedReads` in the statistics; zero with splicing off).
+@Suite(.serialized) struct FuseSpliceTests {
+    /// Random unaligned ranges, reads larger than one request, the odd tail and a hole, through
+    /// `bootlab mount --expose` (a child process, as users run it), with splicing on and off.
+    @Test(.requiresFUSE) func splicedReadsOfAnExposedRawFileAreTheFileBytes() throws {
+        let dir = Scratch()
+        let disk = try makeDisk(dir.file("base.raw"), seed: 41, dataBytes: 5 << 20, size: (9 << 20) + 777)
+        let back = dir.dir("back"), mnt = dir.dir("mnt")
+        for mode in ["own", "libfuse", "off"] {
+            let stats = dir.file("stats-\(mode).json")
+            var env = ProcessInfo.processInfo.environment
+            env["BOOTLAB_FUSE_SPLICE"] = mode
+            let server = try Server(["mount", back, mnt, "--expose", "disk.raw=" + dir.file("base.raw"), "--stats-file", stats],
+                                    log: dir.file("mount-\(mode).log"), environment: env)
+            defer { server.stop(); unmount(mnt) }
+            try #require(waitFor { isMounted(mnt) }, "mount did not appear: \(server.log)")
+            #expect(try sha256(ofFile: mnt + "/disk.raw") == SHA256.hash(disk).hex, "\(mode): whole file")
+            let f = try RawFile(path: mnt + "/disk.raw")
+            var rng = Bytes(seed: 42)
+            var ranges = [(0, 1), (4095, 2), (1 << 20, 1 << 20), ((1 << 20) - 1, (3 << 20) + 3), (disk.count - 777, 777),
+                          (disk.count - 5000, 5000), ((5 << 20) - 100, 200)]  // the last across data and hole
+            for _ in 0..<60 {
+                let at = Int(rng.next() % UInt64(disk.count))
+                ranges.append((at, 1 + Int(rng.next() % UInt64(min(3 << 20, disk.count - at)))))
+            }
+            for (at, n) in ranges {
+                let got = try f.read(at: UInt64(at), count: n)
+                #expect(firstDifference(got, Array(disk[at..<at + n])) == nil, "\(mode): \(n) bytes at \(at)")
+            }
+            server.signal(SIGUSR1)
+            try #require(waitFor { (readStats(stats)?.sources.first?.reads ?? 0) > 0 }, "\(server.log)")
+            let s = try #require(readStats(stats)?.sources.first)
+            if mode == "off" {
+                #expect(s.fileBackedReads == 0, "splicing off still named the file")
+            } else {
+                // Every read of this exposure is file-backed, and counted as a read too.
+                #expect(s.fileBackedReads > 0 && s.fileBackedReads == s.reads, "\(mode): \(s)")
+                #expect(s.fileBackedBytes == s.bytesRead && s.bytesRead >= UInt64(disk.count), "\(mode): \(s)")
+            }
+            #expect(server.stop(SIGTERM) == 0, "\(server.log)")
+        }
+    }
+
+    /// A source whose bytes are partly a file's: a synthesized head (not file-backed: reads
+    /// touching it take the copy path), the file's bytes, then a zero tail (spliced file pages
+    /// and zeros from memory in one reply). Served in this process, counted.
+    @Test(.requiresFUSE) func readsAcrossFileBackedAndOtherBytesAreExact() throws {
+        let dir = Scratch()
+        let fileBytes = try makeDisk(dir.file("part.raw"), seed: 43, dataBytes: 2 << 20, size: (3 << 20) + 4001)
+        let head = 70_000, tail = (2 << 20) + 123
+        let source = HeadFileTail(head: head, file: try RawFile(path: dir.file("part.raw")), tail: UInt64(tail))
+        var model = [UInt8](repeating: 0, count: head + fileBytes.count + tail)
+        for i in 0..<head { model[i] = UInt8(truncatingIfNeeded: i &* 31 &+ 7) }
+        model.replaceSubrange(head..<head + fileBytes.count, with: fileBytes)
+        #expect(firstDifference(try source.read(at: 0, count: model.count), model) == nil, "the test source itself")
+
+        let counters = SourceCounters(name: "mixed.raw")
+        let counted = CountingSource(source, counters: counters)
+        let back = dir.dir("back"), mnt = dir.dir("mnt")
+        var o = FuseMount.Options()
+        o.splice = .own
+        o.fileBackedExposures = true
+        o.extraNames = ["mixed.raw"]
+        let mount = FuseMount(mountpoint: mnt, backingDirectory: back, options: o) { path in
+            path == "mixed.raw" ? ExposedFile(source: counted) : nil
+        }
+        let ended = DispatchSemaphore(value: 0)
+        Thread.detachNewThread { try? mount.run(); ended.signal() }
+        defer { unmount(mnt); _ = ended.wait(timeout: .now() + 20) }
+        try #require(waitFor { isMounted(mnt) }, "in-process mount did not appear")
+
+        let f = try RawFile(path: mnt + "/mixed.raw")
+        #expect(f.size == UInt64(model.count))
+        let fileEnd = head + fileBytes.count
+        var ranges = [(0, model.count), (head - 10, 20), (head, 4096), (head - 4096, 1 << 20), (fileEnd - 4096, 8192),
+                      (fileEnd - 1, 2), (fileEnd - 100_000, 1 << 20), (model.count - 10, 10)]
+        var rng = Bytes(seed: 44)
+        for _ in 0..<60 {
+            let at = Int(rng.next() % UInt64(model.count))
+            ranges.append((at, 1 + Int(rng.next() % UInt64(min(2 << 20, model.count - at)))))
+        }
+        for (at, n) in ranges {
+            let got = try f.read(at: UInt64(at), count: n)
+            #expect(firstDifference(got, Array(model[at..<at + n])) == nil, "\(n) bytes at \(at)")
+        }
+        let s = counters.snapshot
+        #expect(s.fileBackedReads > 0, "no read was answered from the file: \(s)")
+        #expect(s.fileBackedReads < s.reads, "reads touching the synthesized head must take the copy path: \(s)")
+    }
+}
+
+/// `head` synthesized bytes, then a file's bytes, then `tail` zeros; only the last two are
+/// file-backed (a `PaddedSource` behind a synthesized header, in miniature).
+private struct HeadFileTail: FileBackedSource {
+    let head: Int
+    let file: RawFile
+    let tail: UInt64
+    var size: UInt64 { UInt64(head) + file.size + tail }
+
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try checkRange(offset, buffer.count)
+        for i in 0..<buffer.count {
+            let p = offset + UInt64(i)
+            if p < UInt64(head) { buffer[i] = UInt8(truncatingIfNeeded: Int(p) &* 31 &+ 7) }
+        }
+        let h = UInt64(head)
+        let lo = max(offset, h), hi = min(offset + UInt64(buffer.count), h + file.size)
+        if lo < hi {
+            try file.read(at: lo - h, into: UnsafeMutableRawBufferPointer(rebasing: buffer[Int(lo - offset)..<Int(hi - offset)]))
+        }
+        let z = max(offset, h + file.size)
+        if z < offset + UInt64(buffer.count) {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[Int(z - offset)...]).initializeMemory(as: UInt8.self, repeating: 0)
+        }
+    }
+
+    func fileSpans(in range: Range<UInt64>) -> [FileSpan]? {
+        let h = UInt64(head)
+        guard range.lowerBound >= h, range.upperBound <= size else { return nil }
+        var out: [FileSpan] = []
+        let fileEnd = h + file.size
+        if range.lowerBound < fileEnd {
+            let hi = min(range.upperBound, fileEnd)
+            out.append(.file(fd: file.fd, offset: range.lowerBound - h, length: hi - range.lowerBound))
+        }
+        let z = max(range.lowerBound, fileEnd)
+        if z < range.upperBound { out.append(.zeros(length: range.upperBound - z)) }
+        return out
+    }
+}
