@@ -13,6 +13,12 @@ final class LossyFile: DurableFile, @unchecked Sendable {
     private var current: [UInt8] = []
     var syncs = 0
     var failAfterSyncs = Int.max
+    private var writes = 0
+    /// Called inside `sync()` after it has taken what it makes durable (the writes that returned
+    /// before it began) and before that is durable: writes made meanwhile, on other threads, are
+    /// not covered by this sync — the strictest reading of fdatasync for concurrent writes.
+    var duringSync: (@Sendable () -> Void)?
+    var writeCount: Int { lock.lock(); defer { lock.unlock() }; return writes }
 
     init(path: String) { self.path = path }
 
@@ -27,6 +33,7 @@ final class LossyFile: DurableFile, @unchecked Sendable {
     }
     func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
         lock.lock(); defer { lock.unlock() }
+        writes += 1
         let end = Int(offset) + buffer.count
         if current.count < end { current += [UInt8](repeating: 0, count: end - current.count) }
         current.replaceSubrange(Int(offset)..<end, with: buffer)
@@ -43,10 +50,16 @@ final class LossyFile: DurableFile, @unchecked Sendable {
         }
     }
     func sync() throws {
-        lock.lock(); defer { lock.unlock() }
+        lock.lock()
         syncs += 1
-        if syncs > failAfterSyncs { throw PowerGone() }
-        durable = current
+        if syncs > failAfterSyncs { lock.unlock(); throw PowerGone() }
+        let covered = current
+        let hook = duringSync
+        lock.unlock()
+        hook?()
+        lock.lock()
+        durable = covered
+        lock.unlock()
     }
     /// Drops everything not synced and brings the power back.
     func powerCut() {
@@ -153,6 +166,64 @@ final class ReadCountingFile: DurableFile, @unchecked Sendable {
             #expect(m.copiedChunks == m.chunkCount - recorded, "cut after \(cutAfter): recorded chunks copied again")
             #expect(try data.read(at: 0, count: expected.count) == expected)
             _ = complete
+        }
+    }
+
+    /// The data sync runs on its own thread while the fill writes the next batches
+    /// (`Options.syncOnThread`). Each data sync here waits until the fill thread has written
+    /// another batch, and covers only what was written before it began; the power goes after
+    /// 1…6 syncs. The journal must never name a chunk written during the sync that recorded it
+    /// (a sync records only the batches handed to it, all written before it began): every
+    /// recorded chunk holds its bytes after the cut, the restart copies exactly the unrecorded
+    /// chunks and ends with the stream. The fill did write during the syncs (counted), and with
+    /// the sync on the fill thread it never does (the A/B: the hook sees no write meanwhile).
+    @Test func aPowerCutWhileTheSyncThreadSyncsNeverRecordsWhatTheSyncDidNotCover() throws {
+        let f = try ReplacementFixture()
+        let stream = try f.stream()
+        var expected = stream
+        for i in 0..<8 { expected[i] = 0 }
+        let plugin = try f.image()
+        var o = ReplacementFixture.options(chunk: 256 << 10)
+        o.batchBytes = 512 << 10
+        o.syncBytes = 1 << 20
+        for (cutAfter, onThread) in [(1, true), (2, true), (3, true), (4, true), (6, true), (100, true), (100, false)] {
+            o.syncOnThread = onThread
+            let data = LossyFile(path: f.s.file("rt\(cutAfter)\(onThread)")), journal = LossyFile(path: f.s.file("jt\(cutAfter)\(onThread)"))
+            let m = try Materializer(plugin: plugin, data: data, journal: journal, options: o)
+            let overlapped = Locked(0), alone = Locked(0)
+            // The fresh replacement's own syncs are done; from here each data sync waits (at
+            // most 0.3 s) for a write of the fill thread that it will not cover.
+            data.failAfterSyncs = data.syncs + cutAfter
+            journal.failAfterSyncs = journal.syncs + cutAfter
+            data.duringSync = { [data] in
+                let before = data.writeCount, t0 = monotonicSeconds()
+                while data.writeCount == before && monotonicSeconds() - t0 < 0.3 { usleep(500) }
+                if data.writeCount > before { overlapped.withLock { $0 += 1 } } else { alone.withLock { $0 += 1 } }
+            }
+            var cut = false
+            do { try m.run() } catch is LossyFile.PowerGone { cut = true }
+            data.duringSync = nil
+            if onThread {
+                #expect(overlapped.current > 0, "cut after \(cutAfter): no batch was written while a data sync ran")
+            } else {
+                #expect(overlapped.current == 0 && alone.current > 0, "inline: a batch was written during a data sync")
+            }
+            #expect(cut == (cutAfter < 100), "cut after \(cutAfter): the power cut did not end the fill")
+            data.powerCut()
+            journal.powerCut()
+            let r = try Materializer(plugin: plugin, data: data, journal: journal, options: o)
+            let recorded = r.filledChunks
+            if cutAfter < 100 { #expect(recorded < r.chunkCount, "cut after \(cutAfter): nothing left to copy") }
+            for c in 0..<r.chunkCount where r.state.withLock({ $0.digests[c] != nil }) {
+                let range = r.chunkRange(c)
+                #expect(try data.read(at: range.lowerBound, count: range.count) == Array(expected[Int(range.lowerBound)..<Int(range.upperBound)]),
+                        "cut after \(cutAfter): chunk \(c) recorded but not durable")
+            }
+            #expect(try r.read(at: 0, count: stream.count) == stream)
+            try r.run()
+            #expect(r.isComplete)
+            #expect(r.copiedChunks == r.chunkCount - recorded, "cut after \(cutAfter): recorded chunks copied again")
+            #expect(try data.read(at: 0, count: expected.count) == expected)
         }
     }
 
