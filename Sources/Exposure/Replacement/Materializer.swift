@@ -395,10 +395,12 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         var syncing: (job: Background<Void>, chunks: Set<Int>)?
         // Bytes this loop wrote (synced or not): what `Options.stopAfterBytes` counts.
         var writtenThisRun: UInt64 = 0
+        // A sync on the thread failed: nothing written after it is recorded by this run.
+        var syncFailed = false
         func joinSync() throws {
             guard let s = syncing else { return }
             syncing = nil
-            try s.job.get()
+            do { try s.job.get() } catch { syncFailed = true; throw error }
         }
         func inFlight() -> Set<Int> { syncing.map { pending.chunks.union($0.chunks) } ?? pending.chunks }
         defer {
@@ -408,7 +410,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
             // unrecorded (copied again by the next start), never recorded and not durable. A
             // failed sync on the thread records nothing more (its error was, or is now, the
             // loop's; the chunks written since are copied again).
-            if (try? joinSync()) != nil { try? flush(&pending) }
+            if (try? joinSync()) != nil, !syncFailed { try? flush(&pending) }
             try? syncJournal()
         }
         while !stopRequested {
@@ -522,11 +524,20 @@ public final class Materializer: BlockSource, @unchecked Sendable {
     final class Background<T: Sendable>: @unchecked Sendable {
         // @unchecked: `result` is written once by the worker before `done` is signalled.
         private var result: Result<T, any Error>?
+        private var body: (@Sendable () throws -> T)?
         private let done = DispatchSemaphore(value: 0)
 
         init(name: String, _ body: @escaping @Sendable () throws -> T) {
+            self.body = body
             let t = Thread { [self] in
-                result = Result { try body() }
+                do {
+                    // The work (and the materializer it holds) is dropped before `done` is
+                    // signalled: once the fill returns, nothing keeps the materializer, and with
+                    // it the journal's lock, alive behind the caller's back.
+                    let work = self.body!
+                    self.body = nil
+                    result = Result { try work() }
+                }
                 done.signal()
             }
             t.name = name
