@@ -1,12 +1,12 @@
 import BlockCore
 
 /// The progress record of a replacement file (`<plugin>.fill`): which chunks of the replacement
-/// hold their final bytes, each with the SHA-256 of those bytes as the stream delivered them, and
+/// hold their final bytes, each with the digest of those bytes as the stream delivered them, and
 /// the phase (verified, switched). Append-only; a record is appended (and synced) only after the
 /// chunk's bytes are durable in the replacement, so the journal never names a chunk that is not.
 ///
 ///     header (64 bytes)
-///       0   8  magic "BLFILL\0\0\1"
+///       0   8  magic "BLFILL\0\0" and the digest kind: 1 SHA-256, 2 CRC-32C (`DigestKind`)
 ///       8   8  chunk size (u64 LE)
 ///      16   8  file size (u64 LE): the native file's size (the plugin's pointer records it)
 ///      24  32  identity: SHA-256 of the plugin's skeleton and trailer (another plugin: refused)
@@ -15,13 +15,34 @@ import BlockCore
 ///     record (48 bytes), repeated
 ///       0   4  kind: 1 filled, 2 invalidated, 3 verified, 4 switched
 ///       4   8  chunk index (filled, invalidated), else 0
-///      12  32  SHA-256 of the chunk's bytes (filled), else zeros
+///      12  32  digest of the chunk's bytes (filled): SHA-256, or CRC-32C (u32 LE) and 28 zero
+///              bytes; else zeros
 ///      44   4  CRC-32 of bytes 0..<44
 ///
 /// A torn or damaged tail (short record, bad CRC, unknown kind) ends the journal: it is cut
 /// there when opened for writing, and what precedes it stands.
 public struct FillJournal: Sendable {
-    public static let magic: [UInt8] = Array("BLFILL".utf8) + [0, 1]
+    public static func magic(_ kind: DigestKind) -> [UInt8] { Array("BLFILL".utf8) + [0, kind.rawValue] }
+
+    /// How a journal's chunk digests are computed; a journal keeps the kind it was started with
+    /// (one started before CRC-32C digests resumes with SHA-256). What the digest guards is a
+    /// replacement changed *between* processes, behind the journal (docs/replacement-file.md,
+    /// "Verification"): accidental damage, which a CRC detects as the journal's own CRC-32 does.
+    public enum DigestKind: UInt8, Sendable, CaseIterable {
+        case sha256 = 1
+        /// CRC-32C in hardware: a tenth of SHA-256's CPU, the fill's largest cost (`perf`).
+        case crc32c = 2
+
+        public func digest(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
+            switch self {
+            case .sha256: return SHA256.hash(bytes)
+            case .crc32c:
+                var out: [UInt8] = []
+                out.appendLE32(CRC32C.checksum(bytes))
+                return out + [UInt8](repeating: 0, count: 28)
+            }
+        }
+    }
     public static let headerLength = 64
     public static let recordLength = 48
 
@@ -33,6 +54,7 @@ public struct FillJournal: Sendable {
         public var chunkSize: UInt64
         public var fileSize: UInt64
         public var identity: [UInt8]
+        public var digest: DigestKind = .crc32c
         public var chunkCount: Int { Int((fileSize + chunkSize - 1) / chunkSize) }
     }
 
@@ -61,7 +83,7 @@ public struct FillJournal: Sendable {
     }
 
     static func encode(_ h: Header) -> [UInt8] {
-        var out = magic
+        var out = magic(h.digest)
         out.appendLE64(h.chunkSize)
         out.appendLE64(h.fileSize)
         out += h.identity.prefix(32) + [UInt8](repeating: 0, count: max(0, 32 - h.identity.count))
@@ -83,13 +105,13 @@ public struct FillJournal: Sendable {
         guard b.count >= headerLength else {
             throw FormatError("replacement progress journal", "header", at: 0, "\(b.count) bytes, a header has \(headerLength) (\(path))")
         }
-        guard Array(b[0..<8]) == magic else {
+        guard Array(b[0..<7]) == Array(magic(.sha256).prefix(7)), let kind = DigestKind(rawValue: b[7]) else {
             throw FormatError("replacement progress journal", "header", at: 0, "bad magic (\(path))")
         }
         guard b.le32(56) == CRC32.checksum(Array(b[0..<56])) else {
             throw FormatError("replacement progress journal", "header", at: 56, "CRC-32 mismatch (\(path))")
         }
-        let h = Header(chunkSize: b.le64(8), fileSize: b.le64(16), identity: Array(b[24..<56]))
+        let h = Header(chunkSize: b.le64(8), fileSize: b.le64(16), identity: Array(b[24..<56]), digest: kind)
         guard h.chunkSize >= 4096, h.chunkSize & (h.chunkSize - 1) == 0, h.chunkSize <= 1 << 30 else {
             throw FormatError("replacement progress journal", "header", at: 8, "chunk size \(h.chunkSize) is not a power of two in 4 KiB–1 GiB (\(path))")
         }

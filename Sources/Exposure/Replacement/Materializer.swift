@@ -97,6 +97,13 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         /// Read the next batch from the backup while the current one is written and synced
         /// (false: one batch at a time, the serial baseline of `ci/bench-materialize`).
         public var prefetch = true
+        /// Sync the replacement on its own thread while the next batches are read and written
+        /// (the records of a sync still follow it: only chunks written before the sync began are
+        /// recorded by it). false: the fill waits for each data sync (the A/B baseline of
+        /// `ci/bench-materialize`).
+        public var syncOnThread = true
+        /// The digest of a new fill's chunks (a resumed fill keeps its journal's).
+        public var digest: FillJournal.DigestKind = .crc32c
         /// Which chunks the verification pass reads back from the replacement and hashes.
         public var readBack: ReadBack = .recordedEarlier
         public enum ReadBack: Sendable {
@@ -130,6 +137,8 @@ public final class Materializer: BlockSource, @unchecked Sendable {
     let journal: any DurableFile
     public let chunkSize: UInt64
     public let chunkCount: Int
+    /// How this fill's chunk digests are computed (its journal's kind).
+    public let digestKind: FillJournal.DigestKind
     /// The format's identifying bytes (`DiskFormatDriver.deferredRanges`): kept zero while
     /// filling, written last by finalize.
     let deferred: [Range<UInt64>]
@@ -211,7 +220,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         if st == nil {
             // A new fill: the journal is reset first (no chunk named), then the replacement emptied.
             try journal.truncate(to: 0)
-            let header = FillJournal.Header(chunkSize: options.chunkSize, fileSize: fileSize, identity: identity)
+            let header = FillJournal.Header(chunkSize: options.chunkSize, fileSize: fileSize, identity: identity, digest: options.digest)
             try journal.write(at: 0, FillJournal.encode(header))
             try journal.sync()
             try data.truncate(to: 0)
@@ -222,6 +231,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
                                    validLength: UInt64(FillJournal.headerLength), tornBytes: 0)
         }
         self.chunkSize = st!.header.chunkSize
+        self.digestKind = st!.header.digest
         self.chunkCount = st!.header.chunkCount
         self.journalLength = Locked(st!.validLength)
         self.state = Locked(st!)
@@ -376,15 +386,31 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         var verifications = 0
         // Two batches at most: the one being written here, and the next, read from the backup
         // (decrypted, decompressed) and hashed meanwhile on another thread.
-        var next: Prefetch?
-        // Batches written and not yet synced: recorded together after one data sync.
+        var next: Background<PreparedBatch>?
+        // Batches written and not yet handed to a data sync.
         var pending = Pending()
+        // The data sync running on its own thread (at most one), and what it will record: only
+        // batches whose writes returned before it began. Batches written meanwhile go to
+        // `pending` and wait for the next sync.
+        var syncing: (job: Background<Void>, chunks: Set<Int>)?
+        // Bytes this loop wrote (synced or not): what `Options.stopAfterBytes` counts.
+        var writtenThisRun: UInt64 = 0
+        // A sync on the thread failed: nothing written after it is recorded by this run.
+        var syncFailed = false
+        func joinSync() throws {
+            guard let s = syncing else { return }
+            syncing = nil
+            do { try s.job.get() } catch { syncFailed = true; throw error }
+        }
+        func inFlight() -> Set<Int> { syncing.map { pending.chunks.union($0.chunks) } ?? pending.chunks }
         defer {
             next?.discard()
             // However the loop ends (stopped, complete, failed), what was written is synced and
             // recorded, and deferred records are synced; a failure here leaves those chunks
-            // unrecorded (copied again by the next start), never recorded and not durable.
-            try? flush(&pending)
+            // unrecorded (copied again by the next start), never recorded and not durable. A
+            // failed sync on the thread records nothing more (its error was, or is now, the
+            // loop's; the chunks written since are copied again).
+            if (try? joinSync()) != nil, !syncFailed { try? flush(&pending) }
             try? syncJournal()
         }
         while !stopRequested {
@@ -398,9 +424,10 @@ public final class Materializer: BlockSource, @unchecked Sendable {
                 next = nil
                 batch = try n.get()
             } else {
-                let chunks = nextBatch(excluding: pending.chunks)
+                let chunks = nextBatch(excluding: inFlight())
                 if chunks.isEmpty {
-                    if !pending.isEmpty {
+                    if !pending.isEmpty || syncing != nil {
+                        try joinSync()
                         try flush(&pending)
                         continue
                     }
@@ -423,21 +450,35 @@ public final class Materializer: BlockSource, @unchecked Sendable {
                 yieldToGuest()
                 batch = try prepare(chunks)
             }
-            let stopsAfterThis = options.stopAfterBytes.map { runtime.withLock { $0.bytesThisRun } + pending.bytes + batch.bytes >= $0 } ?? false
+            let stopsAfterThis = options.stopAfterBytes.map { writtenThisRun + batch.bytes >= $0 } ?? false
             if !stopsAfterThis, options.prefetch {
-                let chunks = nextBatch(excluding: pending.chunks.union(batch.chunks))
+                let chunks = nextBatch(excluding: inFlight().union(batch.chunks))
                 if !chunks.isEmpty {
-                    next = Prefetch { [self] in
+                    next = Background(name: "bootlab-materialize-prefetch") { [self] in
                         yieldToGuest()
                         return try prepare(chunks)
                     }
                 }
             }
             let bytes = try write(batch)
+            writtenThisRun += bytes
             pending.add(batch)
             // Throttled, every batch is synced and recorded (progress stays smooth).
             // At least every quarter of the file: an interruption keeps most of the work.
-            if pending.bytes >= min(options.syncBytes, plugin.size / 4) || options.rateLimit != nil || stopsAfterThis { try flush(&pending) }
+            if pending.bytes >= min(options.syncBytes, plugin.size / 4) || options.rateLimit != nil || stopsAfterThis {
+                // One sync in flight at most: the previous one ends (and records) first.
+                try joinSync()
+                if options.syncOnThread && options.rateLimit == nil && !stopsAfterThis {
+                    let handed = pending
+                    pending = Pending()
+                    syncing = (Background(name: "bootlab-materialize-sync") { [self] in
+                        var p = handed
+                        try flush(&p)
+                    }, handed.chunks)
+                } else {
+                    try flush(&pending)
+                }
+            }
             progress?(bytes)
             writeStatusFile()
             throttle()
@@ -458,35 +499,57 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         }
     }
 
+    /// A batch's memory, reused from batch to batch: a fresh 32 MiB allocation per batch costs
+    /// page faults and the kernel's clearing of every page (a tenth of the fill's CPU in `perf`).
+    final class BatchBuffer: @unchecked Sendable {
+        // @unchecked: one batch uses it at a time (taken from the pool, given back after writing).
+        let bytes: UnsafeMutableRawBufferPointer
+        init(count: Int) { bytes = .allocate(byteCount: max(count, 1), alignment: 4096) }
+        deinit { bytes.deallocate() }
+    }
+
     /// A batch read from the stream and hashed, not yet written.
     struct PreparedBatch: Sendable {
         var chunks: [Int]
-        var buffers: [[UInt8]]
+        /// Where each chunk's bytes lie in `buffer`; nil: the chunk is all zeros (nothing stored).
+        var slices: [Range<Int>?]
         var digests: [[UInt8]]
-        var bytes: UInt64 { buffers.reduce(0) { $0 + UInt64($1.count) } }
+        var buffer: BatchBuffer
+        /// The chunks' bytes, zero chunks included.
+        var bytes: UInt64
     }
 
-    /// The next batch, prepared on its own thread while the current one is committed.
-    final class Prefetch: @unchecked Sendable {
+    /// Work on its own thread: the next batch prepared while the current one is committed, or
+    /// a data sync (and its records) while the next batches are written.
+    final class Background<T: Sendable>: @unchecked Sendable {
         // @unchecked: `result` is written once by the worker before `done` is signalled.
-        private var result: Result<PreparedBatch, any Error>?
+        private var result: Result<T, any Error>?
+        private var body: (@Sendable () throws -> T)?
         private let done = DispatchSemaphore(value: 0)
 
-        init(_ body: @escaping @Sendable () throws -> PreparedBatch) {
+        init(name: String, _ body: @escaping @Sendable () throws -> T) {
+            self.body = body
             let t = Thread { [self] in
-                result = Result { try body() }
+                do {
+                    // The work (and the materializer it holds) is dropped before `done` is
+                    // signalled: once the fill returns, nothing keeps the materializer, and with
+                    // it the journal's lock, alive behind the caller's back.
+                    let work = self.body!
+                    self.body = nil
+                    result = Result { try work() }
+                }
                 done.signal()
             }
-            t.name = "bootlab-materialize-prefetch"
+            t.name = name
             t.start()
         }
 
-        func get() throws -> PreparedBatch {
+        func get() throws -> T {
             done.wait()
             return try result!.get()
         }
 
-        /// Waits for the worker and drops its batch (the fill stopped or failed).
+        /// Waits for the worker and drops its result (the fill stopped or failed).
         func discard() { done.wait() }
     }
 
@@ -520,51 +583,95 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         }
     }
 
-    /// Reads `chunks` from the stream (through the plugin: decrypt, decompress) and hashes
-    /// them, in parallel; nothing is written.
-    private func prepare(_ chunks: [Int]) throws -> PreparedBatch {
-        let buffers = Locked([[UInt8]](repeating: [], count: chunks.count))
-        let digests = Locked([[UInt8]](repeating: [], count: chunks.count))
-        let failure = Locked<(any Error)?>(nil)
-        DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
-            do {
-                let r = chunkRange(chunks[i])
-                // Not zero-filled first: the read fills every byte (or throws, and the buffer goes).
-                var buf = try [UInt8](unsafeUninitializedCapacity: r.count) { b, n in
-                    try plugin.read(at: r.lowerBound, into: UnsafeMutableRawBufferPointer(b))
-                    n = r.count
-                }
-                // The format's identifying bytes are written last, at finalize: a half-filled
-                // replacement is never taken for a complete native file.
-                for d in deferred where d.overlaps(r) {
-                    let c = d.clamped(to: r)
-                    for k in Int(c.lowerBound - r.lowerBound)..<Int(c.upperBound - r.lowerBound) { buf[k] = 0 }
-                }
-                // An all-zero chunk (a third of a typical disk) needs no hashing: its digest is
-                // that of zeros of its length, computed once.
-                let d = buf.withUnsafeBytes { isAllZero($0) } ? zeroDigest(count: buf.count) : SHA256.hash(buf)
-                digests.withLock { $0[i] = d }
-                buffers.withLock { $0[i] = buf }
-            } catch {
-                failure.withLock { $0 = error }
-            }
-        }
-        if let e = failure.current { throw e }
-        return PreparedBatch(chunks: chunks, buffers: buffers.current, digests: digests.current)
+    private let bufferPool = Locked<[BatchBuffer]>([])
+
+    /// A buffer of at least `count` bytes (of the batch size at least), from the pool if it has one.
+    private func takeBuffer(_ count: Int) -> BatchBuffer {
+        let want = max(count, Int(min(options.batchBytes, plugin.size / 4)))
+        return bufferPool.withLock { pool in
+            if let i = pool.firstIndex(where: { $0.bytes.count >= count }) { return pool.remove(at: i) }
+            return nil
+        } ?? BatchBuffer(count: want)
     }
 
-    /// Writes a prepared batch to the replacement (not synced, not recorded).
+    private func giveBack(_ b: BatchBuffer) {
+        bufferPool.withLock { if $0.count < 3 { $0.append(b) } }
+    }
+
+    /// Reads `chunks` from the stream (through the plugin: decrypt, decompress) and hashes
+    /// them; nothing is written. Chunks no data extent touches are zeros, known without reading
+    /// (as convert skips them); runs of adjacent chunks are read with one request, which the
+    /// backup reader decodes in parallel straight into the buffer.
+    private func prepare(_ chunks: [Int]) throws -> PreparedBatch {
+        let ranges = chunks.map(chunkRange)
+        var slices = [Range<Int>?](repeating: nil, count: chunks.count)
+        var stored = 0
+        for (i, r) in ranges.enumerated() where try plugin.extents(in: r).contains(where: { $0.kind == .data && $0.length > 0 }) {
+            slices[i] = stored..<stored + r.count
+            stored += r.count
+        }
+        let buffer = takeBuffer(stored)
+        do {
+            var i = 0
+            while i < chunks.count {
+                guard let first = slices[i] else { i += 1; continue }
+                var j = i + 1
+                while j < chunks.count, slices[j] != nil, ranges[j].lowerBound == ranges[j - 1].upperBound { j += 1 }
+                // Not zero-filled first: the read fills every byte (or throws).
+                try plugin.read(at: ranges[i].lowerBound,
+                                into: UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[first.lowerBound..<slices[j - 1]!.upperBound]))
+                i = j
+            }
+        } catch {
+            giveBack(buffer)
+            throw error
+        }
+        // The format's identifying bytes are written last, at finalize: a half-filled
+        // replacement is never taken for a complete native file.
+        for (i, r) in ranges.enumerated() {
+            guard let s = slices[i] else { continue }
+            for d in deferred where d.overlaps(r) {
+                let c = d.clamped(to: r)
+                let lo = s.lowerBound + Int(c.lowerBound - r.lowerBound)
+                UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[lo..<lo + c.count]).initializeMemory(as: UInt8.self, repeating: 0)
+            }
+        }
+        // An all-zero chunk (a third of a typical disk) needs no hashing: its digest is that
+        // of zeros of its length, computed once. The others are hashed in parallel.
+        let found = Locked([(digest: [UInt8], zero: Bool)](repeating: ([], true), count: chunks.count))
+        let known = slices
+        DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
+            var zero = true
+            var d: [UInt8]
+            if let s = known[i] {
+                let b = UnsafeRawBufferPointer(rebasing: buffer.bytes[s])
+                zero = isAllZero(b)
+                d = zero ? [] : digestKind.digest(b)
+            } else {
+                d = []
+            }
+            if zero { d = zeroDigest(count: ranges[i].count) }
+            found.withLock { $0[i] = (d, zero) }
+        }
+        let results = found.current
+        for i in chunks.indices where results[i].zero { slices[i] = nil }
+        return PreparedBatch(chunks: chunks, slices: slices, digests: results.map(\.digest), buffer: buffer,
+                             bytes: ranges.reduce(0) { $0 + UInt64($1.count) })
+    }
+
+    /// Writes a prepared batch to the replacement (not synced, not recorded); its buffer goes
+    /// back to the pool.
     private func write(_ batch: PreparedBatch) throws -> UInt64 {
+        defer { giveBack(batch.buffer) }
         let chunks = batch.chunks
         let failure = Locked<(any Error)?>(nil)
         DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
             do {
                 let r = chunkRange(chunks[i])
-                let buf = batch.buffers[i]
-                if buf.withUnsafeBytes({ isAllZero($0) }) {
-                    try data.zero(at: r.lowerBound, count: UInt64(r.count))
+                if let s = batch.slices[i] {
+                    try data.write(at: r.lowerBound, from: UnsafeRawBufferPointer(rebasing: batch.buffer.bytes[s]))
                 } else {
-                    try data.write(at: r.lowerBound, buf)
+                    try data.zero(at: r.lowerBound, count: UInt64(r.count))
                 }
             } catch {
                 failure.withLock { $0 = error }
@@ -578,6 +685,8 @@ public final class Materializer: BlockSource, @unchecked Sendable {
 
     /// Syncs the replacement, then records the pending chunks (the journal synced every
     /// `Options.journalSyncEvery` flushes): a chunk is recorded only once its bytes are durable.
+    /// Runs on the fill thread or, with `Options.syncOnThread`, on the sync thread (one at a
+    /// time), with batches whose writes all returned before it was called.
     private func flush(_ pending: inout Pending) throws {
         guard !pending.isEmpty else { return }
         try data.sync()
@@ -599,10 +708,10 @@ public final class Materializer: BlockSource, @unchecked Sendable {
     func nextBatchForTesting() -> [Int] { nextBatch(excluding: []) }
 
     private let zeroDigests = Locked<[Int: [UInt8]]>([:])
-    /// SHA-256 of `count` zero bytes (one value per length: the full chunk, the last one).
+    /// The digest of `count` zero bytes (one value per length: the full chunk, the last one).
     func zeroDigest(count: Int) -> [UInt8] {
         if let d = zeroDigests.withLock({ $0[count] }) { return d }
-        let d = SHA256.hash([UInt8](repeating: 0, count: count))
+        let d = [UInt8](repeating: 0, count: count).withUnsafeBytes { digestKind.digest($0) }
         zeroDigests.withLock { $0[count] = d }
         return d
     }
@@ -661,7 +770,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
                     }
                     let r = chunkRange(chunks[i])
                     let buf = try data.read(at: r.lowerBound, count: r.count)
-                    let d = SHA256.hash(buf)
+                    let d = buf.withUnsafeBytes { digestKind.digest($0) }
                     found.withLock { $0[i] = d }
                 } catch {
                     failure.withLock { $0 = error }

@@ -32,6 +32,10 @@ struct MaterializeCommand: ParsableCommand {
     // Hidden knobs for ci/bench-materialize's A/B rows (docs/replacement-file.md, "Benchmarks").
     @Flag(name: .customLong("no-prefetch"), help: ArgumentHelp("Fill one batch at a time (no read-ahead of the next batch): the serial baseline.", visibility: .hidden))
     var noPrefetch = false
+    @Flag(name: .customLong("sync-inline"), help: ArgumentHelp("Wait for each data sync on the fill thread (no sync thread): the A/B baseline.", visibility: .hidden))
+    var syncInline = false
+    @Option(name: .customLong("digest"), help: ArgumentHelp("Chunk digest of a new fill: crc32c (default) or sha256.", visibility: .hidden))
+    var digest: String?
     @Option(name: .customLong("batch-size"), help: ArgumentHelp("Bytes per fill batch (one data sync each; default 32M).", visibility: .hidden))
     var batchSize: String?
     @Option(name: .customLong("sync-every"), help: ArgumentHelp("Bytes written between two syncs of the replacement (default 128M).", visibility: .hidden))
@@ -54,6 +58,12 @@ struct MaterializeCommand: ParsableCommand {
             if let stopAfter { o.stopAfterBytes = try ByteSize.parse(stopAfter) }
             if let fault { o.faults = try MaterializeFaults(parsing: fault) }
             o.prefetch = !noPrefetch
+            o.syncOnThread = !syncInline
+            switch digest {
+            case nil, "crc32c": o.digest = .crc32c
+            case "sha256": o.digest = .sha256
+            default: throw ValidationError("--digest must be crc32c or sha256")
+            }
             if verifyAll { o.readBack = .all }
             if let batchSize {
                 o.batchBytes = try ByteSize.parse(batchSize)
