@@ -82,6 +82,7 @@ let package = Package(
         .target(name: "CNBDKit"),
         .target(name: "NBDKitPlugin", dependencies: ["CNBDKit", "Frontends", "BlockCore", "BackupImage", "Exposure"]),
         .executableTarget(name: "FuzzOverlayJournal", dependencies: ["Exposure"], path: "Sources/Fuzz/FuzzOverlayJournal"),
+        .executableTarget(name: "FuzzFillJournal", dependencies: ["Exposure"], path: "Sources/Fuzz/FuzzFillJournal"),
         // libFuzzer harness for the plugin pointer (external sources) and source specs (ci/test.d/75-user-sources.sh).
         .executableTarget(name: "FuzzPluginPointer", dependencies: ["Exposure"], path: "Sources/Fuzz/FuzzPluginPointer"),
         .testTarget(name: "ExposureTests", dependencies: ["Exposure", "BlockCore", "BackupImage", "DiskFormats", "Processes", "TestSupport"]),

@@ -261,7 +261,7 @@ final class ReadCountingFile: DurableFile, @unchecked Sendable {
         #expect(a.filledChunks == a.chunkCount && !a.isComplete)
         try data.write(at: 3 * a.chunkSize + 100, [0xEE, 0xEE])
         try data.sync()
-        let state = try FillJournal.replay(try journal.read(at: 0, count: Int(try journal.size())), path: "j")
+        let state = try FillJournal.replay(try journal.read(at: 0, count: Int(try journal.size())), path: "j", fileSize: plugin.size)
         // Every `filled` record stays (the damaged chunk is one an earlier process recorded);
         // a `verified` and `switched` pair, if the run got that far, goes.
         var keep = state.validLength

@@ -163,16 +163,28 @@ struct ReplacementFixture {
         let f = try ReplacementFixture()
         try Materializer.open(plugin: f.image(), options: ReplacementFixture.options(stopAfter: 256 << 10)).run()
         let j = ReplacementPaths(plugin: f.plugin).journal
-        let before = try FillJournal.read(path: j)
+        let size = try f.image().size
+        let before = try FillJournal.read(path: j, fileSize: size)
+        // The chunk table is allocated by the header's file size only once it is the plugin's:
+        // a journal claiming another size (here 2^63 bytes, 2^43 chunks) is refused, not allocated.
+        var huge = try [UInt8](Data(contentsOf: URL(fileURLWithPath: j)).prefix(FillJournal.headerLength))
+        huge.replaceSubrange(16..<24, with: withUnsafeBytes(of: (UInt64(1) << 63).littleEndian, Array.init))
+        huge.replaceSubrange(56..<60, with: withUnsafeBytes(of: CRC32.checksum(Array(huge[0..<56])).littleEndian, Array.init))
+        do {
+            _ = try FillJournal.replay(huge, path: "huge", fileSize: size)
+            Issue.record("a journal for another file size was replayed")
+        } catch let e as FormatError {
+            #expect("\(e)".contains("file size 9223372036854775808"), "\(e)")
+        }
         let h = FileHandle(forWritingAtPath: j)!
         h.seekToEndOfFile()
         h.write(Data(FillJournal.encode(.init(kind: .filled, chunk: 40, digest: [UInt8](repeating: 1, count: 32))).prefix(30)))
         h.closeFile()
-        let torn = try FillJournal.read(path: j)
+        let torn = try FillJournal.read(path: j, fileSize: size)
         #expect(torn.tornBytes == 30 && torn.digests == before.digests)
         let m = try Materializer.open(plugin: f.image(), options: ReplacementFixture.options())
         #expect(m.filledChunks == before.filledCount)
-        #expect(try FillJournal.read(path: j).tornBytes == 0)
+        #expect(try FillJournal.read(path: j, fileSize: size).tornBytes == 0)
     }
 
     @Test func finalizeAppliesTheOverlayMarksThePointerAndKeepsTheOldPlugin() throws {

@@ -118,9 +118,16 @@ public struct FillJournal: Sendable {
         return h
     }
 
-    /// Replays `bytes` (a whole journal).
-    public static func replay(_ bytes: [UInt8], path: String) throws -> State {
+    /// Replays `bytes` (a whole journal) of the replacement of a native file of `fileSize` bytes
+    /// (the plugin's pointer says it). The chunk table is sized by the header, so the header's file
+    /// size must be that trusted one before anything is allocated: a damaged or foreign journal
+    /// cannot make the replay allocate by its own numbers.
+    public static func replay(_ bytes: [UInt8], path: String, fileSize: UInt64) throws -> State {
         let header = try parseHeader(bytes, path: path)
+        guard header.fileSize == fileSize else {
+            throw FormatError("replacement progress journal", "header", at: 16,
+                              "file size \(header.fileSize), but the plugin's native file has \(fileSize) bytes (\(path))")
+        }
         var state = State(header: header, digests: Array(repeating: nil, count: header.chunkCount),
                           validLength: UInt64(headerLength), tornBytes: 0)
         var at = headerLength
@@ -144,9 +151,9 @@ public struct FillJournal: Sendable {
     }
 
     /// Reads and replays the journal at `path` (without writing it).
-    public static func read(path: String) throws -> State {
+    public static func read(path: String, fileSize: UInt64) throws -> State {
         let f = try PosixDurableFile(path: path, readOnly: true)
-        return try replay(try f.read(at: 0, count: Int(try f.size())), path: path)
+        return try replay(try f.read(at: 0, count: Int(try f.size())), path: path, fileSize: fileSize)
     }
 }
 

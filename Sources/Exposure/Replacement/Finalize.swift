@@ -214,7 +214,7 @@ public enum Replacement {
         let pointer: PluginPointer
         do { pointer = try PluginPointer.read(pluginPath: paths.plugin).0 } catch { throw ReplacementError.notAPlugin(paths.plugin) }
         guard access(paths.journal, F_OK) == 0,
-              let s = try? FillJournal.read(path: paths.journal) else {
+              let s = try? FillJournal.read(path: paths.journal, fileSize: pointer.fileSize) else {
             return MaterializeStatus(plugin: paths.plugin, replacement: paths.replacement, phase: "not-started",
                                      totalBytes: pointer.fileSize, doneBytes: 0, chunkSize: 0, chunks: 0, filledChunks: 0, running: false)
         }

@@ -205,10 +205,12 @@ public final class Materializer: BlockSource, @unchecked Sendable {
         var st: FillJournal.State?
         let jsize = try journal.size()
         if !options.restart, jsize >= UInt64(FillJournal.headerLength) {
-            let s = try FillJournal.replay(try journal.read(at: 0, count: Int(jsize)), path: journal.path)
-            guard s.header.identity == identity, s.header.fileSize == fileSize else {
+            let bytes = try journal.read(at: 0, count: Int(jsize))
+            let h = try FillJournal.parseHeader(bytes, path: journal.path)
+            guard h.identity == identity, h.fileSize == fileSize else {
                 throw ReplacementError.otherPlugin(journal: journal.path)
             }
+            let s = try FillJournal.replay(bytes, path: journal.path, fileSize: fileSize)
             if s.tornBytes > 0 {
                 try journal.truncate(to: s.validLength)
                 try journal.sync()
