@@ -48,16 +48,6 @@ private func writeShellPlugin(_ path: String, file: String, marker: String, open
     try writeExecutable(path, script)
 }
 
-/// Written through a close-on-exec descriptor: a child started meanwhile by another test must
-/// not inherit it (exec of the script would then fail with "Text file busy").
-private func writeExecutable(_ path: String, _ text: String) throws {
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
-    guard fd >= 0 else { throw IOError("open", path: path, errno: errno) }
-    defer { close(fd) }
-    let bytes = Array(text.utf8)
-    guard write(fd, bytes, bytes.count) == bytes.count else { throw IOError("write", path: path, errno: errno) }
-}
-
 private func exposeOptions() -> PluginFile.ExposeOptions {
     var o = PluginFile.ExposeOptions()
     o.composer.bootCode = bootCode

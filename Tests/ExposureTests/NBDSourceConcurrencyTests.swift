@@ -61,11 +61,7 @@ import Glibc
           *) exit 2 ;;
         esac
         """
-        let fd = open(script, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
-        try #require(fd >= 0)
-        let bytes = Array(text.utf8)
-        #expect(write(fd, bytes, bytes.count) == bytes.count)
-        close(fd)
+        try writeExecutable(script, text)
 
         let source = try ExternalSource.open(BackupSourceSpec(kind: .nbdkit, argv: ["sh", "./hangs.sh"]), directory: plug, timeout: 2)
         let start = NBDSource.now

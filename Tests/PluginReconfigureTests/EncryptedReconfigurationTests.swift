@@ -83,8 +83,7 @@ import Glibc
     @Test func aChildThatCannotReadIsReportedWithItsLog() throws {
         let f = try Fixture.make("child")
         let wrapper = f.dir.appendingPathComponent("bootlab-wrong-env").path
-        try Data("#!/bin/sh\nBOOTLAB_PASSPHRASE='not it' exec '\(bootlab)' \"$@\"\n".utf8).write(to: URL(fileURLWithPath: wrapper))
-        chmod(wrapper, 0o755)
+        try writeExecutable(wrapper, "#!/bin/sh\nBOOTLAB_PASSPHRASE='not it' exec '\(bootlab)' \"$@\"\n")
         let error = try reconfigure(f, executable: wrapper)
         guard case .unreadable = error else { Issue.record("expected .unreadable, got \(error)"); return }
         let text = "\(error)"
@@ -99,9 +98,7 @@ import Glibc
     @Test func aChildThatExitsIsReportedWithItsStatusAndLog() throws {
         let f = try Fixture.make("exit")
         let wrapper = f.dir.appendingPathComponent("bootlab-exits").path
-        try Data("#!/bin/sh\necho 'first line'\necho 'nbdkit: cannot load the plugin' >&2\nexit 3\n".utf8)
-            .write(to: URL(fileURLWithPath: wrapper))
-        chmod(wrapper, 0o755)
+        try writeExecutable(wrapper, "#!/bin/sh\necho 'first line'\necho 'nbdkit: cannot load the plugin' >&2\nexit 3\n")
         let error = try reconfigure(f, executable: wrapper)
         guard case .server = error else { Issue.record("expected .server, got \(error)"); return }
         let text = "\(error)"
