@@ -45,12 +45,23 @@ func readWithVhdimount(_ image: String, in dir: Scratch) throws -> [UInt8] {
     let mnt = dir.file("mnt-\(UInt32.random(in: 0...UInt32.max))")
     try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
     try run("vhdimount", image, mnt)
-    defer { _ = try? sh(["fusermount3", "-u", mnt]) ; _ = try? sh(["fusermount", "-u", mnt]) }
+    defer { unmountFUSE(mnt) }
     // vhdimount exposes every file of a differencing chain, parent first: vhdi1 … vhdiN; the
     // image asked for is the last one.
     let names = try FileManager.default.contentsOfDirectory(atPath: mnt).filter { $0.hasPrefix("vhdi") }
     let last = names.max { (Int($0.dropFirst(4)) ?? 0) < (Int($1.dropFirst(4)) ?? 0) }
     return try fileBytes(mnt + "/" + (last ?? "vhdi1"))
+}
+
+/// Unmounts a FUSE mount a test made. Right after the last read the kernel may still hold the
+/// file (`fusermount3 -u` says "Device or resource busy"): a single try left a `vhdimount` mounted
+/// after every suite run. Retries for up to 5 s, then detaches lazily so nothing outlives the test.
+func unmountFUSE(_ mnt: String) {
+    for _ in 0..<50 {
+        if (try? sh(["fusermount3", "-u", mnt]))?.status == 0 { return }
+        usleep(100_000)
+    }
+    _ = try? sh(["fusermount3", "-u", "-z", mnt])
 }
 
 /// Rewrites the metadata region of a VHDX in place (tests re-point or corrupt files with it).
