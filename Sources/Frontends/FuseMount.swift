@@ -204,7 +204,9 @@ public final class FuseMount: @unchecked Sendable {
         opened.withLock({ $0[path] })?.size ?? file.size
     }
 
-    private func cRead(_ h: UInt64, _ buf: UnsafeMutableRawBufferPointer, _ offset: UInt64) -> Int {
+    /// A read of up to `count` bytes at `offset` of handle `h`: `body` gets the source and the
+    /// bytes it may answer (> 0); the reply is its result, 0 past the end, or -errno.
+    private func answerRead(_ h: UInt64, count: Int, at offset: UInt64, _ body: (any BlockSource, Int) throws -> Int) -> Int {
         guard let entry = handles.withLock({ $0[h] }) else { return -Int(EBADF) }
         // Past the end reads nothing, without opening the source.
         guard offset < currentSize(entry.path, entry.file) else { return 0 }
@@ -212,12 +214,17 @@ public final class FuseMount: @unchecked Sendable {
             let s = try source(for: entry.path, entry.file)
             let size = s.size
             guard offset < size else { return 0 }
-            let n = Int(min(UInt64(buf.count), size - offset))
-            try s.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]))
-            return n
+            return try body(s, Int(min(UInt64(count), size - offset)))
         } catch {
             report("read \(entry.path) at \(offset)", error)
             return -Int(errnoCode(for: error))
+        }
+    }
+
+    private func cRead(_ h: UInt64, _ buf: UnsafeMutableRawBufferPointer, _ offset: UInt64) -> Int {
+        answerRead(h, count: buf.count, at: offset) { s, n in
+            try s.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]))
+            return n
         }
     }
 
@@ -228,13 +235,7 @@ public final class FuseMount: @unchecked Sendable {
     private func cReadSegments(_ h: UInt64, _ buf: UnsafeMutableRawBufferPointer, _ offset: UInt64,
                                _ segs: UnsafeMutablePointer<bl_fuse_segment>, _ nsegs: UnsafeMutablePointer<Int32>) -> Int {
         nsegs.pointee = 0
-        guard let entry = handles.withLock({ $0[h] }) else { return -Int(EBADF) }
-        guard offset < currentSize(entry.path, entry.file) else { return 0 }
-        do {
-            let s = try source(for: entry.path, entry.file)
-            let size = s.size
-            guard offset < size else { return 0 }
-            let n = Int(min(UInt64(buf.count), size - offset))
+        return answerRead(h, count: buf.count, at: offset) { s, n in
             if let spans = (s as? any FileBackedSource)?.fileSpans(in: offset..<offset + UInt64(n)),
                spans.count <= Int(BL_FUSE_MAX_SEGMENTS) {
                 var at = 0
@@ -257,9 +258,6 @@ public final class FuseMount: @unchecked Sendable {
             segs[0] = bl_fuse_segment(fd: -1, pos: 0, len: n)
             nsegs.pointee = 1
             return n
-        } catch {
-            report("read \(entry.path) at \(offset)", error)
-            return -Int(errnoCode(for: error))
         }
     }
 
