@@ -113,6 +113,19 @@ public final class PosixDurableFile: DurableFile, @unchecked Sendable {
 
     /// Takes an exclusive advisory lock without waiting; false when another process holds it.
     func tryLockExclusive() -> Bool { flock(fd, LOCK_EX | LOCK_NB) == 0 }
+
+    /// `tryLockExclusive`, retried for up to `seconds`: a fill that just returned may still be
+    /// held for a moment by its last worker thread's reference (the lock goes with the journal's
+    /// descriptor), which a unit-test run saw as "busy" once; another process really filling
+    /// holds it far longer and is still refused.
+    func lockExclusive(waitingUpTo seconds: Double) -> Bool {
+        let tries = max(1, Int(seconds / 0.02))
+        for i in 0..<tries {
+            if tryLockExclusive() { return true }
+            if i + 1 < tries { usleep(20_000) }
+        }
+        return false
+    }
     func unlock() { _ = flock(fd, LOCK_UN) }
 }
 

@@ -180,7 +180,7 @@ public final class Materializer: BlockSource, @unchecked Sendable {
     public static func open(plugin: ExposedImage, options: Options = Options()) throws -> Materializer {
         let paths = ReplacementPaths(plugin: plugin.pluginPath)
         let journal = try PosixDurableFile(path: paths.journal, create: true)
-        guard journal.tryLockExclusive() else { throw ReplacementError.busy(journal: paths.journal) }
+        guard journal.lockExclusive(waitingUpTo: 2) else { throw ReplacementError.busy(journal: paths.journal) }
         // A journal without its replacement (deleted by hand) names chunks nobody holds: start over.
         var o = options
         if access(paths.replacement, F_OK) != 0 { o.restart = true }
