@@ -64,7 +64,7 @@ enum Q2 {
         guard r.termination.status == 0 else {
             throw Failed(description: "qcowmount failed: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
         }
-        defer { _ = try? tool(["fusermount3", "-u", mnt]); _ = try? tool(["umount", mnt]) }
+        defer { unmountFUSE(mnt) }
         return try bytes(mnt + "/qcow1")
     }
 

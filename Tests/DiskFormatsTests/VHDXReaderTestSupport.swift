@@ -53,17 +53,6 @@ func readWithVhdimount(_ image: String, in dir: Scratch) throws -> [UInt8] {
     return try fileBytes(mnt + "/" + (last ?? "vhdi1"))
 }
 
-/// Unmounts a FUSE mount a test made. Right after the last read the kernel may still hold the
-/// file (`fusermount3 -u` says "Device or resource busy"): a single try left a `vhdimount` mounted
-/// after every suite run. Retries for up to 5 s, then detaches lazily so nothing outlives the test.
-func unmountFUSE(_ mnt: String) {
-    for _ in 0..<50 {
-        if (try? sh(["fusermount3", "-u", mnt]))?.status == 0 { return }
-        usleep(100_000)
-    }
-    _ = try? sh(["fusermount3", "-u", "-z", mnt])
-}
-
 /// Rewrites the metadata region of a VHDX in place (tests re-point or corrupt files with it).
 func rewriteMetadata(_ path: String, _ change: (inout VHDXMetadata) -> Void) throws {
     let f = try RawFile(path: path, writable: true)

@@ -64,7 +64,7 @@ private func compareVHDX(_ vhdx: String, _ expected: String, ss: Int, scratch: S
     let mnt = scratch.dir("vhdi-\(UUID().uuidString.prefix(8))")
     let m = try sh(["vhdimount", vhdx, mnt])
     guard m.status == 0 else { return (m.status, "vhdimount: \(m.out)") }
-    defer { _ = try? sh(["fusermount3", "-u", mnt]) }
+    defer { unmountFUSE(mnt) }
     return try sh(["qemu-img", "compare", "-f", "raw", "-F", "raw", mnt + "/vhdi1", expected])
 }
 

@@ -140,7 +140,7 @@ private func exposeSet(_ dir: String, format: String = "vhdx") throws -> (report
         let mnt = s.dir("vhdi")
         let mounted = try sh(["vhdimount", e.stream, mnt])
         try #require(mounted.status == 0, "vhdimount: \(mounted.out)")
-        defer { _ = try? sh(["fusermount3", "-u", mnt]) }
+        defer { unmountFUSE(mnt) }
         let cmp = try sh(["qemu-img", "compare", "-f", "raw", "-F", "raw", mnt + "/vhdi1", original])
         #expect(cmp.status == 0 && cmp.out.contains("Images are identical"), "\(cmp.out)")
         let v = try loop4K(e.raw) { try sh(["sgdisk", "-v", $0]).out }

@@ -79,3 +79,15 @@ public let productsDirectory: String = {
 }()
 
 public var bootlabPath: String { productsDirectory + "/bootlab" }
+
+/// Unmounts a FUSE mount a test made. Right after the last read the kernel may still hold the
+/// file (`fusermount3 -u` says "Device or resource busy"): a single try left a `vhdimount`
+/// mounted after every suite run. Retries for up to 5 s, then detaches lazily so nothing
+/// outlives the test.
+public func unmountFUSE(_ mnt: String) {
+    for _ in 0..<50 {
+        if (try? run("fusermount3", ["-u", mnt]))?.status == 0 { return }
+        usleep(100_000)
+    }
+    _ = try? run("fusermount3", ["-u", "-z", mnt])
+}
