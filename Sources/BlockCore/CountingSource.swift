@@ -14,6 +14,7 @@ public final class SourceCounters: Sendable {
     private let _flushes = Atomic<UInt64>(0)
     private let _fileBackedReads = Atomic<UInt64>(0)
     private let _fileBackedBytes = Atomic<UInt64>(0)
+    private let _passthroughOpens = Atomic<UInt64>(0)
 
     private let backupProvider = Mutex<(@Sendable () -> BackupCounts)?>(nil)
 
@@ -40,6 +41,9 @@ public final class SourceCounters: Sendable {
         _fileBackedReads.add(1, ordering: .relaxed)
         _fileBackedBytes.add(fileBytes, ordering: .relaxed)
     }
+    /// An open the kernel serves from the backing file itself (FUSE passthrough): its reads are
+    /// not seen here, so they are not in `reads`.
+    public func recordPassthroughOpen() { _passthroughOpens.add(1, ordering: .relaxed) }
     func recordExtents() { _extentQueries.add(1, ordering: .relaxed) }
     func recordFlush() { _flushes.add(1, ordering: .relaxed) }
 
@@ -55,6 +59,7 @@ public final class SourceCounters: Sendable {
             flushes: _flushes.load(ordering: .relaxed),
             fileBackedReads: _fileBackedReads.load(ordering: .relaxed),
             fileBackedBytes: _fileBackedBytes.load(ordering: .relaxed),
+            passthroughOpens: _passthroughOpens.load(ordering: .relaxed),
             backup: backupProvider.withLock { $0 }?()
         )
     }
@@ -82,6 +87,9 @@ public struct SourceStatistics: Sendable, Codable, Equatable {
     /// `bytesRead`.
     public var fileBackedReads: UInt64 = 0
     public var fileBackedBytes: UInt64 = 0
+    /// Opens served by the kernel from the backing file (FUSE passthrough); their reads bypass
+    /// this process and are in no other counter.
+    public var passthroughOpens: UInt64 = 0
     /// The backup's own counters, when the source is a plugin file's disk.
     public var backup: BackupCounts? = nil
 }

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,7 +26,56 @@ typedef struct state {
     int page_cache;
     int splice;
     unsigned max_read;   // 0: libfuse's default (1 MiB)
+    int fusefd;
+    int passthrough;            // 1: offer kernel passthrough (opts->passthrough)
+    int passthrough_offered;    // the kernel's INIT offered FUSE_PASSTHROUGH
+    int passthrough_on;         // our INIT reply accepted it (set before any OPEN can arrive)
+    // Backing ids by descriptor, registered once and kept until unmount: the opener looks its id up
+    // after our reply is written, so an id closed right after the reply could already be gone.
+    pthread_mutex_t backing_lock;
+    int backing_count;
+    struct { int fd; int id; } backing[64];
 } state;
+
+// MARK: Kernel passthrough (FUSE protocol 7.40, Linux >= 6.9)
+//
+// An exposed file whose bytes are exactly one file's bytes at the same offsets (a read-only
+// `--expose` of a raw image) can be opened in passthrough mode: the kernel then reads the backing
+// file itself, through its page cache, and never sends READ requests for that open file: one copy
+// per byte, as `cat` of the backing file. libfuse 3.14 (Debian 12) predates the protocol's
+// passthrough fields, so the shim adds them to two replies libfuse builds: INIT (FUSE_PASSTHROUGH
+// in flags2, a stack depth) and OPEN (FOPEN_PASSTHROUGH and the backing id registered with
+// FUSE_DEV_IOC_BACKING_OPEN, which needs CAP_SYS_ADMIN). The replies pass through a custom
+// writev (fuse_session_custom_io) that knows which request its thread is answering. Anything not
+// granted (an older kernel, no capability) leaves the splice/copy path in place.
+#define BL_FUSE_PASSTHROUGH_FLAGS2 (1u << (37 - 32))  // FUSE_PASSTHROUGH is bit 37 of the 64 flags
+#define BL_FOPEN_PASSTHROUGH (1u << 7)
+// Backing files may live on a stacked file system (overlayfs: depth 1): the largest depth allowed.
+#define BL_FUSE_STACK_DEPTH 2
+struct bl_backing_map { int32_t fd; uint32_t flags; uint64_t padding; };
+#define BL_DEV_IOC_BACKING_OPEN _IOW(229, 1, struct bl_backing_map)
+#define BL_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+// fuse_init_out as of protocol 7.40 (libfuse 3.14's copy calls the last 28 bytes "unused").
+struct bl_init_out {
+    uint32_t major, minor, max_readahead, flags;
+    uint16_t max_background, congestion_threshold;
+    uint32_t max_write, time_gran;
+    uint16_t max_pages, map_alignment;
+    uint32_t flags2, max_stack_depth;
+    uint16_t unused[12];
+};
+_Static_assert(sizeof(struct bl_init_out) == 64, "fuse_init_out is 64 bytes");
+struct bl_open_out { uint64_t fh; uint32_t open_flags; int32_t backing_id; };
+_Static_assert(sizeof(struct bl_open_out) == sizeof(struct fuse_open_out), "fuse_open_out");
+
+// The request this worker thread is answering (set before libfuse processes it).
+static __thread struct {
+    state *s;
+    uint32_t opcode;
+    uint64_t unique;
+    uint64_t handle;     // an OPEN's exposed handle, for the passthrough_opened callback
+    int backing_id;      // > 0: the OPEN being answered goes into passthrough with this id
+} cur;
 
 // File handles: passthrough files keep their descriptor, exposed files a Swift handle tagged here.
 #define EXPOSED_TAG (1ULL << 63)
@@ -112,6 +162,28 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
     return 0;
 }
 
+// The kernel's id for backing file `fd` (registered on first use), or <= 0 when it refuses.
+static int backing_id(state *s, int fd) {
+    int id = 0;
+    pthread_mutex_lock(&s->backing_lock);
+    for (int i = 0; i < s->backing_count; i++) if (s->backing[i].fd == fd) id = s->backing[i].id;
+    if (id == 0 && s->backing_count < (int)(sizeof(s->backing) / sizeof(s->backing[0]))) {
+        struct bl_backing_map m = {.fd = fd};
+        id = ioctl(s->fusefd, BL_DEV_IOC_BACKING_OPEN, &m);
+        if (id > 0) s->backing[s->backing_count++] = (typeof(s->backing[0])){fd, id};
+    }
+    pthread_mutex_unlock(&s->backing_lock);
+    return id;
+}
+
+static void backing_close_all(state *s) {
+    for (int i = 0; i < s->backing_count; i++) {
+        uint32_t id = (uint32_t)s->backing[i].id;
+        (void)ioctl(s->fusefd, BL_DEV_IOC_BACKING_CLOSE, &id);
+    }
+    s->backing_count = 0;
+}
+
 static int op_open(const char *path, struct fuse_file_info *fi) {
     state *s = st_get();
     int want_write = (fi->flags & O_ACCMODE) != O_RDONLY;
@@ -126,6 +198,18 @@ static int op_open(const char *path, struct fuse_file_info *fi) {
         r = s->cb->open(s->cb->ctx, rel(path), want_write, &h);
         if (r < 0) return r;
         fi->fh = h | EXPOSED_TAG;
+        if (!want_write && !writable && s->passthrough_on && s->cb->passthrough_fd &&
+            cur.s == s && cur.opcode == FUSE_OPEN) {
+            int bfd = s->cb->passthrough_fd(s->cb->ctx, h);
+            if (bfd >= 0) {
+                int id = backing_id(s, bfd);
+                if (id > 0) {
+                    cur.backing_id = id;
+                    cur.handle = h;
+                    return 0;  // the reply gains FOPEN_PASSTHROUGH in io_writev
+                }
+            }
+        }
         if (s->page_cache && !writable) {
             // A read-only exposure's bytes cannot change while mounted (its source opens once per
             // name and mount, over an immutable backup): the page cache may keep them across
@@ -493,6 +577,65 @@ copy_unspliced:;
     return 1;
 }
 
+// libfuse writes every reply through here once fuse_session_custom_io is set (BL_SPLICE_OWN).
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata) {
+    (void)userdata;
+    state *s = cur.s;
+    const struct fuse_out_header *out = iov[0].iov_base;
+    if (s && count == 2 && iov[0].iov_len == sizeof(*out) && out->error == 0 && out->unique == cur.unique) {
+        if (cur.opcode == FUSE_INIT && s->passthrough && s->passthrough_offered &&
+            iov[1].iov_len == sizeof(struct bl_init_out)) {
+            struct bl_init_out o;
+            memcpy(&o, iov[1].iov_base, sizeof(o));
+            if (!(o.flags & FUSE_WRITEBACK_CACHE)) {  // the kernel refuses passthrough with it
+                o.flags |= FUSE_INIT_EXT;
+                o.flags2 |= BL_FUSE_PASSTHROUGH_FLAGS2;
+                o.max_stack_depth = BL_FUSE_STACK_DEPTH;
+                struct iovec v[2] = {iov[0], {&o, sizeof(o)}};
+                ssize_t r = writev(fd, v, 2);
+                if (r >= 0) s->passthrough_on = 1;
+                return r;
+            }
+        }
+        if (cur.opcode == FUSE_OPEN && cur.backing_id > 0 && iov[1].iov_len == sizeof(struct bl_open_out)) {
+            struct bl_open_out o;
+            memcpy(&o, iov[1].iov_base, sizeof(o));
+            o.open_flags &= ~(uint32_t)(FOPEN_DIRECT_IO | FOPEN_KEEP_CACHE);
+            o.open_flags |= BL_FOPEN_PASSTHROUGH;
+            o.backing_id = cur.backing_id;
+            struct iovec v[2] = {iov[0], {&o, sizeof(o)}};
+            ssize_t r = writev(fd, v, 2);
+            int e = errno;
+            cur.backing_id = 0;
+            if (r >= 0 && s->cb->passthrough_opened) s->cb->passthrough_opened(s->cb->ctx, cur.handle);
+            errno = e;
+            return r;
+        }
+    }
+    return writev(fd, iov, count);
+}
+
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata) {
+    (void)userdata;
+    return read(fd, buf, len);
+}
+
+// Notes which request this thread answers; an INIT also says whether the kernel offers passthrough.
+static void note_request(worker *w, const char *req, size_t len) {
+    if (len < sizeof(struct fuse_in_header)) { cur.s = NULL; return; }
+    const struct fuse_in_header *in = (const struct fuse_in_header *)req;
+    cur.s = w->s;
+    cur.opcode = in->opcode;
+    cur.unique = in->unique;
+    cur.backing_id = 0;
+    // fuse_init_in: major, minor, max_readahead, flags, then (FUSE_INIT_EXT) flags2.
+    if (in->opcode == FUSE_INIT && len >= sizeof(*in) + 5 * sizeof(uint32_t)) {
+        uint32_t words[5];
+        memcpy(words, req + sizeof(*in), sizeof(words));
+        w->s->passthrough_offered = (words[3] & FUSE_INIT_EXT) && (words[4] & BL_FUSE_PASSTHROUGH_FLAGS2);
+    }
+}
+
 static void *worker_main(void *arg) {
     worker *w = arg;
     int fusefd = fuse_session_fd(w->se);
@@ -505,7 +648,10 @@ static void *worker_main(void *arg) {
         if (res == -EINTR || res == -EAGAIN) continue;
         if (res <= 0) { w->error = res; break; }
         if (!(w->fbuf.flags & FUSE_BUF_IS_FD) && answer_read(w, fusefd, w->fbuf.mem, (size_t)res)) continue;
+        if (!(w->fbuf.flags & FUSE_BUF_IS_FD)) note_request(w, w->fbuf.mem, (size_t)res);
+        else cur.s = NULL;
         fuse_session_process_buf(w->se, &w->fbuf);
+        cur.s = NULL;
     }
     fuse_session_exit(w->se);
     sem_post(w->finished);
@@ -556,6 +702,8 @@ int bl_fuse_run(const char *mountpoint, const char *backing_dir, const bl_fuse_c
     s.cb = cb;
     s.page_cache = opts->page_cache;
     s.splice = opts->splice;
+    s.passthrough = opts->passthrough && opts->splice == BL_SPLICE_OWN;
+    pthread_mutex_init(&s.backing_lock, NULL);
     s.backing_fd = open(backing_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s.backing_fd < 0) { fprintf(stderr, "bootlab mount: %s: %s\n", backing_dir, strerror(errno)); return 1; }
     fstat(s.backing_fd, &s.root_st);
@@ -595,11 +743,18 @@ int bl_fuse_run(const char *mountpoint, const char *backing_dir, const bl_fuse_c
     if (fuse_daemonize(opts->foreground) != 0) { status = 3; goto unmount; }
     struct fuse_session *se = fuse_get_session(f);
     if (fuse_set_signal_handlers(se) != 0) { status = 4; goto unmount; }
+    s.fusefd = fuse_session_fd(se);
+    if (s.passthrough) {
+        // Before the loop reads INIT. The same descriptor; libfuse now writes replies through us.
+        static const struct fuse_custom_io io = {.writev = io_writev, .read = io_read};
+        if (fuse_session_custom_io(se, &io, s.fusefd) != 0) s.passthrough = 0;
+    }
     // The loop returns the number of the signal that ended it (a clean unmount) or <0 on error.
     int res;
     if (s.splice == BL_SPLICE_OWN) res = loop_own(se, &s, opts->single_thread ? 1 : WORKERS);
     else res = opts->single_thread ? fuse_loop(f) : fuse_loop_mt(f, 0);
     status = res < 0 ? 5 : 0;
+    backing_close_all(&s);
     fuse_remove_signal_handlers(se);
 unmount:
     fuse_unmount(f);
@@ -608,5 +763,6 @@ destroy:
 out:
     fuse_opt_free_args(&args);
     close(s.backing_fd);
+    pthread_mutex_destroy(&s.backing_lock);
     return status;
 }

@@ -16,6 +16,10 @@ public struct ExposedFile: Sendable {
     /// The growth limit, or nil for a fixed-size file.
     public var maxSize: UInt64?
     public var open: @Sendable () throws -> any BlockSource
+    /// A file whose bytes are this file's bytes at the same offsets with nothing in between (a
+    /// read-only raw image: no overlay, no faults), which a front-end may let the kernel read
+    /// itself (FUSE passthrough) without opening the source; nil otherwise.
+    public var kernelReadable: KernelReadableFile?
 
     public init(size: UInt64, writable: Bool = false, maxSize: UInt64? = nil,
                 open: @escaping @Sendable () throws -> any BlockSource) {
@@ -31,6 +35,17 @@ public struct ExposedFile: Sendable {
     /// An already-open source (tests, cheap computed sources).
     public init(source: any BlockSource) {
         self.init(size: source.size, writable: source is any WritableBlockSource, open: { source })
+    }
+}
+
+/// See `ExposedFile.kernelReadable`.
+public struct KernelReadableFile: Sendable {
+    public var path: String
+    /// Where opens served this way are counted (`passthroughOpens` in `--stats`).
+    public var counters: SourceCounters?
+    public init(path: String, counters: SourceCounters? = nil) {
+        self.path = path
+        self.counters = counters
     }
 }
 

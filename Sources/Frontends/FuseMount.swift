@@ -31,6 +31,13 @@ public final class FuseMount: @unchecked Sendable {
         /// read-only): requests are then sized so a spliced reply fits a pipe (1020 KiB when
         /// pipes stop at 1 MiB). Mounts of backups keep whole 1 MiB requests (their blocks).
         public var fileBackedExposures = false
+        /// Read-only opens of a read-only exposed file whose bytes are one file's bytes at the same
+        /// offsets (an `--expose` of a raw image) go into FUSE passthrough when the kernel grants
+        /// it (Linux >= 6.9, CAP_SYS_ADMIN): the kernel reads that file itself, and this process
+        /// sees no reads and the source never opens. Negotiated only with `fileBackedExposures`;
+        /// taken for files that name one (`ExposedFile.kernelReadable`). `$BOOTLAB_FUSE_PASSTHROUGH=off`
+        /// turns it off for A/B benchmarks (docs/benchmarks-frontends.md).
+        public var passthrough = getenv("BOOTLAB_FUSE_PASSTHROUGH").map { String(cString: $0) != "off" } ?? true
         /// Names shown at the root although no backing file has them (each must be claimed by the provider).
         public var extraNames: [String] = []
         public init() {}
@@ -74,6 +81,12 @@ public final class FuseMount: @unchecked Sendable {
     private let openLock = NSLockish()
     private let handles = Locked([UInt64: Handle]())
     private let nextHandle = Locked<UInt64>(1)
+    private let passthroughCount = Locked<UInt64>(0)
+    /// Descriptors handed to the kernel for passthrough, by exposed name; open until `run` returns.
+    private let passthroughFiles = Locked([String: Int32]())
+
+    /// Opens the kernel took into passthrough (their reads never reach this process).
+    public var passthroughOpens: UInt64 { passthroughCount.current }
 
     public init(mountpoint: String, backingDirectory: String, options: Options = Options(),
                 provider: @escaping @Sendable (String) throws -> ExposedFile?) {
@@ -111,6 +124,8 @@ public final class FuseMount: @unchecked Sendable {
         cb.truncate = { ctx, path, size in
             FuseMount.from(ctx).cTruncate(String(cString: path!), size)
         }
+        cb.passthrough_fd = { ctx, h in FuseMount.from(ctx).cPassthroughFD(h) }
+        cb.passthrough_opened = { ctx, h in FuseMount.from(ctx).passthroughOpened(h) }
         cb.flush = { ctx, h in FuseMount.from(ctx).cFlush(h) }
         cb.release = { ctx, h in FuseMount.from(ctx).cRelease(h) }
         cb.list_extra = { ctx, fill, add in
@@ -121,8 +136,13 @@ public final class FuseMount: @unchecked Sendable {
         var opts = bl_fuse_options(foreground: options.foreground ? 1 : 0, allow_other: options.allowOther ? 1 : 0,
                                    single_thread: options.singleThreaded ? 1 : 0, debug: options.debug ? 1 : 0,
                                    page_cache: options.pageCache ? 1 : 0, splice: options.splice.cValue,
-                                   file_backed: options.fileBackedExposures ? 1 : 0)
+                                   file_backed: options.fileBackedExposures ? 1 : 0,
+                                   passthrough: options.passthrough && options.fileBackedExposures ? 1 : 0)
         let status = withExtendedLifetime(self) { bl_fuse_run(mountpoint, backingDirectory, &cb, &opts) }
+        passthroughFiles.withLock { files in
+            for fd in files.values { close(fd) }
+            files.removeAll()
+        }
         // Flush every overlay on the way out: an unmount is a natural sync point.
         for source in opened.current.values { try? (source as? any WritableBlockSource)?.flush() }
         switch status {
@@ -259,6 +279,33 @@ public final class FuseMount: @unchecked Sendable {
             nsegs.pointee = 1
             return n
         }
+    }
+
+    /// The descriptor the kernel may read instead of asking us (FUSE passthrough), or -1: only for
+    /// an exposure that names such a file (`ExposedFile.kernelReadable`: a read-only raw image),
+    /// opened here once per name (the source itself never opens: deferred open holds), and only
+    /// while that file is a regular file exactly as long as the exposure (a passthrough read past
+    /// the end would see more).
+    private func cPassthroughFD(_ h: UInt64) -> Int32 {
+        guard options.passthrough, let entry = handles.withLock({ $0[h] }), !entry.writable, !entry.file.writable,
+              let target = entry.file.kernelReadable else { return -1 }
+        return passthroughFiles.withLock { files -> Int32 in
+            if let fd = files[entry.path] { return fd }
+            let fd = open(target.path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return -1 }
+            var st = stat()
+            guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, UInt64(st.st_size) == entry.file.size else {
+                close(fd)
+                return -1
+            }
+            files[entry.path] = fd
+            return fd
+        }
+    }
+
+    private func passthroughOpened(_ h: UInt64) {
+        passthroughCount.withLock { $0 += 1 }
+        handles.withLock({ $0[h] })?.file.kernelReadable?.counters?.recordPassthroughOpen()
     }
 
     private func cWrite(_ h: UInt64, _ buf: UnsafeRawBufferPointer, _ offset: UInt64) -> Int {

@@ -54,7 +54,13 @@ public enum SourceOpener {
         } else {
             size = UInt64(st.st_size)
         }
-        return deferred(size: size, spec: spec, counters: counters) { try RawFile(path: spec.path) }
+        var file = deferred(size: size, spec: spec, counters: counters) { try RawFile(path: spec.path) }
+        // Nothing between the file and the reader (read-only, no injected faults): the kernel
+        // may read the file itself (FuseMount's passthrough), the source never opening.
+        if (st.st_mode & S_IFMT) == S_IFREG, spec.overlayPath == nil, spec.faults.isEmpty {
+            file.kernelReadable = KernelReadableFile(path: spec.path, counters: counters)
+        }
+        return file
     }
 
     /// A plugin file already recognized (parsed once, by `PluginFile.recognize`): sizes come from

@@ -20,8 +20,11 @@ import Glibc
         let sub = rng.bytes(100_000)
         try Data(sub).write(to: URL(fileURLWithPath: back + "/sub/blob.bin"))
         let stats = dir.file("stats.json")
+        // The reads must reach the source here (FuseSpliceTests covers the kernel reading the file itself).
+        var env = ProcessInfo.processInfo.environment
+        env["BOOTLAB_FUSE_PASSTHROUGH"] = "off"
         let server = try Server(["mount", back, mnt, "--expose", "disk.raw=" + dir.file("base.raw"), "--stats-file", stats],
-                                log: dir.file("mount.log"))
+                                log: dir.file("mount.log"), environment: env)
         defer { server.stop(); unmount(mnt) }
         #expect(waitFor { isMounted(mnt) }, "mount did not appear: \(server.log)")
 

@@ -21,6 +21,7 @@ import Glibc
             let stats = dir.file("stats-\(mode).json")
             var env = ProcessInfo.processInfo.environment
             env["BOOTLAB_FUSE_SPLICE"] = mode
+            env["BOOTLAB_FUSE_PASSTHROUGH"] = "off"  // else the kernel reads the file and no read reaches us
             let server = try Server(["mount", back, mnt, "--expose", "disk.raw=" + dir.file("base.raw"), "--stats-file", stats],
                                     log: dir.file("mount-\(mode).log"), environment: env)
             defer { server.stop(); unmount(mnt) }
@@ -47,6 +48,74 @@ import Glibc
                 // Every read of this exposure is file-backed, and counted as a read too.
                 #expect(s.fileBackedReads > 0 && s.fileBackedReads == s.reads, "\(mode): \(s)")
                 #expect(s.fileBackedBytes == s.bytesRead && s.bytesRead >= UInt64(disk.count), "\(mode): \(s)")
+            }
+            #expect(server.stop(SIGTERM) == 0, "\(server.log)")
+        }
+    }
+
+    /// An exposed raw file (one file's bytes at the same offsets) is opened in FUSE passthrough:
+    /// the kernel reads the file itself. The bytes must be the file's for every shape of read
+    /// (pread, unaligned, past the end, mmap), no read may reach the process (`reads` stays 0,
+    /// `passthroughOpens` counts the opens), and with `BOOTLAB_FUSE_PASSTHROUGH=off` the same
+    /// reads arrive as spliced reads again (the switch is real).
+    @Test(.requiresFUSE, .requires(missing: passthroughMissing())) func anExposedRawFileIsReadByTheKernelItself() throws {
+        let dir = Scratch()
+        let disk = try makeDisk(dir.file("base.raw"), seed: 45, dataBytes: 3 << 20, size: (6 << 20) + 1234)
+        let back = dir.dir("back"), mnt = dir.dir("mnt")
+        for passthrough in [true, false] {
+            let stats = dir.file("stats-\(passthrough).json")
+            var env = ProcessInfo.processInfo.environment
+            env.removeValue(forKey: "BOOTLAB_FUSE_SPLICE")
+            if passthrough { env.removeValue(forKey: "BOOTLAB_FUSE_PASSTHROUGH") } else { env["BOOTLAB_FUSE_PASSTHROUGH"] = "off" }
+            let server = try Server(["mount", back, mnt, "--expose", "disk.raw=" + dir.file("base.raw"), "--stats-file", stats],
+                                    log: dir.file("mount-\(passthrough).log"), environment: env)
+            defer { server.stop(); unmount(mnt) }
+            try #require(waitFor { isMounted(mnt) }, "mount did not appear: \(server.log)")
+            #expect(try sha256(ofFile: mnt + "/disk.raw") == SHA256.hash(disk).hex, "passthrough \(passthrough): whole file")
+            let f = try RawFile(path: mnt + "/disk.raw")
+            var rng = Bytes(seed: 46)
+            var ranges = [(0, 1), (4095, 2), (disk.count - 1234, 1234), ((3 << 20) - 7, 14)]
+            for _ in 0..<40 {
+                let at = Int(rng.next() % UInt64(disk.count))
+                ranges.append((at, 1 + Int(rng.next() % UInt64(min(2 << 20, disk.count - at)))))
+            }
+            for (at, n) in ranges {
+                let got = try f.read(at: UInt64(at), count: n)
+                #expect(firstDifference(got, Array(disk[at..<at + n])) == nil, "passthrough \(passthrough): \(n) bytes at \(at)")
+            }
+            // Past the end: nothing (the backing file is exactly as long as the exposed one).
+            var byte: UInt8 = 0
+            let fd = open(mnt + "/disk.raw", O_RDONLY)
+            try #require(fd >= 0)
+            #expect(pread(fd, &byte, 1, off_t(disk.count)) == 0)
+            // O_DIRECT (QEMU's cache=none) reads the same bytes: in passthrough the backing file's
+            // own direct I/O rules apply (aligned buffer and offset).
+            let dfd = open(mnt + "/disk.raw", O_RDONLY | 0o40000)  // O_DIRECT (x86_64; Glibc hides it without _GNU_SOURCE)
+            guard dfd >= 0 else { Issue.record("O_DIRECT open: \(String(cString: strerror(errno)))"); return }
+            var aligned: UnsafeMutableRawPointer? = nil
+            try #require(posix_memalign(&aligned, 4096, 65536) == 0)
+            defer { free(aligned); close(dfd) }
+            #expect(pread(dfd, aligned, 65536, off_t(1 << 20)) == 65536, "O_DIRECT read: \(String(cString: strerror(errno)))")
+            #expect(firstDifference(Array(UnsafeRawBufferPointer(start: aligned, count: 65536)), Array(disk[(1 << 20)..<(1 << 20) + 65536])) == nil, "O_DIRECT bytes")
+            // Mapped reads go to the same bytes (passthrough only: a direct_io file refuses a shared map).
+            if passthrough {
+                let map = mmap(nil, disk.count, PROT_READ, MAP_SHARED, fd, 0)
+                try #require(map != MAP_FAILED, "mmap: \(String(cString: strerror(errno)))")
+                let mapped = UnsafeRawBufferPointer(start: map, count: disk.count)
+                #expect(firstDifference(Array(mapped[(1 << 20)..<(1 << 20) + 65536]), Array(disk[(1 << 20)..<(1 << 20) + 65536])) == nil, "mmap")
+                munmap(map, disk.count)
+            }
+            close(fd)
+            // A read-only exposure stays read-only.
+            #expect(open(mnt + "/disk.raw", O_RDWR) < 0 && errno == EACCES)
+            server.signal(SIGUSR1)
+            try #require(waitFor { let s = readStats(stats)?.sources.first; return (s?.opens ?? 0) + (s?.passthroughOpens ?? 0) > 0 }, "\(server.log)")
+            let s = try #require(readStats(stats)?.sources.first)
+            if passthrough {
+                // The source never opened: the kernel read the file for every open.
+                #expect(s.passthroughOpens >= 3 && s.opens == 0 && s.reads == 0, "the kernel did not take the reads: \(s)")
+            } else {
+                #expect(s.passthroughOpens == 0 && s.fileBackedReads > 0 && s.fileBackedReads == s.reads, "\(s)")
             }
             #expect(server.stop(SIGTERM) == 0, "\(server.log)")
         }
@@ -95,9 +164,26 @@ import Glibc
             #expect(firstDifference(got, Array(model[at..<at + n])) == nil, "\(n) bytes at \(at)")
         }
         let s = counters.snapshot
+        // Not one file's bytes end to end: never handed to the kernel (its reads must reach us).
+        #expect(mount.passthroughOpens == 0 && s.passthroughOpens == 0, "\(s)")
         #expect(s.fileBackedReads > 0, "no read was answered from the file: \(s)")
         #expect(s.fileBackedReads < s.reads, "reads touching the synthesized head must take the copy path: \(s)")
     }
+}
+
+/// Why this machine cannot show FUSE passthrough (nil when it can): Linux >= 6.9 (protocol 7.40)
+/// and CAP_SYS_ADMIN (FUSE_DEV_IOC_BACKING_OPEN requires it).
+private func passthroughMissing() -> String? {
+    var u = utsname()
+    uname(&u)
+    let release = withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    let parts = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
+    var missing: [String] = []
+    if parts.count < 2 || (parts[0], parts[1]) < (6, 9) { missing.append("FUSE passthrough (Linux >= 6.9; this is \(release))") }
+    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+    let capEff = status.split(separator: "\n").first { $0.hasPrefix("CapEff:") }.flatMap { UInt64($0.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16) } ?? 0
+    if capEff & (1 << 21) == 0 { missing.append("CAP_SYS_ADMIN (FUSE_DEV_IOC_BACKING_OPEN)") }
+    return missing.isEmpty ? nil : missing.joined(separator: ", ")
 }
 
 /// `head` synthesized bytes, then a file's bytes, then `tail` zeros; only the last two are

@@ -35,6 +35,12 @@ typedef struct bl_fuse_callbacks {
     int (*truncate)(void *ctx, const char *path, uint64_t size);
     int (*flush)(void *ctx, uint64_t handle);
     void (*release)(void *ctx, uint64_t handle);
+    // Optional. For a read-only open of a read-only exposed file: a descriptor whose bytes are the
+    // file's bytes at the same offsets, its size the file's size (the kernel then reads it itself:
+    // FUSE passthrough), or -1. Kept open by the caller as long as the handle.
+    int (*passthrough_fd)(void *ctx, uint64_t handle);
+    // Optional. The kernel accepted passthrough for an open of `handle` (its reads bypass `read`).
+    void (*passthrough_opened)(void *ctx, uint64_t handle);
     // Names (at the root) that exist only as exposed files; `add` returns nonzero when full.
     void (*list_extra)(void *ctx, void *fill_ctx, int (*add)(void *fill_ctx, const char *name));
 } bl_fuse_callbacks;
@@ -47,6 +53,7 @@ typedef struct bl_fuse_options {
     int page_cache;      // 1: read-only exposed files through the kernel page cache (keep_cache); 0: direct_io
     int splice;          // how file-backed reads are answered: BL_SPLICE_* below
     int file_backed;     // 1: some exposed file is file-backed; requests then fit a spliced reply in a pipe
+    int passthrough;     // 1: offer FUSE passthrough to the kernel (BL_SPLICE_OWN only); files opt in via passthrough_fd
 } bl_fuse_options;
 
 // BL_SPLICE_OWN (the default): the shim answers reads of exposed files itself, splicing file-backed
