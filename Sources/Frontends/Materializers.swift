@@ -110,8 +110,18 @@ public final class MaterializerSet: Sendable {
         return Replacement.isFinalized(pluginPath: p) || (a.st_dev == b.st_dev && a.st_ino == b.st_ino) ? p : nil
     }
 
+    /// Each fill's status; one this process finalized says so (its fill only knows it switched
+    /// over: "complete"), with the native file where the replacement was, as `bootlab status` does.
     public var statuses: [MaterializeStatus] {
-        all.current.keys.sorted().compactMap { all.current[$0]?.status }
+        let fills = all.current, done = finalized.current
+        return fills.keys.sorted().compactMap { key in
+            guard var s = fills[key]?.status else { return nil }
+            if done[key] == "finalized" {
+                s.phase = "finalized"
+                s.replacement = key
+            }
+            return s
+        }
     }
 
     /// Stops every fill (each after its current batch: what is recorded stays recorded).

@@ -182,6 +182,14 @@ import Glibc
         #expect(waitFor(60) { Self.phase(plugin) == "finalized" }, "phase \(Self.phase(plugin)): \(mount.log)")
         #expect(!PluginFile.isPlugin(path: plugin) && PluginFile.isPlugin(path: plugin + ".plugin"))
         #expect(qemu.isRunning, "the VM stopped before the switch: \(consoleText())")
+        // The mount's own statistics say so too (they said "complete" before).
+        mount.signal(SIGUSR1)
+        #expect(waitFor {
+            guard let d = FileManager.default.contents(atPath: stats),
+                  let doc = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
+                  let m = (doc["materializations"] as? [[String: Any]])?.first else { return false }
+            return m["phase"] as? String == "finalized" && (m["replacement"] as? String).map { $0 == m["plugin"] as? String } == true
+        }, "--stats after the in-process finalize: \((try? String(contentsOfFile: stats, encoding: .utf8)) ?? "")")
 
         // After the switch, through the same descriptor: write, then read both back.
         #expect(Self.pwriteAll(fd, b, at: offB), "write after the finalize: errno \(errno)")
