@@ -19,22 +19,14 @@ import Glibc
         let back = dir.dir("back"), mnt = dir.dir("mnt")
         for mode in ["own", "libfuse", "off"] {
             let stats = dir.file("stats-\(mode).json")
-            var env = ProcessInfo.processInfo.environment
-            env["BOOTLAB_FUSE_SPLICE"] = mode
-            env["BOOTLAB_FUSE_PASSTHROUGH"] = "off"  // else the kernel reads the file and no read reaches us
-            let server = try Server(["mount", back, mnt, "--expose", "disk.raw=" + dir.file("base.raw"), "--stats-file", stats],
-                                    log: dir.file("mount-\(mode).log"), environment: env)
+            // Passthrough off: else the kernel reads the file and no read reaches us.
+            let server = try mountExposedRaw(dir, back: back, mnt: mnt, stats: stats, tag: mode, splice: mode, passthrough: false)
             defer { server.stop(); unmount(mnt) }
-            try #require(waitFor { isMounted(mnt) }, "mount did not appear: \(server.log)")
             #expect(try sha256(ofFile: mnt + "/disk.raw") == SHA256.hash(disk).hex, "\(mode): whole file")
             let f = try RawFile(path: mnt + "/disk.raw")
-            var rng = Bytes(seed: 42)
-            var ranges = [(0, 1), (4095, 2), (1 << 20, 1 << 20), ((1 << 20) - 1, (3 << 20) + 3), (disk.count - 777, 777),
+            let ranges = [(0, 1), (4095, 2), (1 << 20, 1 << 20), ((1 << 20) - 1, (3 << 20) + 3), (disk.count - 777, 777),
                           (disk.count - 5000, 5000), ((5 << 20) - 100, 200)]  // the last across data and hole
-            for _ in 0..<60 {
-                let at = Int(rng.next() % UInt64(disk.count))
-                ranges.append((at, 1 + Int(rng.next() % UInt64(min(3 << 20, disk.count - at)))))
-            }
+                + randomRanges(seed: 42, count: 60, size: disk.count, longest: 3 << 20)
             for (at, n) in ranges {
                 let got = try f.read(at: UInt64(at), count: n)
                 #expect(firstDifference(got, Array(disk[at..<at + n])) == nil, "\(mode): \(n) bytes at \(at)")
@@ -64,21 +56,12 @@ import Glibc
         let back = dir.dir("back"), mnt = dir.dir("mnt")
         for passthrough in [true, false] {
             let stats = dir.file("stats-\(passthrough).json")
-            var env = ProcessInfo.processInfo.environment
-            env.removeValue(forKey: "BOOTLAB_FUSE_SPLICE")
-            if passthrough { env.removeValue(forKey: "BOOTLAB_FUSE_PASSTHROUGH") } else { env["BOOTLAB_FUSE_PASSTHROUGH"] = "off" }
-            let server = try Server(["mount", back, mnt, "--expose", "disk.raw=" + dir.file("base.raw"), "--stats-file", stats],
-                                    log: dir.file("mount-\(passthrough).log"), environment: env)
+            let server = try mountExposedRaw(dir, back: back, mnt: mnt, stats: stats, tag: "\(passthrough)", splice: nil, passthrough: passthrough)
             defer { server.stop(); unmount(mnt) }
-            try #require(waitFor { isMounted(mnt) }, "mount did not appear: \(server.log)")
             #expect(try sha256(ofFile: mnt + "/disk.raw") == SHA256.hash(disk).hex, "passthrough \(passthrough): whole file")
             let f = try RawFile(path: mnt + "/disk.raw")
-            var rng = Bytes(seed: 46)
-            var ranges = [(0, 1), (4095, 2), (disk.count - 1234, 1234), ((3 << 20) - 7, 14)]
-            for _ in 0..<40 {
-                let at = Int(rng.next() % UInt64(disk.count))
-                ranges.append((at, 1 + Int(rng.next() % UInt64(min(2 << 20, disk.count - at)))))
-            }
+            let ranges = [(0, 1), (4095, 2), (disk.count - 1234, 1234), ((3 << 20) - 7, 14)]
+                + randomRanges(seed: 46, count: 40, size: disk.count, longest: 2 << 20)
             for (at, n) in ranges {
                 let got = try f.read(at: UInt64(at), count: n)
                 #expect(firstDifference(got, Array(disk[at..<at + n])) == nil, "passthrough \(passthrough): \(n) bytes at \(at)")
@@ -168,6 +151,37 @@ import Glibc
         #expect(mount.passthroughOpens == 0 && s.passthroughOpens == 0, "\(s)")
         #expect(s.fileBackedReads > 0, "no read was answered from the file: \(s)")
         #expect(s.fileBackedReads < s.reads, "reads touching the synthesized head must take the copy path: \(s)")
+    }
+}
+
+/// `bootlab mount --expose disk.raw=<dir>/base.raw` with statistics, in the given splice mode
+/// (nil: the default) and with FUSE passthrough on or off; returns once mounted.
+private func mountExposedRaw(_ dir: Scratch, back: String, mnt: String, stats: String, tag: String,
+                             splice: String?, passthrough: Bool) throws -> Server {
+    var env = ProcessInfo.processInfo.environment
+    env["BOOTLAB_FUSE_SPLICE"] = splice
+    env["BOOTLAB_FUSE_PASSTHROUGH"] = passthrough ? nil : "off"
+    let server = try Server(["mount", back, mnt, "--expose", "disk.raw=" + dir.file("base.raw"), "--stats-file", stats],
+                            log: dir.file("mount-\(tag).log"), environment: env)
+    let mounted = waitFor { isMounted(mnt) }
+    guard mounted else {
+        server.stop()
+        throw MountDidNotAppear(log: server.log)
+    }
+    return server
+}
+
+private struct MountDidNotAppear: Error, CustomStringConvertible {
+    let log: String
+    var description: String { "mount did not appear: \(log)" }
+}
+
+/// `count` random (offset, length) reads within `size` bytes, each at most `longest` long.
+private func randomRanges(seed: UInt64, count: Int, size: Int, longest: Int) -> [(Int, Int)] {
+    var rng = Bytes(seed: seed)
+    return (0..<count).map { _ in
+        let at = Int(rng.next() % UInt64(size))
+        return (at, 1 + Int(rng.next() % UInt64(min(longest, size - at))))
     }
 }
 
