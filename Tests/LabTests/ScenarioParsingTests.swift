@@ -19,6 +19,12 @@ struct ScenarioParsingTests {
         // UEFI targets (docs/uefi.md): OVMF on q35; everything else SeaBIOS.
         #expect(suite.targets.filter { $0.value.firmware == "ovmf" }.keys.sorted() == ["hyperv-gen2", "kvm-uefi"])
         #expect(suite.targets.values.allSatisfy { $0.firmware == "seabios" || $0.machine == "q35" })
+        // OVMF's 4M code image read-only, the variable store a per-boot copy (docs/uefi.md,
+        // "Firmware settings"); SeaBIOS targets get no flash at all.
+        let ovmfArgs = BootRunner.arguments(disk: .file(path: "/d", format: "qcow2"), target: suite.targets["kvm-uefi"]!,
+                                            varsPath: "/cell/console-main-ovmf-vars.fd").joined(separator: " ")
+        #expect(ovmfArgs.contains("-machine q35 ") && ovmfArgs.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd -drive if=pflash,format=raw,unit=1,file=/cell/console-main-ovmf-vars.fd "), "\(ovmfArgs)")
+        #expect(!BootRunner.arguments(disk: .file(path: "/d", format: "qcow2"), target: suite.targets["kvm-virtio"]!).joined(separator: " ").contains("pflash"))
         #expect(suite.targets["azure-gen1"]?.formatOptions == ["subformat": "fixed"])
         let foreign = try suite.scenario(named: "foreign-drivers-unreconfigured")
         #expect(foreign.expectation(for: "kvm-virtio") == .mustNotBoot(reason: "root device not found"))

@@ -127,9 +127,18 @@ struct GrubEFILoaderTests {
                                                drivers: try Fixture.drivers)
         #expect(!r.changes.contains { $0.kind == "grub-boot-code" }, "\(r.changes)")
         #expect(r.bootLoader?.contains("UEFI") == true, "\(String(describing: r.bootLoader))")
-        // fstab is edited only on the Linux paths that reconfigure an initramfs (tiny Linux,
-        // initramfs-tools); this grub-only volume has none, so its fstab is left as it was.
-        #expect(!r.changes.contains { $0.kind == "fstab-uuid" }, "\(r.changes)")
+        // This grub-only volume has no initramfs a Linux step extends, but its fstab mounts
+        // /boot/efi from a FAT volume ID the disk lacks (DEAD-BEEF): it is pointed at the disk's
+        // ESP (1A2B-3C4D) all the same, and nothing else in it changes.
+        #expect(r.os == "linux-grub", "\(r.os)")
+        #expect(r.changes.filter { $0.kind == "fstab-uuid" }.map(\.detail)
+                == ["UUID=DEAD-BEEF /boot/efi → UUID=1A2B-3C4D (the disk's EFI System Partition)"], "\(r.changes)")
+        let composed = dir.appendingPathComponent("composed.raw").path
+        try Fixture.compose(base: disk, layer: layer, into: composed)
+        let root2 = dir.appendingPathComponent("root2.raw").path
+        _ = try Fixture.sh(["dd", "if=\(composed)", "of=\(root2)", "bs=512", "skip=83968", "count=32768", "status=none"])
+        let fstab = try Fixture.sh(["debugfs", "-R", "cat /etc/fstab", root2])
+        #expect(fstab == "UUID=\(Self.uuid) / ext4 defaults 0 1\nUUID=1A2B-3C4D /boot/efi vfat umask=0077 0 1\n", "\(fstab)")
         // Sector 0 (the protective MBR) is untouched: nothing in the layer's first MiB.
         #expect(try layer.allExtents().filter { $0.kind == .data && $0.offset < 1 << 20 }.isEmpty)
     }

@@ -56,4 +56,29 @@ import Testing
         #expect(!plainOut.contains("BOOTLAB-MARKER"))
         #expect(plainOut.contains("BOOTLAB-ROOT-MISSING"))
     }
+
+    /// The tiny-Linux path keeps fstab's `/boot/efi` on the disk's one FAT file system
+    /// (docs/uefi.md, "Reconfiguring a UEFI disk"), through the appliance: an fstab naming a FAT
+    /// volume ID the disk lacks (DEAD-BEEF) is pointed at the disk's (here the boot volume's own
+    /// 1234-ABCD); other lines are left as they are; the fstab read back from base ▸ layer says so.
+    @Test func tinyLinuxFstabBootEFIFollowsTheDisksFAT() throws {
+        let dir = try Fixture.tempDir("linux-fstab-esp")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let base = dir.appendingPathComponent("base.raw").path
+        try Fixture.tinyLinux(at: base, modules: ["ahci", "sd_mod"])
+        let fstab = dir.appendingPathComponent("fstab").path
+        try Data("/dev/sda1 / vfat ro 0 0\nUUID=DEAD-BEEF /boot/efi vfat umask=0077 0 1\n".utf8).write(to: URL(fileURLWithPath: fstab))
+        _ = try Fixture.sh(["env", "MTOOLS_SKIP_CHECK=1", "mmd", "-i", base + "@@1M", "::/etc"])
+        _ = try Fixture.sh(["env", "MTOOLS_SKIP_CHECK=1", "mcopy", "-i", base + "@@1M", fstab, "::/etc/fstab"])
+        let layer = try RawFile.create(path: dir.appendingPathComponent("layer").path, size: try RawFile(path: base).size)
+        let r = try Reconfigurator.reconfigure(image: DiskImage(path: base, format: "raw"), layer: layer, target: "hyperv-gen1",
+                                               drivers: try Fixture.drivers)
+        #expect(r.os == "linux-initramfs")
+        #expect(r.changes.filter { $0.kind == "fstab-uuid" }.map(\.detail)
+                == ["/dev/sda1 → UUID=1234-ABCD", "UUID=DEAD-BEEF /boot/efi → UUID=1234-ABCD (the disk's EFI System Partition)"], "\(r.changes)")
+        let composed = dir.appendingPathComponent("composed.raw").path
+        try Fixture.compose(base: base, layer: layer, into: composed)
+        let back = try Fixture.sh(["env", "MTOOLS_SKIP_CHECK=1", "mtype", "-i", composed + "@@1M", "::/etc/fstab"])
+        #expect(back == "UUID=1234-ABCD / vfat ro 0 0\nUUID=1234-ABCD /boot/efi vfat umask=0077 0 1\n", "\(back)")
+    }
 }

@@ -144,6 +144,15 @@ qemu-img compare -f raw -F raw gpt.raw "nbd+unix:///?socket=$W/set.sock" >/dev/n
 stop_serve
 "$B" convert -O raw set/vm.vhdx set.raw
 sgdisk -v set.raw | grep -q "No problems found" || fail "sgdisk -v finds problems in the composed volume set"
+# bootlab info shows the GPT (issue 14): a member records its partition, the composed disk's table.
+"$B" info set/vm.p2.bli > info-p2.txt
+for l in "partitionScheme: gpt" "gptDiskGUID: 5C4B3A29-1807-4F6E-9D5C-4B3A29180706" "gptPartitionName: root" "partitionStartLBA: 20480"; do
+  grep -q "$l" info-p2.txt || fail "bootlab info of a GPT member lacks '$l': $(cat info-p2.txt)"
+done
+"$B" info set.raw > info-set.txt
+for l in "  scheme: gpt" "  disk guid: 5C4B3A29-1807-4F6E-9D5C-4B3A29180706" "      name: ESP" "      name: root" "      start lba: 20480"; do
+  grep -qx "$l" info-set.txt || fail "bootlab info of the composed disk lacks '$l': $(cat info-set.txt)"
+done
 mv set/vm.p2.bli set/away.bli
 if "$B" convert -O raw set/vm.vhdx bad-set.raw 2> set.err; then fail "a volume set with a missing member was served"; fi
 grep -q "volume set member .*vm.p2.bli" set.err || fail "missing member not named: $(cat set.err)"

@@ -56,7 +56,11 @@ public enum Reconfigurator {
                 || WindowsReconfigurer(session: session, controller: controller).run(report: &report, dryRun: options.dryRun)
             // Boot code last: it only writes sectors before the first partition.
             let grub = try GrubReconfigurer(session: session).run(report: &report, dryRun: options.dryRun)
-            if grub && !os { report.os = "linux-grub" }
+            if grub && !os {
+                report.os = "linux-grub"
+                // No initramfs step ran, so nothing else would keep /boot/efi on the disk's ESP.
+                _ = try LinuxReconfigurer(session: session, controller: controller).keepBootEFIEntries(report: &report, dryRun: options.dryRun)
+            }
             guard os || grub else {
                 throw ReconfigureError.noOperatingSystem("no boot loader configuration (syslinux/extlinux/GRUB), initramfs-tools root or Windows SYSTEM hive; libguestfs saw \(session.describeDisk())")
             }

@@ -364,6 +364,33 @@ struct LinuxReconfigurer {
         try g.umountAll()
     }
 
+    // MARK: a GRUB-only volume: only /boot/efi
+
+    /// A Linux volume no initramfs step took (`run` returned false: GRUB boots it, but its
+    /// initramfs is on another file system, undecodable or without a module list, so the GRUB
+    /// step is all that runs): its fstab's `/boot/efi` entry is still kept consistent with the
+    /// disk's one FAT file system (the synthesized ESP; docs/uefi.md), as on the initramfs paths.
+    /// Only that entry: the other fstab rewrites belong to the steps that also rewrite the boot
+    /// configuration. Returns true when it changed (or, dry, would change) an fstab.
+    func keepBootEFIEntries(report: inout ReconfigurationReport, dryRun: Bool) throws -> Bool {
+        guard let esp = try espFilesystem() else { return false }
+        var edited = false
+        for p in try probe() where p.hasFstab {
+            try g.mountReadOnly(p.device)
+            let text = String(decoding: try g.readFile("/etc/fstab"), as: UTF8.self)
+            try g.umountAll()
+            let (newText, rewritten) = BootConfig.fstabWithESP(text, espUUID: esp.uuid, diskUUIDs: esp.all)
+            guard !rewritten.isEmpty else { continue }
+            for r in rewritten { report.changes.append(.init(kind: "fstab-uuid", location: "\(p.device):/etc/fstab", detail: r)) }
+            edited = true
+            guard !dryRun else { continue }
+            try g.mount(p.device)
+            try g.writeFile("/etc/fstab", Array(newText.utf8))
+            try g.umountAll()
+        }
+        return edited
+    }
+
     // MARK: helpers
 
     private func parseList(_ data: [UInt8]) -> [String] {
