@@ -1,6 +1,8 @@
 // bootlab-bench: benchmarks that print a ratio against a named baseline on the same data in
 // the same run. Not pass/fail. Usage: bootlab-bench [all|convert|read|crc] [--format F]… [--dir DIR] [--runs N]
-// (convert and read run for every registered native format unless --format narrows them).
+// [--chunk BYTES] (convert and read run for every registered native format unless --format narrows
+// them; --chunk sets read's request size, 8 MiB by default: small requests weigh the per-call cost
+// of a view's lookups, as an NBD or FUSE client's do).
 import BlockCore
 import DiskFormats
 import Processes
@@ -58,6 +60,7 @@ func makeBenchDisk(_ path: String) throws {
 struct Bench {
     var dir: String
     var runs: Int
+    var chunk: Int
     var bootlab: String
     var disk: String { dir + "/bench-1G.raw" }
 
@@ -94,7 +97,6 @@ struct Bench {
         }
         try spawn(["cat", file])   // warm
         var a: [Double] = [], b: [Double] = []
-        let chunk = 8 << 20
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
         defer { buffer.deallocate() }
         for _ in 0..<runs {
@@ -110,7 +112,7 @@ struct Bench {
         }
         let gb = Double(view.size) / 1e9
         let ta = median(a), tb = median(b)
-        print("sequential read of the synthesized \(format) (\(ByteSize.format(view.size))), 8 MiB reads, median of \(runs), warm cache")
+        print("sequential read of the synthesized \(format) (\(ByteSize.format(view.size))), \(ByteSize.format(UInt64(chunk))) reads, median of \(runs), warm cache")
         print("  \(type(of: view)).read (in process): \(fmt(ta)) s, \(fmt(gb / ta, 2)) GB/s")
         print("  cat converted file >/dev/null: \(fmt(tb)) s, \(fmt(gb / tb, 2)) GB/s   (baseline)")
         print("  ratio view/cat throughput    : \(fmt(tb / ta, 2))x  (goal >= 0.8)")
@@ -141,6 +143,7 @@ var args = Array(CommandLine.arguments.dropFirst())
 var what = "all"
 var dir = "/var/tmp/bootlab-bench"
 var runs = 3
+var chunk = 8 << 20
 var formats: [String] = []
 while !args.isEmpty {
     let a = args.removeFirst()
@@ -148,15 +151,16 @@ while !args.isEmpty {
     case "--dir": dir = args.isEmpty ? dir : args.removeFirst()
     case "--runs": runs = Int(args.isEmpty ? "" : args.removeFirst()) ?? runs
     case "--format": if !args.isEmpty { formats.append(args.removeFirst()) }
+    case "--chunk": chunk = Int(args.isEmpty ? "" : args.removeFirst()) ?? chunk
     case "all", "convert", "read", "crc": what = a
     default:
-        print("usage: bootlab-bench [all|convert|read|crc] [--format F]… [--dir DIR] [--runs N]")
+        print("usage: bootlab-bench [all|convert|read|crc] [--format F]… [--dir DIR] [--runs N] [--chunk BYTES]")
         exit(2)
     }
 }
 let exe = CommandLine.arguments[0]
 let binDir = exe.contains("/") ? String(exe[..<exe.lastIndex(of: "/")!]) : "."
-let bench = Bench(dir: dir, runs: max(1, runs), bootlab: binDir + "/bootlab")
+let bench = Bench(dir: dir, runs: max(1, runs), chunk: max(512, chunk), bootlab: binDir + "/bootlab")
 do {
     mkdir(dir, 0o755)
     guard access(bench.bootlab, X_OK) == 0 else { throw BenchError(description: "\(bench.bootlab) not found: swift build -c release first") }

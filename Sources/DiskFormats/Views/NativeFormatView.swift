@@ -104,9 +104,5 @@ extension VHDXView: NativeFormatView {
     public static let pointerPlacement = PluginPointerPlacement.vhdxUserMetadataItem
     public var allocationUnit: UInt64 { UInt64(blockSize) }
 
-    public func fileOffset(ofVirtual offset: UInt64) -> UInt64? {
-        guard offset < virtualSize else { return nil }
-        let bs = UInt64(blockSize)
-        return fileOffset(ofBlock: offset / bs).map { $0 + offset % bs }
-    }
+    public func fileOffset(ofVirtual offset: UInt64) -> UInt64? { payload.fileOffset(ofVirtual: offset) }
 }

@@ -22,14 +22,6 @@ public struct QCOW2ViewOptions: Sendable, Hashable {
     }
 }
 
-/// A run of allocated clusters: virtual clusters `first ..< first+count` stored back to back from
-/// data slot `firstRank` (file offset `payloadStart + rank·C`).
-public struct QCOW2ClusterRun: Sendable, Hashable {
-    public let first: UInt64
-    public let count: UInt64
-    public let firstRank: UInt64
-}
-
 /// A qcow2 version 3 file synthesized on demand from any block source: the bytes such a file
 /// would hold, served at any offset without materializing it (docs/formats/qcow2.md).
 ///
@@ -45,7 +37,8 @@ public final class QCOW2View: BlockSource {
     public let virtualSize: UInt64
     public let clusterSize: UInt64
     public let size: UInt64
-    public let runs: [QCOW2ClusterRun]
+    /// Clusters touched by `.data` extents, stored back to back from `payloadStart`.
+    public let payload: PayloadRunMap
     /// Header fields and extensions (the start of cluster 0).
     public let headerBytes: [UInt8]
     /// The start of the plugin pointer area (length + blob), empty without a pointer.
@@ -61,32 +54,13 @@ public final class QCOW2View: BlockSource {
             throw QCOW2ViewError.invalidClusterSize(options.clusterBits < 64 ? 1 << UInt64(options.clusterBits) : 0)
         }
         let c: UInt64 = 1 << UInt64(options.clusterBits)
-        var runs: [QCOW2ClusterRun] = []
-        var rank: UInt64 = 0
-        var pending: (first: UInt64, end: UInt64)?
-        func flush() {
-            if let p = pending {
-                runs.append(QCOW2ClusterRun(first: p.first, count: p.end - p.first, firstRank: rank))
-                rank += p.end - p.first
-            }
-        }
-        for e in try source.extents(in: 0..<v) where e.kind == .data && e.length > 0 {
-            let end = min(e.end, v)
-            guard e.offset < end else { continue }
-            let first = e.offset / c, last = (end - 1) / c
-            if let p = pending, first <= p.end {
-                pending = (p.first, max(p.end, last + 1))
-            } else {
-                flush()
-                pending = (first, last + 1)
-            }
-        }
-        flush()
+        // The runs come first: the L2 tables they need decide where the payload starts.
+        let (runs, rank) = PayloadRunMap.allocatedRuns(in: try source.extents(in: 0..<v), virtualSize: v, unitSize: c)
         // L1 indices whose L2 range holds allocated clusters.
         let perL2 = c / 8
         var tables: [UInt64] = []
         for r in runs {
-            let a = r.first / perL2, b = (r.first + r.count - 1) / perL2
+            let a = r.firstUnit / perL2, b = (r.firstUnit + r.count - 1) / perL2
             var k = max(a, (tables.last ?? 0) + (tables.isEmpty ? 0 : 1))
             while k <= b { tables.append(k); k += 1 }
         }
@@ -95,7 +69,7 @@ public final class QCOW2View: BlockSource {
                                    withPointerArea: options.pluginPointer != nil)
         self.source = source
         self.options = options
-        self.runs = runs
+        payload = PayloadRunMap(runs: runs, allocatedCount: rank, unitSize: c, virtualSize: v, payloadStart: layout.payloadStart)
         virtualSize = v
         clusterSize = c
         size = layout.fileSize
@@ -112,20 +86,9 @@ public final class QCOW2View: BlockSource {
 
     // MARK: Allocation queries
 
-    private func firstRun(where isPast: (QCOW2ClusterRun) -> Bool) -> Int {
-        var lo = 0, hi = runs.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if isPast(runs[mid]) { hi = mid } else { lo = mid + 1 }
-        }
-        return lo
-    }
-
     /// File offset of virtual cluster `v`'s data, or nil when it is unallocated.
     public func fileOffset(ofCluster v: UInt64) -> UInt64? {
-        let i = firstRun { $0.first + $0.count > v }
-        guard i < runs.count, runs[i].first <= v else { return nil }
-        return payloadStart + (runs[i].firstRank + v - runs[i].first) * clusterSize
+        payload.rank(ofUnit: v).map { payload.dataOffset(ofRank: $0) }
     }
 
     /// The L2 entry for virtual cluster `v`: its data offset with COPIED, or 0.
@@ -137,32 +100,10 @@ public final class QCOW2View: BlockSource {
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         try checkRange(offset, buffer.count)
-        guard buffer.count > 0 else { return }
-        let base = buffer.baseAddress!
-        var done = 0
-        while done < buffer.count {
-            let pos = offset + UInt64(done)
-            let remaining = buffer.count - done
-            if pos < payloadStart {
-                let n = Int(min(UInt64(remaining), payloadStart - pos))
-                fillSkeleton(at: pos, into: UnsafeMutableRawBufferPointer(start: base + done, count: n))
-                done += n
-                continue
-            }
-            // Within one run, file order is virtual order: one source read per run overlap.
-            let k = (pos - payloadStart) / clusterSize
-            let run = runs[firstRun { $0.firstRank + $0.count > k }]
-            let runFileEnd = payloadStart + (run.firstRank + run.count) * clusterSize
-            let n = Int(min(UInt64(remaining), runFileEnd - pos))
-            let v = run.first * clusterSize + (pos - payloadStart - run.firstRank * clusterSize)
-            let dataCount = v < virtualSize ? Int(min(UInt64(n), virtualSize - v)) : 0
-            if dataCount > 0 {
-                try source.read(at: v, into: UnsafeMutableRawBufferPointer(start: base + done, count: dataCount))
-            }
-            if dataCount < n {
-                (base + done + dataCount).initializeMemory(as: UInt8.self, repeating: 0, count: n - dataCount)
-            }
-            done += n
+        let head = offset < payloadStart ? Int(min(UInt64(buffer.count), payloadStart - offset)) : 0
+        if head > 0 { fillSkeleton(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<head])) }
+        if head < buffer.count {
+            try payload.read(from: source, at: offset + UInt64(head), into: UnsafeMutableRawBufferPointer(rebasing: buffer[head...]))
         }
     }
 
@@ -244,30 +185,7 @@ public final class QCOW2View: BlockSource {
             add(UInt64(headerBytes.count), clusterSize, .zero)
             add(clusterSize, payloadStart, .data)
         }
-        if r.upperBound > payloadStart {
-            let c = clusterSize
-            let start = max(r.lowerBound, payloadStart)
-            var ri = firstRun { $0.firstRank + $0.count > (start - payloadStart) / c }
-            while ri < runs.count {
-                let run = runs[ri]
-                let fileLo = payloadStart + run.firstRank * c
-                let fileHi = fileLo + run.count * c
-                if fileLo >= r.upperBound { break }
-                let lo = max(fileLo, start), hi = min(fileHi, r.upperBound)
-                let vLo = run.first * c + (lo - fileLo)
-                let vHi = vLo + (hi - lo)
-                let vDataHi = min(vHi, virtualSize)
-                if vLo < vDataHi {
-                    for e in try source.extents(in: vLo..<vDataHi) {
-                        let a = max(e.offset, vLo), b = min(e.end, vDataHi)
-                        guard a < b else { continue }
-                        add(lo + (a - vLo), lo + (b - vLo), e.kind == .data ? .data : .zero)
-                    }
-                }
-                if vDataHi < vHi { add(lo + (max(vDataHi, vLo) - vLo), hi, .zero) }
-                ri += 1
-            }
-        }
+        try payload.appendExtents(of: source, in: r, to: &out)
         return coalesce(out)
     }
 }
@@ -278,24 +196,7 @@ extension QCOW2View: FileBackedSource {
     public func fileSpans(in range: Range<UInt64>) -> [FileSpan]? {
         guard range.lowerBound >= payloadStart, range.upperBound <= size,
               let fb = source as? any FileBackedSource else { return nil }
-        var out: [FileSpan] = []
-        let c = clusterSize
-        var pos = range.lowerBound
-        while pos < range.upperBound {
-            let k = (pos - payloadStart) / c
-            let run = runs[firstRun { $0.firstRank + $0.count > k }]
-            let runFileEnd = payloadStart + (run.firstRank + run.count) * c
-            let n = min(range.upperBound, runFileEnd) - pos
-            let v = run.first * c + (pos - payloadStart - run.firstRank * c)
-            let dataCount = v < virtualSize ? min(n, virtualSize - v) : 0
-            if dataCount > 0 {
-                guard let spans = fb.fileSpans(in: v..<v + dataCount) else { return nil }
-                out += spans
-            }
-            if dataCount < n { out.append(.zeros(length: n - dataCount)) }
-            pos += n
-        }
-        return out
+        return payload.fileSpans(of: fb, in: range)
     }
 }
 
@@ -305,10 +206,7 @@ extension QCOW2View: NativeFormatView {
     public var allocationUnit: UInt64 { clusterSize }
     public func allocatedUnitCount() throws -> UInt64 { allocatedClusters }
 
-    public func fileOffset(ofVirtual offset: UInt64) -> UInt64? {
-        guard offset < virtualSize else { return nil }
-        return fileOffset(ofCluster: offset / clusterSize).map { $0 + offset % clusterSize }
-    }
+    public func fileOffset(ofVirtual offset: UInt64) -> UInt64? { payload.fileOffset(ofVirtual: offset) }
 
     /// Header fields, the refcount structures, L1 and the L2 tables summarized as runs.
     public func layoutDump() -> String {
@@ -338,11 +236,11 @@ extension QCOW2View: NativeFormatView {
         }
         var p: UInt64 = 0
         let nClusters = QCOW2.divRoundUp(virtualSize, clusterSize)
-        for run in runs {
-            if run.first > p { lines.append("  clusters \(p)..<\(run.first): unallocated (L2 entry 0)") }
+        for run in payload.runs {
+            if run.firstUnit > p { lines.append("  clusters \(p)..<\(run.firstUnit): unallocated (L2 entry 0)") }
             let off = payloadStart + run.firstRank * clusterSize
-            lines.append("  clusters \(run.first)..<\(run.first + run.count): data at \(hex(off))..<\(hex(off + run.count * clusterSize)) | COPIED")
-            p = run.first + run.count
+            lines.append("  clusters \(run.firstUnit)..<\(run.firstUnit + run.count): data at \(hex(off))..<\(hex(off + run.count * clusterSize)) | COPIED")
+            p = run.firstUnit + run.count
         }
         if p < nClusters { lines.append("  clusters \(p)..<\(nClusters): unallocated (L2 entry 0)") }
         lines.append("allocated clusters: \(allocatedClusters) of \(nClusters)")

@@ -31,10 +31,10 @@ extension VDIView {
             }
             if q < to { lines.append("  blocks \(q)..<\(to): FREE (0xffffffff)") }
         }
-        for run in runs {
-            gap(run.firstBlock)
-            lines.append("  blocks \(run.firstBlock)..<\(run.firstBlock + run.count): slots \(run.firstRank)..<\(run.firstRank + run.count) at \(hex(layout.blockOffset(rank: run.firstRank)))")
-            p = run.firstBlock + run.count
+        for run in payload.runs {
+            gap(run.firstUnit)
+            lines.append("  blocks \(run.firstUnit)..<\(run.firstUnit + run.count): slots \(run.firstRank)..<\(run.firstRank + run.count) at \(hex(layout.blockOffset(rank: run.firstRank)))")
+            p = run.firstUnit + run.count
         }
         gap(layout.blockCount)
         lines.append("allocated blocks: \(allocatedBlockCount) of \(layout.blockCount)")

@@ -14,13 +14,6 @@ public struct VDISynthesisOptions: Sendable, Hashable {
     }
 }
 
-/// A run of allocated blocks stored in consecutive data slots.
-public struct VDIBlockRun: Sendable, Hashable {
-    public let firstBlock: UInt64
-    public let count: UInt64
-    public let firstRank: UInt64
-}
-
 /// A dynamic VDI synthesized on demand from any block source, deterministic.
 ///
 /// A block is allocated iff some part of it is `.data` in the source's extent map (data is
@@ -35,10 +28,11 @@ public final class VDIView: BlockSource {
     public let virtualSize: UInt64
     public let size: UInt64
     public let header: VDIHeader
-    public let runs: [VDIBlockRun]
+    /// Blocks touched by `.data` extents, stored back to back from the data offset.
+    public let payload: PayloadRunMap
     /// Ranges of blocks that are entirely `.zero` in the source (map entry ZERO).
     public let zeroBlocks: [Range<UInt64>]
-    public let allocatedBlockCount: UInt64
+    public var allocatedBlockCount: UInt64 { payload.allocatedCount }
     private let headerBytes: [UInt8]
     /// The pointer as stored: frame + blob.
     private let pointerBytes: [UInt8]
@@ -61,40 +55,21 @@ public final class VDIView: BlockSource {
         virtualSize = v
         let bs = UInt64(layout.blockSize)
 
-        var runs: [VDIBlockRun] = []
+        // One extent map for both: data blocks (the payload) and wholly zero blocks (ZERO entries).
+        let extents = try source.extents(in: 0..<v)
+        let (runs, rank) = PayloadRunMap.allocatedRuns(in: extents, virtualSize: v, unitSize: bs)
+        payload = PayloadRunMap(runs: runs, allocatedCount: rank, unitSize: bs, virtualSize: v, payloadStart: layout.dataOffset)
         var zeros: [Range<UInt64>] = []
-        var rank: UInt64 = 0
-        var pending: (first: UInt64, end: UInt64)?
-        for e in try source.extents(in: 0..<v) where e.length > 0 {
+        for e in extents where e.kind == .zero && e.length > 0 {
             let end = min(e.end, v)
             guard e.offset < end else { continue }
-            if e.kind == .zero {
-                // Blocks wholly inside one zero extent (adjacent extents of a kind are merged).
-                let first = (e.offset + bs - 1) / bs
-                let last = end == v ? (end + bs - 1) / bs : end / bs
-                if first < last { zeros.append(first..<last) }
-                continue
-            }
-            guard e.kind == .data else { continue }
-            let first = e.offset / bs, last = (end - 1) / bs
-            if let p = pending, first <= p.end {
-                pending = (p.first, max(p.end, last + 1))
-            } else {
-                if let p = pending {
-                    runs.append(VDIBlockRun(firstBlock: p.first, count: p.end - p.first, firstRank: rank))
-                    rank += p.end - p.first
-                }
-                pending = (first, last + 1)
-            }
+            // Blocks wholly inside one zero extent (adjacent extents of a kind are merged).
+            let first = (e.offset + bs - 1) / bs
+            let last = end == v ? (end + bs - 1) / bs : end / bs
+            if first < last { zeros.append(first..<last) }
         }
-        if let p = pending {
-            runs.append(VDIBlockRun(firstBlock: p.first, count: p.end - p.first, firstRank: rank))
-            rank += p.end - p.first
-        }
-        self.runs = runs
         // Blocks wholly inside a zero extent hold no data extent (extents do not overlap).
         zeroBlocks = zeros
-        allocatedBlockCount = rank
         size = layout.fileSize(allocated: rank)
         let h = VDIHeader(imageType: .normal, blockMapOffset: UInt32(VDILayout.blockMapOffset), dataOffset: UInt32(layout.dataOffset),
                           diskSize: v, blockSize: layout.blockSize, blocksInImage: UInt32(layout.blockCount),
@@ -104,25 +79,9 @@ public final class VDIView: BlockSource {
         header = h
     }
 
-    private func firstRun(where isPast: (VDIBlockRun) -> Bool) -> Int {
-        var lo = 0, hi = runs.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if isPast(runs[mid]) { hi = mid } else { lo = mid + 1 }
-        }
-        return lo
-    }
+    public func rank(ofBlock p: UInt64) -> UInt64? { payload.rank(ofUnit: p) }
 
-    public func rank(ofBlock p: UInt64) -> UInt64? {
-        let i = firstRun { $0.firstBlock + $0.count > p }
-        guard i < runs.count, runs[i].firstBlock <= p else { return nil }
-        return runs[i].firstRank + p - runs[i].firstBlock
-    }
-
-    public func block(ofRank k: UInt64) -> UInt64 {
-        let r = runs[firstRun { $0.firstRank + $0.count > k }]
-        return r.firstBlock + k - r.firstRank
-    }
+    public func block(ofRank k: UInt64) -> UInt64 { payload.unit(ofRank: k) }
 
     private func isZeroBlock(_ p: UInt64) -> Bool {
         var lo = 0, hi = zeroBlocks.count
@@ -141,30 +100,10 @@ public final class VDIView: BlockSource {
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         try checkRange(offset, buffer.count)
-        guard buffer.count > 0 else { return }
-        let base = buffer.baseAddress!
-        var done = 0
-        let bs = UInt64(blockSize)
-        while done < buffer.count {
-            let pos = offset + UInt64(done)
-            let remaining = UInt64(buffer.count - done)
-            let out = base + done
-            if pos < payloadStart {
-                let n = Int(min(remaining, payloadStart - pos))
-                fillSkeleton(at: pos, into: UnsafeMutableRawBufferPointer(start: out, count: n))
-                done += n
-                continue
-            }
-            // Within a run, file order is virtual order: one source read per run overlap.
-            let k = (pos - payloadStart) / bs
-            let run = runs[firstRun { $0.firstRank + $0.count > k }]
-            let runFileEnd = layout.blockOffset(rank: run.firstRank + run.count)
-            let n = Int(min(remaining, runFileEnd - pos))
-            let v = run.firstBlock * bs + (pos - layout.blockOffset(rank: run.firstRank))
-            let dataCount = v < virtualSize ? Int(min(UInt64(n), virtualSize - v)) : 0
-            if dataCount > 0 { try source.read(at: v, into: UnsafeMutableRawBufferPointer(start: out, count: dataCount)) }
-            if dataCount < n { (out + dataCount).initializeMemory(as: UInt8.self, repeating: 0, count: n - dataCount) }
-            done += n
+        let head = offset < payloadStart ? Int(min(UInt64(buffer.count), payloadStart - offset)) : 0
+        if head > 0 { fillSkeleton(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<head])) }
+        if head < buffer.count {
+            try payload.read(from: source, at: offset + UInt64(head), into: UnsafeMutableRawBufferPointer(rebasing: buffer[head...]))
         }
     }
 
@@ -186,15 +125,9 @@ public final class VDIView: BlockSource {
         guard lo < hi else { return }
         let first = (lo - map) / 4, last = (hi - map - 1) / 4
         var bytes = [UInt8](repeating: 0, count: Int(last - first + 1) * 4)
-        var ri = firstRun { $0.firstBlock + $0.count > first }
+        var ranks = payload.rankCursor(fromUnit: first)
         for p in first...last {
-            while ri < runs.count && runs[ri].firstBlock + runs[ri].count <= p { ri += 1 }
-            let e: UInt32
-            if ri < runs.count && runs[ri].firstBlock <= p {
-                e = UInt32(runs[ri].firstRank + p - runs[ri].firstBlock)
-            } else {
-                e = isZeroBlock(p) ? VDI.blockZero : VDI.blockFree
-            }
+            let e = ranks.rank(ofUnit: p).map { UInt32($0) } ?? (isZeroBlock(p) ? VDI.blockZero : VDI.blockFree)
             bytes.putLE32(e, at: Int(p - first) * 4)
         }
         let skip = Int(lo - map - first * 4)
@@ -221,27 +154,7 @@ public final class VDIView: BlockSource {
             add(VDILayout.blockMapOffset, mapEnd, .data)
             add(mapEnd, payloadStart, .zero)
         }
-        if r.upperBound > payloadStart {
-            let bs = UInt64(blockSize)
-            let start = max(r.lowerBound, payloadStart)
-            var ri = firstRun { $0.firstRank + $0.count > (start - payloadStart) / bs }
-            while ri < runs.count {
-                let run = runs[ri]
-                let fileLo = layout.blockOffset(rank: run.firstRank), fileHi = fileLo + run.count * bs
-                if fileLo >= r.upperBound { break }
-                let lo = max(fileLo, start), hi = min(fileHi, r.upperBound)
-                let vLo = run.firstBlock * bs + (lo - fileLo), vHi = vLo + (hi - lo)
-                let vDataHi = min(vHi, virtualSize)
-                if vLo < vDataHi {
-                    for e in try source.extents(in: vLo..<vDataHi) {
-                        let a = max(e.offset, vLo), b = min(e.end, vDataHi)
-                        if a < b { add(lo + (a - vLo), lo + (b - vLo), e.kind == .data ? .data : .zero) }
-                    }
-                }
-                if vDataHi < vHi { add(lo + (max(vDataHi, vLo) - vLo), hi, .zero) }
-                ri += 1
-            }
-        }
+        try payload.appendExtents(of: source, in: r, to: &out)
         return coalesce(out)
     }
 }
@@ -252,33 +165,12 @@ extension VDIView: NativeFormatView {
     public func allocatedUnitCount() throws -> UInt64 { allocatedBlockCount }
     public var allocationUnit: UInt64 { UInt64(blockSize) }
 
-    public func fileOffset(ofVirtual offset: UInt64) -> UInt64? {
-        guard offset < virtualSize else { return nil }
-        let bs = UInt64(blockSize)
-        return rank(ofBlock: offset / bs).map { layout.blockOffset(rank: $0) + offset % bs }
-    }
+    public func fileOffset(ofVirtual offset: UInt64) -> UInt64? { payload.fileOffset(ofVirtual: offset) }
 }
 
 extension VDIView: FileBackedSource {
     public func fileSpans(in range: Range<UInt64>) -> [FileSpan]? {
         guard range.lowerBound >= payloadStart, range.upperBound <= size, let fb = source as? any FileBackedSource else { return nil }
-        var out: [FileSpan] = []
-        let bs = UInt64(blockSize)
-        var pos = range.lowerBound
-        while pos < range.upperBound {
-            let k = (pos - payloadStart) / bs
-            let run = runs[firstRun { $0.firstRank + $0.count > k }]
-            let runFileEnd = layout.blockOffset(rank: run.firstRank + run.count)
-            let n = min(range.upperBound, runFileEnd) - pos
-            let v = run.firstBlock * bs + (pos - layout.blockOffset(rank: run.firstRank))
-            let dataCount = v < virtualSize ? min(n, virtualSize - v) : 0
-            if dataCount > 0 {
-                guard let spans = fb.fileSpans(in: v..<v + dataCount) else { return nil }
-                out += spans
-            }
-            if dataCount < n { out.append(.zeros(length: n - dataCount)) }
-            pos += n
-        }
-        return out
+        return payload.fileSpans(of: fb, in: range)
     }
 }

@@ -24,11 +24,11 @@ extension VHDView {
             lines.append("BAT @\(hex(VHDLayout.batOffset)): \(hex(layout.batLength)) bytes, \(layout.blockCount) entries")
             lines.append("slots: \(hex(layout.slotSize)) bytes each: \(hex(layout.slotPad - layout.bitmapLength)) zero, \(hex(layout.bitmapLength)) sector bitmap (all ones), \(hex(UInt64(blockSize))) data")
             var p: UInt64 = 0
-            for run in runs {
-                if run.firstBlock > p { lines.append("  blocks \(p)..<\(run.firstBlock): unallocated (0xffffffff)") }
+            for run in payload.runs {
+                if run.firstUnit > p { lines.append("  blocks \(p)..<\(run.firstUnit): unallocated (0xffffffff)") }
                 let a = layout.batEntry(rank: run.firstRank), b = layout.batEntry(rank: run.firstRank + run.count - 1)
-                lines.append("  blocks \(run.firstBlock)..<\(run.firstBlock + run.count): BAT \(hex32(a))…\(hex32(b)), data at \(hex(layout.dataOffset(rank: run.firstRank)))")
-                p = run.firstBlock + run.count
+                lines.append("  blocks \(run.firstUnit)..<\(run.firstUnit + run.count): BAT \(hex32(a))…\(hex32(b)), data at \(hex(layout.dataOffset(rank: run.firstRank)))")
+                p = run.firstUnit + run.count
             }
             if p < layout.blockCount { lines.append("  blocks \(p)..<\(layout.blockCount): unallocated (0xffffffff)") }
             lines.append("allocated blocks: \(allocatedBlockCount) of \(layout.blockCount)")

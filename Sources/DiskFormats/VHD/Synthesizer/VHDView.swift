@@ -30,14 +30,6 @@ public enum VHDIdentity {
     public static let creatorHostOS: [UInt8] = Array("Wi2k".utf8)
 }
 
-/// A run of allocated blocks: virtual blocks `firstBlock ..< firstBlock+count` stored in
-/// consecutive slots from `firstRank`.
-public struct VHDBlockRun: Sendable, Hashable {
-    public let firstBlock: UInt64
-    public let count: UInt64
-    public let firstRank: UInt64
-}
-
 /// A VHD synthesized on demand from any block source: dynamic (the default and the exposed
 /// form) or fixed. Every byte is a pure function of (source extents, source bytes, options).
 ///
@@ -57,8 +49,10 @@ public final class VHDView: BlockSource {
     public let size: UInt64
     public let footer: VHDFooter
     public let dynamicHeader: VHDDynamicHeader?
-    public let runs: [VHDBlockRun]
-    public let allocatedBlockCount: UInt64
+    /// Dynamic: blocks touched by `.data` extents, one slot each (zero pad, sector bitmap, data)
+    /// from `payloadStart`. Fixed: empty (the payload is the disk itself).
+    public let payload: PayloadRunMap
+    public var allocatedBlockCount: UInt64 { payload.allocatedCount }
     /// Offset of the trailing footer.
     public let footerOffset: UInt64
 
@@ -91,33 +85,14 @@ public final class VHDView: BlockSource {
         let v = source.size
         virtualSize = v
 
-        var runs: [VHDBlockRun] = []
-        var rank: UInt64 = 0
         if options.subformat == .dynamic {
-            let bs = UInt64(layout.blockSize)
-            var pending: (first: UInt64, end: UInt64)?
-            for e in try source.extents(in: 0..<v) where e.kind == .data && e.length > 0 {
-                let end = min(e.end, v)
-                guard e.offset < end else { continue }
-                let first = e.offset / bs, last = (end - 1) / bs
-                if let p = pending, first <= p.end {
-                    pending = (p.first, max(p.end, last + 1))
-                } else {
-                    if let p = pending {
-                        runs.append(VHDBlockRun(firstBlock: p.first, count: p.end - p.first, firstRank: rank))
-                        rank += p.end - p.first
-                    }
-                    pending = (first, last + 1)
-                }
-            }
-            if let p = pending {
-                runs.append(VHDBlockRun(firstBlock: p.first, count: p.end - p.first, firstRank: rank))
-                rank += p.end - p.first
-            }
+            payload = try PayloadRunMap(source: source, unitSize: UInt64(layout.blockSize), payloadStart: layout.payloadStart,
+                                        slotPad: layout.slotPad, padStructure: layout.bitmapLength)
+        } else {
+            // No slots: reads, extents and spans of a fixed disk go to the source directly.
+            payload = PayloadRunMap(runs: [], allocatedCount: 0, unitSize: VHD.sector, virtualSize: v, payloadStart: 0)
         }
-        self.runs = runs
-        allocatedBlockCount = rank
-        size = layout.fileSize(allocated: rank)
+        size = layout.fileSize(allocated: payload.allocatedCount)
         footerOffset = size - UInt64(VHD.footerSize)
 
         var f = VHDFooter(dataOffset: options.subformat == .dynamic ? VHDLayout.dynamicHeaderOffset : .max,
@@ -157,27 +132,11 @@ public final class VHDView: BlockSource {
 
     // MARK: Allocation
 
-    private func firstRun(where isPast: (VHDBlockRun) -> Bool) -> Int {
-        var lo = 0, hi = runs.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if isPast(runs[mid]) { hi = mid } else { lo = mid + 1 }
-        }
-        return lo
-    }
-
     /// The slot rank of virtual block `p`, or nil when it is not allocated.
-    public func rank(ofBlock p: UInt64) -> UInt64? {
-        let i = firstRun { $0.firstBlock + $0.count > p }
-        guard i < runs.count, runs[i].firstBlock <= p else { return nil }
-        return runs[i].firstRank + p - runs[i].firstBlock
-    }
+    public func rank(ofBlock p: UInt64) -> UInt64? { payload.rank(ofUnit: p) }
 
     /// The virtual block stored in slot `k` (k < allocatedBlockCount).
-    public func block(ofRank k: UInt64) -> UInt64 {
-        let r = runs[firstRun { $0.firstRank + $0.count > k }]
-        return r.firstBlock + k - r.firstRank
-    }
+    public func block(ofRank k: UInt64) -> UInt64 { payload.unit(ofRank: k) }
 
     /// The BAT entry of virtual block `p`.
     public func batEntry(_ p: UInt64) -> UInt32 {
@@ -188,52 +147,29 @@ public final class VHDView: BlockSource {
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         try checkRange(offset, buffer.count)
-        guard buffer.count > 0 else { return }
-        let base = buffer.baseAddress!
-        var done = 0
-        while done < buffer.count {
-            let pos = offset + UInt64(done)
-            let remaining = UInt64(buffer.count - done)
-            let out = base + done
-            if pos >= footerOffset {
-                let n = Int(min(remaining, size - pos))
-                footerBytes.withUnsafeBytes { out.copyMemory(from: $0.baseAddress! + Int(pos - footerOffset), byteCount: n) }
-                done += n
-                continue
-            }
+        // [offset, end) in three parts: skeleton up to a, payload up to b, footer (a fixed
+        // disk's skeleton is empty and its payload the source at the same offsets).
+        let end = offset + UInt64(buffer.count)
+        let a = Int(min(end, max(offset, payloadStart)) - offset), b = Int(min(end, max(offset, footerOffset)) - offset)
+        if a > 0 { fillSkeleton(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<a])) }
+        if a < b {
+            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[a..<b])
             if subformat == .fixed {
-                let n = Int(min(remaining, virtualSize - pos))
-                try source.read(at: pos, into: UnsafeMutableRawBufferPointer(start: out, count: n))
-                done += n
-                continue
-            }
-            if pos < payloadStart {
-                let n = Int(min(remaining, payloadStart - pos))
-                fillSkeleton(at: pos, into: UnsafeMutableRawBufferPointer(start: out, count: n))
-                done += n
-                continue
-            }
-            // A slot: zero pad, bitmap (all ones), data.
-            let k = (pos - payloadStart) / layout.slotSize
-            let inSlot = pos - layout.slotOffset(rank: k)
-            let bitmapStart = layout.slotPad - layout.bitmapLength
-            if inSlot < bitmapStart {
-                let n = Int(min(remaining, bitmapStart - inSlot))
-                out.initializeMemory(as: UInt8.self, repeating: 0, count: n)
-                done += n
-            } else if inSlot < layout.slotPad {
-                let n = Int(min(remaining, layout.slotPad - inSlot))
-                out.initializeMemory(as: UInt8.self, repeating: 0xFF, count: n)
-                done += n
+                try source.read(at: offset + UInt64(a), into: part)
             } else {
-                let bs = UInt64(blockSize)
-                let inBlock = inSlot - layout.slotPad
-                let n = Int(min(remaining, bs - inBlock))
-                let v = block(ofRank: k) * bs + inBlock
-                let dataCount = v < virtualSize ? Int(min(UInt64(n), virtualSize - v)) : 0
-                if dataCount > 0 { try source.read(at: v, into: UnsafeMutableRawBufferPointer(start: out, count: dataCount)) }
-                if dataCount < n { (out + dataCount).initializeMemory(as: UInt8.self, repeating: 0, count: n - dataCount) }
-                done += n
+                // A slot's pad: zeros, then the sector bitmap (all ones: every sector is present).
+                let bitmapStart = layout.slotPad - layout.bitmapLength
+                try payload.read(from: source, at: offset + UInt64(a), into: part) { inSlot, pad in
+                    let zeros = Int(min(UInt64(pad.count), bitmapStart > inSlot ? bitmapStart - inSlot : 0))
+                    pad.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0, count: zeros)
+                    (pad.baseAddress! + zeros).initializeMemory(as: UInt8.self, repeating: 0xFF, count: pad.count - zeros)
+                }
+            }
+        }
+        if b < buffer.count {
+            let pos = offset + UInt64(b)
+            footerBytes.withUnsafeBytes {
+                (buffer.baseAddress! + b).copyMemory(from: $0.baseAddress! + Int(pos - footerOffset), byteCount: buffer.count - b)
             }
         }
     }
@@ -260,13 +196,10 @@ public final class VHDView: BlockSource {
         let first = (lo - bat) / 4, last = (hi - bat - 1) / 4
         var bytes = [UInt8](repeating: 0, count: Int(last - first + 1) * 4)
         var p = first
-        var ri = firstRun { $0.firstBlock + $0.count > first }
+        var ranks = payload.rankCursor(fromUnit: first)
         while p <= last {
             var e = VHD.unallocated
-            if p < layout.blockCount {
-                while ri < runs.count && runs[ri].firstBlock + runs[ri].count <= p { ri += 1 }
-                if ri < runs.count && runs[ri].firstBlock <= p { e = layout.batEntry(rank: runs[ri].firstRank + p - runs[ri].firstBlock) }
-            }
+            if p < layout.blockCount, let k = ranks.rank(ofUnit: p) { e = layout.batEntry(rank: k) }
             VHD.put32(&bytes, e, Int(p - first) * 4)
             p += 1
         }
@@ -310,23 +243,7 @@ public final class VHDView: BlockSource {
                 add(VHDLayout.batOffset, batUsed, .data)
                 add(batUsed, payloadStart, .zero)
             }
-            if r.upperBound > payloadStart && allocatedBlockCount > 0 {
-                let bs = UInt64(blockSize)
-                let firstK = r.lowerBound > payloadStart ? (r.lowerBound - payloadStart) / layout.slotSize : 0
-                var k = firstK
-                while k < allocatedBlockCount {
-                    let slot = layout.slotOffset(rank: k)
-                    if slot >= r.upperBound { break }
-                    let bm = layout.bitmapOffset(rank: k), d = layout.dataOffset(rank: k)
-                    add(slot, bm, .zero)
-                    add(bm, d, .data)
-                    let v = block(ofRank: k) * bs
-                    let vEnd = min(v + bs, virtualSize)
-                    try addSource(d, v, vEnd)
-                    add(d + (vEnd - v), d + bs, .zero)
-                    k += 1
-                }
-            }
+            try payload.appendExtents(of: source, in: r, to: &out)
         }
         add(footerOffset, size, .data)
         return coalesce(out)
@@ -357,8 +274,7 @@ extension VHDView: NativeFormatView {
     public func fileOffset(ofVirtual offset: UInt64) -> UInt64? {
         guard offset < virtualSize else { return nil }
         if subformat == .fixed { return offset }
-        let bs = UInt64(blockSize)
-        return rank(ofBlock: offset / bs).map { layout.dataOffset(rank: $0) + offset % bs }
+        return payload.fileOffset(ofVirtual: offset)
     }
 }
 
@@ -370,18 +286,6 @@ extension VHDView: FileBackedSource {
               let fb = source as? any FileBackedSource else { return nil }
         if range.isEmpty { return [] }
         if subformat == .fixed { return fb.fileSpans(in: range) }
-        let k = (range.lowerBound - payloadStart) / layout.slotSize
-        let d = layout.dataOffset(rank: k), bs = UInt64(blockSize)
-        guard range.lowerBound >= d, range.upperBound <= d + bs else { return nil }
-        let v = block(ofRank: k) * bs + (range.lowerBound - d)
-        let n = UInt64(range.count)
-        let dataCount = v < virtualSize ? min(n, virtualSize - v) : 0
-        var out: [FileSpan] = []
-        if dataCount > 0 {
-            guard let s = fb.fileSpans(in: v..<v + dataCount) else { return nil }
-            out = s
-        }
-        if dataCount < n { out.append(.zeros(length: n - dataCount)) }
-        return out
+        return payload.fileSpans(of: fb, in: range)
     }
 }

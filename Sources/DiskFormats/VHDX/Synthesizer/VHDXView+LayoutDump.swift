@@ -50,11 +50,11 @@ extension VHDXView {
         // Payload entries as runs: allocated runs and the ZERO gaps between them.
         var p: UInt64 = 0
         let bs = UInt64(blockSize)
-        for run in runs {
-            if run.firstBlock > p { lines.append("  blocks \(p)..<\(run.firstBlock): ZERO (2), offset 0") }
+        for run in payload.runs {
+            if run.firstUnit > p { lines.append("  blocks \(p)..<\(run.firstUnit): ZERO (2), offset 0") }
             let off = payloadStart + run.firstRank * bs
-            lines.append("  blocks \(run.firstBlock)..<\(run.firstBlock + run.count): FULLY_PRESENT (6) at \(hex(off))..<\(hex(off + run.count * bs))")
-            p = run.firstBlock + run.count
+            lines.append("  blocks \(run.firstUnit)..<\(run.firstUnit + run.count): FULLY_PRESENT (6) at \(hex(off))..<\(hex(off + run.count * bs))")
+            p = run.firstUnit + run.count
         }
         if p < g.payloadBlocks { lines.append("  blocks \(p)..<\(g.payloadBlocks): ZERO (2), offset 0") }
         lines.append("allocated blocks: \(allocatedBlockCount) of \(g.payloadBlocks)")

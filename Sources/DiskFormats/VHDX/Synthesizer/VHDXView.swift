@@ -1,14 +1,5 @@
 import BlockCore
 
-/// A run of allocated payload blocks: virtual blocks `firstBlock ..< firstBlock+count` stored
-/// back to back in the file from payload slot `firstRank` (file offset `payloadStart + rank·B`).
-public struct VHDXBlockRun: Sendable, Hashable {
-    public let firstBlock: UInt64
-    public let count: UInt64
-    public let firstRank: UInt64
-    public var blocks: Range<UInt64> { firstBlock..<firstBlock + count }
-}
-
 /// A dynamic VHDX synthesized on demand from any block source (vhdx-notes §9a): the bytes a
 /// VHDX file of that disk would hold, served at any offset without materializing the file.
 ///
@@ -51,9 +42,10 @@ public final class VHDXView: BlockSource {
     public let dataWriteGuid: GUID
     public let virtualDiskID: GUID
 
-    /// Allocated blocks as runs, in virtual order (which is also file order).
-    public let runs: [VHDXBlockRun]
-    public let allocatedBlockCount: UInt64
+    /// Allocated blocks as runs, in virtual order (which is also file order), stored back to
+    /// back from `payloadStart`.
+    public let payload: PayloadRunMap
+    public var allocatedBlockCount: UInt64 { payload.allocatedCount }
 
     /// Every structure before the payload except the BAT's entries (the one builder `create`
     /// uses too).
@@ -103,31 +95,8 @@ public final class VHDXView: BlockSource {
         payloadStart = skeletonStructures.payloadStart
 
         // Allocation map: blocks touched by any data extent.
-        var runs: [VHDXBlockRun] = []
-        var rank: UInt64 = 0
-        let bs = UInt64(b)
-        var pending: (first: UInt64, end: UInt64)?
-        for e in try source.extents(in: 0..<v) where e.kind == .data && e.length > 0 {
-            let end = min(e.end, v)
-            guard e.offset < end else { continue }
-            let first = e.offset / bs, last = (end - 1) / bs
-            if let p = pending, first <= p.end {
-                pending = (p.first, max(p.end, last + 1))
-            } else {
-                if let p = pending {
-                    runs.append(VHDXBlockRun(firstBlock: p.first, count: p.end - p.first, firstRank: rank))
-                    rank += p.end - p.first
-                }
-                pending = (first, last + 1)
-            }
-        }
-        if let p = pending {
-            runs.append(VHDXBlockRun(firstBlock: p.first, count: p.end - p.first, firstRank: rank))
-            rank += p.end - p.first
-        }
-        self.runs = runs
-        allocatedBlockCount = rank
-        size = payloadStart + rank * bs
+        payload = try PayloadRunMap(source: source, unitSize: UInt64(b), payloadStart: payloadStart)
+        size = payload.payloadEnd
 
         let sk = skeletonStructures
         var area = [UInt8](repeating: 0, count: Int(VHDX.regionTable2Offset) + VHDX.regionTableSize)
@@ -142,39 +111,11 @@ public final class VHDXView: BlockSource {
     // MARK: Allocation queries
 
     /// Allocated virtual blocks, as ranges of block indices in order.
-    public var allocatedBlocks: [Range<UInt64>] { runs.map(\.blocks) }
-
-    /// Index into `runs` of the run holding virtual block `p`, or nil when `p` is not allocated.
-    private func runIndex(containingBlock p: UInt64) -> Int? {
-        let i = firstRunIndex(endingAfterBlock: p)
-        return i < runs.count && runs[i].firstBlock <= p ? i : nil
-    }
-
-    /// The first run whose end is past block `p` (runs.count if none).
-    private func firstRunIndex(endingAfterBlock p: UInt64) -> Int {
-        firstRun { $0.firstBlock + $0.count > p }
-    }
-
-    /// The run holding payload slot `k` (0 ≤ k < allocatedBlockCount).
-    private func runIndex(containingRank k: UInt64) -> Int {
-        firstRun { $0.firstRank + $0.count > k }
-    }
-
-    /// Binary search: the first run for which `isPast` holds (runs are sorted by block and by
-    /// rank alike, so `isPast` is false then true along them); runs.count if none.
-    private func firstRun(where isPast: (VHDXBlockRun) -> Bool) -> Int {
-        var lo = 0, hi = runs.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if isPast(runs[mid]) { hi = mid } else { lo = mid + 1 }
-        }
-        return lo
-    }
+    public var allocatedBlocks: [Range<UInt64>] { payload.runs.map(\.units) }
 
     /// File offset of virtual block `p`'s payload, or nil when it has none (state ZERO).
     public func fileOffset(ofBlock p: UInt64) -> UInt64? {
-        guard let i = runIndex(containingBlock: p) else { return nil }
-        return payloadStart + (runs[i].firstRank + p - runs[i].firstBlock) * UInt64(blockSize)
+        payload.rank(ofUnit: p).map { payload.dataOffset(ofRank: $0) }
     }
 
     /// The BAT entry at `index` (payload entries interleaved with sector-bitmap entries, §5).
@@ -191,19 +132,14 @@ public final class VHDXView: BlockSource {
         let stride = geometry.chunkRatio + 1
         let zeroEntry = UInt64(VHDX.PayloadState.zero.rawValue)
         let present = UInt64(VHDX.PayloadState.fullyPresent.rawValue)
-        let firstBlock = r.lowerBound - r.lowerBound / stride
-        var ri = firstRunIndex(endingAfterBlock: firstBlock)
-        let bs = UInt64(blockSize)
+        var ranks = payload.rankCursor(fromUnit: r.lowerBound - r.lowerBound / stride)
         for i in r {
             if i % stride == geometry.chunkRatio {
                 body(i, 0)  // sector-bitmap entry: NOT_PRESENT in dynamic disks [SPEC:670-700]
                 continue
             }
-            let p = i - i / stride
-            while ri < runs.count && runs[ri].firstBlock + runs[ri].count <= p { ri += 1 }
-            if ri < runs.count && runs[ri].firstBlock <= p {
-                let off = payloadStart + (runs[ri].firstRank + p - runs[ri].firstBlock) * bs
-                body(i, off | present)
+            if let k = ranks.rank(ofUnit: i - i / stride) {
+                body(i, payload.dataOffset(ofRank: k) | present)
             } else {
                 body(i, zeroEntry)
             }
@@ -214,35 +150,10 @@ public final class VHDXView: BlockSource {
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         try checkRange(offset, buffer.count)
-        guard buffer.count > 0 else { return }
-        let base = buffer.baseAddress!
-        var done = 0
-        while done < buffer.count {
-            let pos = offset + UInt64(done)
-            let remaining = buffer.count - done
-            if pos < payloadStart {
-                let n = Int(min(UInt64(remaining), payloadStart - pos))
-                fillSkeleton(at: pos, into: UnsafeMutableRawBufferPointer(start: base + done, count: n))
-                done += n
-                continue
-            }
-            // Payload: within one run, file order is virtual order, so the whole overlap with the
-            // run is one contiguous source range read straight into the caller's buffer.
-            let bs = UInt64(blockSize)
-            let k = (pos - payloadStart) / bs
-            let run = runs[runIndex(containingRank: k)]
-            let runFileEnd = payloadStart + (run.firstRank + run.count) * bs
-            let n = Int(min(UInt64(remaining), runFileEnd - pos))
-            let v = run.firstBlock * bs + (pos - payloadStart - run.firstRank * bs)
-            let dataCount = v < virtualSize ? Int(min(UInt64(n), virtualSize - v)) : 0
-            if dataCount > 0 {
-                try source.read(at: v, into: UnsafeMutableRawBufferPointer(start: base + done, count: dataCount))
-            }
-            if dataCount < n {
-                // The last block's padding past the virtual size.
-                (base + done + dataCount).initializeMemory(as: UInt8.self, repeating: 0, count: n - dataCount)
-            }
-            done += n
+        let head = offset < payloadStart ? Int(min(UInt64(buffer.count), payloadStart - offset)) : 0
+        if head > 0 { fillSkeleton(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<head])) }
+        if head < buffer.count {
+            try payload.read(from: source, at: offset + UInt64(head), into: UnsafeMutableRawBufferPointer(rebasing: buffer[head...]))
         }
     }
 
@@ -299,30 +210,7 @@ public final class VHDXView: BlockSource {
             add(batOffset, batUsedEnd, .data)
             add(batUsedEnd, payloadStart, .zero)
         }
-        if r.upperBound > payloadStart {
-            let bs = UInt64(blockSize)
-            let start = max(r.lowerBound, payloadStart)
-            var ri = runIndex(containingRank: (start - payloadStart) / bs)
-            while ri < runs.count {
-                let run = runs[ri]
-                let fileLo = payloadStart + run.firstRank * bs
-                let fileHi = fileLo + run.count * bs
-                if fileLo >= r.upperBound { break }
-                let lo = max(fileLo, start), hi = min(fileHi, r.upperBound)
-                let vLo = run.firstBlock * bs + (lo - fileLo)
-                let vHi = vLo + (hi - lo)
-                let vDataHi = min(vHi, virtualSize)
-                if vLo < vDataHi {
-                    for e in try source.extents(in: vLo..<vDataHi) {
-                        let a = max(e.offset, vLo), b = min(e.end, vDataHi)
-                        guard a < b else { continue }
-                        add(lo + (a - vLo), lo + (b - vLo), e.kind == .data ? .data : .zero)
-                    }
-                }
-                if vDataHi < vHi { add(lo + (max(vDataHi, vLo) - vLo), hi, .zero) }
-                ri += 1
-            }
-        }
+        try payload.appendExtents(of: source, in: r, to: &out)
         return coalesce(out)
     }
 }
@@ -333,22 +221,6 @@ extension VHDXView: FileBackedSource {
     public func fileSpans(in range: Range<UInt64>) -> [FileSpan]? {
         guard range.lowerBound >= payloadStart, range.upperBound <= size,
               let fb = source as? any FileBackedSource else { return nil }
-        var out: [FileSpan] = []
-        let bs = UInt64(blockSize)
-        var pos = range.lowerBound
-        while pos < range.upperBound {
-            let run = runs[runIndex(containingRank: (pos - payloadStart) / bs)]
-            let runFileEnd = payloadStart + (run.firstRank + run.count) * bs
-            let n = min(range.upperBound, runFileEnd) - pos
-            let v = run.firstBlock * bs + (pos - payloadStart - run.firstRank * bs)
-            let dataCount = v < virtualSize ? min(n, virtualSize - v) : 0
-            if dataCount > 0 {
-                guard let spans = fb.fileSpans(in: v..<v + dataCount) else { return nil }
-                out += spans
-            }
-            if dataCount < n { out.append(.zeros(length: n - dataCount)) }
-            pos += n
-        }
-        return out
+        return payload.fileSpans(of: fb, in: range)
     }
 }

@@ -20,11 +20,11 @@ extension VMDKView {
         lines.append("redundant grain directory @\(hex(l.rgdOffset * VMDK.sector)): \(l.gtCount) entries, tables from \(hex(l.rgtSector(0) * VMDK.sector)) every \(hex(l.gtSectors * VMDK.sector))")
         lines.append("grain directory @\(hex(l.gdOffset * VMDK.sector)): \(l.gtCount) entries, tables from \(hex(l.gtSector(0) * VMDK.sector)) every \(hex(l.gtSectors * VMDK.sector))")
         var g: UInt64 = 0
-        for run in runs {
-            if run.firstGrain > g { lines.append("  grains \(g)..<\(run.firstGrain): unallocated (GTE 0)") }
+        for run in payload.runs {
+            if run.firstUnit > g { lines.append("  grains \(g)..<\(run.firstUnit): unallocated (GTE 0)") }
             let off = payloadStart + run.firstRank * grainSize
-            lines.append("  grains \(run.firstGrain)..<\(run.firstGrain + run.count): at \(hex(off))..<\(hex(off + run.count * grainSize)) (GTE \(off / VMDK.sector)…)")
-            g = run.firstGrain + run.count
+            lines.append("  grains \(run.firstUnit)..<\(run.firstUnit + run.count): at \(hex(off))..<\(hex(off + run.count * grainSize)) (GTE \(off / VMDK.sector)…)")
+            g = run.firstUnit + run.count
         }
         if g < l.grainCount { lines.append("  grains \(g)..<\(l.grainCount): unallocated (GTE 0)") }
         lines.append("allocated grains: \(allocatedGrainCount) of \(l.grainCount)")

@@ -18,7 +18,7 @@ public enum VMDKStreamWriter {
         var o = options
         o.createType = "streamOptimized"
         let sk = try VMDKSkeleton(virtualSize: source.size, options: o)
-        let (runs, _) = try vmdkGrainRuns(of: source, grainSize: o.grainSize)
+        let runs = PayloadRunMap.allocatedRuns(in: try source.extents(in: 0..<source.size), virtualSize: source.size, unitSize: o.grainSize).runs
         let gs = o.grainSize, gsec = sk.grainSectors
         var header = VMDKSparseHeader()
         header.version = 3
@@ -53,9 +53,9 @@ public enum VMDKStreamWriter {
             let lo = t * VMDK.gtesPerGT, hi = min(sk.grainCount, lo + VMDK.gtesPerGT)
             var gt = [UInt32](repeating: 0, count: Int(VMDK.gtesPerGT))
             var any = false
-            while ri < runs.count && runs[ri].firstGrain < hi {
+            while ri < runs.count && runs[ri].firstUnit < hi {
                 let r = runs[ri]
-                let a = max(r.firstGrain, lo), b = min(r.firstGrain + r.count, hi)
+                let a = max(r.firstUnit, lo), b = min(r.firstUnit + r.count, hi)
                 for g in a..<b {
                     let v = g * gs
                     let n = Int(min(gs, source.size - v))
@@ -73,7 +73,7 @@ public enum VMDKStreamWriter {
                     try put(rec + z)
                     any = true
                 }
-                if r.firstGrain + r.count <= hi { ri += 1 } else { break }
+                if r.firstUnit + r.count <= hi { ri += 1 } else { break }
             }
             guard any else { continue }
             try put(VMDKMarker(value: sk.gtSectors, type: .grainTable).serialize())
